@@ -1,0 +1,72 @@
+//! Newtypes so a client address can never be passed where a peer address belongs.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The transport a client reached us over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl Transport {
+    /// Stream transports frame ChannelData with padding (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// Lower-case name for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// A TURN client's transport address as the relay sees it (after any NAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientSocket(pub SocketAddr);
+
+/// A peer's transport address, on the far side of a relayed address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerSocket(pub SocketAddr);
+
+/// A relayed transport address owned by one allocation (the local bind address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayAddr(pub SocketAddr);
+
+/// The 5-tuple that names an allocation (RFC 8656 §2.2): client, server listener, transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    /// Client transport address.
+    pub client: ClientSocket,
+    /// The server address the client sent to.
+    pub server: SocketAddr,
+    /// Transport protocol between client and server.
+    pub transport: Transport,
+}
+
+impl fmt::Display for ClientSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for PeerSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for RelayAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
