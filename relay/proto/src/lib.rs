@@ -9,11 +9,14 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod client;
 pub mod peer_policy;
 pub mod server;
 pub mod stun;
 pub mod transaction_cache;
 pub mod types;
+
+pub use server::{Command, Server, ServerConfig, ToClient, ToPeer};
 
 
 pub use types::{ClientSocket, PeerSocket, RelayAddr, Transport};

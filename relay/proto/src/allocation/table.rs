@@ -1,0 +1,113 @@
+//! The allocation table: O(1) lookup by client 5-tuple (client → peer) and by relayed address
+//! (peer → client).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::channel::Channels;
+use super::permission::Permissions;
+use crate::auth::IntegrityKey;
+use crate::types::{FiveTuple, RelayAddr};
+
+/// Traffic counters of one allocation, updated as packets flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    /// Packets from the client relayed to peers.
+    pub packets_to_peer: u64,
+    /// Payload bytes from the client relayed to peers.
+    pub bytes_to_peer: u64,
+    /// Packets from peers relayed to the client.
+    pub packets_to_client: u64,
+    /// Payload bytes from peers relayed to the client.
+    pub bytes_to_client: u64,
+}
+
+/// One allocation (RFC 8656 §5).
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    /// The 5-tuple that owns it.
+    pub five_tuple: FiveTuple,
+    /// The local address of the relayed socket.
+    pub relay: RelayAddr,
+    /// The relayed address told to the client (external IP when behind 1:1 NAT).
+    pub advertised: SocketAddr,
+    /// The username that created it; later requests must use the same.
+    pub username: String,
+    /// The key that authenticated the Allocate, reused to check later requests cheaply.
+    pub key: IntegrityKey,
+    /// When it expires unless refreshed.
+    pub expires: Instant,
+    /// When it was created.
+    pub created: Instant,
+    /// Peer permissions.
+    pub permissions: Permissions,
+    /// Channel bindings.
+    pub channels: Channels,
+    /// Traffic so far.
+    pub counters: TrafficCounters,
+}
+
+/// Every allocation of one shard.
+#[derive(Debug, Default)]
+pub struct AllocationTable {
+    by_tuple: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<RelayAddr, FiveTuple>,
+}
+
+impl AllocationTable {
+    /// Adds an allocation (the caller checked the 5-tuple and relayed address are free).
+    pub fn insert(&mut self, alloc: Allocation) {
+        self.by_relay.insert(alloc.relay, alloc.five_tuple);
+        self.by_tuple.insert(alloc.five_tuple, alloc);
+    }
+
+    /// The allocation of a 5-tuple.
+    pub fn get(&self, t: &FiveTuple) -> Option<&Allocation> {
+        self.by_tuple.get(t)
+    }
+
+    /// The allocation of a 5-tuple, mutably.
+    pub fn get_mut(&mut self, t: &FiveTuple) -> Option<&mut Allocation> {
+        self.by_tuple.get_mut(t)
+    }
+
+    /// The allocation that owns a relayed address, mutably.
+    pub fn by_relay_mut(&mut self, relay: &RelayAddr) -> Option<&mut Allocation> {
+        let t = self.by_relay.get(relay)?;
+        self.by_tuple.get_mut(t)
+    }
+
+    /// Removes and returns an allocation.
+    pub fn remove(&mut self, t: &FiveTuple) -> Option<Allocation> {
+        let a = self.by_tuple.remove(t)?;
+        self.by_relay.remove(&a.relay);
+        Some(a)
+    }
+
+    /// Removes and returns every allocation expired at `now`.
+    pub fn drain_expired(&mut self, now: Instant) -> Vec<Allocation> {
+        let expired: Vec<FiveTuple> = self
+            .by_tuple
+            .values()
+            .filter(|a| a.expires <= now)
+            .map(|a| a.five_tuple)
+            .collect();
+        expired.iter().filter_map(|t| self.remove(t)).collect()
+    }
+
+    /// Number of allocations.
+    pub fn len(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_tuple.is_empty()
+    }
+
+    /// Iterates allocations.
+    pub fn iter(&self) -> impl Iterator<Item = &Allocation> {
+        self.by_tuple.values()
+    }
+}

@@ -1,0 +1,179 @@
+//! Stateless nonces: the relay remembers nothing between the 401 challenge and the retry.
+//!
+//! Layout: `obMatJos2` + 4 base64 characters of the 24-bit security feature set
+//! ([RFC 8489 §9.2](https://www.rfc-editor.org/rfc/rfc8489#section-9.2)), then hex of
+//! `expiry (8 bytes) || HMAC-SHA256(node key, client address || expiry)[..12]`. A forged, expired
+//! or replayed-from-elsewhere nonce fails the HMAC or the expiry and gets 438.
+
+use std::net::{IpAddr, SocketAddr};
+
+use subtle::ConstantTimeEq;
+
+use crate::stun::integrity::hmac_sha256;
+
+/// The "nonce cookie" that announces the security feature set.
+pub const NONCE_COOKIE: &str = "obMatJos2";
+/// Security feature set with only "Password algorithms" set: 0x800000 in base64.
+const FEATURES_PASSWORD_ALGORITHMS: &str = "gAAA";
+const MAC_LEN: usize = 12;
+
+/// Outcome of checking a nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// Ours, for this client, not expired.
+    Valid {
+        /// The nonce announced the password-algorithms feature.
+        password_algorithms: bool,
+    },
+    /// Expired, for another client, or not one of ours: answer 438 with a fresh one.
+    Stale,
+}
+
+/// Issues and checks nonces with a per-node key.
+#[derive(Clone)]
+pub struct Nonces {
+    key: [u8; 32],
+    lifetime_secs: u64,
+}
+
+impl std::fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nonces")
+            .field("lifetime_secs", &self.lifetime_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nonces {
+    /// Nonces keyed with `key` (random per node), valid `lifetime_secs`.
+    pub fn new(key: [u8; 32], lifetime_secs: u64) -> Self {
+        Self { key, lifetime_secs }
+    }
+
+    fn mac(&self, client: SocketAddr, expiry: u64) -> [u8; MAC_LEN] {
+        let ip = match client.ip() {
+            IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+            IpAddr::V6(ip) => ip.octets(),
+        };
+        let full = hmac_sha256(
+            &self.key,
+            &[&ip, &client.port().to_be_bytes(), &expiry.to_be_bytes()],
+        );
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(full.get(..MAC_LEN).unwrap_or(&[0; MAC_LEN]));
+        out
+    }
+
+    /// A fresh nonce for `client` at `now_unix`.
+    pub fn issue(&self, client: SocketAddr, now_unix: u64) -> String {
+        let expiry = now_unix.saturating_add(self.lifetime_secs);
+        let mut s = String::with_capacity(NONCE_COOKIE.len() + 4 + 40);
+        s.push_str(NONCE_COOKIE);
+        s.push_str(FEATURES_PASSWORD_ALGORITHMS);
+        push_hex(&mut s, &expiry.to_be_bytes());
+        push_hex(&mut s, &self.mac(client, expiry));
+        s
+    }
+
+    /// Checks a nonce presented by `client` at `now_unix`.
+    pub fn check(&self, nonce: &str, client: SocketAddr, now_unix: u64) -> NonceCheck {
+        let Some(rest) = nonce.strip_prefix(NONCE_COOKIE) else {
+            return NonceCheck::Stale;
+        };
+        let Some(features) = rest.get(..4) else {
+            return NonceCheck::Stale;
+        };
+        let Some(body) = rest.get(4..) else {
+            return NonceCheck::Stale;
+        };
+        let mut raw = [0u8; 8 + MAC_LEN];
+        if !parse_hex(body, &mut raw) {
+            return NonceCheck::Stale;
+        }
+        let (exp, mac) = raw.split_at(8);
+        let expiry = u64::from_be_bytes(exp.try_into().unwrap_or([0; 8]));
+        let ok: bool = self.mac(client, expiry).ct_eq(mac).into();
+        if !ok || expiry < now_unix {
+            return NonceCheck::Stale;
+        }
+        NonceCheck::Valid {
+            password_algorithms: features == FEATURES_PASSWORD_ALGORITHMS,
+        }
+    }
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
+}
+
+fn parse_hex(s: &str, out: &mut [u8]) -> bool {
+    if s.len() != out.len() * 2 {
+        return false;
+    }
+    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        let (Some(hi), Some(lo)) = (hex_val(pair.first()), hex_val(pair.get(1))) else {
+            return false;
+        };
+        *o = (hi << 4) | lo;
+    }
+    true
+}
+
+fn hex_val(c: Option<&u8>) -> Option<u8> {
+    match c? {
+        c @ b'0'..=b'9' => Some(c - b'0'),
+        c @ b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> SocketAddr {
+        "203.0.113.5:4000".parse().unwrap()
+    }
+
+    #[test]
+    fn issued_nonce_checks_until_expiry() {
+        let n = Nonces::new([1; 32], 600);
+        let nonce = n.issue(client(), 1000);
+        assert!(nonce.starts_with("obMatJos2gAAA"));
+        assert!(nonce.len() < 128);
+        assert_eq!(
+            n.check(&nonce, client(), 1600),
+            NonceCheck::Valid {
+                password_algorithms: true
+            }
+        );
+        assert_eq!(n.check(&nonce, client(), 1601), NonceCheck::Stale);
+    }
+
+    #[test]
+    fn nonce_is_bound_to_client_and_key() {
+        let n = Nonces::new([1; 32], 600);
+        let nonce = n.issue(client(), 1000);
+        let other: SocketAddr = "203.0.113.5:4001".parse().unwrap();
+        assert_eq!(n.check(&nonce, other, 1000), NonceCheck::Stale);
+        assert_eq!(
+            Nonces::new([2; 32], 600).check(&nonce, client(), 1000),
+            NonceCheck::Stale
+        );
+        // Tampering with the expiry breaks the MAC.
+        let mut forged = nonce.clone().into_bytes();
+        let i = "obMatJos2gAAA".len() + 10;
+        forged[i] = if forged[i] == b'f' { b'e' } else { b'f' };
+        assert_eq!(
+            n.check(std::str::from_utf8(&forged).unwrap(), client(), 1000),
+            NonceCheck::Stale
+        );
+        for junk in ["", "obMatJos2", "obMatJos2gAAAzz", "xyz", "obMatJos2gAAA\u{e9}"] {
+            assert_eq!(n.check(junk, client(), 1000), NonceCheck::Stale);
+        }
+    }
+}

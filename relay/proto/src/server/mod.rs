@@ -1,0 +1,283 @@
+//! The TURN server state machine ([RFC 8656](https://www.rfc-editor.org/rfc/rfc8656)), sans-IO.
+//!
+//! The driver calls [`Server::handle_client_input`] for every packet from a client and
+//! [`Server::handle_peer_input`] for every datagram arriving on a relayed socket; both return the
+//! data-path forward (if any) directly, without allocating. Control-plane work (responses, opening
+//! and closing relayed sockets) is queued as [`Command`]s the driver drains with
+//! [`Server::poll_command`]. Time only advances through the `now` arguments.
+
+mod data_path;
+mod requests;
+mod response;
+mod stats;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::ops::{Range, RangeInclusive};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geoturn_shared::SecretSet;
+
+pub use self::data_path::{PEER_HEADROOM, PEER_TAILROOM};
+pub use self::stats::{DropReason, ServerStats};
+use crate::allocation::AllocationTable;
+use crate::allocation::ports::PortAllocator;
+use crate::allocation::quota::Quota;
+use crate::auth::{Authenticated, Nonces};
+use crate::peer_policy::PeerPolicy;
+use crate::stun::{AddressFamily, TransactionId};
+use crate::transaction_cache::TransactionCache;
+use crate::types::{FiveTuple, PeerSocket, RelayAddr};
+
+/// Settings of one server (one shard of a relay).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// REALM sent in challenges and expected back.
+    pub realm: String,
+    /// SOFTWARE attribute in responses; `None` sends none (no version disclosure).
+    pub software: Option<String>,
+    /// Local IPv4 address relayed sockets bind to; `None` disables IPv4 relaying.
+    pub relay_ip_v4: Option<IpAddr>,
+    /// Local IPv6 address relayed sockets bind to; `None` disables IPv6 relaying.
+    pub relay_ip_v6: Option<IpAddr>,
+    /// IPv4 address advertised in XOR-RELAYED-ADDRESS when the relay is behind 1:1 NAT.
+    pub external_ip_v4: Option<IpAddr>,
+    /// IPv6 address advertised in XOR-RELAYED-ADDRESS.
+    pub external_ip_v6: Option<IpAddr>,
+    /// Relayed ports.
+    pub port_range: RangeInclusive<u16>,
+    /// This shard's index, for partitioning the port range.
+    pub shard: u32,
+    /// Number of shards sharing the port range.
+    pub shards: u32,
+    /// Allocation lifetime when the client asks for none (RFC 8656: 10 minutes).
+    pub default_lifetime: Duration,
+    /// Longest allocation lifetime granted (RFC 8656 recommends 1 hour).
+    pub max_lifetime: Duration,
+    /// How long a nonce stays valid.
+    pub nonce_lifetime: Duration,
+    /// Which peers may be reached.
+    pub peer_policy: PeerPolicy,
+    /// Key for stateless nonces (random per node).
+    pub nonce_key: [u8; 32],
+    /// Seed for relayed port choice.
+    pub seed: u64,
+    /// Responses remembered for retransmissions.
+    pub transaction_cache_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            realm: "geoturn".into(),
+            software: None,
+            relay_ip_v4: Some(IpAddr::from([127, 0, 0, 1])),
+            relay_ip_v6: None,
+            external_ip_v4: None,
+            external_ip_v6: None,
+            port_range: 49152..=65535,
+            shard: 0,
+            shards: 1,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            nonce_lifetime: Duration::from_secs(600),
+            peer_policy: PeerPolicy::default(),
+            nonce_key: [0; 32],
+            seed: 1,
+            transaction_cache_size: 8192,
+        }
+    }
+}
+
+/// Work for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send `data` to the client of `five_tuple` over the listener it used.
+    SendToClient {
+        /// Whom to send to, and through which listener.
+        five_tuple: FiveTuple,
+        /// The encoded message.
+        data: Vec<u8>,
+    },
+    /// Open a relayed socket on `relay`, then report with [`Server::handle_relay_bound`].
+    BindRelay {
+        /// Local address to bind.
+        relay: RelayAddr,
+        /// Set the DF bit on datagrams sent from it (the client sent DONT-FRAGMENT).
+        dont_fragment: bool,
+    },
+    /// Close the relayed socket on `relay`.
+    FreeRelay {
+        /// Local address to close.
+        relay: RelayAddr,
+    },
+}
+
+/// Data from a client to forward to a peer; borrows the client's packet (no copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToPeer<'a> {
+    /// The relayed socket to send from.
+    pub relay: RelayAddr,
+    /// The peer to send to.
+    pub peer: PeerSocket,
+    /// The application data.
+    pub payload: &'a [u8],
+}
+
+/// Data from a peer framed for the client, in place in the driver's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToClient {
+    /// The client, and the listener to send through.
+    pub five_tuple: FiveTuple,
+    /// The bytes of the buffer to send.
+    pub range: Range<usize>,
+}
+
+/// An Allocate waiting for its relayed socket to be bound.
+#[derive(Debug, Clone)]
+struct PendingAllocation {
+    five_tuple: FiveTuple,
+    transaction_id: TransactionId,
+    auth: Authenticated,
+    lifetime: Duration,
+    family: AddressFamily,
+    even_port: bool,
+    dont_fragment: bool,
+    /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 that this relay cannot give.
+    refused_additional: Option<AddressFamily>,
+    attempts: u8,
+}
+
+/// How many relayed ports an Allocate tries before answering 508.
+const MAX_BIND_ATTEMPTS: u8 = 8;
+/// How often expired allocations are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The TURN server state machine for one shard.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    secrets: SecretSet,
+    nonces: Nonces,
+    quota: Arc<Quota>,
+    allocations: AllocationTable,
+    pending: HashMap<RelayAddr, PendingAllocation>,
+    ports: PortAllocator,
+    transactions: TransactionCache,
+    commands: VecDeque<Command>,
+    clock: Option<(Instant, u64)>,
+    next_sweep: Option<Instant>,
+    draining: bool,
+    stats: ServerStats,
+}
+
+impl Server {
+    /// A server with `config`, accepting credentials from `secrets`, counting allocations in
+    /// `quota` (shared with sibling shards).
+    pub fn new(config: ServerConfig, secrets: SecretSet, quota: Arc<Quota>) -> Self {
+        let nonces = Nonces::new(config.nonce_key, config.nonce_lifetime.as_secs());
+        let ports = PortAllocator::new(
+            config.port_range.clone(),
+            config.shard,
+            config.shards,
+            config.seed,
+        );
+        let transactions = TransactionCache::new(config.transaction_cache_size);
+        Self {
+            config,
+            secrets,
+            nonces,
+            quota,
+            allocations: AllocationTable::default(),
+            pending: HashMap::new(),
+            ports,
+            transactions,
+            commands: VecDeque::new(),
+            clock: None,
+            next_sweep: None,
+            draining: false,
+            stats: ServerStats::default(),
+        }
+    }
+
+    /// Tells the server the wall-clock time (unix seconds) at monotonic instant `now`; used for
+    /// credential and nonce expiry. Call at start and then about once a second.
+    pub fn set_unix_time(&mut self, now: Instant, unix_secs: u64) {
+        self.clock = Some((now, unix_secs));
+    }
+
+    fn unix_now(&self, now: Instant) -> u64 {
+        match self.clock {
+            Some((at, unix)) => unix.saturating_add(now.saturating_duration_since(at).as_secs()),
+            None => 0,
+        }
+    }
+
+    /// Replaces the secret set (rotation without restart).
+    pub fn set_secrets(&mut self, secrets: SecretSet) {
+        self.secrets = secrets;
+    }
+
+    /// Stops taking new allocations (existing ones keep working).
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Next command for the driver.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Expires allocations whose lifetime has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
+        for alloc in self.allocations.drain_expired(now) {
+            tracing::info!(
+                relay = %alloc.relay,
+                client = %geoturn_shared::pii::Pii(alloc.five_tuple.client),
+                "allocation expired"
+            );
+            self.stats.allocations_expired += 1;
+            self.release_allocation_resources(&alloc);
+        }
+    }
+
+    fn release_allocation_resources(&mut self, alloc: &crate::allocation::Allocation) {
+        self.ports.release(alloc.relay.0.port());
+        self.quota.release(user_of(&alloc.username));
+        self.commands.push_back(Command::FreeRelay { relay: alloc.relay });
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// The allocation table (for status and tests).
+    pub fn allocations(&self) -> &AllocationTable {
+        &self.allocations
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+}
+
+fn user_of(username: &str) -> &str {
+    geoturn_shared::RestUsername::parse(username)
+        .map(|u| u.user)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

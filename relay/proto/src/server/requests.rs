@@ -1,0 +1,466 @@
+//! Requests: Binding, Allocate, Refresh, CreatePermission, ChannelBind
+//! ([RFC 8656 §7–§11](https://www.rfc-editor.org/rfc/rfc8656#section-7)).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::response::Answer;
+use super::{Command, MAX_BIND_ATTEMPTS, PendingAllocation, Server};
+use crate::allocation::Allocation;
+use crate::allocation::channel::Channels;
+use crate::allocation::permission::Permissions;
+use crate::allocation::quota::QuotaExceeded;
+use crate::auth::{AuthFailure, Authenticated, authenticate};
+use crate::stun::attribute::types;
+use crate::stun::channel_data::{MAX_CHANNEL, MIN_CHANNEL};
+use crate::stun::{AddressFamily, Attribute, ErrorCode, Message, Method};
+use crate::types::{FiveTuple, RelayAddr};
+
+/// Protocol number of UDP in REQUESTED-TRANSPORT.
+const PROTO_UDP: u8 = 17;
+/// Most XOR-PEER-ADDRESS attributes one CreatePermission may carry.
+const MAX_PEERS_PER_REQUEST: usize = 16;
+
+impl Server {
+    pub(super) fn handle_request(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'_>) {
+        let to = Answer {
+            five_tuple: tuple,
+            method: msg.method(),
+            transaction_id: *msg.transaction_id(),
+        };
+        let unknown = msg.unknown_comprehension_required();
+        if !unknown.is_empty() {
+            let mut raw = [0u8; 2 * crate::stun::message::MAX_UNKNOWN_REPORTED];
+            for (slot, t) in raw.chunks_exact_mut(2).zip(unknown) {
+                slot.copy_from_slice(&t.to_be_bytes());
+            }
+            let len = 2 * unknown.len();
+            let list = raw.get(..len).unwrap_or_default();
+            self.reply_unsigned(
+                &to,
+                Some(ErrorCode::UNKNOWN_ATTRIBUTE),
+                &[Attribute::UnknownAttributes(list)],
+            );
+            return;
+        }
+        match msg.method() {
+            Method::Binding => {
+                self.reply_unsigned(&to, None, &[Attribute::XorMappedAddress(tuple.client.0)]);
+                return;
+            }
+            Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind => {}
+            // TCP relaying (RFC 6062) is not offered on this relay yet; unknown methods get 400.
+            _ => {
+                self.reply_unsigned(&to, Some(ErrorCode::BAD_REQUEST), &[]);
+                return;
+            }
+        }
+        if self.replay_cached(now, &to) {
+            return;
+        }
+        let auth = match authenticate(
+            msg,
+            tuple.client.0,
+            &self.config.realm,
+            &self.secrets,
+            &self.nonces,
+            self.unix_now(now),
+        ) {
+            Ok(auth) => auth,
+            Err(failure) => {
+                *self.stats.auth_failures.entry(failure.as_str()).or_default() += 1;
+                match failure {
+                    AuthFailure::BadRequest => {
+                        self.reply_unsigned(&to, Some(ErrorCode::BAD_REQUEST), &[]);
+                    }
+                    AuthFailure::StaleNonce => {
+                        self.reply_challenge(now, &to, ErrorCode::STALE_NONCE);
+                    }
+                    _ => self.reply_challenge(now, &to, ErrorCode::UNAUTHENTICATED),
+                }
+                return;
+            }
+        };
+        if msg.method() == Method::Allocate {
+            self.allocate(now, &to, msg, auth);
+            return;
+        }
+        // Every other request needs this 5-tuple's allocation, created by the same user.
+        let Some(alloc) = self.allocations.get(&tuple) else {
+            self.reply_signed(now, &to, Some(ErrorCode::ALLOCATION_MISMATCH), &[], &auth.key);
+            return;
+        };
+        if alloc.username != auth.username {
+            self.reply_signed(now, &to, Some(ErrorCode::WRONG_CREDENTIALS), &[], &auth.key);
+            return;
+        }
+        match msg.method() {
+            Method::Refresh => self.refresh(now, &to, msg, &auth),
+            Method::CreatePermission => self.create_permission(now, &to, msg, &auth),
+            Method::ChannelBind => self.channel_bind(now, &to, msg, &auth),
+            _ => {}
+        }
+    }
+
+    fn lifetime(&self, msg: &Message<'_>) -> Result<Duration, ()> {
+        match msg.attribute(types::LIFETIME) {
+            None => Ok(self.config.default_lifetime),
+            Some(Ok(Attribute::Lifetime(secs))) => {
+                Ok(Duration::from_secs(u64::from(secs)).min(self.config.max_lifetime))
+            }
+            Some(_) => Err(()),
+        }
+    }
+
+    fn allocate(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: Authenticated) {
+        let bad = ErrorCode::BAD_REQUEST;
+        let tuple = to.five_tuple;
+        if self.allocations.get(&tuple).is_some() {
+            // A retransmission was answered from the cache; anything else is a mismatch.
+            return self.reply_signed(now, to, Some(ErrorCode::ALLOCATION_MISMATCH), &[], &auth.key);
+        }
+        if self.pending.values().any(|p| p.five_tuple == tuple) {
+            return; // the first copy is being bound right now
+        }
+        match msg.attribute(types::REQUESTED_TRANSPORT) {
+            Some(Ok(Attribute::RequestedTransport(PROTO_UDP))) => {}
+            Some(Ok(Attribute::RequestedTransport(_))) => {
+                return self.reply_signed(
+                    now,
+                    to,
+                    Some(ErrorCode::UNSUPPORTED_TRANSPORT),
+                    &[],
+                    &auth.key,
+                );
+            }
+            _ => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+        }
+        let even_port = match msg.attribute(types::EVEN_PORT) {
+            None => false,
+            Some(Ok(Attribute::EvenPort { reserve: false })) => true,
+            // Reserving the next port (R bit) and RESERVATION-TOKEN are not offered: 508 per §7.2.
+            Some(Ok(Attribute::EvenPort { reserve: true })) => {
+                return self.reply_signed(
+                    now,
+                    to,
+                    Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                    &[],
+                    &auth.key,
+                );
+            }
+            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+        };
+        if msg.get(types::RESERVATION_TOKEN).is_some() {
+            return self.reply_signed(
+                now,
+                to,
+                Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                &[],
+                &auth.key,
+            );
+        }
+        let requested = match msg.attribute(types::REQUESTED_ADDRESS_FAMILY) {
+            None => None,
+            Some(Ok(Attribute::RequestedAddressFamily(f))) => Some(f),
+            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+        };
+        let additional = match msg.attribute(types::ADDITIONAL_ADDRESS_FAMILY) {
+            None => None,
+            Some(Ok(Attribute::AdditionalAddressFamily(AddressFamily::V6))) => {
+                Some(AddressFamily::V6)
+            }
+            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+        };
+        if requested.is_some() && additional.is_some() {
+            return self.reply_signed(now, to, Some(bad), &[], &auth.key);
+        }
+        let family = requested.unwrap_or(AddressFamily::V4);
+        let Some(relay_ip) = self.relay_ip(family) else {
+            return self.reply_signed(
+                now,
+                to,
+                Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
+                &[],
+                &auth.key,
+            );
+        };
+        // Dual allocations are not offered yet: the IPv4 one is made and the IPv6 part refused
+        // with ADDRESS-ERROR-CODE, as RFC 8656 §7.2 allows.
+        let refused_additional = additional;
+        if self.draining {
+            return self.reply_signed(now, to, Some(ErrorCode::FORBIDDEN), &[], &auth.key);
+        }
+        let Ok(lifetime) = self.lifetime(msg) else {
+            return self.reply_signed(now, to, Some(bad), &[], &auth.key);
+        };
+        // RFC 8656 §7.2: never less than the default lifetime.
+        let lifetime = lifetime.max(self.config.default_lifetime.min(self.config.max_lifetime));
+        match self.quota.acquire(auth.user_id()) {
+            Ok(()) => {}
+            Err(QuotaExceeded::User) => {
+                return self.reply_signed(
+                    now,
+                    to,
+                    Some(ErrorCode::ALLOCATION_QUOTA_REACHED),
+                    &[],
+                    &auth.key,
+                );
+            }
+            Err(QuotaExceeded::Total) => {
+                return self.reply_signed(
+                    now,
+                    to,
+                    Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                    &[],
+                    &auth.key,
+                );
+            }
+        }
+        let pending = PendingAllocation {
+            five_tuple: tuple,
+            transaction_id: to.transaction_id,
+            auth,
+            lifetime,
+            family,
+            even_port,
+            dont_fragment: msg.get(types::DONT_FRAGMENT).is_some(),
+            refused_additional,
+            attempts: 0,
+        };
+        self.try_bind(now, pending, relay_ip);
+    }
+
+    fn relay_ip(&self, family: AddressFamily) -> Option<IpAddr> {
+        match family {
+            AddressFamily::V4 => self.config.relay_ip_v4,
+            AddressFamily::V6 => self.config.relay_ip_v6,
+        }
+    }
+
+    fn try_bind(&mut self, now: Instant, mut pending: PendingAllocation, relay_ip: IpAddr) {
+        pending.attempts += 1;
+        let port = if pending.attempts <= MAX_BIND_ATTEMPTS {
+            self.ports.pick(pending.even_port)
+        } else {
+            None
+        };
+        let Some(port) = port else {
+            self.quota.release(pending.auth.user_id());
+            let to = Answer {
+                five_tuple: pending.five_tuple,
+                method: Method::Allocate,
+                transaction_id: pending.transaction_id,
+            };
+            return self.reply_signed(
+                now,
+                &to,
+                Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                &[],
+                &pending.auth.key,
+            );
+        };
+        let relay = RelayAddr(SocketAddr::new(relay_ip, port));
+        self.commands.push_back(Command::BindRelay {
+            relay,
+            dont_fragment: pending.dont_fragment,
+        });
+        self.pending.insert(relay, pending);
+    }
+
+    /// The driver reports whether the relayed socket for `relay` could be bound.
+    pub fn handle_relay_bound(&mut self, now: Instant, relay: RelayAddr, bound: bool) {
+        let Some(pending) = self.pending.remove(&relay) else {
+            return;
+        };
+        if !bound {
+            // Someone else holds the port (the ephemeral range overlaps ours); pick another.
+            self.ports.release(relay.0.port());
+            return self.try_bind(now, pending, relay.0.ip());
+        }
+        let to = Answer {
+            five_tuple: pending.five_tuple,
+            method: Method::Allocate,
+            transaction_id: pending.transaction_id,
+        };
+        let external = match pending.family {
+            AddressFamily::V4 => self.config.external_ip_v4,
+            AddressFamily::V6 => self.config.external_ip_v6,
+        };
+        let advertised = SocketAddr::new(external.unwrap_or(relay.0.ip()), relay.0.port());
+        let alloc = Allocation {
+            five_tuple: pending.five_tuple,
+            relay,
+            advertised,
+            username: pending.auth.username.clone(),
+            key: pending.auth.key.clone(),
+            expires: now + pending.lifetime,
+            created: now,
+            permissions: Permissions::default(),
+            channels: Channels::default(),
+            counters: Default::default(),
+        };
+        tracing::info!(
+            relay = %relay,
+            client = %geoturn_shared::pii::Pii(pending.five_tuple.client),
+            transport = pending.five_tuple.transport.as_str(),
+            lifetime_s = pending.lifetime.as_secs(),
+            "allocation created"
+        );
+        self.allocations.insert(alloc);
+        self.stats.allocations_created += 1;
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + super::SWEEP_INTERVAL);
+        }
+        let lifetime = u32::try_from(pending.lifetime.as_secs()).unwrap_or(u32::MAX);
+        let mut attrs = vec![
+            Attribute::XorRelayedAddress(advertised),
+            Attribute::Lifetime(lifetime),
+            Attribute::XorMappedAddress(pending.five_tuple.client.0),
+        ];
+        if let Some(family) = pending.refused_additional {
+            let code = ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED;
+            attrs.push(Attribute::AddressErrorCode {
+                family,
+                code: code.0,
+                reason: code.reason(),
+            });
+        }
+        self.reply_signed(now, &to, None, &attrs, &pending.auth.key);
+    }
+
+    fn refresh(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: &Authenticated) {
+        let Ok(lifetime) = self.lifetime(msg) else {
+            return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+        };
+        let tuple = to.five_tuple;
+        if let Some(Ok(Attribute::RequestedAddressFamily(f))) =
+            msg.attribute(types::REQUESTED_ADDRESS_FAMILY)
+        {
+            let alloc_family = self
+                .allocations
+                .get(&tuple)
+                .map(|a| AddressFamily::of(a.relay.0.ip()));
+            if alloc_family != Some(f) {
+                return self.reply_signed(
+                    now,
+                    to,
+                    Some(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH),
+                    &[],
+                    &auth.key,
+                );
+            }
+        }
+        if lifetime.is_zero() {
+            if let Some(alloc) = self.allocations.remove(&tuple) {
+                tracing::info!(relay = %alloc.relay, "allocation deleted by client");
+                self.stats.allocations_deleted += 1;
+                self.release_allocation_resources(&alloc);
+            }
+            return self.reply_signed(now, to, None, &[Attribute::Lifetime(0)], &auth.key);
+        }
+        if let Some(alloc) = self.allocations.get_mut(&tuple) {
+            alloc.expires = now + lifetime;
+        }
+        let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
+        self.reply_signed(now, to, None, &[Attribute::Lifetime(secs)], &auth.key);
+    }
+
+    /// Validates a peer address against the allocation's family and the peer policy.
+    fn check_peer(&mut self, tuple: &FiveTuple, peer: SocketAddr) -> Result<(), ErrorCode> {
+        let family = self
+            .allocations
+            .get(tuple)
+            .map(|a| AddressFamily::of(a.relay.0.ip()));
+        if family != Some(AddressFamily::of(peer.ip())) {
+            return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        if self.config.peer_policy.check(peer.ip()).is_err() {
+            self.stats.peers_denied += 1;
+            tracing::debug!(peer = %geoturn_shared::pii::Pii(peer), "peer refused by policy");
+            return Err(ErrorCode::FORBIDDEN);
+        }
+        Ok(())
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        to: &Answer,
+        msg: &Message<'_>,
+        auth: &Authenticated,
+    ) {
+        let mut peers = [IpAddr::from([0u8; 4]); MAX_PEERS_PER_REQUEST];
+        let mut count = 0;
+        for attr in msg.attributes_of(types::XOR_PEER_ADDRESS) {
+            let (Ok(Attribute::XorPeerAddress(peer)), Some(slot)) = (attr, peers.get_mut(count))
+            else {
+                return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+            };
+            if let Err(code) = self.check_peer(&to.five_tuple, peer) {
+                return self.reply_signed(now, to, Some(code), &[], &auth.key);
+            }
+            *slot = peer.ip();
+            count += 1;
+        }
+        let peers = peers.get(..count).unwrap_or_default();
+        if peers.is_empty() {
+            return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+        }
+        let Some(alloc) = self.allocations.get_mut(&to.five_tuple) else {
+            return;
+        };
+        if alloc.permissions.can_install(peers.iter(), now).is_err() {
+            return self.reply_signed(
+                now,
+                to,
+                Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                &[],
+                &auth.key,
+            );
+        }
+        for ip in peers {
+            alloc.permissions.install(*ip, now);
+        }
+        self.reply_signed(now, to, None, &[], &auth.key);
+    }
+
+    fn channel_bind(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: &Authenticated) {
+        let bad = Some(ErrorCode::BAD_REQUEST);
+        let Some(Ok(Attribute::ChannelNumber(number))) = msg.attribute(types::CHANNEL_NUMBER)
+        else {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        };
+        if !(MIN_CHANNEL..=MAX_CHANNEL).contains(&number) {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        }
+        let Some(Ok(Attribute::XorPeerAddress(peer))) = msg.attribute(types::XOR_PEER_ADDRESS)
+        else {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        };
+        if let Err(code) = self.check_peer(&to.five_tuple, peer) {
+            return self.reply_signed(now, to, Some(code), &[], &auth.key);
+        }
+        let Some(alloc) = self.allocations.get_mut(&to.five_tuple) else {
+            return;
+        };
+        if alloc
+            .permissions
+            .can_install(std::iter::once(&peer.ip()), now)
+            .is_err()
+        {
+            return self.reply_signed(
+                now,
+                to,
+                Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                &[],
+                &auth.key,
+            );
+        }
+        if alloc.channels.bind(number, peer, now).is_err() {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        }
+        // A channel binding installs or refreshes the permission for its peer (§11.2).
+        alloc.permissions.install(peer.ip(), now);
+        self.reply_signed(now, to, None, &[], &auth.key);
+    }
+}

@@ -1,0 +1,752 @@
+//! Scenario tests of the server on a virtual clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geoturn_shared::{RestCredential, SecretSet};
+
+use super::*;
+use crate::client::{ClientAuth, encode_request, error_code};
+use crate::stun::attribute::types;
+use crate::stun::channel_data::ChannelData;
+use crate::stun::{Attribute, Class, Message, Method, TransactionId};
+use crate::types::{ClientSocket, Transport};
+
+const UNIX_START: u64 = 1_800_000_000;
+const SECRET: &[u8] = b"topsecret";
+
+struct Harness {
+    server: Server,
+    now: Instant,
+    tuple: FiveTuple,
+    next_tid: u8,
+    fail_binds: usize,
+    bound: Vec<RelayAddr>,
+    freed: Vec<RelayAddr>,
+}
+
+fn tuple(port: u16) -> FiveTuple {
+    FiveTuple {
+        client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], port))),
+        server: SocketAddr::from(([192, 0, 2, 1], 3478)),
+        transport: Transport::Udp,
+    }
+}
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([203, 0, 113, 50], 7000))
+}
+
+impl Harness {
+    fn with(config: ServerConfig, quota: Quota) -> Self {
+        let now = Instant::now();
+        let mut server = Server::new(config, SecretSet::from_values([SECRET]), Arc::new(quota));
+        server.set_unix_time(now, UNIX_START);
+        Self {
+            server,
+            now,
+            tuple: tuple(40000),
+            next_tid: 0,
+            fail_binds: 0,
+            bound: vec![],
+            freed: vec![],
+        }
+    }
+
+    fn new() -> Self {
+        let config = ServerConfig {
+            relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+            port_range: 50000..=50099,
+            ..ServerConfig::default()
+        };
+        Self::with(config, Quota::new(0, 0))
+    }
+
+    fn tid(&mut self) -> TransactionId {
+        self.next_tid += 1;
+        TransactionId([self.next_tid; 12])
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.server.handle_timeout(self.now);
+        self.pump();
+    }
+
+    /// Runs commands; acknowledges binds; returns the responses sent to clients.
+    fn pump(&mut self) -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        while let Some(cmd) = self.server.poll_command() {
+            match cmd {
+                Command::SendToClient { data, .. } => out.push(data),
+                Command::BindRelay { relay, .. } => {
+                    let ok = if self.fail_binds > 0 {
+                        self.fail_binds -= 1;
+                        false
+                    } else {
+                        self.bound.push(relay);
+                        true
+                    };
+                    self.server.handle_relay_bound(self.now, relay, ok);
+                }
+                Command::FreeRelay { relay } => self.freed.push(relay),
+            }
+        }
+        out
+    }
+
+    fn input(&mut self, bytes: &[u8]) -> Option<(RelayAddr, PeerSocket, Vec<u8>)> {
+        let tuple = self.tuple;
+        self.server
+            .handle_client_input(self.now, tuple, bytes)
+            .map(|f| (f.relay, f.peer, f.payload.to_vec()))
+    }
+
+    fn request_raw(&mut self, bytes: &[u8]) -> Vec<u8> {
+        assert!(self.input(bytes).is_none());
+        let mut out = self.pump();
+        assert_eq!(out.len(), 1, "expected exactly one response");
+        out.remove(0)
+    }
+
+    fn request(
+        &mut self,
+        method: Method,
+        attrs: &[Attribute<'_>],
+        auth: Option<&ClientAuth>,
+    ) -> Vec<u8> {
+        let tid = self.tid();
+        let req = encode_request(method, Class::Request, tid, attrs, auth).unwrap();
+        let resp = self.request_raw(&req);
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!(m.transaction_id(), &tid);
+        assert_eq!(m.method(), method);
+        resp
+    }
+
+    fn credentials(&self, ttl: u64) -> ClientAuth {
+        let c = RestCredential::mint(SECRET, "alice", UNIX_START, ttl);
+        ClientAuth {
+            username: c.username,
+            password: c.password,
+            realm: String::new(),
+            nonce: String::new(),
+        }
+    }
+
+    /// Challenge + authenticated Allocate; returns the auth and the relayed address.
+    fn allocate(&mut self) -> (ClientAuth, SocketAddr) {
+        let mut auth = self.credentials(3600);
+        let resp = self.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!(error_code(&m), Some(401));
+        assert!(auth.update_from_challenge(&m));
+        let resp = self.request(
+            Method::Allocate,
+            &[Attribute::RequestedTransport(17)],
+            Some(&auth),
+        );
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!(m.class(), Class::Success, "{:?}", error_code(&m));
+        assert!(m.verify_integrity(&auth.key()));
+        let Some(Ok(Attribute::XorRelayedAddress(relayed))) =
+            m.attribute(types::XOR_RELAYED_ADDRESS)
+        else {
+            panic!("no relayed address")
+        };
+        (auth, relayed)
+    }
+
+    fn allow_peer(&mut self, auth: &ClientAuth, peer: SocketAddr) {
+        let resp = self.request(
+            Method::CreatePermission,
+            &[Attribute::XorPeerAddress(peer)],
+            Some(auth),
+        );
+        assert_eq!(Message::parse(&resp).unwrap().class(), Class::Success);
+    }
+}
+
+fn code_of(resp: &[u8]) -> Option<u16> {
+    error_code(&Message::parse(resp).unwrap())
+}
+
+#[test]
+fn binding_reports_reflexive_address() {
+    let mut h = Harness::new();
+    let resp = h.request(Method::Binding, &[], None);
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    assert!(m.has_fingerprint() && m.fingerprint_ok());
+    assert_eq!(
+        m.attribute(types::XOR_MAPPED_ADDRESS).unwrap().unwrap(),
+        Attribute::XorMappedAddress(h.tuple.client.0)
+    );
+}
+
+#[test]
+fn allocate_challenge_then_success() {
+    let mut h = Harness::new();
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(401));
+    assert!(matches!(m.attribute(types::REALM), Some(Ok(Attribute::Realm("geoturn")))));
+    let Some(Ok(Attribute::Nonce(nonce))) = m.attribute(types::NONCE) else {
+        panic!()
+    };
+    assert!(nonce.starts_with("obMatJos2"));
+    assert!(m.get(types::PASSWORD_ALGORITHMS).is_some());
+    assert!(!m.has_integrity(), "a 401 must not be signed");
+
+    let (_, relayed) = h.allocate();
+    assert_eq!(relayed.ip(), "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+    assert!((50000..=50099).contains(&relayed.port()));
+    assert_eq!(h.bound, vec![RelayAddr(relayed)]);
+    assert_eq!(h.server.allocations().len(), 1);
+}
+
+#[test]
+fn retransmitted_allocate_gets_identical_response_and_new_one_gets_437() {
+    let mut h = Harness::new();
+    let (auth, _) = h.allocate();
+    // Build an Allocate, send it twice.
+    let tid = h.tid();
+    let req = encode_request(
+        Method::Allocate,
+        Class::Request,
+        tid,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    )
+    .unwrap();
+    let first = h.request_raw(&req);
+    assert_eq!(code_of(&first), Some(437));
+    let again = h.request_raw(&req);
+    assert_eq!(first, again);
+
+    // The original Allocate's retransmission gets the original success, not 437.
+    let mut h = Harness::new();
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let tid = h.tid();
+    let req = encode_request(
+        Method::Allocate,
+        Class::Request,
+        tid,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    )
+    .unwrap();
+    let a = h.request_raw(&req);
+    let b = h.request_raw(&req);
+    assert_eq!(code_of(&a), None);
+    assert_eq!(a, b);
+    assert_eq!(h.bound.len(), 1, "a retransmission must not allocate twice");
+}
+
+#[test]
+fn wrong_password_and_expired_username_get_401() {
+    let mut h = Harness::new();
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let mut wrong = auth.clone();
+    wrong.password = "bm90IHRoZSBwYXNzd29yZA==".into();
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&wrong),
+    );
+    assert_eq!(code_of(&resp), Some(401));
+
+    // A credential that expired a second ago, correctly signed, is refused.
+    let old = RestCredential::mint(SECRET, "alice", UNIX_START - 100, 99);
+    let expired = ClientAuth {
+        username: old.username,
+        password: old.password,
+        ..auth.clone()
+    };
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&expired),
+    );
+    assert_eq!(code_of(&resp), Some(401));
+    assert_eq!(h.server.stats().auth_failures.get("expired"), Some(&1));
+    assert_eq!(h.server.stats().auth_failures.get("bad_integrity"), Some(&1));
+    assert!(h.server.allocations().is_empty());
+}
+
+#[test]
+fn stale_nonce_gets_438_with_fresh_nonce() {
+    let mut h = Harness::new();
+    let mut auth = h.credentials(7200);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.advance(601);
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(438));
+    let old_nonce = auth.nonce.clone();
+    assert!(auth.update_from_challenge(&m));
+    assert_ne!(auth.nonce, old_nonce);
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+}
+
+#[test]
+fn unknown_comprehension_required_attribute_gets_420() {
+    let mut h = Harness::new();
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::Unknown {
+                typ: 0x7ABC,
+                value: b"zz",
+            },
+        ],
+        None,
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(420));
+    assert_eq!(
+        m.attribute(types::UNKNOWN_ATTRIBUTES).unwrap().unwrap(),
+        Attribute::UnknownAttributes(&[0x7A, 0xBC])
+    );
+}
+
+#[test]
+fn unsupported_transport_gets_442_and_missing_transport_400() {
+    let mut h = Harness::new();
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(6)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(99)], Some(&auth));
+    assert_eq!(code_of(&resp), Some(442));
+    let resp = h.request(Method::Allocate, &[], Some(&auth));
+    assert_eq!(code_of(&resp), Some(400));
+}
+
+#[test]
+fn send_indication_and_data_indication_round_trip() {
+    let mut h = Harness::new();
+    let (auth, relayed) = h.allocate();
+    let send = encode_request(
+        Method::Send,
+        Class::Indication,
+        TransactionId([9; 12]),
+        &[Attribute::XorPeerAddress(peer()), Attribute::Data(b"hello")],
+        None,
+    )
+    .unwrap();
+    // No permission yet: dropped.
+    assert!(h.input(&send).is_none());
+    assert_eq!(h.server.stats().drops(DropReason::NoPermission), 1);
+    h.allow_peer(&auth, peer());
+    let (relay, to, payload) = h.input(&send).unwrap();
+    assert_eq!(relay.0, relayed);
+    assert_eq!(to.0, peer());
+    assert_eq!(payload, b"hello");
+
+    // The peer answers: the client gets a Data indication.
+    let mut buf = [0u8; 2048];
+    buf[PEER_HEADROOM..PEER_HEADROOM + 3].copy_from_slice(b"hey");
+    let out = h
+        .server
+        .handle_peer_input(h.now, relay, PeerSocket(peer()), &mut buf, 3)
+        .unwrap();
+    assert_eq!(out.five_tuple, h.tuple);
+    let m = Message::parse(&buf[out.range]).unwrap();
+    assert_eq!((m.method(), m.class()), (Method::Data, Class::Indication));
+    assert_eq!(
+        m.attribute(types::XOR_PEER_ADDRESS).unwrap().unwrap(),
+        Attribute::XorPeerAddress(peer())
+    );
+    assert_eq!(
+        m.attribute(types::DATA).unwrap().unwrap(),
+        Attribute::Data(b"hey")
+    );
+
+    // Another peer IP has no permission.
+    let stranger = SocketAddr::from(([203, 0, 113, 51], 7000));
+    assert!(
+        h.server
+            .handle_peer_input(h.now, relay, PeerSocket(stranger), &mut buf, 3)
+            .is_none()
+    );
+    // A different port on the permitted IP is fine: permissions ignore ports.
+    let other_port = SocketAddr::from(([203, 0, 113, 50], 7001));
+    assert!(
+        h.server
+            .handle_peer_input(h.now, relay, PeerSocket(other_port), &mut buf, 3)
+            .is_some()
+    );
+}
+
+#[test]
+fn data_indication_for_ipv6_peer_and_odd_length() {
+    let config = ServerConfig {
+        relay_ip_v4: None,
+        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
+        port_range: 50000..=50010,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0));
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    // Default family IPv4 is unavailable: 440.
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    assert_eq!(code_of(&resp), Some(440));
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::RequestedAddressFamily(crate::stun::AddressFamily::V6),
+        ],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    let v6peer: SocketAddr = "[2001:db8:99::5]:9999".parse().unwrap();
+    // An IPv4 peer on an IPv6 allocation: 443.
+    let resp = h.request(
+        Method::CreatePermission,
+        &[Attribute::XorPeerAddress(peer())],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(443));
+    h.allow_peer(&auth, v6peer);
+    let relay = h.bound[0];
+    let mut buf = [0u8; 2048];
+    buf[PEER_HEADROOM..PEER_HEADROOM + 5].copy_from_slice(b"odd!!");
+    let out = h
+        .server
+        .handle_peer_input(h.now, relay, PeerSocket(v6peer), &mut buf, 5)
+        .unwrap();
+    let m = Message::parse(&buf[out.range]).unwrap();
+    assert_eq!(
+        m.attribute(types::XOR_PEER_ADDRESS).unwrap().unwrap(),
+        Attribute::XorPeerAddress(v6peer)
+    );
+    assert_eq!(m.attribute(types::DATA).unwrap().unwrap(), Attribute::Data(b"odd!!"));
+}
+
+#[test]
+fn forbidden_peers_get_403() {
+    let mut h = Harness::new();
+    let (auth, _) = h.allocate();
+    for bad in ["127.0.0.1:80", "10.0.0.1:80", "169.254.169.254:80", "192.168.1.1:5"] {
+        let resp = h.request(
+            Method::CreatePermission,
+            &[Attribute::XorPeerAddress(bad.parse().unwrap())],
+            Some(&auth),
+        );
+        assert_eq!(code_of(&resp), Some(403), "{bad}");
+        let resp = h.request(
+            Method::ChannelBind,
+            &[
+                Attribute::ChannelNumber(0x4000),
+                Attribute::XorPeerAddress(bad.parse().unwrap()),
+            ],
+            Some(&auth),
+        );
+        assert_eq!(code_of(&resp), Some(403), "{bad}");
+    }
+    assert_eq!(h.server.stats().peers_denied, 8);
+    // A request mixing a good and a bad peer installs neither.
+    let resp = h.request(
+        Method::CreatePermission,
+        &[
+            Attribute::XorPeerAddress(peer()),
+            Attribute::XorPeerAddress("127.0.0.1:1".parse().unwrap()),
+        ],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(403));
+    let send = encode_request(
+        Method::Send,
+        Class::Indication,
+        TransactionId([9; 12]),
+        &[Attribute::XorPeerAddress(peer()), Attribute::Data(b"x")],
+        None,
+    )
+    .unwrap();
+    assert!(h.input(&send).is_none());
+}
+
+#[test]
+fn channel_bind_and_channel_data_both_ways() {
+    let mut h = Harness::new();
+    let (auth, _) = h.allocate();
+    let resp = h.request(
+        Method::ChannelBind,
+        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer())],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    // Out-of-range number and rebinding the peer to another number are refused.
+    for number in [0x3FFF, 0x5000, 0x4002] {
+        let resp = h.request(
+            Method::ChannelBind,
+            &[Attribute::ChannelNumber(number), Attribute::XorPeerAddress(peer())],
+            Some(&auth),
+        );
+        assert_eq!(code_of(&resp), Some(400), "{number:#x}");
+    }
+    let mut frame = [0u8; 64];
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"media", false).unwrap();
+    let (relay, to, payload) = h.input(&frame[..n]).unwrap();
+    assert_eq!((to.0, payload.as_slice()), (peer(), &b"media"[..]));
+    // Unbound channel: dropped.
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4009, b"media", false).unwrap();
+    assert!(h.input(&frame[..n]).is_none());
+    assert_eq!(h.server.stats().drops(DropReason::NoChannel), 1);
+
+    let mut buf = [0u8; 2048];
+    buf[PEER_HEADROOM..PEER_HEADROOM + 4].copy_from_slice(b"back");
+    let out = h
+        .server
+        .handle_peer_input(h.now, relay, PeerSocket(peer()), &mut buf, 4)
+        .unwrap();
+    let cd = ChannelData::parse(&buf[out.range]).unwrap();
+    assert_eq!((cd.channel, cd.payload), (0x4001, &b"back"[..]));
+    assert_eq!(h.server.stats().packets_to_client, 1);
+    assert_eq!(h.server.stats().packets_to_peer, 1);
+}
+
+#[test]
+fn lifetimes_expire_on_the_virtual_clock() {
+    let mut h = Harness::new();
+    let (auth, relayed) = h.allocate();
+    let resp = h.request(
+        Method::ChannelBind,
+        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer())],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    let mut frame = [0u8; 64];
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"m", false).unwrap();
+    // Permission (installed by ChannelBind) expires at 300 s even though the channel lives on.
+    h.advance(299);
+    assert!(h.input(&frame[..n]).is_some());
+    h.advance(2);
+    assert!(h.input(&frame[..n]).is_none());
+    // Refreshing the binding refreshes the permission.
+    let resp = h.request(
+        Method::ChannelBind,
+        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer())],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    assert!(h.input(&frame[..n]).is_some());
+    // The allocation expires after its 600 s default lifetime.
+    h.advance(298);
+    assert_eq!(h.server.allocations().len(), 1);
+    h.advance(2);
+    assert!(h.server.allocations().is_empty());
+    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+    assert_eq!(h.server.stats().allocations_expired, 1);
+}
+
+#[test]
+fn refresh_extends_and_zero_deletes() {
+    let mut h = Harness::new();
+    let (mut auth, relayed) = h.allocate();
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(99_999)], Some(&auth));
+    let m = Message::parse(&resp).unwrap();
+    // Capped at the 3600 s maximum.
+    assert_eq!(
+        m.attribute(types::LIFETIME).unwrap().unwrap(),
+        Attribute::Lifetime(3600)
+    );
+    h.advance(3000);
+    assert_eq!(h.server.allocations().len(), 1);
+    // The nonce is long stale by now: 438, then the retry with the fresh nonce succeeds.
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&auth));
+    assert_eq!(code_of(&resp), Some(438));
+    auth.update_from_challenge(&Message::parse(&resp).unwrap());
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+    assert!(h.server.allocations().is_empty());
+    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+    // Refresh without an allocation: 437.
+    let resp = h.request(Method::Refresh, &[], Some(&auth));
+    assert_eq!(code_of(&resp), Some(437));
+}
+
+#[test]
+fn another_user_on_the_same_five_tuple_gets_441() {
+    let mut h = Harness::new();
+    let (auth, _) = h.allocate();
+    let c = RestCredential::mint(SECRET, "mallory", UNIX_START, 3600);
+    let other = ClientAuth {
+        username: c.username,
+        password: c.password,
+        ..auth
+    };
+    let resp = h.request(Method::Refresh, &[], Some(&other));
+    assert_eq!(code_of(&resp), Some(441));
+}
+
+#[test]
+fn quotas_give_486_and_508() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        port_range: 50000..=50099,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(1, 2));
+    h.allocate();
+    h.tuple = tuple(40001);
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    assert_eq!(code_of(&resp), Some(486));
+    let c = RestCredential::mint(SECRET, "bob", UNIX_START, 3600);
+    let bob = ClientAuth {
+        username: c.username,
+        password: c.password,
+        ..auth.clone()
+    };
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&bob));
+    assert_eq!(code_of(&resp), None);
+    h.tuple = tuple(40002);
+    let c = RestCredential::mint(SECRET, "carol", UNIX_START, 3600);
+    let mut carol = ClientAuth {
+        username: c.username,
+        password: c.password,
+        ..auth
+    };
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    carol.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&carol));
+    assert_eq!(code_of(&resp), Some(508));
+}
+
+#[test]
+fn port_range_exhaustion_gives_508_and_bind_failures_retry() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        port_range: 50000..=50002,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0));
+    h.fail_binds = 2;
+    h.allocate(); // two ports fail to bind, the third works
+    assert_eq!(h.bound.len(), 1);
+    h.tuple = tuple(40001);
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+    h.tuple = tuple(40002);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+    h.tuple = tuple(40003);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    assert_eq!(code_of(&resp), Some(508));
+}
+
+#[test]
+fn sha256_password_algorithm_and_integrity() {
+    use crate::auth::IntegrityKey;
+    use crate::stun::integrity::long_term_key_sha256;
+    use crate::stun::{MessageType, MessageWriter, PasswordAlgorithm};
+    let mut h = Harness::new();
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    let cm = Message::parse(&challenge).unwrap();
+    auth.update_from_challenge(&cm);
+    let offered = cm.get(types::PASSWORD_ALGORITHMS).unwrap().to_vec();
+    let key = long_term_key_sha256(&auth.username, &auth.realm, &auth.password);
+    let build = |tid: TransactionId, algs: &[u8]| {
+        let mut buf = [0u8; 512];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::Allocate, Class::Request),
+            tid,
+        )
+        .unwrap();
+        w.add(&Attribute::RequestedTransport(17)).unwrap();
+        w.add(&Attribute::Username(&auth.username)).unwrap();
+        w.add(&Attribute::Realm(&auth.realm)).unwrap();
+        w.add(&Attribute::Nonce(&auth.nonce)).unwrap();
+        w.add(&Attribute::PasswordAlgorithms(algs)).unwrap();
+        w.add(&Attribute::PasswordAlgorithm(PasswordAlgorithm::SHA256))
+            .unwrap();
+        IntegrityKey::Sha256Sha256(key).sign(&mut w).unwrap();
+        let n = w.finish();
+        buf[..n].to_vec()
+    };
+    // A downgraded list (SHA-256 only, MD5 removed) is refused with 400.
+    let tid = h.tid();
+    let resp = h.request_raw(&build(tid, &[0, 2, 0, 0]));
+    assert_eq!(code_of(&resp), Some(400));
+    let tid = h.tid();
+    let resp = h.request_raw(&build(tid, &offered));
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), None);
+    assert!(m.has_integrity_sha256());
+    assert!(m.verify_integrity_sha256(&key));
+}
+
+#[test]
+fn garbage_does_not_disturb_a_live_allocation() {
+    let mut h = Harness::new();
+    let (auth, _) = h.allocate();
+    h.allow_peer(&auth, peer());
+    let garbage: [&[u8]; 6] = [
+        b"",
+        b"\x00",
+        b"\x00\x01\x00\x08\x21\x12\xa4\x42garbagegarbage",
+        b"\x40\x01\xff\xff",
+        b"\xff\xff\xff\xff\xff\xff",
+        &[0u8; 600],
+    ];
+    for g in garbage {
+        assert!(h.input(g).is_none());
+        assert!(h.pump().is_empty(), "garbage must not be answered");
+    }
+    assert_eq!(h.server.allocations().len(), 1);
+    let send = encode_request(
+        Method::Send,
+        Class::Indication,
+        TransactionId([9; 12]),
+        &[Attribute::XorPeerAddress(peer()), Attribute::Data(b"still here")],
+        None,
+    )
+    .unwrap();
+    assert!(h.input(&send).is_some());
+}
+
+#[test]
+fn draining_refuses_new_allocations_only() {
+    let mut h = Harness::new();
+    let (auth, _) = h.allocate();
+    h.server.set_draining(true);
+    let resp = h.request(Method::Refresh, &[], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+    h.tuple = tuple(40001);
+    let mut auth2 = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth2.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth2));
+    assert_eq!(code_of(&resp), Some(403));
+}
