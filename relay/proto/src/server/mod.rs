@@ -13,7 +13,7 @@ mod stats;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::ops::{Range, RangeInclusive};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use geoturn_shared::SecretSet;
 pub use self::data_path::{PEER_HEADROOM, PEER_TAILROOM};
 pub use self::stats::{DropReason, ServerStats};
 use crate::allocation::AllocationTable;
-use crate::allocation::ports::PortAllocator;
+use crate::allocation::ports::{PortPool, Token};
 use crate::allocation::quota::Quota;
 use crate::auth::{Authenticated, Nonces};
 use crate::peer_policy::PeerPolicy;
@@ -45,12 +45,6 @@ pub struct ServerConfig {
     pub external_ip_v4: Option<IpAddr>,
     /// IPv6 address advertised in XOR-RELAYED-ADDRESS.
     pub external_ip_v6: Option<IpAddr>,
-    /// Relayed ports.
-    pub port_range: RangeInclusive<u16>,
-    /// This shard's index, for partitioning the port range.
-    pub shard: u32,
-    /// Number of shards sharing the port range.
-    pub shards: u32,
     /// Allocation lifetime when the client asks for none (RFC 8656: 10 minutes).
     pub default_lifetime: Duration,
     /// Longest allocation lifetime granted (RFC 8656 recommends 1 hour).
@@ -61,8 +55,6 @@ pub struct ServerConfig {
     pub peer_policy: PeerPolicy,
     /// Key for stateless nonces (random per node).
     pub nonce_key: [u8; 32],
-    /// Seed for relayed port choice.
-    pub seed: u64,
     /// Responses remembered for retransmissions.
     pub transaction_cache_size: usize,
 }
@@ -76,15 +68,11 @@ impl Default for ServerConfig {
             relay_ip_v6: None,
             external_ip_v4: None,
             external_ip_v6: None,
-            port_range: 49152..=65535,
-            shard: 0,
-            shards: 1,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(600),
             peer_policy: PeerPolicy::default(),
             nonce_key: [0; 32],
-            seed: 1,
             transaction_cache_size: 8192,
         }
     }
@@ -143,6 +131,12 @@ struct PendingAllocation {
     lifetime: Duration,
     family: AddressFamily,
     even_port: bool,
+    /// EVEN-PORT with R: reserve the next port too.
+    reserve_next: bool,
+    /// The port named by a RESERVATION-TOKEN: bind exactly this one, no retries.
+    reserved_port: Option<u16>,
+    /// The token of the port reserved for a later Allocate, once picked.
+    issued_token: Option<Token>,
     dont_fragment: bool,
     /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 that this relay cannot give.
     refused_additional: Option<AddressFamily>,
@@ -163,7 +157,7 @@ pub struct Server {
     quota: Arc<Quota>,
     allocations: AllocationTable,
     pending: HashMap<RelayAddr, PendingAllocation>,
-    ports: PortAllocator,
+    ports: Arc<PortPool>,
     transactions: TransactionCache,
     commands: VecDeque<Command>,
     clock: Option<(Instant, u64)>,
@@ -174,15 +168,14 @@ pub struct Server {
 
 impl Server {
     /// A server with `config`, accepting credentials from `secrets`, counting allocations in
-    /// `quota` (shared with sibling shards).
-    pub fn new(config: ServerConfig, secrets: SecretSet, quota: Arc<Quota>) -> Self {
+    /// `quota` and taking relayed ports from `ports` (both shared with sibling shards).
+    pub fn new(
+        config: ServerConfig,
+        secrets: SecretSet,
+        quota: Arc<Quota>,
+        ports: Arc<PortPool>,
+    ) -> Self {
         let nonces = Nonces::new(config.nonce_key, config.nonce_lifetime.as_secs());
-        let ports = PortAllocator::new(
-            config.port_range.clone(),
-            config.shard,
-            config.shards,
-            config.seed,
-        );
         let transactions = TransactionCache::new(config.transaction_cache_size);
         Self {
             config,
@@ -255,6 +248,11 @@ impl Server {
         self.ports.release(alloc.relay.0.port());
         self.quota.release(user_of(&alloc.username));
         self.commands.push_back(Command::FreeRelay { relay: alloc.relay });
+    }
+
+    /// Counts a packet the driver dropped before the server saw it (e.g. truncated).
+    pub fn stats_mut_drop(&mut self, reason: DropReason) {
+        self.stats.drop_packet(reason);
     }
 
     /// Counters for metrics.

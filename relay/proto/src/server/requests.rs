@@ -135,29 +135,21 @@ impl Server {
             }
             _ => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
         }
-        let even_port = match msg.attribute(types::EVEN_PORT) {
-            None => false,
-            Some(Ok(Attribute::EvenPort { reserve: false })) => true,
-            // Reserving the next port (R bit) and RESERVATION-TOKEN are not offered: 508 per §7.2.
-            Some(Ok(Attribute::EvenPort { reserve: true })) => {
-                return self.reply_signed(
-                    now,
-                    to,
-                    Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                    &[],
-                    &auth.key,
-                );
-            }
+        let (even_port, reserve_next) = match msg.attribute(types::EVEN_PORT) {
+            None => (false, false),
+            Some(Ok(Attribute::EvenPort { reserve })) => (true, reserve),
             Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
         };
-        if msg.get(types::RESERVATION_TOKEN).is_some() {
-            return self.reply_signed(
-                now,
-                to,
-                Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                &[],
-                &auth.key,
-            );
+        let token = match msg.attribute(types::RESERVATION_TOKEN) {
+            None => None,
+            Some(Ok(Attribute::ReservationToken(t))) => Some(t),
+            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+        };
+        // RFC 8656 §7.2: a token excludes EVEN-PORT and REQUESTED-ADDRESS-FAMILY.
+        if token.is_some()
+            && (even_port || msg.get(types::REQUESTED_ADDRESS_FAMILY).is_some())
+        {
+            return self.reply_signed(now, to, Some(bad), &[], &auth.key);
         }
         let requested = match msg.attribute(types::REQUESTED_ADDRESS_FAMILY) {
             None => None,
@@ -216,6 +208,22 @@ impl Server {
                 );
             }
         }
+        let reserved_port = match token {
+            None => None,
+            Some(t) => match self.ports.take_reservation(&t, now) {
+                Some(port) => Some(port),
+                None => {
+                    self.quota.release(auth.user_id());
+                    return self.reply_signed(
+                        now,
+                        to,
+                        Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                        &[],
+                        &auth.key,
+                    );
+                }
+            },
+        };
         let pending = PendingAllocation {
             five_tuple: tuple,
             transaction_id: to.transaction_id,
@@ -223,6 +231,9 @@ impl Server {
             lifetime,
             family,
             even_port,
+            reserve_next,
+            reserved_port,
+            issued_token: None,
             dont_fragment: msg.get(types::DONT_FRAGMENT).is_some(),
             refused_additional,
             attempts: 0,
@@ -239,10 +250,17 @@ impl Server {
 
     fn try_bind(&mut self, now: Instant, mut pending: PendingAllocation, relay_ip: IpAddr) {
         pending.attempts += 1;
-        let port = if pending.attempts <= MAX_BIND_ATTEMPTS {
-            self.ports.pick(pending.even_port)
-        } else {
-            None
+        let port = match pending.reserved_port {
+            Some(port) if pending.attempts == 1 => Some(port),
+            Some(_) => None, // the reserved port could not be bound: no other port will do
+            None if pending.attempts <= MAX_BIND_ATTEMPTS => self
+                .ports
+                .pick(pending.even_port, pending.reserve_next, now)
+                .map(|picked| {
+                    pending.issued_token = picked.reservation;
+                    picked.port
+                }),
+            None => None,
         };
         let Some(port) = port else {
             self.quota.release(pending.auth.user_id());
@@ -272,9 +290,13 @@ impl Server {
         let Some(pending) = self.pending.remove(&relay) else {
             return;
         };
+        let mut pending = pending;
         if !bound {
             // Someone else holds the port (the ephemeral range overlaps ours); pick another.
             self.ports.release(relay.0.port());
+            if let Some(token) = pending.issued_token.take() {
+                self.ports.cancel_reservation(&token);
+            }
             return self.try_bind(now, pending, relay.0.ip());
         }
         let to = Answer {
@@ -317,6 +339,9 @@ impl Server {
             Attribute::Lifetime(lifetime),
             Attribute::XorMappedAddress(pending.five_tuple.client.0),
         ];
+        if let Some(token) = pending.issued_token {
+            attrs.push(Attribute::ReservationToken(token));
+        }
         if let Some(family) = pending.refused_additional {
             let code = ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED;
             attrs.push(Attribute::AddressErrorCode {
@@ -431,6 +456,7 @@ impl Server {
             return self.reply_signed(now, to, bad, &[], &auth.key);
         };
         if !(MIN_CHANNEL..=MAX_CHANNEL).contains(&number) {
+            tracing::debug!(number, "ChannelBind outside 0x4000-0x7FFF refused");
             return self.reply_signed(now, to, bad, &[], &auth.key);
         }
         let Some(Ok(Attribute::XorPeerAddress(peer))) = msg.attribute(types::XOR_PEER_ADDRESS)
@@ -457,6 +483,7 @@ impl Server {
             );
         }
         if alloc.channels.bind(number, peer, now).is_err() {
+            tracing::debug!(number, "ChannelBind conflicts with an existing binding");
             return self.reply_signed(now, to, bad, &[], &auth.key);
         }
         // A channel binding installs or refreshes the permission for its peer (§11.2).

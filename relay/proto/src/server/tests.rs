@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use geoturn_shared::{RestCredential, SecretSet};
 
 use super::*;
+use crate::allocation::ports::PortPool;
 use crate::client::{ClientAuth, encode_request, error_code};
 use crate::stun::attribute::types;
 use crate::stun::channel_data::ChannelData;
@@ -39,9 +40,14 @@ fn peer() -> SocketAddr {
 }
 
 impl Harness {
-    fn with(config: ServerConfig, quota: Quota) -> Self {
+    fn with(config: ServerConfig, quota: Quota, ports: std::ops::RangeInclusive<u16>) -> Self {
         let now = Instant::now();
-        let mut server = Server::new(config, SecretSet::from_values([SECRET]), Arc::new(quota));
+        let mut server = Server::new(
+            config,
+            SecretSet::from_values([SECRET]),
+            Arc::new(quota),
+            Arc::new(PortPool::new(ports, 42)),
+        );
         server.set_unix_time(now, UNIX_START);
         Self {
             server,
@@ -57,10 +63,9 @@ impl Harness {
     fn new() -> Self {
         let config = ServerConfig {
             relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-            port_range: 50000..=50099,
             ..ServerConfig::default()
         };
-        Self::with(config, Quota::new(0, 0))
+        Self::with(config, Quota::new(0, 0), 50000..=50099)
     }
 
     fn tid(&mut self) -> TransactionId {
@@ -399,10 +404,9 @@ fn data_indication_for_ipv6_peer_and_odd_length() {
     let config = ServerConfig {
         relay_ip_v4: None,
         relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
-        port_range: 50000..=50010,
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0));
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50010);
     let mut auth = h.credentials(3600);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
@@ -496,7 +500,7 @@ fn channel_bind_and_channel_data_both_ways() {
     );
     assert_eq!(code_of(&resp), None);
     // Out-of-range number and rebinding the peer to another number are refused.
-    for number in [0x3FFF, 0x5000, 0x4002] {
+    for number in [0x3FFF, 0x8000, 0xFFFF, 0x4002] {
         let resp = h.request(
             Method::ChannelBind,
             &[Attribute::ChannelNumber(number), Attribute::XorPeerAddress(peer())],
@@ -603,10 +607,9 @@ fn another_user_on_the_same_five_tuple_gets_441() {
 fn quotas_give_486_and_508() {
     let config = ServerConfig {
         relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-        port_range: 50000..=50099,
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(1, 2));
+    let mut h = Harness::with(config, Quota::new(1, 2), 50000..=50099);
     h.allocate();
     h.tuple = tuple(40001);
     let mut auth = h.credentials(3600);
@@ -639,10 +642,9 @@ fn quotas_give_486_and_508() {
 fn port_range_exhaustion_gives_508_and_bind_failures_retry() {
     let config = ServerConfig {
         relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-        port_range: 50000..=50002,
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0));
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50002);
     h.fail_binds = 2;
     h.allocate(); // two ports fail to bind, the third works
     assert_eq!(h.bound.len(), 1);
@@ -749,4 +751,63 @@ fn draining_refuses_new_allocations_only() {
     auth2.update_from_challenge(&Message::parse(&challenge).unwrap());
     let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth2));
     assert_eq!(code_of(&resp), Some(403));
+}
+
+#[test]
+fn even_port_with_reservation_then_reservation_token() {
+    let mut h = Harness::new();
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::EvenPort { reserve: true },
+        ],
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), None);
+    let Some(Ok(Attribute::XorRelayedAddress(rtp))) = m.attribute(types::XOR_RELAYED_ADDRESS)
+    else {
+        panic!()
+    };
+    assert_eq!(rtp.port() % 2, 0);
+    let Some(Ok(Attribute::ReservationToken(token))) = m.attribute(types::RESERVATION_TOKEN)
+    else {
+        panic!("no token")
+    };
+    // The RTCP allocation from another client port claims the reserved port.
+    h.tuple = tuple(40001);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::ReservationToken(token),
+        ],
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), None);
+    let Some(Ok(Attribute::XorRelayedAddress(rtcp))) = m.attribute(types::XOR_RELAYED_ADDRESS)
+    else {
+        panic!()
+    };
+    assert_eq!(rtcp.port(), rtp.port() + 1);
+    // The token is single use.
+    h.tuple = tuple(40002);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::ReservationToken(token),
+        ],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(508));
 }

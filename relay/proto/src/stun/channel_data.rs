@@ -6,8 +6,14 @@ use super::reader::Reader;
 
 /// Lowest channel number a client may bind.
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// Highest channel number a client may bind (RFC 8656 narrows 0x4000–0x7FFF to 0x4FFF).
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// Highest channel number a client may bind.
+///
+/// RFC 8656 §12 narrows RFC 5766's 0x4000–0x7FFF to 0x4FFF, but deployed clients still pick
+/// from the old range: libwebrtc (Chrome, Safari, native apps) chooses channel numbers up to
+/// 0x7FFF, and so does coturn's `turnutils_uclient`. Refusing them would break three binds in
+/// four, so geoturn accepts the RFC 5766 range, as coturn does. Nothing else on a TURN port
+/// starts with bits 01, so demultiplexing is unaffected.
+pub const MAX_CHANNEL: u16 = 0x7FFF;
 /// ChannelData header length.
 pub const HEADER_LEN: usize = 4;
 
@@ -90,7 +96,7 @@ mod tests {
         let cd = ChannelData::parse(&buf[..n]).unwrap();
         assert_eq!(cd.channel, 0x4001);
         assert_eq!(cd.payload, b"hello");
-        let n = encode(&mut buf, 0x4FFF, b"hello", false).unwrap();
+        let n = encode(&mut buf, 0x7FFF, b"hello", false).unwrap();
         assert_eq!(n, 9);
         assert_eq!(ChannelData::parse(&buf[..n]).unwrap().payload, b"hello");
     }
@@ -98,7 +104,8 @@ mod tests {
     #[test]
     fn rejects_bad_frames() {
         assert!(ChannelData::parse(&[0x40, 0x00, 0x00]).is_err());
-        assert!(ChannelData::parse(&[0x50, 0x00, 0x00, 0x00]).is_err());
+        assert!(ChannelData::parse(&[0x80, 0x00, 0x00, 0x00]).is_err());
+        assert!(ChannelData::parse(&[0x3F, 0xFF, 0x00, 0x00]).is_err());
         assert!(ChannelData::parse(&[0x40, 0x00, 0x00, 0x05, 1, 2]).is_err());
         assert!(ChannelData::parse(&[0x40, 0x00, 0x00, 0x00, 0, 0, 0, 0]).is_err());
         assert!(ChannelData::parse(&[0x40, 0x00, 0x00, 0x00, 0, 0, 0]).is_ok());

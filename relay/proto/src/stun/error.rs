@@ -22,7 +22,7 @@ pub enum ParseError {
     /// An attribute value has the wrong size or contents.
     #[error("malformed attribute {0:#06x}")]
     MalformedAttribute(u16),
-    /// ChannelData with a channel number outside 0x4000–0x4FFF or a short payload.
+    /// ChannelData with a channel number outside 0x4000–0x7FFF or a short payload.
     #[error("malformed ChannelData")]
     BadChannelData,
 }

@@ -1,0 +1,389 @@
+//! Relay configuration: one struct read from flags and `GEOTURN_*` variables (clap) and from a
+//! TOML file (serde, unknown keys refused), merged flag-over-file-over-default, then validated
+//! into a [`RelayConfig`] with the offending option named in every error.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use geoturn_relay_proto::peer_policy::PeerPolicy;
+use geoturn_shared::SecretSet;
+use ipnet::IpNet;
+
+/// A configuration problem, naming the option.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An option has a value that cannot work.
+    #[error("invalid value for `{option}`: {reason}")]
+    Invalid {
+        /// The option's flag name.
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these options.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+}
+
+fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        reason: reason.into(),
+    }
+}
+
+/// Relay options as given; every field is optional so flags, variables and file merge.
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RelayOptions {
+    /// TOML file with any of these options (kebab-case keys); flags and variables override it.
+    #[arg(long, env = "GEOTURN_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// UDP address clients reach the relay on [default: 0.0.0.0:3478].
+    #[arg(long, env = "GEOTURN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Local IP relayed sockets bind to [default: the listen IP, or the first non-loopback
+    /// IPv4 address when listening on a wildcard].
+    #[arg(long, env = "GEOTURN_RELAY_IP")]
+    pub relay_ip: Option<IpAddr>,
+
+    /// Relayed port range, `LOW-HIGH` [default: 49152-65535].
+    #[arg(long, env = "GEOTURN_RELAY_PORTS")]
+    pub relay_ports: Option<String>,
+
+    /// Public address advertised to clients, `PUBLIC` or `PUBLIC/PRIVATE` (1:1 NAT, e.g. cloud
+    /// VMs: relayed sockets bind to PRIVATE and clients are told PUBLIC).
+    #[arg(long, env = "GEOTURN_EXTERNAL_IP")]
+    pub external_ip: Option<String>,
+
+    /// REALM of the long-term credential mechanism [default: geoturn].
+    #[arg(long, env = "GEOTURN_REALM")]
+    pub realm: Option<String>,
+
+    /// Shared secret for TURN REST credentials; repeat (or comma-separate in the variable) to
+    /// keep several live during rotation, newest first. Prefer the variable or the file: flags
+    /// show in `ps`.
+    #[arg(long = "auth-secret", env = "GEOTURN_AUTH_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    #[serde(default, rename = "auth-secrets")]
+    pub auth_secrets: Vec<String>,
+
+    /// Peer CIDR to allow even though it is in a range refused by default (repeatable).
+    #[arg(long = "allow-peer", env = "GEOTURN_ALLOW_PEERS", value_delimiter = ',')]
+    #[serde(default, rename = "allow-peers")]
+    pub allow_peers: Vec<IpNet>,
+
+    /// Peer CIDR to refuse (repeatable); wins over --allow-peer.
+    #[arg(long = "deny-peer", env = "GEOTURN_DENY_PEERS", value_delimiter = ',')]
+    #[serde(default, rename = "deny-peers")]
+    pub deny_peers: Vec<IpNet>,
+
+    /// Worker threads, each with its own listening socket (SO_REUSEPORT) [default: one per core].
+    #[arg(long, env = "GEOTURN_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Most allocations this relay holds; more get 508 [default: 0 = unlimited].
+    #[arg(long, env = "GEOTURN_MAX_ALLOCATIONS")]
+    pub max_allocations: Option<usize>,
+
+    /// Most allocations one user id holds; more get 486 [default: 0 = unlimited].
+    #[arg(long, env = "GEOTURN_USER_QUOTA")]
+    pub user_quota: Option<u32>,
+
+    /// Allocation lifetime in seconds when the client asks for none [default: 600].
+    #[arg(long, env = "GEOTURN_DEFAULT_LIFETIME")]
+    pub default_lifetime: Option<u64>,
+
+    /// Longest allocation lifetime in seconds [default: 3600].
+    #[arg(long, env = "GEOTURN_MAX_LIFETIME")]
+    pub max_lifetime: Option<u64>,
+
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "GEOTURN_LOG_FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Show client addresses and user ids in logs (off: they print as <redacted>).
+    #[arg(long, env = "GEOTURN_LOG_PII")]
+    pub log_pii: Option<bool>,
+}
+
+/// A validated relay configuration.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Listening UDP address.
+    pub listen: SocketAddr,
+    /// Local IP of relayed sockets.
+    pub relay_ip: IpAddr,
+    /// Relayed port range.
+    pub relay_ports: RangeInclusive<u16>,
+    /// Advertised relayed IP, if different from `relay_ip`.
+    pub external_ip: Option<IpAddr>,
+    /// Realm.
+    pub realm: String,
+    /// Secrets.
+    pub secrets: SecretSet,
+    /// Peer policy.
+    pub peer_policy: PeerPolicy,
+    /// Worker threads.
+    pub workers: usize,
+    /// Total allocation cap (0 = none).
+    pub max_allocations: usize,
+    /// Per-user cap (0 = none).
+    pub user_quota: u32,
+    /// Default allocation lifetime.
+    pub default_lifetime: Duration,
+    /// Maximum allocation lifetime.
+    pub max_lifetime: Duration,
+    /// JSON logs.
+    pub log_json: bool,
+    /// Reveal PII in logs.
+    pub log_pii: bool,
+}
+
+impl RelayOptions {
+    /// Fills every option not given on the command line or in the environment from the
+    /// `--config` file, if any.
+    pub fn with_file(self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: RelayOptions = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(self.over(file))
+    }
+
+    /// `self` where set, `base` otherwise.
+    pub fn over(self, base: RelayOptions) -> RelayOptions {
+        fn vec_or<T>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+            if a.is_empty() { b } else { a }
+        }
+        RelayOptions {
+            config: self.config.or(base.config),
+            listen: self.listen.or(base.listen),
+            relay_ip: self.relay_ip.or(base.relay_ip),
+            relay_ports: self.relay_ports.or(base.relay_ports),
+            external_ip: self.external_ip.or(base.external_ip),
+            realm: self.realm.or(base.realm),
+            auth_secrets: vec_or(self.auth_secrets, base.auth_secrets),
+            allow_peers: vec_or(self.allow_peers, base.allow_peers),
+            deny_peers: vec_or(self.deny_peers, base.deny_peers),
+            workers: self.workers.or(base.workers),
+            max_allocations: self.max_allocations.or(base.max_allocations),
+            user_quota: self.user_quota.or(base.user_quota),
+            default_lifetime: self.default_lifetime.or(base.default_lifetime),
+            max_lifetime: self.max_lifetime.or(base.max_lifetime),
+            log_format: self.log_format.or(base.log_format),
+            log_pii: self.log_pii.or(base.log_pii),
+        }
+    }
+
+    /// Applies defaults and validates.
+    pub fn resolve(self) -> Result<RelayConfig, ConfigError> {
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3478)));
+        let relay_ports = parse_port_range(self.relay_ports.as_deref().unwrap_or("49152-65535"))?;
+        let (external_ip, private_ip) = match self.external_ip.as_deref() {
+            None => (None, None),
+            Some(s) => parse_external_ip(s)?,
+        };
+        let relay_ip = match (self.relay_ip, private_ip) {
+            (Some(ip), _) | (None, Some(ip)) => ip,
+            (None, None) if !listen.ip().is_unspecified() => listen.ip(),
+            (None, None) => crate::net::interfaces::first_non_loopback_ipv4().ok_or_else(|| {
+                invalid(
+                    "relay-ip",
+                    "listening on a wildcard address and no non-loopback IPv4 interface found; \
+                     set --relay-ip",
+                )
+            })?,
+        };
+        if relay_ip.is_unspecified() {
+            return Err(invalid("relay-ip", "must be a concrete address, not a wildcard"));
+        }
+        if self.auth_secrets.is_empty() {
+            return Err(invalid(
+                "auth-secret",
+                "at least one shared secret is required (GEOTURN_AUTH_SECRETS)",
+            ));
+        }
+        if self.auth_secrets.iter().any(|s| s.len() < 16) {
+            return Err(invalid(
+                "auth-secret",
+                "secrets must be at least 16 bytes (use a random value, e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        let realm = self.realm.unwrap_or_else(|| "geoturn".into());
+        if realm.is_empty() || realm.len() > 127 {
+            return Err(invalid("realm", "must be 1 to 127 bytes"));
+        }
+        let workers = match self.workers {
+            Some(0) => return Err(invalid("workers", "must be at least 1")),
+            Some(n) if n > 256 => return Err(invalid("workers", "at most 256")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let default_lifetime = self.default_lifetime.unwrap_or(600);
+        let max_lifetime = self.max_lifetime.unwrap_or(3600);
+        if default_lifetime == 0 || default_lifetime > max_lifetime {
+            return Err(invalid(
+                "default-lifetime",
+                "must be between 1 and max-lifetime",
+            ));
+        }
+        let log_json = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => return Err(invalid("log-format", format!("`{other}` is not text or json"))),
+        };
+        Ok(RelayConfig {
+            listen,
+            relay_ip,
+            relay_ports,
+            external_ip,
+            realm,
+            secrets: SecretSet::from_values(self.auth_secrets),
+            peer_policy: PeerPolicy::new(self.allow_peers, self.deny_peers),
+            workers,
+            max_allocations: self.max_allocations.unwrap_or(0),
+            user_quota: self.user_quota.unwrap_or(0),
+            default_lifetime: Duration::from_secs(default_lifetime),
+            max_lifetime: Duration::from_secs(max_lifetime),
+            log_json,
+            log_pii: self.log_pii.unwrap_or(false),
+        })
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+    let bad = || invalid("relay-ports", format!("`{s}` is not LOW-HIGH with 1024 <= LOW <= HIGH"));
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo < 1024 || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
+}
+
+fn parse_external_ip(s: &str) -> Result<(Option<IpAddr>, Option<IpAddr>), ConfigError> {
+    let bad = || invalid("external-ip", format!("`{s}` is not PUBLIC or PUBLIC/PRIVATE"));
+    match s.split_once('/') {
+        None => Ok((Some(s.trim().parse().map_err(|_| bad())?), None)),
+        Some((public, private)) => Ok((
+            Some(public.trim().parse().map_err(|_| bad())?),
+            Some(private.trim().parse().map_err(|_| bad())?),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RelayOptions {
+        RelayOptions {
+            listen: Some("127.0.0.1:3478".parse().unwrap()),
+            auth_secrets: vec!["0123456789abcdef".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = base().resolve().unwrap();
+        assert_eq!(c.relay_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.relay_ports, 49152..=65535);
+        assert_eq!(c.default_lifetime, Duration::from_secs(600));
+        assert_eq!(c.realm, "geoturn");
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let cases: Vec<(RelayOptions, &str)> = vec![
+            (RelayOptions { auth_secrets: vec![], ..base() }, "auth-secret"),
+            (RelayOptions { auth_secrets: vec!["short".into()], ..base() }, "auth-secret"),
+            (RelayOptions { relay_ports: Some("5-4".into()), ..base() }, "relay-ports"),
+            (RelayOptions { relay_ports: Some("60000-50000".into()), ..base() }, "relay-ports"),
+            (RelayOptions { external_ip: Some("nope".into()), ..base() }, "external-ip"),
+            (RelayOptions { workers: Some(0), ..base() }, "workers"),
+            (RelayOptions { log_format: Some("xml".into()), ..base() }, "log-format"),
+            (RelayOptions { default_lifetime: Some(7200), ..base() }, "default-lifetime"),
+        ];
+        for (opts, option) in cases {
+            let e = opts.resolve().unwrap_err().to_string();
+            assert!(e.contains(option), "{e}");
+        }
+    }
+
+    #[test]
+    fn external_ip_with_private_part_sets_bind_address() {
+        let c = RelayOptions {
+            listen: Some("0.0.0.0:3478".parse().unwrap()),
+            external_ip: Some("203.0.113.5/10.0.0.5".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.external_ip, Some("203.0.113.5".parse().unwrap()));
+        assert_eq!(c.relay_ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_out_and_rejects_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("geoturn-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            "realm = \"example.org\"\nrelay-ports = \"50000-50100\"\nauth-secrets = [\"fromfile-0123456789\"]\n",
+        )
+        .unwrap();
+        let c = RelayOptions {
+            config: Some(path.clone()),
+            realm: Some("flag.example".into()),
+            listen: Some("127.0.0.1:3478".parse().unwrap()),
+            ..Default::default()
+        }
+        .with_file()
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(c.realm, "flag.example");
+        assert_eq!(c.relay_ports, 50000..=50100);
+        std::fs::write(&path, "relam = \"typo\"\n").unwrap();
+        let e = RelayOptions {
+            config: Some(path),
+            ..Default::default()
+        }
+        .with_file()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("relam"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,329 @@
+//! UDP workers: one thread per core, each with its own `SO_REUSEPORT` listening socket, its own
+//! single-threaded runtime and its own [`Server`] shard. The kernel hashes a client's 4-tuple to
+//! one socket, so a client's allocation, its relayed socket and every packet of it stay on one
+//! thread: no lock and no cross-thread hop on the data path.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use geoturn_relay_proto::server::{DropReason, PEER_HEADROOM, PEER_TAILROOM, ServerStats};
+use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, Transport};
+use geoturn_relay_proto::types::FiveTuple;
+use geoturn_shared::SecretSet;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::batch::{self, BATCH, Outgoing, Received, SlotLayout};
+use super::sockopt;
+
+/// Largest datagram relayed; larger ones are dropped (counted as too large).
+const SLOT: usize = 16 * 1024;
+/// Batches handled per wake-up before yielding, so one busy socket cannot starve the others.
+const MAX_BATCHES_PER_WAKE: usize = 8;
+/// How often the worker updates wall-clock time, expiries and its published snapshot.
+const TICK: Duration = Duration::from_millis(500);
+
+/// What a worker publishes for status and tests.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    /// Live allocations.
+    pub allocations: usize,
+    /// Counters.
+    pub stats: ServerStats,
+    /// Datagrams the kernel would not take (socket buffer full).
+    pub send_errors: u64,
+}
+
+/// Everything a worker needs from the relay.
+#[derive(Debug)]
+pub struct WorkerContext {
+    /// The shard's sans-IO server.
+    pub server: Server,
+    /// Secret set updates.
+    pub secrets: watch::Receiver<SecretSet>,
+    /// Drain state updates.
+    pub draining: watch::Receiver<bool>,
+    /// Set to true to stop.
+    pub shutdown: watch::Receiver<bool>,
+    /// Where the worker publishes its snapshot.
+    pub snapshot: Arc<Mutex<ShardSnapshot>>,
+}
+
+/// Binds a UDP socket with `SO_REUSEPORT` so every worker can listen on the same address.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    // Bursts of small packets from many clients: give the kernel room before it drops.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+fn bind_relay(relay: RelayAddr, dont_fragment: bool) -> io::Result<std::net::UdpSocket> {
+    let addr = relay.0;
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    if dont_fragment {
+        sockopt::set_dont_fragment(&sock, addr.is_ipv6())?;
+    }
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+struct RelaySocket {
+    socket: Rc<UdpSocket>,
+    reader: AbortHandle,
+}
+
+struct Shard {
+    server: Server,
+    listener: Rc<UdpSocket>,
+    local: SocketAddr,
+    relays: HashMap<RelayAddr, RelaySocket>,
+    client_buf: Vec<u8>,
+    peer_buf: Vec<u8>,
+    send_errors: u64,
+}
+
+const CLIENT_LAYOUT: SlotLayout = SlotLayout {
+    size: SLOT,
+    head: 0,
+    tail: 0,
+};
+const PEER_LAYOUT: SlotLayout = SlotLayout {
+    size: SLOT,
+    head: PEER_HEADROOM,
+    tail: PEER_TAILROOM,
+};
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs a worker on the current thread until shutdown.
+pub fn run_worker(ctx: WorkerContext, listener: std::net::UdpSocket) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, worker_loop(ctx, listener))
+}
+
+async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> io::Result<()> {
+    let listener = Rc::new(UdpSocket::from_std(listener)?);
+    let local = listener.local_addr()?;
+    let now = Instant::now();
+    ctx.server.set_unix_time(now, unix_secs());
+    ctx.server.set_secrets(ctx.secrets.borrow_and_update().clone());
+    ctx.server.set_draining(*ctx.draining.borrow_and_update());
+    let shard = Rc::new(RefCell::new(Shard {
+        server: ctx.server,
+        listener: listener.clone(),
+        local,
+        relays: HashMap::new(),
+        client_buf: CLIENT_LAYOUT.buffer(),
+        peer_buf: PEER_LAYOUT.buffer(),
+        send_errors: 0,
+    }));
+    let weak = Rc::downgrade(&shard);
+    let mut tick = tokio::time::interval(TICK);
+    let mut shutdown = ctx.shutdown;
+    loop {
+        tokio::select! {
+            r = listener.readable() => {
+                r?;
+                on_client_readable(&shard, &weak);
+            }
+            _ = tick.tick() => {
+                let mut s = shard.borrow_mut();
+                let now = Instant::now();
+                s.server.set_unix_time(now, unix_secs());
+                if ctx.secrets.has_changed().unwrap_or(false) {
+                    let secrets = ctx.secrets.borrow_and_update().clone();
+                    s.server.set_secrets(secrets);
+                }
+                if ctx.draining.has_changed().unwrap_or(false) {
+                    let draining = *ctx.draining.borrow_and_update();
+                    s.server.set_draining(draining);
+                }
+                s.server.handle_timeout(now);
+                run_commands(&mut s, &weak, now);
+                if let Ok(mut snap) = ctx.snapshot.lock() {
+                    snap.allocations = s.server.allocations().len();
+                    snap.stats = s.server.stats().clone();
+                    snap.send_errors = s.send_errors;
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Close relayed sockets before the runtime goes away.
+    let mut s = shard.borrow_mut();
+    for (_, r) in s.relays.drain() {
+        r.reader.abort();
+    }
+    Ok(())
+}
+
+fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {
+    let mut guard = shard.borrow_mut();
+    let s = &mut *guard;
+    let mut received: [Option<Received>; BATCH] = [None; BATCH];
+    for _ in 0..MAX_BATCHES_PER_WAKE {
+        let got = match batch::recv_batch(&s.listener, &mut s.client_buf, CLIENT_LAYOUT, &mut received) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                tracing::debug!(error = %e, "listener receive error");
+                break;
+            }
+        };
+        let now = Instant::now();
+        for (i, r) in received.iter().take(got).enumerate() {
+            let Some(r) = r else { continue };
+            if r.truncated {
+                s.server.stats_mut_drop(DropReason::TooLarge);
+                continue;
+            }
+            let Some(packet) = s
+                .client_buf
+                .get(CLIENT_LAYOUT.range(i))
+                .and_then(|area| area.get(..r.len))
+            else {
+                continue;
+            };
+            let tuple = FiveTuple {
+                client: ClientSocket(r.from),
+                server: s.local,
+                transport: Transport::Udp,
+            };
+            if let Some(fwd) = s.server.handle_client_input(now, tuple, packet) {
+                if let Some(relay) = s.relays.get(&fwd.relay) {
+                    if relay.socket.try_send_to(fwd.payload, fwd.peer.0).is_err() {
+                        s.send_errors += 1;
+                    }
+                }
+            }
+        }
+        run_commands(s, weak, now);
+        if got < BATCH {
+            break;
+        }
+    }
+}
+
+fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Instant) {
+    while let Some(cmd) = s.server.poll_command() {
+        match cmd {
+            Command::SendToClient { five_tuple, data } => {
+                if s.listener.try_send_to(&data, five_tuple.client.0).is_err() {
+                    s.send_errors += 1;
+                }
+            }
+            Command::BindRelay {
+                relay,
+                dont_fragment,
+            } => {
+                let bound = bind_relay(relay, dont_fragment)
+                    .and_then(UdpSocket::from_std)
+                    .map(Rc::new);
+                match bound {
+                    Ok(socket) => {
+                        let reader = tokio::task::spawn_local(relay_reader(
+                            weak.clone(),
+                            relay,
+                            socket.clone(),
+                        ))
+                        .abort_handle();
+                        s.relays.insert(relay, RelaySocket { socket, reader });
+                        s.server.handle_relay_bound(now, relay, true);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%relay, error = %e, "cannot bind relayed socket");
+                        s.server.handle_relay_bound(now, relay, false);
+                    }
+                }
+            }
+            Command::FreeRelay { relay } => {
+                if let Some(r) = s.relays.remove(&relay) {
+                    r.reader.abort();
+                }
+            }
+        }
+    }
+}
+
+async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<UdpSocket>) {
+    let mut received: [Option<Received>; BATCH] = [None; BATCH];
+    let mut out: [(usize, std::ops::Range<usize>, SocketAddr); BATCH] =
+        std::array::from_fn(|_| (0, 0..0, SocketAddr::from(([0, 0, 0, 0], 0))));
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let Some(shard) = shard.upgrade() else { return };
+        let mut guard = shard.borrow_mut();
+        let s = &mut *guard;
+        for _ in 0..MAX_BATCHES_PER_WAKE {
+            let got = match batch::recv_batch(&socket, &mut s.peer_buf, PEER_LAYOUT, &mut received) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            let now = Instant::now();
+            let mut n_out = 0;
+            for (i, r) in received.iter().take(got).enumerate() {
+                let Some(r) = r else { continue };
+                if r.truncated {
+                    s.server.stats_mut_drop(DropReason::TooLarge);
+                    continue;
+                }
+                let Some(slot) = s.peer_buf.get_mut(PEER_LAYOUT.slot(i)) else {
+                    continue;
+                };
+                if let Some(to) = s.server.handle_peer_input(now, relay, PeerSocket(r.from), slot, r.len) {
+                    if let Some(o) = out.get_mut(n_out) {
+                        *o = (i, to.range, to.five_tuple.client.0);
+                        n_out += 1;
+                    }
+                }
+            }
+            let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing { to: SocketAddr::from(([0, 0, 0, 0], 0)), data: &[] }; BATCH];
+            for ((i, range, to), m) in out.iter().take(n_out).zip(msgs.iter_mut()) {
+                let data = s
+                    .peer_buf
+                    .get(PEER_LAYOUT.slot(*i))
+                    .and_then(|slot| slot.get(range.clone()))
+                    .unwrap_or_default();
+                *m = Outgoing { to: *to, data };
+            }
+            let batch = msgs.get(..n_out).unwrap_or_default();
+            match batch::send_batch(&s.listener, batch) {
+                Ok(sent) => s.send_errors += (n_out - sent) as u64,
+                Err(_) => s.send_errors += n_out as u64,
+            }
+            if got < BATCH {
+                break;
+            }
+        }
+    }
+}
