@@ -202,17 +202,18 @@ mod sys {
                 hdr.msg_hdr.msg_iov = iov;
                 hdr.msg_hdr.msg_iovlen = 1;
             }
-            let r = sock.try_io(tokio::io::Interest::WRITABLE, || {
-                // SAFETY: headers point at live iovecs, data and addresses; `n` is in bounds.
-                let r = unsafe {
-                    libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT)
-                };
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(r as usize)
-                }
-            });
+            // Straight to the syscall, not through tokio's readiness: a datagram socket is almost
+            // always writable, a just-bound one has no readiness recorded yet, and a full buffer
+            // means the datagram is dropped anyway (UDP semantics).
+            // SAFETY: headers point at live iovecs, data and addresses; `n` is in bounds.
+            let r = unsafe {
+                libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT)
+            };
+            let r = if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as usize)
+            };
             match r {
                 Ok(0) => break,
                 Ok(k) => sent += k,
@@ -260,7 +261,7 @@ mod sys {
     pub fn send_batch(sock: &UdpSocket, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
         let mut sent = 0;
         for m in msgs {
-            match sock.try_send_to(m.data, m.to) {
+            match super::send_now(sock, m.data, m.to) {
                 Ok(_) => sent += 1,
                 Err(e) if sent > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
@@ -271,3 +272,8 @@ mod sys {
 }
 
 pub use sys::{recv_batch, send_batch};
+
+/// Sends one datagram now, without consulting tokio's readiness (see [`send_batch`]).
+pub fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(data, &to.into())
+}

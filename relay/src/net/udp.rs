@@ -218,7 +218,7 @@ fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {
             };
             if let Some(fwd) = s.server.handle_client_input(now, tuple, packet) {
                 if let Some(relay) = s.relays.get(&fwd.relay) {
-                    if relay.socket.try_send_to(fwd.payload, fwd.peer.0).is_err() {
+                    if batch::send_now(&relay.socket, fwd.payload, fwd.peer.0).is_err() {
                         s.send_errors += 1;
                     }
                 }
@@ -235,7 +235,7 @@ fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Instant) {
     while let Some(cmd) = s.server.poll_command() {
         match cmd {
             Command::SendToClient { five_tuple, data } => {
-                if s.listener.try_send_to(&data, five_tuple.client.0).is_err() {
+                if batch::send_now(&s.listener, &data, five_tuple.client.0).is_err() {
                     s.send_errors += 1;
                 }
             }

@@ -1,0 +1,83 @@
+//! Child processes for tests: the `geoturn` binary and coturn's tools, each stopped by PID
+//! when dropped and never left running past its owner.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+/// The `geoturn` binary built for this workspace: `GEOTURN_BIN`, or `target/<profile>/geoturn`
+/// next to this crate. `cargo test --workspace` builds it (the root package has tests).
+pub fn geoturn_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GEOTURN_BIN") {
+        return PathBuf::from(p);
+    }
+    // The test binary lives in target/<profile>/deps/; the geoturn binary in target/<profile>/.
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps layout");
+    let bin = profile_dir.join(format!("geoturn{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p geoturn` or run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Fails with a clear message when an external tool is missing.
+pub fn require_tool(name: &str, install_hint: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| panic!("`{name}` is required for this test: {install_hint}"))
+}
+
+/// A child process killed (SIGKILL, by its PID) when dropped unless it already exited.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Spawns `cmd`.
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Self> {
+        cmd.spawn().map(Self)
+    }
+
+    /// Sends SIGTERM to the child.
+    pub fn terminate(&self) {
+        let pid = self.0.id() as libc::pid_t;
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) with the PID of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Waits up to `timeout` for the child to exit; its status if it did.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Interop with a TURN client nobody here wrote: coturn's `turnutils_uclient` relays through
+//! geoturn to coturn's `turnutils_peer`, over channels and over Send indications, with
+//! RTP/RTCP allocation pairs (EVEN-PORT + RESERVATION-TOKEN). It must lose nothing.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use geoturn_tests::TEST_SECRET;
+use geoturn_tests::process::{ChildGuard, require_tool};
+use geoturn_tests::relay::TestRelay;
+
+const HINT: &str = "install coturn: apt-get install -y --no-install-recommends coturn";
+
+struct Totals {
+    sent: u64,
+    received: u64,
+    lost: u64,
+}
+
+fn parse_totals(out: &str) -> Option<Totals> {
+    let num_after = |key: &str| -> Option<u64> {
+        let line = out.lines().rev().find(|l| l.contains(key))?;
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.trim_start_matches([' ', '=', ':'])
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(Totals {
+        sent: num_after("tot_send_msgs")?,
+        received: num_after("tot_recv_msgs")?,
+        lost: num_after("Total lost packets")?,
+    })
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run_uclient(extra: &[&str]) -> (Totals, String) {
+    let uclient = require_tool("turnutils_uclient", HINT);
+    let peer_bin = require_tool("turnutils_peer", HINT);
+    let relay = TestRelay::start(|_| {});
+    let peer_port = free_udp_port();
+    let _peer = ChildGuard::spawn(
+        Command::new(peer_bin)
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = ChildGuard::spawn(
+        Command::new(uclient)
+            .args(["-W", TEST_SECRET, "-u", "interop"])
+            .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
+            .args(["-p", &relay.addr().port().to_string()])
+            .args(["-m", "10", "-n", "300", "-l", "160", "-z", "2"])
+            .args(extra)
+            .arg("127.0.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let status = child
+        .wait_timeout(Duration::from_secs(90))
+        .unwrap()
+        .expect("turnutils_uclient finishes within 90 s");
+    let mut out = String::new();
+    use std::io::Read;
+    if let Some(mut s) = child.0.stdout.take() {
+        s.read_to_string(&mut out).unwrap();
+    }
+    if let Some(mut s) = child.0.stderr.take() {
+        s.read_to_string(&mut out).unwrap();
+    }
+    assert!(status.success(), "uclient failed: {out}");
+    let totals = parse_totals(&out).unwrap_or_else(|| panic!("no totals in output:\n{out}"));
+    (totals, out)
+}
+
+#[test]
+fn uclient_over_channels_loses_nothing() {
+    let (t, out) = run_uclient(&[]);
+    assert_eq!(t.sent, 3000, "{out}");
+    assert_eq!(t.received, t.sent, "{out}");
+    assert_eq!(t.lost, 0, "{out}");
+    println!("uclient channels: sent {} received {} lost {}", t.sent, t.received, t.lost);
+}
+
+#[test]
+fn uclient_over_send_indications_loses_nothing() {
+    let (t, out) = run_uclient(&["-s"]);
+    assert_eq!(t.sent, 3000, "{out}");
+    assert_eq!(t.received, t.sent, "{out}");
+    assert_eq!(t.lost, 0, "{out}");
+    println!("uclient send indications: sent {} received {} lost {}", t.sent, t.received, t.lost);
+}
