@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a TURN relay (UDP).
-    Relay(RelayOptions),
+    Relay(Box<RelayOptions>),
     /// Run everything in one process on 127.0.0.1 with a generated secret, and print
     /// ICE-server JSON a browser can use.
     Up(UpOptions),
@@ -38,7 +38,13 @@ struct UpOptions {
 #[derive(Debug, clap::Args)]
 struct CredsOptions {
     /// The shared secret (or the first of GEOTURN_AUTH_SECRETS).
-    #[arg(long, env = "GEOTURN_AUTH_SECRETS", hide_env_values = true, value_delimiter = ',', num_args = 1)]
+    #[arg(
+        long,
+        env = "GEOTURN_AUTH_SECRETS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        num_args = 1
+    )]
     secret: Vec<String>,
     /// The user id to embed in the username.
     #[arg(long, default_value = "")]
@@ -71,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Relay(opts) => {
-            let config = opts.with_file()?.resolve()?;
+            let config = (*opts).with_file()?.resolve()?;
             init_logging(config.log_json);
             geoturn_shared::pii::reveal_in_logs(config.log_pii);
             let relay = geoturn_relay::start(&config).context("starting the relay")?;
@@ -117,7 +123,9 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
         "ttl": opts.ttl,
     });
     println!("{}", serde_json::to_string_pretty(&ice)?);
-    eprintln!("geoturn is up: relay on udp {addr}. Paste the JSON above into new RTCPeerConnection(...). Ctrl-C stops.");
+    eprintln!(
+        "geoturn is up: relay on udp {addr}. Paste the JSON above into new RTCPeerConnection(...). Ctrl-C stops."
+    );
     wait_for_shutdown_signal()?;
     relay.stop()?;
     Ok(())
@@ -131,7 +139,8 @@ fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     rt.block_on(async {
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 r = tokio::signal::ctrl_c() => r?,
                 _ = term.recv() => {}

@@ -82,12 +82,21 @@ pub struct RelayOptions {
     /// Shared secret for TURN REST credentials; repeat (or comma-separate in the variable) to
     /// keep several live during rotation, newest first. Prefer the variable or the file: flags
     /// show in `ps`.
-    #[arg(long = "auth-secret", env = "GEOTURN_AUTH_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "auth-secret",
+        env = "GEOTURN_AUTH_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     #[serde(default, rename = "auth-secrets")]
     pub auth_secrets: Vec<String>,
 
     /// Peer CIDR to allow even though it is in a range refused by default (repeatable).
-    #[arg(long = "allow-peer", env = "GEOTURN_ALLOW_PEERS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-peer",
+        env = "GEOTURN_ALLOW_PEERS",
+        value_delimiter = ','
+    )]
     #[serde(default, rename = "allow-peers")]
     pub allow_peers: Vec<IpNet>,
 
@@ -223,7 +232,10 @@ impl RelayOptions {
             })?,
         };
         if relay_ip.is_unspecified() {
-            return Err(invalid("relay-ip", "must be a concrete address, not a wildcard"));
+            return Err(invalid(
+                "relay-ip",
+                "must be a concrete address, not a wildcard",
+            ));
         }
         if self.auth_secrets.is_empty() {
             return Err(invalid(
@@ -258,7 +270,12 @@ impl RelayOptions {
         let log_json = match self.log_format.as_deref().unwrap_or("text") {
             "text" => false,
             "json" => true,
-            other => return Err(invalid("log-format", format!("`{other}` is not text or json"))),
+            other => {
+                return Err(invalid(
+                    "log-format",
+                    format!("`{other}` is not text or json"),
+                ));
+            }
         };
         Ok(RelayConfig {
             listen,
@@ -280,7 +297,12 @@ impl RelayOptions {
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, ConfigError> {
-    let bad = || invalid("relay-ports", format!("`{s}` is not LOW-HIGH with 1024 <= LOW <= HIGH"));
+    let bad = || {
+        invalid(
+            "relay-ports",
+            format!("`{s}` is not LOW-HIGH with 1024 <= LOW <= HIGH"),
+        )
+    };
     let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
     let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
@@ -291,7 +313,12 @@ fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, ConfigError> {
 }
 
 fn parse_external_ip(s: &str) -> Result<(Option<IpAddr>, Option<IpAddr>), ConfigError> {
-    let bad = || invalid("external-ip", format!("`{s}` is not PUBLIC or PUBLIC/PRIVATE"));
+    let bad = || {
+        invalid(
+            "external-ip",
+            format!("`{s}` is not PUBLIC or PUBLIC/PRIVATE"),
+        )
+    };
     match s.split_once('/') {
         None => Ok((Some(s.trim().parse().map_err(|_| bad())?), None)),
         Some((public, private)) => Ok((
@@ -325,14 +352,62 @@ mod tests {
     #[test]
     fn errors_name_the_option() {
         let cases: Vec<(RelayOptions, &str)> = vec![
-            (RelayOptions { auth_secrets: vec![], ..base() }, "auth-secret"),
-            (RelayOptions { auth_secrets: vec!["short".into()], ..base() }, "auth-secret"),
-            (RelayOptions { relay_ports: Some("5-4".into()), ..base() }, "relay-ports"),
-            (RelayOptions { relay_ports: Some("60000-50000".into()), ..base() }, "relay-ports"),
-            (RelayOptions { external_ip: Some("nope".into()), ..base() }, "external-ip"),
-            (RelayOptions { workers: Some(0), ..base() }, "workers"),
-            (RelayOptions { log_format: Some("xml".into()), ..base() }, "log-format"),
-            (RelayOptions { default_lifetime: Some(7200), ..base() }, "default-lifetime"),
+            (
+                RelayOptions {
+                    auth_secrets: vec![],
+                    ..base()
+                },
+                "auth-secret",
+            ),
+            (
+                RelayOptions {
+                    auth_secrets: vec!["short".into()],
+                    ..base()
+                },
+                "auth-secret",
+            ),
+            (
+                RelayOptions {
+                    relay_ports: Some("5-4".into()),
+                    ..base()
+                },
+                "relay-ports",
+            ),
+            (
+                RelayOptions {
+                    relay_ports: Some("60000-50000".into()),
+                    ..base()
+                },
+                "relay-ports",
+            ),
+            (
+                RelayOptions {
+                    external_ip: Some("nope".into()),
+                    ..base()
+                },
+                "external-ip",
+            ),
+            (
+                RelayOptions {
+                    workers: Some(0),
+                    ..base()
+                },
+                "workers",
+            ),
+            (
+                RelayOptions {
+                    log_format: Some("xml".into()),
+                    ..base()
+                },
+                "log-format",
+            ),
+            (
+                RelayOptions {
+                    default_lifetime: Some(7200),
+                    ..base()
+                },
+                "default-lifetime",
+            ),
         ];
         for (opts, option) in cases {
             let e = opts.resolve().unwrap_err().to_string();

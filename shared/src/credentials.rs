@@ -145,7 +145,15 @@ mod tests {
         assert_eq!(u.expiry, 1700000000);
         assert_eq!(u.user, "alice:with:colons");
         assert_eq!(RestUsername::parse("42").unwrap().user, "");
-        for bad in ["", ":alice", "abc:alice", "-5:x", "+5:x", " 5:x", "99999999999999999999999:x"] {
+        for bad in [
+            "",
+            ":alice",
+            "abc:alice",
+            "-5:x",
+            "+5:x",
+            " 5:x",
+            "99999999999999999999999:x",
+        ] {
             assert_eq!(
                 RestUsername::parse(bad),
                 Err(CredentialError::MalformedUsername),

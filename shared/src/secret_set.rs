@@ -206,12 +206,20 @@ mod tests {
     fn refuses_expired_and_wrong() {
         let set = SecretSet::from_values(["north"]);
         assert_eq!(
-            set.validate("1266890800:mbzrxpgjys", "nbRcrnq5h6xXhyNhlwk+lDLvVVo=", 1266890801),
+            set.validate(
+                "1266890800:mbzrxpgjys",
+                "nbRcrnq5h6xXhyNhlwk+lDLvVVo=",
+                1266890801
+            ),
             Err(CredentialError::Expired { expiry: 1266890800 })
         );
         assert!(
-            set.validate("1266890800:mbzrxpgjys", "nbRcrnq5h6xXhyNhlwk+lDLvVVo=", 1266890800)
-                .is_ok()
+            set.validate(
+                "1266890800:mbzrxpgjys",
+                "nbRcrnq5h6xXhyNhlwk+lDLvVVo=",
+                1266890800
+            )
+            .is_ok()
         );
         assert_eq!(
             set.validate("1266890800:mbzrxpgjys", "nbRcrnq5h6xXhyNhlwk+lDLvVVo", 0),

@@ -79,7 +79,9 @@ impl TurnClient {
 
     /// The client's local address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.sock.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        self.sock
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
     }
 
     /// Sends raw bytes to the server (for garbage tests).
@@ -194,7 +196,10 @@ impl TurnClient {
     pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Result<(), TurnError> {
         self.request(
             Method::ChannelBind,
-            &[Attribute::ChannelNumber(channel), Attribute::XorPeerAddress(peer)],
+            &[
+                Attribute::ChannelNumber(channel),
+                Attribute::XorPeerAddress(peer),
+            ],
         )
         .map(|_| ())
     }
@@ -240,7 +245,10 @@ impl TurnClient {
                     }
                 }
                 Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
                 {
                     return Ok(None);
                 }

@@ -4,27 +4,6 @@
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
-/// The `geoturn` binary built for this workspace: `GEOTURN_BIN`, or `target/<profile>/geoturn`
-/// next to this crate. `cargo test --workspace` builds it (the root package has tests).
-pub fn geoturn_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("GEOTURN_BIN") {
-        return PathBuf::from(p);
-    }
-    // The test binary lives in target/<profile>/deps/; the geoturn binary in target/<profile>/.
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps layout");
-    let bin = profile_dir.join(format!("geoturn{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not found: build it with `cargo build -p geoturn` or run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
-
 /// Fails with a clear message when an external tool is missing.
 pub fn require_tool(name: &str, install_hint: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {

@@ -40,7 +40,9 @@ impl TestRelay {
 
     /// The handle, for secrets, drain and snapshots.
     pub fn handle(&self) -> &RelayHandle {
-        self.handle.as_ref().expect("relay is running until dropped")
+        self.handle
+            .as_ref()
+            .expect("relay is running until dropped")
     }
 
     /// Credentials for `user` valid `ttl` seconds.

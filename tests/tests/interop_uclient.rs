@@ -2,6 +2,8 @@
 //! geoturn to coturn's `turnutils_peer`, over channels and over Send indications, with
 //! RTP/RTCP allocation pairs (EVEN-PORT + RESERVATION-TOKEN). It must lose nothing.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -90,7 +92,10 @@ fn uclient_over_channels_loses_nothing() {
     assert_eq!(t.sent, 3000, "{out}");
     assert_eq!(t.received, t.sent, "{out}");
     assert_eq!(t.lost, 0, "{out}");
-    println!("uclient channels: sent {} received {} lost {}", t.sent, t.received, t.lost);
+    println!(
+        "uclient channels: sent {} received {} lost {}",
+        t.sent, t.received, t.lost
+    );
 }
 
 #[test]
@@ -99,5 +104,8 @@ fn uclient_over_send_indications_loses_nothing() {
     assert_eq!(t.sent, 3000, "{out}");
     assert_eq!(t.received, t.sent, "{out}");
     assert_eq!(t.lost, 0, "{out}");
-    println!("uclient send indications: sent {} received {} lost {}", t.sent, t.received, t.lost);
+    println!(
+        "uclient send indications: sent {} received {} lost {}",
+        t.sent, t.received, t.lost
+    );
 }

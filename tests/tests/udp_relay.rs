@@ -1,5 +1,7 @@
 //! End to end over real UDP sockets: a relay in this process, the test client, an echo peer.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 use std::time::Duration;
 
 use geoturn_tests::client::{Received, TurnClient, TurnError};
@@ -28,7 +30,11 @@ fn allocate_permission_send_and_data_indications() {
         let got = c.recv(WAIT).unwrap();
         let got = got.unwrap_or_else(|| {
             std::thread::sleep(Duration::from_millis(600));
-            panic!("no echo; peer got {} {:?}", peer.received(), relay.handle().snapshot())
+            panic!(
+                "no echo; peer got {} {:?}",
+                peer.received(),
+                relay.handle().snapshot()
+            )
         });
         assert_eq!(
             got,
@@ -165,8 +171,10 @@ fn garbage_does_not_disturb_a_live_allocation() {
         stranger.send_to(&junk, relay.addr()).unwrap();
     }
     // A STUN header with a huge length, a ChannelData header with a huge length.
-    c.send_raw(&[0, 1, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
-        .unwrap();
+    c.send_raw(&[
+        0, 1, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ])
+    .unwrap();
     c.send_raw(&[0x40, 0x02, 0xff, 0xff, 1, 2]).unwrap();
     c.send_channel(0x4002, b"still alive").unwrap();
     let got = c.recv(WAIT).unwrap();
@@ -183,10 +191,12 @@ fn garbage_does_not_disturb_a_live_allocation() {
 fn secret_rotation_takes_effect_without_restart() {
     let relay = TestRelay::start(|_| {});
     let new_secret = "rotated-secret-abcdef0123456789";
-    relay.handle().set_secrets(geoturn_shared::SecretSet::new(vec![
-        geoturn_shared::Secret::new("new", new_secret),
-        geoturn_shared::Secret::new("old", geoturn_tests::TEST_SECRET),
-    ]));
+    relay
+        .handle()
+        .set_secrets(geoturn_shared::SecretSet::new(vec![
+            geoturn_shared::Secret::new("new", new_secret),
+            geoturn_shared::Secret::new("old", geoturn_tests::TEST_SECRET),
+        ]));
     std::thread::sleep(Duration::from_millis(700)); // one worker tick
     let now = geoturn_tests::unix_now();
     let fresh = geoturn_shared::RestCredential::mint(new_secret.as_bytes(), "heidi", now, 600);

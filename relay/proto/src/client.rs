@@ -5,7 +5,9 @@
 use crate::auth::IntegrityKey;
 use crate::stun::attribute::types;
 use crate::stun::integrity::long_term_key_md5;
-use crate::stun::{Attribute, Class, EncodeError, Message, MessageType, MessageWriter, Method, TransactionId};
+use crate::stun::{
+    Attribute, Class, EncodeError, Message, MessageType, MessageWriter, Method, TransactionId,
+};
 
 /// Long-term credentials as a client holds them after the first 401.
 #[derive(Debug, Clone)]

@@ -18,5 +18,12 @@ pub mod types;
 
 pub use server::{Command, Server, ServerConfig, ToClient, ToPeer};
 
-
 pub use types::{ClientSocket, PeerSocket, RelayAddr, Transport};
+
+/// The origin of the virtual clock in unit tests: any instant works, time then only moves
+/// by the durations a test adds.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}

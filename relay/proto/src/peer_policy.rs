@@ -192,8 +192,14 @@ mod tests {
     #[test]
     fn operator_lists() {
         let p = PeerPolicy::new(
-            vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
-            vec!["10.9.0.0/16".parse().unwrap(), "8.8.8.0/24".parse().unwrap()],
+            vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
+            vec![
+                "10.9.0.0/16".parse().unwrap(),
+                "8.8.8.0/24".parse().unwrap(),
+            ],
         );
         assert!(p.check(ip("127.0.0.1")).is_ok());
         assert!(p.check(ip("::ffff:127.0.0.1")).is_ok());

@@ -53,7 +53,13 @@ impl TransactionCache {
     }
 
     /// Remembers a response.
-    pub fn insert(&mut self, tuple: FiveTuple, tid: TransactionId, response: Vec<u8>, now: Instant) {
+    pub fn insert(
+        &mut self,
+        tuple: FiveTuple,
+        tid: TransactionId,
+        response: Vec<u8>,
+        now: Instant,
+    ) {
         self.evict(now);
         let expires = now + RESPONSE_TTL;
         self.entries.insert((tuple, tid), (response, expires));
@@ -86,14 +92,20 @@ mod tests {
 
     #[test]
     fn bounded_and_expiring() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut c = TransactionCache::new(2);
         c.insert(tuple(1), TransactionId([1; 12]), vec![1], t0);
         c.insert(tuple(2), TransactionId([2; 12]), vec![2], t0);
         c.insert(tuple(3), TransactionId([3; 12]), vec![3], t0);
         assert!(c.len() <= 2);
-        assert_eq!(c.get(&tuple(3), &TransactionId([3; 12]), t0), Some(&[3u8][..]));
+        assert_eq!(
+            c.get(&tuple(3), &TransactionId([3; 12]), t0),
+            Some(&[3u8][..])
+        );
         assert_eq!(c.get(&tuple(1), &TransactionId([1; 12]), t0), None);
-        assert_eq!(c.get(&tuple(3), &TransactionId([3; 12]), t0 + RESPONSE_TTL), None);
+        assert_eq!(
+            c.get(&tuple(3), &TransactionId([3; 12]), t0 + RESPONSE_TTL),
+            None
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! RFC 5769 test vectors through the codec: parsing, integrity, fingerprint, addresses.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 #[path = "vectors/rfc5769.rs"]
 mod vectors;
 
@@ -71,7 +73,11 @@ fn sample_long_term_request() {
         m.attribute(types::REALM).unwrap().unwrap(),
         Attribute::Realm(LONG_TERM_REALM)
     );
-    let key = long_term_key_md5(LONG_TERM_USERNAME, LONG_TERM_REALM, LONG_TERM_PASSWORD_PREPPED);
+    let key = long_term_key_md5(
+        LONG_TERM_USERNAME,
+        LONG_TERM_REALM,
+        LONG_TERM_PASSWORD_PREPPED,
+    );
     assert!(m.verify_integrity(&key));
     let wrong = long_term_key_md5(LONG_TERM_USERNAME, LONG_TERM_REALM, "TheMatrix");
     assert!(!m.verify_integrity(&wrong));

@@ -97,7 +97,10 @@ mod sys {
                 // SAFETY: the family says this is a sockaddr_in.
                 let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
                 let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says this is a sockaddr_in6.
@@ -207,7 +210,12 @@ mod sys {
             // means the datagram is dropped anyway (UDP semantics).
             // SAFETY: headers point at live iovecs, data and addresses; `n` is in bounds.
             let r = unsafe {
-                libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as u32,
+                    libc::MSG_DONTWAIT,
+                )
             };
             let r = if r < 0 {
                 Err(io::Error::last_os_error())

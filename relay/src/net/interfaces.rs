@@ -28,7 +28,9 @@ pub fn first_non_loopback_ipv4() -> Option<IpAddr> {
         }
         // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
         let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+        found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+            sin.sin_addr.s_addr,
+        ))));
         break;
     }
     // SAFETY: `head` came from getifaddrs and is freed once.

@@ -8,9 +8,17 @@ use std::os::fd::AsRawFd;
 #[cfg(target_os = "linux")]
 pub fn set_dont_fragment(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
     let (level, name, value) = if ipv6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
     } else {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
     };
     // SAFETY: a valid fd, a c_int option value and its exact size.
     let r = unsafe {
@@ -32,5 +40,8 @@ pub fn set_dont_fragment(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
 /// Not supported here: the Allocate still succeeds, datagrams may be fragmented.
 #[cfg(not(target_os = "linux"))]
 pub fn set_dont_fragment(_sock: &impl AsRawFd, _ipv6: bool) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "DF not supported on this platform"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "DF not supported on this platform",
+    ))
 }

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use geoturn_relay_proto::server::{DropReason, PEER_HEADROOM, PEER_TAILROOM, ServerStats};
-use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, Transport};
 use geoturn_relay_proto::types::FiveTuple;
+use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, Transport};
 use geoturn_shared::SecretSet;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -132,7 +132,8 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
     let local = listener.local_addr()?;
     let now = Instant::now();
     ctx.server.set_unix_time(now, unix_secs());
-    ctx.server.set_secrets(ctx.secrets.borrow_and_update().clone());
+    ctx.server
+        .set_secrets(ctx.secrets.borrow_and_update().clone());
     ctx.server.set_draining(*ctx.draining.borrow_and_update());
     let shard = Rc::new(RefCell::new(Shard {
         server: ctx.server,
@@ -188,15 +189,16 @@ fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {
     let s = &mut *guard;
     let mut received: [Option<Received>; BATCH] = [None; BATCH];
     for _ in 0..MAX_BATCHES_PER_WAKE {
-        let got = match batch::recv_batch(&s.listener, &mut s.client_buf, CLIENT_LAYOUT, &mut received) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                tracing::debug!(error = %e, "listener receive error");
-                break;
-            }
-        };
+        let got =
+            match batch::recv_batch(&s.listener, &mut s.client_buf, CLIENT_LAYOUT, &mut received) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on some systems; keep serving.
+                    tracing::debug!(error = %e, "listener receive error");
+                    break;
+                }
+            };
         let now = Instant::now();
         for (i, r) in received.iter().take(got).enumerate() {
             let Some(r) = r else { continue };
@@ -284,7 +286,8 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
         let mut guard = shard.borrow_mut();
         let s = &mut *guard;
         for _ in 0..MAX_BATCHES_PER_WAKE {
-            let got = match batch::recv_batch(&socket, &mut s.peer_buf, PEER_LAYOUT, &mut received) {
+            let got = match batch::recv_batch(&socket, &mut s.peer_buf, PEER_LAYOUT, &mut received)
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
@@ -300,14 +303,20 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
                 let Some(slot) = s.peer_buf.get_mut(PEER_LAYOUT.slot(i)) else {
                     continue;
                 };
-                if let Some(to) = s.server.handle_peer_input(now, relay, PeerSocket(r.from), slot, r.len) {
+                if let Some(to) =
+                    s.server
+                        .handle_peer_input(now, relay, PeerSocket(r.from), slot, r.len)
+                {
                     if let Some(o) = out.get_mut(n_out) {
                         *o = (i, to.range, to.five_tuple.client.0);
                         n_out += 1;
                     }
                 }
             }
-            let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing { to: SocketAddr::from(([0, 0, 0, 0], 0)), data: &[] }; BATCH];
+            let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
+                to: SocketAddr::from(([0, 0, 0, 0], 0)),
+                data: &[],
+            }; BATCH];
             for ((i, range, to), m) in out.iter().take(n_out).zip(msgs.iter_mut()) {
                 let data = s
                     .peer_buf

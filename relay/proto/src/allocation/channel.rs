@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn bind_refresh_conflict_expiry_and_cooldown() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let a: SocketAddr = "203.0.113.1:1000".parse().unwrap();
         let b: SocketAddr = "203.0.113.2:1000".parse().unwrap();
         let mut c = Channels::default();

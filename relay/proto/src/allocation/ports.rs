@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn picks_every_port_once() {
-        let now = Instant::now();
+        let now = crate::test_epoch();
         let pool = PortPool::new(50000..=50009, 1);
         let mut seen = HashSet::new();
         while let Some(p) = pool.pick(false, false, now) {
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn even_ports_and_reservations() {
-        let now = Instant::now();
+        let now = crate::test_epoch();
         let pool = PortPool::new(50001..=50006, 7);
         let p = pool.pick(false, true, now).unwrap();
         assert_eq!(p.port % 2, 0);

@@ -45,9 +45,7 @@ impl IntegrityKey {
     pub fn verify(&self, msg: &Message<'_>) -> bool {
         match self {
             Self::Md5Sha1(_) | Self::Sha256Sha1(_) => msg.verify_integrity(self.bytes()),
-            Self::Md5Sha256(_) | Self::Sha256Sha256(_) => {
-                msg.verify_integrity_sha256(self.bytes())
-            }
+            Self::Md5Sha256(_) | Self::Sha256Sha256(_) => msg.verify_integrity_sha256(self.bytes()),
         }
     }
 

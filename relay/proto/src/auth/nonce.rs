@@ -105,8 +105,11 @@ impl Nonces {
 fn push_hex(s: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xF)]));
+        for nibble in [b >> 4, b & 0xF] {
+            s.push(char::from(
+                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
     }
 }
 
@@ -172,7 +175,13 @@ mod tests {
             n.check(std::str::from_utf8(&forged).unwrap(), client(), 1000),
             NonceCheck::Stale
         );
-        for junk in ["", "obMatJos2", "obMatJos2gAAAzz", "xyz", "obMatJos2gAAA\u{e9}"] {
+        for junk in [
+            "",
+            "obMatJos2",
+            "obMatJos2gAAAzz",
+            "xyz",
+            "obMatJos2gAAA\u{e9}",
+        ] {
             assert_eq!(n.check(junk, client(), 1000), NonceCheck::Stale);
         }
     }

@@ -247,7 +247,8 @@ impl Server {
     fn release_allocation_resources(&mut self, alloc: &crate::allocation::Allocation) {
         self.ports.release(alloc.relay.0.port());
         self.quota.release(user_of(&alloc.username));
-        self.commands.push_back(Command::FreeRelay { relay: alloc.relay });
+        self.commands
+            .push_back(Command::FreeRelay { relay: alloc.relay });
     }
 
     /// Counts a packet the driver dropped before the server saw it (e.g. truncated).

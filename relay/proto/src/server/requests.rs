@@ -48,7 +48,8 @@ impl Server {
                 self.reply_unsigned(&to, None, &[Attribute::XorMappedAddress(tuple.client.0)]);
                 return;
             }
-            Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind => {}
+            Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind => {
+            }
             // TCP relaying (RFC 6062) is not offered on this relay yet; unknown methods get 400.
             _ => {
                 self.reply_unsigned(&to, Some(ErrorCode::BAD_REQUEST), &[]);
@@ -68,7 +69,11 @@ impl Server {
         ) {
             Ok(auth) => auth,
             Err(failure) => {
-                *self.stats.auth_failures.entry(failure.as_str()).or_default() += 1;
+                *self
+                    .stats
+                    .auth_failures
+                    .entry(failure.as_str())
+                    .or_default() += 1;
                 match failure {
                     AuthFailure::BadRequest => {
                         self.reply_unsigned(&to, Some(ErrorCode::BAD_REQUEST), &[]);
@@ -87,7 +92,13 @@ impl Server {
         }
         // Every other request needs this 5-tuple's allocation, created by the same user.
         let Some(alloc) = self.allocations.get(&tuple) else {
-            self.reply_signed(now, &to, Some(ErrorCode::ALLOCATION_MISMATCH), &[], &auth.key);
+            self.reply_signed(
+                now,
+                &to,
+                Some(ErrorCode::ALLOCATION_MISMATCH),
+                &[],
+                &auth.key,
+            );
             return;
         };
         if alloc.username != auth.username {
@@ -117,7 +128,13 @@ impl Server {
         let tuple = to.five_tuple;
         if self.allocations.get(&tuple).is_some() {
             // A retransmission was answered from the cache; anything else is a mismatch.
-            return self.reply_signed(now, to, Some(ErrorCode::ALLOCATION_MISMATCH), &[], &auth.key);
+            return self.reply_signed(
+                now,
+                to,
+                Some(ErrorCode::ALLOCATION_MISMATCH),
+                &[],
+                &auth.key,
+            );
         }
         if self.pending.values().any(|p| p.five_tuple == tuple) {
             return; // the first copy is being bound right now
@@ -146,9 +163,7 @@ impl Server {
             Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
         };
         // RFC 8656 §7.2: a token excludes EVEN-PORT and REQUESTED-ADDRESS-FAMILY.
-        if token.is_some()
-            && (even_port || msg.get(types::REQUESTED_ADDRESS_FAMILY).is_some())
-        {
+        if token.is_some() && (even_port || msg.get(types::REQUESTED_ADDRESS_FAMILY).is_some()) {
             return self.reply_signed(now, to, Some(bad), &[], &auth.key);
         }
         let requested = match msg.attribute(types::REQUESTED_ADDRESS_FAMILY) {

@@ -7,9 +7,7 @@ use std::time::Instant;
 use super::{Command, Server};
 use crate::auth::IntegrityKey;
 use crate::auth::credentials::OFFERED_PASSWORD_ALGORITHMS;
-use crate::stun::{
-    Attribute, Class, ErrorCode, MessageType, MessageWriter, Method, TransactionId,
-};
+use crate::stun::{Attribute, Class, ErrorCode, MessageType, MessageWriter, Method, TransactionId};
 use crate::types::FiveTuple;
 
 /// Responses are small: the largest is an Allocate success with both addresses, well under this.

@@ -41,7 +41,7 @@ fn peer() -> SocketAddr {
 
 impl Harness {
     fn with(config: ServerConfig, quota: Quota, ports: std::ops::RangeInclusive<u16>) -> Self {
-        let now = Instant::now();
+        let now = crate::test_epoch();
         let mut server = Server::new(
             config,
             SecretSet::from_values([SECRET]),
@@ -196,7 +196,10 @@ fn allocate_challenge_then_success() {
     let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     let m = Message::parse(&resp).unwrap();
     assert_eq!(error_code(&m), Some(401));
-    assert!(matches!(m.attribute(types::REALM), Some(Ok(Attribute::Realm("geoturn")))));
+    assert!(matches!(
+        m.attribute(types::REALM),
+        Some(Ok(Attribute::Realm("geoturn")))
+    ));
     let Some(Ok(Attribute::Nonce(nonce))) = m.attribute(types::NONCE) else {
         panic!()
     };
@@ -205,7 +208,10 @@ fn allocate_challenge_then_success() {
     assert!(!m.has_integrity(), "a 401 must not be signed");
 
     let (_, relayed) = h.allocate();
-    assert_eq!(relayed.ip(), "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(
+        relayed.ip(),
+        "192.0.2.1".parse::<std::net::IpAddr>().unwrap()
+    );
     assert!((50000..=50099).contains(&relayed.port()));
     assert_eq!(h.bound, vec![RelayAddr(relayed)]);
     assert_eq!(h.server.allocations().len(), 1);
@@ -280,7 +286,10 @@ fn wrong_password_and_expired_username_get_401() {
     );
     assert_eq!(code_of(&resp), Some(401));
     assert_eq!(h.server.stats().auth_failures.get("expired"), Some(&1));
-    assert_eq!(h.server.stats().auth_failures.get("bad_integrity"), Some(&1));
+    assert_eq!(
+        h.server.stats().auth_failures.get("bad_integrity"),
+        Some(&1)
+    );
     assert!(h.server.allocations().is_empty());
 }
 
@@ -337,7 +346,11 @@ fn unsupported_transport_gets_442_and_missing_transport_400() {
     let mut auth = h.credentials(3600);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(6)], None);
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(99)], Some(&auth));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(99)],
+        Some(&auth),
+    );
     assert_eq!(code_of(&resp), Some(442));
     let resp = h.request(Method::Allocate, &[], Some(&auth));
     assert_eq!(code_of(&resp), Some(400));
@@ -411,7 +424,11 @@ fn data_indication_for_ipv6_peer_and_odd_length() {
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
     // Default family IPv4 is unavailable: 440.
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
     assert_eq!(code_of(&resp), Some(440));
     let resp = h.request(
         Method::Allocate,
@@ -443,14 +460,22 @@ fn data_indication_for_ipv6_peer_and_odd_length() {
         m.attribute(types::XOR_PEER_ADDRESS).unwrap().unwrap(),
         Attribute::XorPeerAddress(v6peer)
     );
-    assert_eq!(m.attribute(types::DATA).unwrap().unwrap(), Attribute::Data(b"odd!!"));
+    assert_eq!(
+        m.attribute(types::DATA).unwrap().unwrap(),
+        Attribute::Data(b"odd!!")
+    );
 }
 
 #[test]
 fn forbidden_peers_get_403() {
     let mut h = Harness::new();
     let (auth, _) = h.allocate();
-    for bad in ["127.0.0.1:80", "10.0.0.1:80", "169.254.169.254:80", "192.168.1.1:5"] {
+    for bad in [
+        "127.0.0.1:80",
+        "10.0.0.1:80",
+        "169.254.169.254:80",
+        "192.168.1.1:5",
+    ] {
         let resp = h.request(
             Method::CreatePermission,
             &[Attribute::XorPeerAddress(bad.parse().unwrap())],
@@ -495,7 +520,10 @@ fn channel_bind_and_channel_data_both_ways() {
     let (auth, _) = h.allocate();
     let resp = h.request(
         Method::ChannelBind,
-        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer())],
+        &[
+            Attribute::ChannelNumber(0x4001),
+            Attribute::XorPeerAddress(peer()),
+        ],
         Some(&auth),
     );
     assert_eq!(code_of(&resp), None);
@@ -503,7 +531,10 @@ fn channel_bind_and_channel_data_both_ways() {
     for number in [0x3FFF, 0x8000, 0xFFFF, 0x4002] {
         let resp = h.request(
             Method::ChannelBind,
-            &[Attribute::ChannelNumber(number), Attribute::XorPeerAddress(peer())],
+            &[
+                Attribute::ChannelNumber(number),
+                Attribute::XorPeerAddress(peer()),
+            ],
             Some(&auth),
         );
         assert_eq!(code_of(&resp), Some(400), "{number:#x}");
@@ -535,7 +566,10 @@ fn lifetimes_expire_on_the_virtual_clock() {
     let (auth, relayed) = h.allocate();
     let resp = h.request(
         Method::ChannelBind,
-        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer())],
+        &[
+            Attribute::ChannelNumber(0x4001),
+            Attribute::XorPeerAddress(peer()),
+        ],
         Some(&auth),
     );
     assert_eq!(code_of(&resp), None);
@@ -549,7 +583,10 @@ fn lifetimes_expire_on_the_virtual_clock() {
     // Refreshing the binding refreshes the permission.
     let resp = h.request(
         Method::ChannelBind,
-        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer())],
+        &[
+            Attribute::ChannelNumber(0x4001),
+            Attribute::XorPeerAddress(peer()),
+        ],
         Some(&auth),
     );
     assert_eq!(code_of(&resp), None);
@@ -615,7 +652,11 @@ fn quotas_give_486_and_508() {
     let mut auth = h.credentials(3600);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
     assert_eq!(code_of(&resp), Some(486));
     let c = RestCredential::mint(SECRET, "bob", UNIX_START, 3600);
     let bob = ClientAuth {
@@ -623,7 +664,11 @@ fn quotas_give_486_and_508() {
         password: c.password,
         ..auth.clone()
     };
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&bob));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&bob),
+    );
     assert_eq!(code_of(&resp), None);
     h.tuple = tuple(40002);
     let c = RestCredential::mint(SECRET, "carol", UNIX_START, 3600);
@@ -634,7 +679,11 @@ fn quotas_give_486_and_508() {
     };
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     carol.update_from_challenge(&Message::parse(&challenge).unwrap());
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&carol));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&carol),
+    );
     assert_eq!(code_of(&resp), Some(508));
 }
 
@@ -652,17 +701,29 @@ fn port_range_exhaustion_gives_508_and_bind_failures_retry() {
     let mut auth = h.credentials(3600);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
     assert_eq!(code_of(&resp), None);
     h.tuple = tuple(40002);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
     assert_eq!(code_of(&resp), None);
     h.tuple = tuple(40003);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
     assert_eq!(code_of(&resp), Some(508));
 }
 
@@ -731,7 +792,10 @@ fn garbage_does_not_disturb_a_live_allocation() {
         Method::Send,
         Class::Indication,
         TransactionId([9; 12]),
-        &[Attribute::XorPeerAddress(peer()), Attribute::Data(b"still here")],
+        &[
+            Attribute::XorPeerAddress(peer()),
+            Attribute::Data(b"still here"),
+        ],
         None,
     )
     .unwrap();
@@ -749,7 +813,11 @@ fn draining_refuses_new_allocations_only() {
     let mut auth2 = h.credentials(3600);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
     auth2.update_from_challenge(&Message::parse(&challenge).unwrap());
-    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], Some(&auth2));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth2),
+    );
     assert_eq!(code_of(&resp), Some(403));
 }
 
@@ -774,8 +842,7 @@ fn even_port_with_reservation_then_reservation_token() {
         panic!()
     };
     assert_eq!(rtp.port() % 2, 0);
-    let Some(Ok(Attribute::ReservationToken(token))) = m.attribute(types::RESERVATION_TOKEN)
-    else {
+    let Some(Ok(Attribute::ReservationToken(token))) = m.attribute(types::RESERVATION_TOKEN) else {
         panic!("no token")
     };
     // The RTCP allocation from another client port claims the reserved port.

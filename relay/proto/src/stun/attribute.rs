@@ -297,9 +297,12 @@ pub fn password_algorithms(value: &[u8]) -> impl Iterator<Item = PasswordAlgorit
 
 /// Iterates the 16-bit types of an UNKNOWN-ATTRIBUTES value.
 pub fn unknown_attribute_types(value: &[u8]) -> impl Iterator<Item = u16> + '_ {
-    value
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]))
+    value.chunks_exact(2).map(|c| {
+        u16::from_be_bytes([
+            c.first().copied().unwrap_or(0),
+            c.get(1).copied().unwrap_or(0),
+        ])
+    })
 }
 
 fn error_code(t: u16, class: u8, number: u8) -> Result<u16, ParseError> {
@@ -404,8 +407,8 @@ impl<'a> Attribute<'a> {
             RESERVATION_TOKEN => Self::ReservationToken(exact(t, value)?),
             ADDRESS_ERROR_CODE => {
                 let mut r = Reader::new(value);
-                let family = AddressFamily::from_u8(r.u8().ok_or(malformed(t))?)
-                    .ok_or(malformed(t))?;
+                let family =
+                    AddressFamily::from_u8(r.u8().ok_or(malformed(t))?).ok_or(malformed(t))?;
                 let _reserved = r.u8().ok_or(malformed(t))?;
                 let class = r.u8().ok_or(malformed(t))?;
                 let number = r.u8().ok_or(malformed(t))?;

@@ -58,7 +58,9 @@ impl<'a> ChannelData<'a> {
 /// The caller places the payload right after, so the payload is copied at most once.
 pub fn write_header(out: &mut [u8], channel: u16, payload_len: usize) -> Result<(), EncodeError> {
     let len = u16::try_from(payload_len).map_err(|_| EncodeError::ValueTooLong)?;
-    let header = out.get_mut(..HEADER_LEN).ok_or(EncodeError::BufferTooSmall)?;
+    let header = out
+        .get_mut(..HEADER_LEN)
+        .ok_or(EncodeError::BufferTooSmall)?;
     let [c0, c1] = channel.to_be_bytes();
     let [l0, l1] = len.to_be_bytes();
     header.copy_from_slice(&[c0, c1, l0, l1]);
@@ -67,7 +69,12 @@ pub fn write_header(out: &mut [u8], channel: u16, payload_len: usize) -> Result<
 
 /// Encodes a full ChannelData frame into `out`, padded to 4 bytes when `pad` (streams).
 /// Returns the number of bytes written.
-pub fn encode(out: &mut [u8], channel: u16, payload: &[u8], pad: bool) -> Result<usize, EncodeError> {
+pub fn encode(
+    out: &mut [u8],
+    channel: u16,
+    payload: &[u8],
+    pad: bool,
+) -> Result<usize, EncodeError> {
     write_header(out, channel, payload.len())?;
     let end = HEADER_LEN + payload.len();
     out.get_mut(HEADER_LEN..end)

@@ -170,7 +170,12 @@ mod tests {
     #[test]
     fn type_round_trips_for_every_method_and_class() {
         for m in 0..0x1000u16 {
-            for class in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for class in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 let t = MessageType::new(Method::from_number(m), class);
                 let raw = t.to_u16();
                 assert_eq!(raw & 0xC000, 0);
@@ -183,9 +188,21 @@ mod tests {
     fn known_type_values() {
         // Values from RFC 8489 §6 / RFC 8656 §17: Binding request 0x0001, success 0x0101,
         // Allocate error 0x0113, Data indication 0x0017.
-        assert_eq!(MessageType::new(Method::Binding, Class::Request).to_u16(), 0x0001);
-        assert_eq!(MessageType::new(Method::Binding, Class::Success).to_u16(), 0x0101);
-        assert_eq!(MessageType::new(Method::Allocate, Class::Error).to_u16(), 0x0113);
-        assert_eq!(MessageType::new(Method::Data, Class::Indication).to_u16(), 0x0017);
+        assert_eq!(
+            MessageType::new(Method::Binding, Class::Request).to_u16(),
+            0x0001
+        );
+        assert_eq!(
+            MessageType::new(Method::Binding, Class::Success).to_u16(),
+            0x0101
+        );
+        assert_eq!(
+            MessageType::new(Method::Allocate, Class::Error).to_u16(),
+            0x0113
+        );
+        assert_eq!(
+            MessageType::new(Method::Data, Class::Indication).to_u16(),
+            0x0017
+        );
     }
 }

@@ -88,7 +88,9 @@ fn covered(raw: &[u8], at: usize, attr_len: usize) -> Option<([u8; HEADER_LEN], 
 }
 
 fn attr_value(raw: &[u8], at: usize) -> Option<&[u8]> {
-    let len = usize::from(u16::from_be_bytes(raw.get(at + 2..at + 4)?.try_into().ok()?));
+    let len = usize::from(u16::from_be_bytes(
+        raw.get(at + 2..at + 4)?.try_into().ok()?,
+    ));
     raw.get(at + 4..at + 4 + len)
 }
 

@@ -65,17 +65,16 @@ impl<'a> Message<'a> {
             r.take((vlen + 3) & !3)
                 .ok_or(ParseError::TruncatedAttribute)?;
             match t {
-                types::MESSAGE_INTEGRITY => {
-                    if msg.integrity.is_none() && msg.integrity_sha256.is_none() {
-                        msg.integrity = Some(start);
-                        msg.considered_end = msg.considered_end.min(start);
-                    }
+                // Only the first MESSAGE-INTEGRITY counts, and none after MI-SHA256 (§14.6).
+                types::MESSAGE_INTEGRITY
+                    if msg.integrity.is_none() && msg.integrity_sha256.is_none() =>
+                {
+                    msg.integrity = Some(start);
+                    msg.considered_end = msg.considered_end.min(start);
                 }
-                types::MESSAGE_INTEGRITY_SHA256 => {
-                    if msg.integrity_sha256.is_none() {
-                        msg.integrity_sha256 = Some(start);
-                        msg.considered_end = msg.considered_end.min(start);
-                    }
+                types::MESSAGE_INTEGRITY_SHA256 if msg.integrity_sha256.is_none() => {
+                    msg.integrity_sha256 = Some(start);
+                    msg.considered_end = msg.considered_end.min(start);
                 }
                 types::FINGERPRINT => msg.fingerprint = Some(start),
                 t if t < 0x8000
@@ -143,7 +142,9 @@ impl<'a> Message<'a> {
 
     /// The value of the first attribute of type `t` that counts.
     pub fn get(&self, t: u16) -> Option<&'a [u8]> {
-        self.raw_attributes().find(|(typ, _)| *typ == t).map(|(_, v)| v)
+        self.raw_attributes()
+            .find(|(typ, _)| *typ == t)
+            .map(|(_, v)| v)
     }
 
     /// The first attribute of type `t`, decoded.
@@ -223,7 +224,11 @@ pub struct MessageWriter<'b> {
 
 impl<'b> MessageWriter<'b> {
     /// Starts a message of type `typ` with transaction id `tid` in `buf`.
-    pub fn new(buf: &'b mut [u8], typ: MessageType, tid: TransactionId) -> Result<Self, EncodeError> {
+    pub fn new(
+        buf: &'b mut [u8],
+        typ: MessageType,
+        tid: TransactionId,
+    ) -> Result<Self, EncodeError> {
         let mut w = Writer::new(buf);
         w.u16(typ.to_u16())?;
         w.u16(0)?;

@@ -14,7 +14,7 @@ pub mod reader;
 
 pub use attribute::{AddressFamily, Attribute, PasswordAlgorithm};
 pub use error::{EncodeError, ErrorCode, ParseError};
-pub use header::{Class, MAGIC_COOKIE, Method, MessageType, TransactionId};
+pub use header::{Class, MAGIC_COOKIE, MessageType, Method, TransactionId};
 pub use message::{Message, MessageWriter};
 
 /// What the first bytes of a packet on a TURN port say it is (RFC 8656 §12: the first two bits).

@@ -105,7 +105,9 @@ impl<'b> Writer<'b> {
 
     /// Overwrites a big-endian u16 already written at `pos`.
     pub fn set_u16(&mut self, pos: usize, v: u16) -> Result<(), super::EncodeError> {
-        let end = pos.checked_add(2).ok_or(super::EncodeError::BufferTooSmall)?;
+        let end = pos
+            .checked_add(2)
+            .ok_or(super::EncodeError::BufferTooSmall)?;
         if end > self.len {
             return Err(super::EncodeError::BufferTooSmall);
         }

@@ -1,0 +1,219 @@
+//! The `geoturn` binary as users run it: `creds`, `relay` (start, relay, SIGTERM), `up`,
+//! and configuration errors. (An integration test of the root package; the end-to-end suite
+//! itself is the `geoturn-tests` crate in this directory.)
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use geoturn_tests::client::{Received, TurnClient};
+use geoturn_tests::peer::EchoPeer;
+use geoturn_tests::process::ChildGuard;
+
+const BIN: &str = env!("CARGO_BIN_EXE_geoturn");
+const SECRET: &str = "cli-test-secret-0123456789";
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn creds_prints_a_valid_rest_credential() {
+    let out = Command::new(BIN)
+        .args([
+            "creds",
+            "--secret",
+            "north",
+            "--user",
+            "mbzrxpgjys",
+            "--ttl",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let username = text
+        .split("\"username\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let password = text
+        .split("\"password\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(text.contains("\"ttl\":600"), "{text}");
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "mbzrxpgjys");
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = geoturn_tests::unix_now();
+    assert!((now + 598..=now + 601).contains(&expiry));
+    assert_eq!(
+        password,
+        geoturn_shared::credentials::rest_password(b"north", username)
+    );
+}
+
+#[test]
+fn relay_binary_relays_and_stops_on_sigterm() {
+    let port = free_udp_port();
+    let mut relay = ChildGuard::spawn(
+        Command::new(BIN)
+            .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--allow-peer",
+                "127.0.0.0/8",
+                "--relay-ports",
+                "30000-30999",
+            ])
+            .env("GEOTURN_AUTH_SECRETS", SECRET)
+            .env("GEOTURN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let peer = EchoPeer::start().unwrap();
+    let cred = geoturn_shared::RestCredential::mint(
+        SECRET.as_bytes(),
+        "cli",
+        geoturn_tests::unix_now(),
+        600,
+    );
+    let server = format!("127.0.0.1:{port}").parse().unwrap();
+    // The process needs a moment to bind; retry the first Allocate for up to 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        let mut c = TurnClient::new(server, &cred.username, &cred.password).unwrap();
+        if c.allocate().is_ok() {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay did not answer within 10 s"
+        );
+    };
+    client.channel_bind(0x4100, peer.addr()).unwrap();
+    client.send_channel(0x4100, b"through the binary").unwrap();
+    assert_eq!(
+        client.recv(Duration::from_secs(2)).unwrap(),
+        Some(Received::Channel {
+            channel: 0x4100,
+            payload: b"through the binary".to_vec()
+        })
+    );
+    relay.terminate();
+    let status = relay
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("relay exits within 10 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let mut logs = String::new();
+    relay
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.contains("allocation created"), "{logs}");
+    // No secret and no password ever reaches the logs; client addresses are redacted.
+    assert!(!logs.contains(SECRET), "{logs}");
+    assert!(!logs.contains(&cred.password), "{logs}");
+    assert!(!logs.contains(&client.local_addr().to_string()), "{logs}");
+}
+
+#[test]
+fn bad_configuration_fails_with_the_option_named() {
+    for (args, env, option) in [
+        (
+            vec!["relay", "--listen", "127.0.0.1:0"],
+            None,
+            "auth-secret",
+        ),
+        (
+            vec!["relay", "--listen", "127.0.0.1:0", "--relay-ports", "9-2"],
+            Some(SECRET),
+            "relay-ports",
+        ),
+        (
+            vec!["relay", "--listen", "127.0.0.1:0", "--external-ip", "x/y"],
+            Some(SECRET),
+            "external-ip",
+        ),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args).env_remove("GEOTURN_AUTH_SECRETS");
+        if let Some(s) = env {
+            cmd.env("GEOTURN_AUTH_SECRETS", s);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(option), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn up_prints_ice_servers_that_work() {
+    let port = free_udp_port();
+    let mut up = ChildGuard::spawn(
+        Command::new(BIN)
+            .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    // Read the pretty-printed JSON object from stdout (it ends with a line holding "}").
+    let mut json = String::new();
+    let mut lines = BufReader::new(up.0.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        json.push_str(&line);
+        json.push('\n');
+        if line == "}" {
+            break;
+        }
+    }
+    let field = |name: &str| -> String {
+        json.split(&format!("\"{name}\": \""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        json.contains(&format!("turn:127.0.0.1:{port}?transport=udp")),
+        "{json}"
+    );
+    let (username, credential) = (field("username"), field("credential"));
+    let peer = EchoPeer::start().unwrap();
+    let mut c = TurnClient::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &username,
+        &credential,
+    )
+    .unwrap();
+    c.allocate().unwrap();
+    c.create_permission(peer.addr()).unwrap();
+    c.send_indication(peer.addr(), b"up works").unwrap();
+    assert!(matches!(
+        c.recv(Duration::from_secs(2)).unwrap(),
+        Some(Received::Data { .. })
+    ));
+    up.terminate();
+    let status = up.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert!(status.is_some_and(|s| s.success()));
+}
