@@ -130,7 +130,7 @@ pub struct RelayOptions {
     pub log_format: Option<String>,
 
     /// Show client addresses and user ids in logs (off: they print as <redacted>).
-    #[arg(long, env = "GEOTURN_LOG_PII")]
+    #[arg(long, env = "GEOTURN_LOG_PII", num_args = 0..=1, default_missing_value = "true")]
     pub log_pii: Option<bool>,
 }
 
