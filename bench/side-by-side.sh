@@ -260,7 +260,7 @@ run_one() { # server payload rep
     drops="$(attribute_drops "$LOG_DIR/$tag.udp-samples" "$rport" "$lo" "$hi" "$pport")"
     # uclient lines that look like failures (it exits 0 even then).
     local errlines
-    errlines="$(grep -ciE 'error|fail|cannot|wrong|refused|timeout|4[0-9][0-9] ' "$ul" || true)"
+    errlines="$(grep -ciE 'error|fail|cannot|wrong|refused|timed out|unauthori|forbidden' "$ul" || true)"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$server" "$len" "$rep" "$((t1 - t0))" "$send" "$recv" "${lost:-}" "${sdrop:-}" \
         "${ttime:-}" "${rtt:-}" "$((e1 - e0))" "$drops" "$rc" "$errlines" \
@@ -393,7 +393,7 @@ def fmt(x, spec="{:.2f}"):
 
 print(f"relay CPU per relayed packet (µs), median of {env['REPS']} runs; "
       f"M={env['M']} sessions x N={env['N']} msgs, z={env['Z']} ms, CLK_TCK={tck}")
-hdr = f"{'payload':>7} | {'geoturn µs/pkt':>14} | {'coturn µs/pkt':>13} | {'geo/cot':>7} | {'geo lost':>10} | {'cot lost':>10} | {'geo/cot (delivered)':>19}"
+hdr = f"{'payload':>7} | {'geoturn µs/pkt':>14} | {'coturn µs/pkt':>13} | {'geo/cot':>7} | {'geoturn lost/sent':>17} | {'coturn lost/sent':>17} | {'geo/cot (delivered)':>19}"
 print(hdr)
 print("-" * len(hdr))
 for row in summary:
@@ -402,7 +402,7 @@ for row in summary:
     cl = f"{c['total_lost_packets']}/{c['total_sent']}"
     print(f"{row['payload']:>7} | {fmt(g['median_cpu_us_per_relayed_packet']):>14} | "
           f"{fmt(c['median_cpu_us_per_relayed_packet']):>13} | {fmt(row['ratio_geoturn_over_coturn'], '{:.3f}'):>7} | "
-          f"{gl:>10} | {cl:>10} | {fmt(row['ratio_geoturn_over_coturn_delivered'], '{:.3f}'):>19}")
+          f"{gl:>17} | {cl:>17} | {fmt(row['ratio_geoturn_over_coturn_delivered'], '{:.3f}'):>19}")
 print()
 print("per run (µs/relayed pkt):")
 for row in summary:

@@ -33,6 +33,9 @@ struct UpOptions {
     /// Lifetime in seconds of the printed credential.
     #[arg(long, default_value_t = 86400)]
     ttl: u64,
+    /// Ops HTTP address of the embedded relay (/status, /metrics).
+    #[arg(long, env = "GEOTURN_HTTP", default_value = "127.0.0.1:9641")]
+    http: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,10 +83,7 @@ fn main() -> anyhow::Result<()> {
             let config = (*opts).with_file()?.resolve()?;
             init_logging(config.log_json);
             geoturn_shared::pii::reveal_in_logs(config.log_pii);
-            let relay = geoturn_relay::start(&config).context("starting the relay")?;
-            wait_for_shutdown_signal()?;
-            tracing::info!("stopping");
-            relay.stop()?;
+            geoturn_relay::service::run(config, |_, _| {})?;
             Ok(())
         }
         Command::Up(opts) => run_up(opts),
@@ -108,47 +108,27 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
         // Everything runs on this machine: let browsers relay to each other over loopback.
         allow_peers: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
         workers: Some(1),
+        http: Some(opts.http),
         ..RelayOptions::default()
     };
     let config = relay_opts.resolve()?;
-    let relay = geoturn_relay::start(&config).context("starting the embedded relay")?;
-    let addr = relay.local_addr();
-    let cred = RestCredential::mint(secret.as_bytes(), "local", unix_now(), opts.ttl);
-    let ice = serde_json::json!({
-        "iceServers": [{
-            "urls": [format!("turn:{}?transport=udp", addr), format!("stun:{}", addr)],
-            "username": cred.username,
-            "credential": cred.password,
-        }],
-        "ttl": opts.ttl,
-    });
-    println!("{}", serde_json::to_string_pretty(&ice)?);
-    eprintln!(
-        "geoturn is up: relay on udp {addr}. Paste the JSON above into new RTCPeerConnection(...). Ctrl-C stops."
-    );
-    wait_for_shutdown_signal()?;
-    relay.stop()?;
-    Ok(())
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r?,
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await?;
-        Ok::<(), std::io::Error>(())
+    let ttl = opts.ttl;
+    geoturn_relay::service::run(config, move |relay, http| {
+        let addr = relay.local_addr();
+        let cred = RestCredential::mint(secret.as_bytes(), "local", unix_now(), ttl);
+        let ice = serde_json::json!({
+            "iceServers": [{
+                "urls": [format!("turn:{addr}?transport=udp"), format!("stun:{addr}")],
+                "username": cred.username,
+                "credential": cred.password,
+            }],
+            "ttl": ttl,
+        });
+        println!("{}", serde_json::to_string_pretty(&ice).unwrap_or_default());
+        eprintln!(
+            "geoturn is up: relay on udp {addr}, status on http://{http}/status. Paste the JSON \
+             above into new RTCPeerConnection(...). Ctrl-C stops."
+        );
     })?;
     Ok(())
 }

@@ -169,7 +169,13 @@ fn up_prints_ice_servers_that_work() {
     let port = free_udp_port();
     let mut up = ChildGuard::spawn(
         Command::new(BIN)
-            .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--http",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     )

@@ -125,6 +125,44 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_MAX_LIFETIME")]
     pub max_lifetime: Option<u64>,
 
+    /// Address of the ops HTTP listener (/metrics, /status, /healthz, /readyz, POST /drain)
+    /// [default: 127.0.0.1:9641].
+    #[arg(long, env = "GEOTURN_HTTP")]
+    pub http: Option<SocketAddr>,
+
+    /// Bearer token that authorises `POST /drain`; without one, draining over HTTP is refused.
+    #[arg(long, env = "GEOTURN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// This relay's id in the registry and in /status [default: the host name].
+    #[arg(long, env = "GEOTURN_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Region name [default: default].
+    #[arg(long, env = "GEOTURN_REGION")]
+    pub region: Option<String>,
+
+    /// Latitude of this relay, for geo routing [default: 0].
+    #[arg(long, env = "GEOTURN_LAT", allow_hyphen_values = true)]
+    pub lat: Option<f64>,
+
+    /// Longitude of this relay, for geo routing [default: 0].
+    #[arg(long, env = "GEOTURN_LON", allow_hyphen_values = true)]
+    pub lon: Option<f64>,
+
+    /// Allocations this relay is sized for, reported as capacity [default: 10000].
+    #[arg(long, env = "GEOTURN_CAPACITY_ALLOCATIONS")]
+    pub capacity_allocations: Option<u64>,
+
+    /// Relayed bandwidth this relay is sized for, in Mbit/s [default: 1000].
+    #[arg(long, env = "GEOTURN_CAPACITY_MBPS")]
+    pub capacity_mbps: Option<u64>,
+
+    /// Seconds a drain waits for allocations to end before the relay exits anyway
+    /// [default: 3600].
+    #[arg(long, env = "GEOTURN_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
+
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "GEOTURN_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -165,6 +203,24 @@ pub struct RelayConfig {
     pub log_json: bool,
     /// Reveal PII in logs.
     pub log_pii: bool,
+    /// Ops HTTP listener.
+    pub http: SocketAddr,
+    /// Token for `POST /drain`.
+    pub admin_token: Option<geoturn_shared::SecretValue>,
+    /// Node id.
+    pub node_id: String,
+    /// Region.
+    pub region: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Allocation capacity.
+    pub capacity_allocations: u64,
+    /// Bandwidth capacity in Mbit/s.
+    pub capacity_mbps: u64,
+    /// Longest drain.
+    pub drain_timeout: Duration,
 }
 
 impl RelayOptions {
@@ -205,6 +261,15 @@ impl RelayOptions {
             user_quota: self.user_quota.or(base.user_quota),
             default_lifetime: self.default_lifetime.or(base.default_lifetime),
             max_lifetime: self.max_lifetime.or(base.max_lifetime),
+            http: self.http.or(base.http),
+            admin_token: self.admin_token.or(base.admin_token),
+            node_id: self.node_id.or(base.node_id),
+            region: self.region.or(base.region),
+            lat: self.lat.or(base.lat),
+            lon: self.lon.or(base.lon),
+            capacity_allocations: self.capacity_allocations.or(base.capacity_allocations),
+            capacity_mbps: self.capacity_mbps.or(base.capacity_mbps),
+            drain_timeout: self.drain_timeout.or(base.drain_timeout),
             log_format: self.log_format.or(base.log_format),
             log_pii: self.log_pii.or(base.log_pii),
         }
@@ -277,7 +342,39 @@ impl RelayOptions {
                 ));
             }
         };
+        let node_id = match self.node_id {
+            Some(id) => id,
+            None => hostname().unwrap_or_else(|| "relay".into()),
+        };
+        check_name("node-id", &node_id)?;
+        let region = self.region.unwrap_or_else(|| "default".into());
+        check_name("region", &region)?;
+        let lat = self.lat.unwrap_or(0.0);
+        if !(-90.0..=90.0).contains(&lat) {
+            return Err(invalid("lat", "must be between -90 and 90"));
+        }
+        let lon = self.lon.unwrap_or(0.0);
+        if !(-180.0..=180.0).contains(&lon) {
+            return Err(invalid("lon", "must be between -180 and 180"));
+        }
+        let admin_token = match self.admin_token {
+            Some(t) if t.len() < 16 => {
+                return Err(invalid("admin-token", "must be at least 16 bytes"));
+            }
+            t => t.map(geoturn_shared::SecretValue::new),
+        };
         Ok(RelayConfig {
+            http: self
+                .http
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9641))),
+            admin_token,
+            node_id,
+            region,
+            lat,
+            lon,
+            capacity_allocations: self.capacity_allocations.unwrap_or(10_000).max(1),
+            capacity_mbps: self.capacity_mbps.unwrap_or(1000).max(1),
+            drain_timeout: Duration::from_secs(self.drain_timeout.unwrap_or(3600)),
             listen,
             relay_ip,
             relay_ports,
@@ -294,6 +391,37 @@ impl RelayOptions {
             log_pii: self.log_pii.unwrap_or(false),
         })
     }
+}
+
+/// Node ids and region names go into Redis keys and metrics labels: keep them plain.
+fn check_name(option: &'static str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(option, "1 to 64 characters of A-Z a-z 0-9 . _ -"))
+    }
+}
+
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, ConfigError> {

@@ -3,11 +3,15 @@
 //! - [`config`]: options from flags, `GEOTURN_*` variables and a TOML file, validated at start.
 //! - [`net`]: the UDP listener workers (one per core, `SO_REUSEPORT`), batched syscalls and
 //!   relayed sockets.
-//! - [`run`]: starting and stopping a relay.
+//! - [`run`]: starting and stopping the relay's workers.
+//! - [`ops`]: metrics, status, health, drain over HTTP.
+//! - [`service`]: the relay as a process: workers + ops + signals + drain.
 
 pub mod config;
 pub mod net;
+pub mod ops;
 pub mod run;
+pub mod service;
 
 pub use config::{RelayConfig, RelayOptions};
 pub use run::{RelayHandle, start};

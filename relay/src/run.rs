@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
+use geoturn_relay_proto::server::{Drain, DropReason};
 use geoturn_relay_proto::{Server, ServerConfig};
 use geoturn_shared::SecretSet;
 use rand::Rng;
@@ -19,10 +20,10 @@ use crate::net::udp::{self, ShardSnapshot, WorkerContext};
 #[derive(Debug)]
 pub struct RelayHandle {
     local_addr: SocketAddr,
-    workers: Vec<JoinHandle<std::io::Result<()>>>,
+    workers: Mutex<Vec<JoinHandle<std::io::Result<()>>>>,
     shutdown: watch::Sender<bool>,
     secrets: watch::Sender<SecretSet>,
-    draining: watch::Sender<bool>,
+    drain: watch::Sender<Option<Drain>>,
     snapshots: Vec<Arc<Mutex<ShardSnapshot>>>,
 }
 
@@ -36,7 +37,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
     let (shutdown, _) = watch::channel(false);
     let (secrets, _) = watch::channel(config.secrets.clone());
-    let (draining, _) = watch::channel(false);
+    let (drain, _) = watch::channel(None);
 
     // Bind every listener before starting any worker so a bind error fails the start.
     let first = udp::bind_reuseport(config.listen)?;
@@ -81,7 +82,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
                 ports.clone(),
             ),
             secrets: secrets.subscribe(),
-            draining: draining.subscribe(),
+            drain: drain.subscribe(),
             shutdown: shutdown.subscribe(),
             snapshot,
         };
@@ -98,10 +99,10 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     );
     Ok(RelayHandle {
         local_addr,
-        workers,
+        workers: Mutex::new(workers),
         shutdown,
         secrets,
-        draining,
+        drain,
         snapshots,
     })
 }
@@ -117,9 +118,15 @@ impl RelayHandle {
         self.secrets.send_replace(secrets);
     }
 
-    /// Starts or stops refusing new allocations.
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.send_replace(draining);
+    /// Starts draining (or updates the alternates of a drain in progress); `None` cancels.
+    /// Workers apply it within one tick.
+    pub fn set_drain(&self, drain: Option<Drain>) {
+        self.drain.send_replace(drain);
+    }
+
+    /// The drain in progress, if any.
+    pub fn drain(&self) -> Option<Drain> {
+        self.drain.borrow().clone()
     }
 
     /// Sum of every worker's latest snapshot.
@@ -128,12 +135,25 @@ impl RelayHandle {
         for s in &self.snapshots {
             let Ok(s) = s.lock() else { continue };
             total.allocations += s.allocations;
+            for (t, n) in total
+                .allocations_by_transport
+                .iter_mut()
+                .zip(s.allocations_by_transport)
+            {
+                *t += n;
+            }
+            total.permissions += s.permissions;
+            total.channels += s.channels;
             total.send_errors += s.send_errors;
             let t = &mut total.stats;
             t.allocations_created += s.stats.allocations_created;
             t.allocations_deleted += s.stats.allocations_deleted;
             t.allocations_expired += s.stats.allocations_expired;
             t.peers_denied += s.stats.peers_denied;
+            t.redirects += s.stats.redirects;
+            for reason in DropReason::ALL {
+                t.add_drops(reason, s.stats.drops(reason));
+            }
             t.packets_to_peer += s.stats.packets_to_peer;
             t.bytes_to_peer += s.stats.bytes_to_peer;
             t.packets_to_client += s.stats.packets_to_client;
@@ -145,10 +165,11 @@ impl RelayHandle {
         total
     }
 
-    /// Stops every worker and waits for them.
-    pub fn stop(self) -> std::io::Result<()> {
+    /// Stops every worker and waits for them (a second call does nothing).
+    pub fn stop(&self) -> std::io::Result<()> {
         self.shutdown.send_replace(true);
-        for w in self.workers {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in workers {
             match w.join() {
                 Ok(r) => r?,
                 Err(_) => return Err(std::io::Error::other("relay worker panicked")),

@@ -3,9 +3,14 @@
 //! - [`credentials`]: the TURN REST API credential scheme (coturn's `use-auth-secret`).
 //! - [`secret_set`]: several live shared secrets at once, so secrets rotate without restarts.
 //! - [`pii`]: a redacting wrapper for client addresses and user ids in logs.
+//! - `registry` (feature `registry`): relay records, events and encrypted secrets, in memory
+//!   or in Redis. Behind a feature so the sans-IO core, which depends on this crate, stays free
+//!   of tokio and sockets.
 
 pub mod credentials;
 pub mod pii;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod secret_set;
 
 pub use credentials::{CredentialError, RestCredential, RestUsername};

@@ -3,6 +3,7 @@
 //! `turnutils_uclient`. Everything binds 127.0.0.1 only; every wait is bounded.
 
 pub mod client;
+pub mod http;
 pub mod peer;
 pub mod process;
 pub mod relay;

@@ -4,6 +4,28 @@
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
+/// The `geoturn` binary of this workspace: `GEOTURN_BIN`, or `target/<profile>/geoturn` beside
+/// the test executable. `cargo test --workspace` builds it before running any test, because
+/// the root package has an integration test (`tests/cli.rs`).
+pub fn geoturn_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GEOTURN_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps layout");
+    let bin = profile_dir.join(format!("geoturn{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo test --workspace` (it builds the binary) or set GEOTURN_BIN",
+        bin.display()
+    );
+    bin
+}
+
 /// Fails with a clear message when an external tool is missing.
 pub fn require_tool(name: &str, install_hint: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {

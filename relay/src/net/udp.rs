@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use geoturn_relay_proto::server::{DropReason, PEER_HEADROOM, PEER_TAILROOM, ServerStats};
+use geoturn_relay_proto::server::{Drain, DropReason, PEER_HEADROOM, PEER_TAILROOM, ServerStats};
 use geoturn_relay_proto::types::FiveTuple;
 use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, Transport};
 use geoturn_shared::SecretSet;
@@ -35,6 +35,12 @@ const TICK: Duration = Duration::from_millis(500);
 pub struct ShardSnapshot {
     /// Live allocations.
     pub allocations: usize,
+    /// Live allocations by client transport (UDP, TCP, TLS).
+    pub allocations_by_transport: [usize; 3],
+    /// Live permissions over all allocations.
+    pub permissions: usize,
+    /// Live channel bindings over all allocations.
+    pub channels: usize,
     /// Counters.
     pub stats: ServerStats,
     /// Datagrams the kernel would not take (socket buffer full).
@@ -49,7 +55,7 @@ pub struct WorkerContext {
     /// Secret set updates.
     pub secrets: watch::Receiver<SecretSet>,
     /// Drain state updates.
-    pub draining: watch::Receiver<bool>,
+    pub drain: watch::Receiver<Option<Drain>>,
     /// Set to true to stop.
     pub shutdown: watch::Receiver<bool>,
     /// Where the worker publishes its snapshot.
@@ -134,7 +140,7 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
     ctx.server.set_unix_time(now, unix_secs());
     ctx.server
         .set_secrets(ctx.secrets.borrow_and_update().clone());
-    ctx.server.set_draining(*ctx.draining.borrow_and_update());
+    ctx.server.set_drain(ctx.drain.borrow_and_update().clone());
     let shard = Rc::new(RefCell::new(Shard {
         server: ctx.server,
         listener: listener.clone(),
@@ -161,16 +167,15 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
                     let secrets = ctx.secrets.borrow_and_update().clone();
                     s.server.set_secrets(secrets);
                 }
-                if ctx.draining.has_changed().unwrap_or(false) {
-                    let draining = *ctx.draining.borrow_and_update();
-                    s.server.set_draining(draining);
+                if ctx.drain.has_changed().unwrap_or(false) {
+                    let drain = ctx.drain.borrow_and_update().clone();
+                    s.server.set_drain(drain);
                 }
                 s.server.handle_timeout(now);
                 run_commands(&mut s, &weak, now);
-                if let Ok(mut snap) = ctx.snapshot.lock() {
-                    snap.allocations = s.server.allocations().len();
-                    snap.stats = s.server.stats().clone();
-                    snap.send_errors = s.send_errors;
+                let snap = snapshot_of(&s, now);
+                if let Ok(mut shared) = ctx.snapshot.lock() {
+                    *shared = snap;
                 }
             }
             _ = shutdown.changed() => break,
@@ -182,6 +187,28 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
         r.reader.abort();
     }
     Ok(())
+}
+
+fn snapshot_of(s: &Shard, now: Instant) -> ShardSnapshot {
+    let mut snap = ShardSnapshot {
+        allocations: s.server.allocations().len(),
+        stats: s.server.stats().clone(),
+        send_errors: s.send_errors,
+        ..ShardSnapshot::default()
+    };
+    for a in s.server.allocations().iter() {
+        let t = match a.five_tuple.transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        };
+        if let Some(n) = snap.allocations_by_transport.get_mut(t) {
+            *n += 1;
+        }
+        snap.permissions += a.permissions.live_count(now);
+        snap.channels += a.channels.live_count(now);
+    }
+    snap
 }
 
 fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {

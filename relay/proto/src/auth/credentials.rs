@@ -105,6 +105,16 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Every reason, for exporting zero-valued series.
+    pub const ALL: [AuthFailure; 6] = [
+        Self::Challenge,
+        Self::BadRequest,
+        Self::BadUsername,
+        Self::Expired,
+        Self::BadIntegrity,
+        Self::StaleNonce,
+    ];
+
     /// A label for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

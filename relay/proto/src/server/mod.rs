@@ -21,6 +21,7 @@ use geoturn_shared::SecretSet;
 
 pub use self::data_path::{PEER_HEADROOM, PEER_TAILROOM};
 pub use self::stats::{DropReason, ServerStats};
+
 use crate::allocation::AllocationTable;
 use crate::allocation::ports::{PortPool, Token};
 use crate::allocation::quota::Quota;
@@ -162,8 +163,18 @@ pub struct Server {
     commands: VecDeque<Command>,
     clock: Option<(Instant, u64)>,
     next_sweep: Option<Instant>,
-    draining: bool,
+    drain: Option<Drain>,
     stats: ServerStats,
+}
+
+/// Drain settings: no new allocations; existing ones live at most until `deadline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drain {
+    /// When the relay will exit regardless; Refresh lifetimes are capped to it.
+    pub deadline: Instant,
+    /// Live sibling relays (same region first) to send new Allocates to with 300 Try
+    /// Alternate; empty means 403.
+    pub alternates: Vec<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -189,7 +200,7 @@ impl Server {
             commands: VecDeque::new(),
             clock: None,
             next_sweep: None,
-            draining: false,
+            drain: None,
             stats: ServerStats::default(),
         }
     }
@@ -212,9 +223,15 @@ impl Server {
         self.secrets = secrets;
     }
 
-    /// Stops taking new allocations (existing ones keep working).
-    pub fn set_draining(&mut self, draining: bool) {
-        self.draining = draining;
+    /// Starts draining (no new allocations, existing ones keep working until they end or the
+    /// deadline), updates the alternates, or with `None` returns to normal service.
+    pub fn set_drain(&mut self, drain: Option<Drain>) {
+        self.drain = drain;
+    }
+
+    /// The drain settings, if draining.
+    pub fn drain(&self) -> Option<&Drain> {
+        self.drain.as_ref()
     }
 
     /// Next command for the driver.

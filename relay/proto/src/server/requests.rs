@@ -194,8 +194,23 @@ impl Server {
         // Dual allocations are not offered yet: the IPv4 one is made and the IPv6 part refused
         // with ADDRESS-ERROR-CODE, as RFC 8656 §7.2 allows.
         let refused_additional = additional;
-        if self.draining {
-            return self.reply_signed(now, to, Some(ErrorCode::FORBIDDEN), &[], &auth.key);
+        if let Some(drain) = &self.drain {
+            // Send the client to a sibling of the same address family (RFC 8656 §7.2 allows
+            // 300 for Allocate); with none known, refuse.
+            let same_family = |a: &&SocketAddr| a.is_ipv4() == tuple.server.is_ipv4();
+            return match drain.alternates.iter().find(same_family).copied() {
+                Some(alt) => {
+                    self.stats.redirects += 1;
+                    self.reply_signed(
+                        now,
+                        to,
+                        Some(ErrorCode::TRY_ALTERNATE),
+                        &[Attribute::AlternateServer(alt)],
+                        &auth.key,
+                    )
+                }
+                None => self.reply_signed(now, to, Some(ErrorCode::FORBIDDEN), &[], &auth.key),
+            };
         }
         let Ok(lifetime) = self.lifetime(msg) else {
             return self.reply_signed(now, to, Some(bad), &[], &auth.key);
@@ -398,6 +413,11 @@ impl Server {
             }
             return self.reply_signed(now, to, None, &[Attribute::Lifetime(0)], &auth.key);
         }
+        // While draining, no allocation outlives the drain deadline.
+        let lifetime = match &self.drain {
+            Some(d) => lifetime.min(d.deadline.saturating_duration_since(now)),
+            None => lifetime,
+        };
         if let Some(alloc) = self.allocations.get_mut(&tuple) {
             alloc.expires = now + lifetime;
         }

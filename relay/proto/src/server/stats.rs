@@ -62,6 +62,8 @@ pub struct ServerStats {
     pub auth_failures: std::collections::BTreeMap<&'static str, u64>,
     /// Peer addresses refused by policy.
     pub peers_denied: u64,
+    /// Allocates answered with 300 Try Alternate while draining.
+    pub redirects: u64,
     /// Packets relayed client → peer.
     pub packets_to_peer: u64,
     /// Payload bytes relayed client → peer.
@@ -78,6 +80,13 @@ impl ServerStats {
     pub fn drop_packet(&mut self, reason: DropReason) {
         if let Some(c) = self.drops.get_mut(reason.index()) {
             *c += 1;
+        }
+    }
+
+    /// Adds `n` drops for `reason` (when summing shards).
+    pub fn add_drops(&mut self, reason: DropReason, n: u64) {
+        if let Some(c) = self.drops.get_mut(reason.index()) {
+            *c += n;
         }
     }
 

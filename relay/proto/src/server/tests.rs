@@ -803,22 +803,56 @@ fn garbage_does_not_disturb_a_live_allocation() {
 }
 
 #[test]
-fn draining_refuses_new_allocations_only() {
+fn draining_redirects_new_allocations_and_keeps_old_ones() {
     let mut h = Harness::new();
-    let (auth, _) = h.allocate();
-    h.server.set_draining(true);
-    let resp = h.request(Method::Refresh, &[], Some(&auth));
-    assert_eq!(code_of(&resp), None);
+    let (mut auth, _) = h.allocate();
+    let deadline = h.now + Duration::from_secs(100);
+    h.server.set_drain(Some(Drain {
+        deadline,
+        alternates: vec![
+            "[2001:db8::9]:3478".parse().unwrap(),
+            "192.0.2.9:3478".parse().unwrap(),
+        ],
+    }));
+    // Existing allocation: Refresh works, capped at the drain deadline.
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(3600)], Some(&auth));
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(
+        m.attribute(types::LIFETIME).unwrap().unwrap(),
+        Attribute::Lifetime(100)
+    );
+    h.allow_peer(&auth, peer());
+    // New allocation: 300 with the sibling of the same family, signed.
     h.tuple = tuple(40001);
-    let mut auth2 = h.credentials(3600);
     let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth2.update_from_challenge(&Message::parse(&challenge).unwrap());
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
-        Some(&auth2),
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(300));
+    assert_eq!(
+        m.attribute(types::ALTERNATE_SERVER).unwrap().unwrap(),
+        Attribute::AlternateServer("192.0.2.9:3478".parse().unwrap())
+    );
+    assert!(m.verify_integrity(&auth.key()));
+    assert_eq!(h.server.stats().redirects, 1);
+    // No sibling known: 403.
+    h.server.set_drain(Some(Drain {
+        deadline,
+        alternates: vec![],
+    }));
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
     );
     assert_eq!(code_of(&resp), Some(403));
+    // The old allocation expires at the deadline.
+    h.advance(101);
+    assert!(h.server.allocations().is_empty());
 }
 
 #[test]

@@ -1,0 +1,126 @@
+//! Graceful drain: stop taking allocations at once, keep the existing ones until they end or
+//! the deadline passes, then let the process exit. Started by SIGTERM/SIGINT or `POST /drain`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use geoturn_relay_proto::server::Drain;
+use tokio::sync::Notify;
+
+use crate::run::RelayHandle;
+
+/// How long after drain starts a zero allocation count is trusted: workers publish counts every
+/// 500 ms, so an Allocate finished just before the drain may not be counted yet.
+const SETTLE: Duration = Duration::from_millis(1200);
+const POLL: Duration = Duration::from_millis(200);
+
+/// Starts a drain once and tells waiters when it is done.
+#[derive(Debug)]
+pub struct DrainController {
+    relay: Arc<RelayHandle>,
+    timeout: Duration,
+    started: Mutex<Option<Instant>>,
+    alternates: Mutex<Vec<SocketAddr>>,
+    notify: Notify,
+}
+
+impl DrainController {
+    /// A controller for `relay` whose drains last at most `timeout`.
+    pub fn new(relay: Arc<RelayHandle>, timeout: Duration) -> Self {
+        Self {
+            relay,
+            timeout,
+            started: Mutex::new(None),
+            alternates: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Starts draining (idempotent); returns the deadline.
+    pub fn begin(&self, reason: &str) -> Instant {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = *started {
+            return at + self.timeout;
+        }
+        let now = Instant::now();
+        *started = Some(now);
+        let deadline = now + self.timeout;
+        let alternates = self
+            .alternates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.relay.set_drain(Some(Drain {
+            deadline,
+            alternates,
+        }));
+        tracing::info!(
+            reason,
+            timeout_s = self.timeout.as_secs(),
+            allocations = self.relay.snapshot().allocations,
+            "drain started: no new allocations"
+        );
+        self.notify.notify_waiters();
+        deadline
+    }
+
+    /// Sets the sibling relays new Allocates are redirected to while draining.
+    pub fn set_alternates(&self, alternates: Vec<SocketAddr>) {
+        let mut current = self.alternates.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == alternates {
+            return;
+        }
+        current.clone_from(&alternates);
+        if let Some(mut drain) = self.relay.drain() {
+            drain.alternates = alternates;
+            self.relay.set_drain(Some(drain));
+        }
+    }
+
+    /// True once a drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Waits until a drain starts.
+    pub async fn started(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_draining() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until a started drain is done: no allocations left, or the deadline passed.
+    pub async fn finished(&self) {
+        self.started().await;
+        let Some(start) = *self.started.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        let deadline = start + self.timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    allocations = self.relay.snapshot().allocations,
+                    "drain deadline passed; closing the remaining allocations"
+                );
+                return;
+            }
+            if now >= start + SETTLE && self.relay.snapshot().allocations == 0 {
+                tracing::info!(
+                    after_s = now.duration_since(start).as_secs(),
+                    "drain finished: no allocations left"
+                );
+                return;
+            }
+            tokio::time::sleep(POLL.min(deadline - now)).await;
+        }
+    }
+}

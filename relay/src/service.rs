@@ -1,0 +1,107 @@
+//! The relay as a service: workers, the ops HTTP listener, the load sampler, signals and drain,
+//! until the process should exit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::RelayConfig;
+use crate::ops::{Ops, http};
+use crate::run::{self, RelayHandle};
+
+/// Why the service could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Binding a socket or starting a thread failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServiceError {
+    move |source| ServiceError::Io { what, source }
+}
+
+/// Runs a relay until a drain (SIGTERM, SIGINT or `POST /drain`) finishes or a second signal
+/// arrives. `on_ready` runs once everything listens.
+pub fn run(
+    config: RelayConfig,
+    on_ready: impl FnOnce(&RelayHandle, std::net::SocketAddr),
+) -> Result<(), ServiceError> {
+    let relay = Arc::new(run::start(&config).map_err(io("starting the relay"))?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("starting the ops runtime"))?;
+    let result = rt.block_on(async {
+        let ops = Ops::new(relay.clone(), config.clone());
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(io("binding the ops HTTP listener (--http)"))?;
+        let http_addr = listener.local_addr().map_err(io("ops listener address"))?;
+        tracing::info!(http = %http_addr, "ops HTTP listening");
+        let http_task = tokio::spawn(http::serve(listener, ops.clone()));
+        let sampler = tokio::spawn(sample_load(ops.clone()));
+        on_ready(&relay, http_addr);
+
+        tokio::select! {
+            r = shutdown_signal() => {
+                r.map_err(io("installing signal handlers"))?;
+                ops.drain.begin("signal");
+            }
+            () = ops.drain.started() => {}
+        }
+        tokio::select! {
+            () = ops.drain.finished() => {}
+            r = shutdown_signal() => {
+                r.map_err(io("installing signal handlers"))?;
+                tracing::warn!("second signal: stopping without waiting for allocations");
+            }
+        }
+        http_task.abort();
+        sampler.abort();
+        Ok(())
+    });
+    relay.stop().map_err(io("stopping workers"))?;
+    tracing::info!("relay stopped");
+    result
+}
+
+async fn sample_load(ops: Arc<Ops>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let s = ops.relay.snapshot().stats;
+        ops.load.sample(
+            Instant::now(),
+            [
+                s.bytes_to_peer,
+                s.bytes_to_client,
+                s.packets_to_peer,
+                s.packets_to_client,
+            ],
+        );
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

@@ -1,0 +1,87 @@
+//! Events on the registry's pub/sub channel (DESIGN.md §4: `secret_rotated`, `relay_draining`,
+//! `user_revoked`), JSON-encoded as `{"type":"secret_rotated","secret_id":"…"}`.
+
+use serde::{Deserialize, Serialize};
+
+use super::RegistryError;
+
+/// Something every relay and API instance should react to.
+///
+/// Events are hints, not a log: one published while a subscriber was disconnected is lost.
+/// Subscribers therefore reload their state on [`RegistryEvent::Resync`] (and on a lagged
+/// receiver), and should also reload periodically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RegistryEvent {
+    /// A new secret was stored: reload the secret set.
+    SecretRotated {
+        /// The id of the new active secret.
+        secret_id: String,
+    },
+    /// An operator asked this relay to drain.
+    RelayDraining {
+        /// The relay that should stop taking allocations.
+        relay_id: String,
+    },
+    /// A user's credentials must stop working.
+    UserRevoked {
+        /// The user id (personal data: log it through `Pii`).
+        user: String,
+    },
+    /// Never published: the local subscription was down (Redis restart, network) and is back,
+    /// so events may have been missed. Reload secrets and anything else kept from events.
+    Resync,
+}
+
+impl RegistryEvent {
+    /// The channel payload.
+    pub fn to_json(&self) -> String {
+        // Serialising a tagged enum of strings cannot fail; an empty object would be ignored.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Parses a channel payload.
+    pub fn from_json(payload: &str) -> Result<Self, RegistryError> {
+        serde_json::from_str(payload).map_err(|e| RegistryError::invalid("event", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape() {
+        let cases = [
+            (
+                RegistryEvent::SecretRotated {
+                    secret_id: "s7".into(),
+                },
+                r#"{"type":"secret_rotated","secret_id":"s7"}"#,
+            ),
+            (
+                RegistryEvent::RelayDraining {
+                    relay_id: "fra-1".into(),
+                },
+                r#"{"type":"relay_draining","relay_id":"fra-1"}"#,
+            ),
+            (
+                RegistryEvent::UserRevoked { user: "u1".into() },
+                r#"{"type":"user_revoked","user":"u1"}"#,
+            ),
+            (RegistryEvent::Resync, r#"{"type":"resync"}"#),
+        ];
+        for (event, json) in cases {
+            assert_eq!(event.to_json(), json);
+            assert_eq!(RegistryEvent::from_json(json).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn unknown_or_malformed_is_an_error() {
+        assert!(RegistryEvent::from_json(r#"{"type":"reboot"}"#).is_err());
+        assert!(RegistryEvent::from_json(r#"{"type":"secret_rotated"}"#).is_err());
+        assert!(RegistryEvent::from_json("nope").is_err());
+    }
+}

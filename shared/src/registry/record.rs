@@ -1,0 +1,346 @@
+//! The record a relay publishes every heartbeat, and its Redis hash encoding (DESIGN.md §4).
+//!
+//! Every field is a plain string in the hash so operators can read it with `redis-cli HGETALL`;
+//! `urls` is a JSON array because a URL may itself contain any separator we could pick.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::RegistryError;
+
+/// Longest relay id or region name; keeps Redis keys and log lines short.
+const MAX_NAME_LEN: usize = 64;
+/// Most URLs a relay may advertise (one per transport and address family is a handful).
+const MAX_URLS: usize = 16;
+/// Longest advertised URL: anything longer is not a TURN URL someone meant to publish.
+const MAX_URL_LEN: usize = 256;
+/// Longest version string.
+const MAX_VERSION_LEN: usize = 64;
+
+/// Whether a relay takes new allocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RelayState {
+    /// Serving and accepting new allocations.
+    Active,
+    /// Finishing existing allocations; the credential API must not hand it out.
+    Draining,
+}
+
+impl RelayState {
+    /// The wire name (`active` / `draining`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+impl fmt::Display for RelayState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RelayState {
+    type Err = RegistryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Self::Active),
+            "draining" => Ok(Self::Draining),
+            other => Err(RegistryError::invalid(
+                "state",
+                format!("{other:?} is neither \"active\" nor \"draining\""),
+            )),
+        }
+    }
+}
+
+/// One relay's identity, addresses and load, as of its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayRecord {
+    /// Unique relay id: 1–64 characters of `[A-Za-z0-9._-]`.
+    pub id: String,
+    /// Region name, same alphabet as `id` (e.g. `eu-west`).
+    pub region: String,
+    /// Latitude in degrees, −90 to 90.
+    pub lat: f64,
+    /// Longitude in degrees, −180 to 180.
+    pub lon: f64,
+    /// Public TURN URLs, one per transport (`turn:203.0.113.5:3478?transport=udp`).
+    pub urls: Vec<String>,
+    /// Most allocations the relay will hold.
+    pub capacity_allocations: u64,
+    /// Bandwidth the relay is provisioned for, in megabits per second.
+    pub capacity_mbps: u64,
+    /// Allocations held now.
+    pub allocations: u64,
+    /// Bytes per second received (clients and peers).
+    pub bps_in: u64,
+    /// Bytes per second sent.
+    pub bps_out: u64,
+    /// Packets per second received.
+    pub pps_in: u64,
+    /// Packets per second sent.
+    pub pps_out: u64,
+    /// Share of the host's CPU in use, 0.0–1.0 (may briefly read above 1.0 from sampling jitter).
+    pub cpu: f32,
+    /// Active or draining.
+    pub state: RelayState,
+    /// The relay's software version.
+    pub version: String,
+    /// When the relay process started, Unix milliseconds.
+    pub started_at_ms: u64,
+    /// When this record was produced, Unix milliseconds.
+    pub updated_at_ms: u64,
+}
+
+impl RelayRecord {
+    /// The Redis hash fields, in a fixed order.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        // serde_json cannot fail on a Vec<String>; an empty array is the harmless fallback.
+        let urls = serde_json::to_string(&self.urls).unwrap_or_else(|_| "[]".to_owned());
+        vec![
+            ("id", self.id.clone()),
+            ("region", self.region.clone()),
+            // f64's Display prints the shortest string that parses back to the same value.
+            ("lat", self.lat.to_string()),
+            ("lon", self.lon.to_string()),
+            ("urls", urls),
+            ("capacity_allocations", self.capacity_allocations.to_string()),
+            ("capacity_mbps", self.capacity_mbps.to_string()),
+            ("allocations", self.allocations.to_string()),
+            ("bps_in", self.bps_in.to_string()),
+            ("bps_out", self.bps_out.to_string()),
+            ("pps_in", self.pps_in.to_string()),
+            ("pps_out", self.pps_out.to_string()),
+            ("cpu", self.cpu.to_string()),
+            ("state", self.state.as_str().to_owned()),
+            ("version", self.version.clone()),
+            ("started_at_ms", self.started_at_ms.to_string()),
+            ("updated_at_ms", self.updated_at_ms.to_string()),
+        ]
+    }
+
+    /// Decodes and validates a Redis hash. Unknown fields are ignored so a newer relay's extra
+    /// fields do not hide it from an older API during a rolling upgrade.
+    pub fn from_fields(fields: HashMap<String, String>) -> Result<Self, RegistryError> {
+        let get = |name: &'static str| {
+            fields
+                .get(name)
+                .map(String::as_str)
+                .ok_or_else(|| RegistryError::invalid(name, "missing"))
+        };
+        let urls: Vec<String> = serde_json::from_str(get("urls")?)
+            .map_err(|e| RegistryError::invalid("urls", format!("not a JSON string array: {e}")))?;
+        let record = Self {
+            id: get("id")?.to_owned(),
+            region: get("region")?.to_owned(),
+            lat: parse(get("lat")?, "lat")?,
+            lon: parse(get("lon")?, "lon")?,
+            urls,
+            capacity_allocations: parse(get("capacity_allocations")?, "capacity_allocations")?,
+            capacity_mbps: parse(get("capacity_mbps")?, "capacity_mbps")?,
+            allocations: parse(get("allocations")?, "allocations")?,
+            bps_in: parse(get("bps_in")?, "bps_in")?,
+            bps_out: parse(get("bps_out")?, "bps_out")?,
+            pps_in: parse(get("pps_in")?, "pps_in")?,
+            pps_out: parse(get("pps_out")?, "pps_out")?,
+            cpu: parse(get("cpu")?, "cpu")?,
+            state: get("state")?.parse()?,
+            version: get("version")?.to_owned(),
+            started_at_ms: parse(get("started_at_ms")?, "started_at_ms")?,
+            updated_at_ms: parse(get("updated_at_ms")?, "updated_at_ms")?,
+        };
+        record.validate()?;
+        Ok(record)
+    }
+
+    /// Checks every field that could break a key, a log line or the ranking; names the field.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        check_name("id", &self.id)?;
+        check_name("region", &self.region)?;
+        // `contains` is false for NaN, so NaN is refused too.
+        if !(-90.0..=90.0).contains(&self.lat) {
+            return Err(RegistryError::invalid("lat", "must be within -90..=90"));
+        }
+        if !(-180.0..=180.0).contains(&self.lon) {
+            return Err(RegistryError::invalid("lon", "must be within -180..=180"));
+        }
+        if self.urls.len() > MAX_URLS {
+            return Err(RegistryError::invalid(
+                "urls",
+                format!("at most {MAX_URLS} URLs"),
+            ));
+        }
+        for url in &self.urls {
+            // These URLs go verbatim into browsers' RTCIceServer entries (RFC 7065 schemes).
+            let scheme_ok = ["turn:", "turns:", "stun:", "stuns:"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !scheme_ok || url.len() > MAX_URL_LEN || url.chars().any(char::is_whitespace) {
+                return Err(RegistryError::invalid(
+                    "urls",
+                    format!("{url:?} is not a turn:/turns:/stun: URL of at most {MAX_URL_LEN} bytes"),
+                ));
+            }
+        }
+        if !self.cpu.is_finite() || self.cpu < 0.0 {
+            return Err(RegistryError::invalid("cpu", "must be a finite value >= 0"));
+        }
+        if self.version.len() > MAX_VERSION_LEN || self.version.chars().any(char::is_control) {
+            return Err(RegistryError::invalid(
+                "version",
+                format!("at most {MAX_VERSION_LEN} bytes, no control characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// True for 1–64 characters of `[A-Za-z0-9._-]`: safe inside a Redis key and a log line.
+pub(crate) fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Fails with the field named unless `value` is a valid name.
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), RegistryError> {
+    if is_valid_name(value) {
+        Ok(())
+    } else {
+        Err(RegistryError::invalid(
+            field,
+            format!("{value:?} must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9._-]"),
+        ))
+    }
+}
+
+fn parse<T: FromStr>(text: &str, field: &'static str) -> Result<T, RegistryError>
+where
+    T::Err: fmt::Display,
+{
+    text.parse()
+        .map_err(|e| RegistryError::invalid(field, format!("{text:?}: {e}")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> RelayRecord {
+        RelayRecord {
+            id: "fra-1".into(),
+            region: "eu-central".into(),
+            lat: 50.1109,
+            lon: 8.682_127,
+            urls: vec![
+                "turn:203.0.113.5:3478?transport=udp".into(),
+                "turns:relay.example.com:5349?transport=tcp".into(),
+            ],
+            capacity_allocations: 10_000,
+            capacity_mbps: 1000,
+            allocations: 42,
+            bps_in: 1_000_001,
+            bps_out: 999_999,
+            pps_in: 1234,
+            pps_out: 4321,
+            cpu: 0.375,
+            state: RelayState::Draining,
+            version: "0.1.0".into(),
+            started_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_005_123,
+        }
+    }
+
+    fn as_map(record: &RelayRecord) -> HashMap<String, String> {
+        record
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    #[test]
+    fn fields_round_trip() {
+        let r = sample();
+        assert_eq!(RelayRecord::from_fields(as_map(&r)).unwrap(), r);
+        let odd = RelayRecord {
+            lat: -89.999_999_999_9,
+            lon: 0.1 + 0.2,
+            cpu: 1.0 / 3.0,
+            urls: vec![],
+            state: RelayState::Active,
+            ..sample()
+        };
+        assert_eq!(RelayRecord::from_fields(as_map(&odd)).unwrap(), odd);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_missing_ones_named() {
+        let mut map = as_map(&sample());
+        map.insert("from_the_future".into(), "x".into());
+        assert!(RelayRecord::from_fields(map.clone()).is_ok());
+        map.remove("pps_out");
+        let err = RelayRecord::from_fields(map).unwrap_err();
+        assert!(err.to_string().contains("pps_out"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (field, value) in [
+            ("lat", "90.5"),
+            ("lat", "NaN"),
+            ("lon", "-180.01"),
+            ("lon", "east"),
+            ("id", ""),
+            ("id", "has space"),
+            ("id", "relay:1"),
+            ("region", &"r".repeat(65)),
+            ("state", "paused"),
+            ("urls", "turn:x"),
+            ("urls", "[\"http://x\"]"),
+            ("allocations", "-1"),
+            ("cpu", "inf"),
+        ] {
+            let mut map = as_map(&sample());
+            map.insert(field.into(), value.into());
+            let err = RelayRecord::from_fields(map).unwrap_err();
+            assert!(
+                matches!(&err, RegistryError::Invalid { field: f, .. } if *f == field),
+                "{field}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("a"));
+        assert!(is_valid_name("us-east-1.relay_07"));
+        assert!(is_valid_name(&"x".repeat(64)));
+        assert!(!is_valid_name(&"x".repeat(65)));
+        assert!(!is_valid_name("ü"));
+        assert!(!is_valid_name("{tag}"));
+    }
+
+    #[test]
+    fn state_serde_is_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&RelayState::Draining).unwrap(),
+            "\"draining\""
+        );
+        assert_eq!(
+            serde_json::from_str::<RelayState>("\"active\"").unwrap(),
+            RelayState::Active
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The relay binary's operations surface: metrics that move with traffic, status, health,
+//! and a drain started over HTTP that keeps the live allocation, refuses new ones, turns
+//! /readyz to 503 and lets the process exit once the last allocation is gone.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use geoturn_tests::client::{Received, TurnClient, TurnError};
+use geoturn_tests::http::{metric, request};
+use geoturn_tests::peer::EchoPeer;
+use geoturn_tests::process::{ChildGuard, geoturn_bin};
+
+const SECRET: &str = "ops-test-secret-0123456789";
+const TOKEN: &str = "ops-admin-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_relay(udp: u16, http: u16, extra: &[&str]) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args([
+                "--allow-peer",
+                "127.0.0.0/8",
+                "--relay-ports",
+                "31000-31999",
+            ])
+            .args(["--node-id", "relay-a", "--region", "eu-west"])
+            .args(extra)
+            .env("GEOTURN_AUTH_SECRETS", SECRET)
+            .env("GEOTURN_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap()
+}
+
+fn client_for(udp: u16, user: &str) -> TurnClient {
+    let cred = geoturn_shared::RestCredential::mint(
+        SECRET.as_bytes(),
+        user,
+        geoturn_tests::unix_now(),
+        600,
+    );
+    TurnClient::new(
+        format!("127.0.0.1:{udp}").parse().unwrap(),
+        &cred.username,
+        &cred.password,
+    )
+    .unwrap()
+}
+
+fn wait_http(http: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(http, "GET", "/healthz", &[], "").is_err() {
+        assert!(Instant::now() < deadline, "ops HTTP did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_and_status_follow_traffic() {
+    let (udp, http_port) = (free_port(), free_port());
+    let _relay = start_relay(udp, http_port, &[]);
+    let http = format!("127.0.0.1:{http_port}").parse().unwrap();
+    wait_http(http);
+    let peer = EchoPeer::start().unwrap();
+    let mut c = client_for(udp, "metrics");
+    c.allocate().unwrap();
+    c.channel_bind(0x4010, peer.addr()).unwrap();
+    for i in 0..40u8 {
+        c.send_channel(0x4010, &[i; 200]).unwrap();
+        assert!(c.recv(Duration::from_secs(2)).unwrap().is_some());
+    }
+    // Workers publish every 500 ms.
+    std::thread::sleep(Duration::from_millis(1500));
+    let page = request(http, "GET", "/metrics", &[], "").unwrap();
+    assert_eq!(page.status, 200);
+    let m = |name: &str, labels: &str| metric(&page.body, name, labels).unwrap_or(-1.0);
+    assert_eq!(m("geoturn_allocations", "transport=\"udp\""), 1.0);
+    assert_eq!(m("geoturn_channels", ""), 1.0);
+    assert_eq!(m("geoturn_permissions", ""), 1.0);
+    assert_eq!(
+        m("geoturn_relayed_packets_total", "direction=\"to_peer\""),
+        40.0
+    );
+    assert_eq!(
+        m("geoturn_relayed_packets_total", "direction=\"to_client\""),
+        40.0
+    );
+    assert_eq!(
+        m("geoturn_relayed_bytes_total", "direction=\"to_peer\""),
+        8000.0
+    );
+    assert_eq!(
+        m("geoturn_auth_failures_total", "reason=\"challenge\""),
+        1.0
+    );
+    assert_eq!(m("geoturn_draining", ""), 0.0);
+    // Every exported sample belongs to a documented metric name.
+    for line in page.body.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            geoturn_relay::ops::metrics::METRIC_NAMES.contains(&name),
+            "undocumented metric {name}"
+        );
+    }
+    let status = request(http, "GET", "/status", &[], "").unwrap();
+    assert_eq!(status.status, 200);
+    for needle in [
+        "\"node_id\":\"relay-a\"",
+        "\"region\":\"eu-west\"",
+        "\"state\":\"active\"",
+        "\"allocations\":1",
+        "\"udp\":1",
+    ] {
+        assert!(status.body.contains(needle), "{needle} in {}", status.body);
+    }
+    let bad = request(http, "GET", "/nope", &[], "").unwrap();
+    assert_eq!(bad.status, 404);
+    assert!(bad.body.contains("\"error\""), "{}", bad.body);
+}
+
+#[test]
+fn drain_keeps_live_allocations_refuses_new_and_exits_when_empty() {
+    let (udp, http_port) = (free_port(), free_port());
+    let mut relay = start_relay(udp, http_port, &["--drain-timeout", "60"]);
+    let http = format!("127.0.0.1:{http_port}").parse().unwrap();
+    wait_http(http);
+    assert_eq!(
+        request(http, "GET", "/readyz", &[], "").unwrap().status,
+        200
+    );
+    let peer = EchoPeer::start().unwrap();
+    let mut live = client_for(udp, "live");
+    live.allocate().unwrap();
+    live.channel_bind(0x4020, peer.addr()).unwrap();
+
+    // Wrong and missing tokens are refused.
+    let r = request(
+        http,
+        "POST",
+        "/drain",
+        &[("Authorization", "Bearer nope")],
+        "",
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        request(http, "POST", "/drain", &[], "").unwrap().status,
+        401
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let r = request(http, "POST", "/drain", &[("Authorization", &auth)], "").unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    let started = Instant::now();
+    let ready = request(http, "GET", "/readyz", &[], "").unwrap();
+    assert_eq!(ready.status, 503);
+    assert!(ready.body.contains("draining"));
+
+    // Workers apply the drain within one tick.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut late = client_for(udp, "late");
+    assert_eq!(late.allocate(), Err(TurnError::Code(403)));
+    // The live allocation keeps relaying and refreshing.
+    live.send_channel(0x4020, b"during drain").unwrap();
+    assert_eq!(
+        live.recv(Duration::from_secs(2)).unwrap(),
+        Some(Received::Channel {
+            channel: 0x4020,
+            payload: b"during drain".to_vec()
+        })
+    );
+    assert!(
+        live.refresh(600).unwrap() <= 60,
+        "lifetime capped at the drain deadline"
+    );
+    let status = request(http, "GET", "/status", &[], "").unwrap();
+    assert!(
+        status.body.contains("\"state\":\"draining\""),
+        "{}",
+        status.body
+    );
+    assert!(
+        relay.0.try_wait().unwrap().is_none(),
+        "must not exit with a live allocation"
+    );
+
+    // The last allocation ends: the process exits on its own, cleanly.
+    live.refresh(0).unwrap();
+    let status = relay
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("relay exits once the last allocation is gone");
+    assert!(status.success(), "{status}");
+    println!(
+        "drain: exited {:.1} s after drain start, 0 allocations left",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn sigterm_drains_and_exits_at_the_deadline() {
+    let (udp, http_port) = (free_port(), free_port());
+    let mut relay = start_relay(udp, http_port, &["--drain-timeout", "2"]);
+    let http = format!("127.0.0.1:{http_port}").parse().unwrap();
+    wait_http(http);
+    let mut live = client_for(udp, "stuck");
+    live.allocate().unwrap();
+    let t0 = Instant::now();
+    relay.terminate();
+    let status = relay
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("relay exits at the drain deadline");
+    assert!(status.success());
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "exited after {took:?}, before the 2 s deadline, with an allocation alive"
+    );
+}
