@@ -194,8 +194,11 @@ range_busy "$COTURN_MIN_PORT" "$COTURN_MAX_PORT" &&
 start_relay() { # server port logfile -> sets RELAY_PID
     local server="$1" port="$2" log="$3"
     if [[ "$server" == geoturn ]]; then
-        GEOTURN_AUTH_SECRETS="$SECRET" GEOTURN_LOG=warn \
-            "$GEOTURN_BIN" relay --listen "$HOST:$port" --allow-peer 127.0.0.0/8 \
+        # GEOTURN_HTTP / GEOTURN_DRAIN_TIMEOUT only matter to builds that have an ops HTTP
+        # listener and drain-on-SIGTERM: keep the listener off the fixed default port and do not
+        # wait for the allocations turnutils_uclient leaves behind (they would live 600 s).
+        GEOTURN_AUTH_SECRETS="$SECRET" GEOTURN_LOG=warn GEOTURN_HTTP="$HOST:$GEO_HTTP_PORT" \
+            GEOTURN_DRAIN_TIMEOUT=1 "$GEOTURN_BIN" relay --listen "$HOST:$port" --allow-peer 127.0.0.0/8 \
             --relay-ports "$GEOTURN_RELAY_PORTS" --workers 1 >"$log" 2>&1 &
     else
         turnserver -n --listening-ip="$HOST" --listening-port="$port" --relay-ip="$HOST" \
@@ -216,6 +219,7 @@ run_one() { # server payload rep
     local rport pport
     rport="$(pick_port)"
     pport="$(pick_port "$rport")"
+    GEO_HTTP_PORT="$(pick_port "$rport" "$pport")"
 
     turnutils_peer -L "$HOST" -p "$pport" >"$LOG_DIR/$tag.peer.log" 2>&1 &
     local peer_pid=$!
@@ -289,7 +293,9 @@ WARN_FILE="$LOG_DIR/server-warnings.txt"
 {
     for f in "$LOG_DIR"/*.relay.log; do
         s="$(basename "$f" | cut -d- -f1)"
-        grep -iE 'warn|error|cannot|fail|not supported|panick' "$f" | grep -v 'MongoDB is not supported' | sed -E "s/^[0-9]+: //; s/^/$s\t/" || true
+        sed -E $'s/\x1b\\[[0-9;]*m//g' "$f" | grep -iE 'warn|error|cannot|fail|not supported|panick' |
+            grep -v 'MongoDB is not supported' |
+            sed -E "s/^[0-9]+: //; s/^[0-9]{4}-[0-9-]+T[0-9:.]+Z +//; s/^/$s\t/" || true
     done
 } | sort | uniq -c | sed -E 's/^ *([0-9]+) /\1\t/' >"$WARN_FILE"
 

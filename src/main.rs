@@ -109,6 +109,8 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
         allow_peers: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
         workers: Some(1),
         http: Some(opts.http),
+        // A laptop run: Ctrl-C should not wait an hour for a forgotten tab.
+        drain_timeout: Some(10),
         ..RelayOptions::default()
     };
     let config = relay_opts.resolve()?;

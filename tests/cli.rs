@@ -112,11 +112,18 @@ fn relay_binary_relays_and_stops_on_sigterm() {
             payload: b"through the binary".to_vec()
         })
     );
+    // SIGTERM drains: the relay waits for the live allocation, then exits once it is gone.
     relay.terminate();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        relay.0.try_wait().unwrap().is_none(),
+        "exited with a live allocation"
+    );
+    client.refresh(0).unwrap();
     let status = relay
         .wait_timeout(Duration::from_secs(10))
         .unwrap()
-        .expect("relay exits within 10 s of SIGTERM");
+        .expect("relay exits once drained");
     assert!(status.success(), "exit status {status}");
     let mut logs = String::new();
     relay
@@ -219,6 +226,7 @@ fn up_prints_ice_servers_that_work() {
         c.recv(Duration::from_secs(2)).unwrap(),
         Some(Received::Data { .. })
     ));
+    c.refresh(0).unwrap();
     up.terminate();
     let status = up.wait_timeout(Duration::from_secs(10)).unwrap();
     assert!(status.is_some_and(|s| s.success()));

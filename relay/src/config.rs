@@ -61,6 +61,20 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_LISTEN")]
     pub listen: Option<SocketAddr>,
 
+    /// TLS (`turns:`) listen address; repeat to serve several (e.g. 5349 and 443)
+    /// [default: 0.0.0.0:5349 when --tls-cert is set].
+    #[arg(long = "tls-listen", env = "GEOTURN_TLS_LISTEN", value_delimiter = ',')]
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
+
+    /// PEM certificate chain for TLS; reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "GEOTURN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS.
+    #[arg(long, env = "GEOTURN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Local IP relayed sockets bind to [default: the listen IP, or the first non-loopback
     /// IPv4 address when listening on a wildcard].
     #[arg(long, env = "GEOTURN_RELAY_IP")]
@@ -172,11 +186,24 @@ pub struct RelayOptions {
     pub log_pii: Option<bool>,
 }
 
+/// TLS settings.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+}
+
 /// A validated relay configuration.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Listening UDP address.
+    /// Listening UDP and TCP address.
     pub listen: SocketAddr,
+    /// TLS listeners, when a certificate is configured.
+    pub tls: Option<TlsConfig>,
     /// Local IP of relayed sockets.
     pub relay_ip: IpAddr,
     /// Relayed port range.
@@ -249,6 +276,9 @@ impl RelayOptions {
         RelayOptions {
             config: self.config.or(base.config),
             listen: self.listen.or(base.listen),
+            tls_listen: vec_or(self.tls_listen, base.tls_listen),
+            tls_cert: self.tls_cert.or(base.tls_cert),
+            tls_key: self.tls_key.or(base.tls_key),
             relay_ip: self.relay_ip.or(base.relay_ip),
             relay_ports: self.relay_ports.or(base.relay_ports),
             external_ip: self.external_ip.or(base.external_ip),
@@ -363,7 +393,25 @@ impl RelayOptions {
             }
             t => t.map(geoturn_shared::SecretValue::new),
         };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                listen: if self.tls_listen.is_empty() {
+                    vec![SocketAddr::new(listen.ip(), 5349)]
+                } else {
+                    self.tls_listen
+                },
+                cert,
+                key,
+            }),
+            (None, None) if self.tls_listen.is_empty() => None,
+            (None, None) => {
+                return Err(invalid("tls-listen", "needs --tls-cert and --tls-key"));
+            }
+            (Some(_), None) => return Err(invalid("tls-key", "needed with --tls-cert")),
+            (None, Some(_)) => return Err(invalid("tls-cert", "needed with --tls-key")),
+        };
         Ok(RelayConfig {
+            tls,
             http: self
                 .http
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9641))),

@@ -14,12 +14,15 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::config::RelayConfig;
-use crate::net::udp::{self, ShardSnapshot, WorkerContext};
+use crate::net::tls::{self, CertStore};
+use crate::net::worker::{self, ShardSnapshot, WorkerContext};
 
 /// A running relay.
 #[derive(Debug)]
 pub struct RelayHandle {
     local_addr: SocketAddr,
+    tls_addrs: Vec<SocketAddr>,
+    cert_store: Option<Arc<CertStore>>,
     workers: Mutex<Vec<JoinHandle<std::io::Result<()>>>>,
     shutdown: watch::Sender<bool>,
     secrets: watch::Sender<SecretSet>,
@@ -40,15 +43,53 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let (drain, _) = watch::channel(None);
 
     // Bind every listener before starting any worker so a bind error fails the start.
-    let first = udp::bind_reuseport(config.listen)?;
+    let first = worker::bind_reuseport(config.listen)?;
     let local_addr = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..config.workers {
-        listeners.push(udp::bind_reuseport(local_addr)?);
+        listeners.push(worker::bind_reuseport(local_addr)?);
     }
+    // TCP shares the UDP address (RFC 8656 §3.1: the same port for both).
+    let mut tcp_listeners = Vec::new();
+    for _ in 0..config.workers {
+        tcp_listeners.push(worker::bind_reuseport_tcp(local_addr)?);
+    }
+    let (cert_store, tls_acceptor, mut tls_addrs) = match &config.tls {
+        None => (None, None, Vec::new()),
+        Some(t) => {
+            let store = CertStore::load(&t.cert, &t.key).map_err(std::io::Error::other)?;
+            let server_config = tls::server_config(store.clone()).map_err(std::io::Error::other)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+            // The first worker's bind fixes the port when 0 was asked for.
+            let mut addrs = Vec::new();
+            for addr in &t.listen {
+                let l = worker::bind_reuseport_tcp(*addr)?;
+                addrs.push((l.local_addr()?, Some(l)));
+            }
+            (Some(store), Some(acceptor), addrs)
+        }
+    };
+    let mut tls_per_worker: Vec<Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>> =
+        Vec::new();
+    for i in 0..config.workers {
+        let mut mine = Vec::new();
+        if let Some(acceptor) = &tls_acceptor {
+            for (addr, first) in tls_addrs.iter_mut() {
+                let l = match (i, first.take()) {
+                    (0, Some(l)) => l,
+                    _ => worker::bind_reuseport_tcp(*addr)?,
+                };
+                mine.push((l, acceptor.clone()));
+            }
+        }
+        tls_per_worker.push(mine);
+    }
+    let tls_local: Vec<SocketAddr> = tls_addrs.iter().map(|(a, _)| *a).collect();
 
     let mut workers = Vec::new();
     let mut snapshots = Vec::new();
+    let mut tcp_listeners = tcp_listeners.into_iter();
+    let mut tls_per_worker = tls_per_worker.into_iter();
     for (i, listener) in listeners.into_iter().enumerate() {
         let (relay_ip_v4, relay_ip_v6) = if config.relay_ip.is_ipv4() {
             (Some(config.relay_ip), None)
@@ -85,20 +126,26 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             drain: drain.subscribe(),
             shutdown: shutdown.subscribe(),
             snapshot,
+            tcp: tcp_listeners.next(),
+            tls: tls_per_worker.next().unwrap_or_default(),
         };
         let handle = std::thread::Builder::new()
-            .name(format!("geoturn-udp-{i}"))
-            .spawn(move || udp::run_worker(ctx, listener))?;
+            .name(format!("geoturn-worker-{i}"))
+            .spawn(move || worker::run_worker(ctx, listener))?;
         workers.push(handle);
     }
     tracing::info!(
         listen = %local_addr,
         relay_ip = %config.relay_ip,
         workers = config.workers,
-        "relay listening (udp)"
+        tls = ?tls_local,
+        "relay listening (udp, tcp{})",
+        if tls_local.is_empty() { "" } else { ", tls" }
     );
     Ok(RelayHandle {
         local_addr,
+        tls_addrs: tls_local,
+        cert_store,
         workers: Mutex::new(workers),
         shutdown,
         secrets,
@@ -111,6 +158,16 @@ impl RelayHandle {
     /// The UDP address the relay listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listen addresses (real ports).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The TLS certificate store, when TLS is on (for reloads).
+    pub fn cert_store(&self) -> Option<&Arc<CertStore>> {
+        self.cert_store.as_ref()
     }
 
     /// Replaces the secret set on every worker (takes effect within one tick).

@@ -46,6 +46,10 @@ pub fn run(
         tracing::info!(http = %http_addr, "ops HTTP listening");
         let http_task = tokio::spawn(http::serve(listener, ops.clone()));
         let sampler = tokio::spawn(sample_load(ops.clone()));
+        let reloader = relay
+            .cert_store()
+            .cloned()
+            .map(|store| tokio::spawn(reload_certs(store)));
         on_ready(&relay, http_addr);
 
         tokio::select! {
@@ -64,6 +68,9 @@ pub fn run(
         }
         http_task.abort();
         sampler.abort();
+        if let Some(r) = reloader {
+            r.abort();
+        }
         Ok(())
     });
     relay.stop().map_err(io("stopping workers"))?;
@@ -85,6 +92,48 @@ async fn sample_load(ops: Arc<Ops>) {
                 s.packets_to_client,
             ],
         );
+    }
+}
+
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(5);
+
+/// Reloads the TLS certificate when its files change (checked every 5 s) or on SIGHUP. New
+/// handshakes use the new certificate; established sessions are untouched.
+async fn reload_certs(store: std::sync::Arc<crate::net::tls::CertStore>) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(CERT_POLL);
+    loop {
+        #[cfg(unix)]
+        let forced = match hup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = tick.tick() => false,
+                _ = h.recv() => true,
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        #[cfg(not(unix))]
+        let forced = {
+            tick.tick().await;
+            false
+        };
+        let result = if forced {
+            store.reload().map(|()| true)
+        } else {
+            store.reload_if_changed()
+        };
+        match result {
+            Ok(true) => tracing::info!(forced, "TLS certificate reloaded"),
+            Ok(false) => {}
+            // Keep serving with the previous certificate; say so once per attempt.
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate reload failed; keeping the old one")
+            }
+        }
     }
 }
 

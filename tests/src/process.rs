@@ -48,11 +48,16 @@ impl ChildGuard {
 
     /// Sends SIGTERM to the child.
     pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = self.0.id() as libc::pid_t;
         #[allow(unsafe_code)]
         // SAFETY: kill(2) with the PID of a child we spawned and have not reaped.
         unsafe {
-            libc::kill(pid, libc::SIGTERM);
+            libc::kill(pid, signal);
         }
     }
 

@@ -44,10 +44,30 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn run_uclient(extra: &[&str]) -> (Totals, String) {
+#[derive(Clone, Copy, PartialEq)]
+enum Over {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+fn run_uclient(over: Over, extra: &[&str]) -> (Totals, String) {
     let uclient = require_tool("turnutils_uclient", HINT);
     let peer_bin = require_tool("turnutils_peer", HINT);
-    let relay = TestRelay::start(|_| {});
+    let dir = geoturn_tests::temp_dir("uclient-tls");
+    let cert = geoturn_tests::tls::write_cert(&dir, "relay");
+    let relay = TestRelay::start(|o| {
+        if over == Over::Tls {
+            o.tls_cert = Some(cert.cert_path.clone());
+            o.tls_key = Some(cert.key_path.clone());
+            o.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        }
+    });
+    let (port, transport_args): (u16, &[&str]) = match over {
+        Over::Udp => (relay.addr().port(), &[]),
+        Over::Tcp => (relay.addr().port(), &["-t"]),
+        Over::Tls => (relay.handle().tls_addrs()[0].port(), &["-t", "-S"]),
+    };
     let peer_port = free_udp_port();
     let _peer = ChildGuard::spawn(
         Command::new(peer_bin)
@@ -61,8 +81,9 @@ fn run_uclient(extra: &[&str]) -> (Totals, String) {
         Command::new(uclient)
             .args(["-W", TEST_SECRET, "-u", "interop"])
             .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
-            .args(["-p", &relay.addr().port().to_string()])
-            .args(["-m", "10", "-n", "300", "-l", "160", "-z", "2"])
+            .args(["-p", &port.to_string()])
+            .args(["-m", "10", "-n", "300", "-l", "161", "-z", "2"])
+            .args(transport_args)
             .args(extra)
             .arg("127.0.0.1")
             .stdout(Stdio::piped())
@@ -82,30 +103,50 @@ fn run_uclient(extra: &[&str]) -> (Totals, String) {
         s.read_to_string(&mut out).unwrap();
     }
     assert!(status.success(), "uclient failed: {out}");
+    // The sessions really went over the transport under test.
+    let created = relay.handle().snapshot().stats.allocations_created;
+    assert!(created >= 10, "only {created} allocations created: {out}");
+    let _ = std::fs::remove_dir_all(dir);
     let totals = parse_totals(&out).unwrap_or_else(|| panic!("no totals in output:\n{out}"));
     (totals, out)
 }
 
 #[test]
 fn uclient_over_channels_loses_nothing() {
-    let (t, out) = run_uclient(&[]);
-    assert_eq!(t.sent, 3000, "{out}");
-    assert_eq!(t.received, t.sent, "{out}");
-    assert_eq!(t.lost, 0, "{out}");
-    println!(
-        "uclient channels: sent {} received {} lost {}",
-        t.sent, t.received, t.lost
-    );
+    let (t, out) = run_uclient(Over::Udp, &[]);
+    assert_lossless(&t, &out, "udp channels");
 }
 
 #[test]
 fn uclient_over_send_indications_loses_nothing() {
-    let (t, out) = run_uclient(&["-s"]);
+    let (t, out) = run_uclient(Over::Udp, &["-s"]);
+    assert_lossless(&t, &out, "udp send indications");
+}
+
+#[test]
+fn uclient_over_tcp_loses_nothing() {
+    let (t, out) = run_uclient(Over::Tcp, &[]);
+    assert_lossless(&t, &out, "tcp channels");
+}
+
+#[test]
+fn uclient_over_tls_loses_nothing() {
+    let (t, out) = run_uclient(Over::Tls, &[]);
+    assert_lossless(&t, &out, "tls channels");
+}
+
+#[test]
+fn uclient_over_tls_with_send_indications_loses_nothing() {
+    let (t, out) = run_uclient(Over::Tls, &["-s"]);
+    assert_lossless(&t, &out, "tls send indications");
+}
+
+fn assert_lossless(t: &Totals, out: &str, what: &str) {
     assert_eq!(t.sent, 3000, "{out}");
     assert_eq!(t.received, t.sent, "{out}");
     assert_eq!(t.lost, 0, "{out}");
     println!(
-        "uclient send indications: sent {} received {} lost {}",
+        "uclient {what}: sent {} received {} lost {}",
         t.sent, t.received, t.lost
     );
 }

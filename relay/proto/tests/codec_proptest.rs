@@ -330,18 +330,20 @@ const BUF_LEN: usize = 16 * 1024;
 
 fn encode(m: &Msg) -> Vec<u8> {
     let mut buf = vec![0u8; BUF_LEN];
-    let mut w = MessageWriter::new(&mut buf, m.typ, m.tid).unwrap();
+    let mut w = MessageWriter::new(&mut buf, m.typ, m.tid).expect("header fits");
     for a in &m.attrs {
-        w.add(&a.attr()).unwrap();
+        w.add(&a.attr())
+            .expect("generated attributes fit the buffer");
     }
     if let Some(k) = &m.mi {
-        w.add_integrity(k).unwrap();
+        w.add_integrity(k).expect("MESSAGE-INTEGRITY fits");
     }
     if let Some(k) = &m.mi256 {
-        w.add_integrity_sha256(k).unwrap();
+        w.add_integrity_sha256(k)
+            .expect("MESSAGE-INTEGRITY-SHA256 fits");
     }
     if m.fingerprint {
-        w.add_fingerprint().unwrap();
+        w.add_fingerprint().expect("FINGERPRINT fits");
     }
     let n = w.finish();
     buf.truncate(n);
@@ -376,12 +378,13 @@ fn exercise(m: &Message<'_>) {
     let _ = m.fingerprint_ok();
     for a in m.decode_all().flatten() {
         let mut buf = [0u8; 2048];
-        let mut w = MessageWriter::new(&mut buf, m.typ(), *m.transaction_id()).unwrap();
+        let mut w =
+            MessageWriter::new(&mut buf, m.typ(), *m.transaction_id()).expect("header fits");
         if w.add(&a).is_err() {
             continue;
         }
         let n = w.finish();
-        let back = Message::parse(&buf[..n]).unwrap();
+        let back = Message::parse(&buf[..n]).expect("a re-encoded attribute parses");
         let again: Vec<_> = back.decode_all().collect();
         assert_eq!(again, vec![Ok(a)]);
     }

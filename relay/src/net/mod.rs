@@ -3,4 +3,6 @@
 pub mod batch;
 pub mod interfaces;
 pub mod sockopt;
-pub mod udp;
+pub mod stream;
+pub mod tls;
+pub mod worker;

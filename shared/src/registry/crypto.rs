@@ -96,7 +96,9 @@ impl StoredSecret {
                 Aad::from(secret.id.as_bytes()),
                 &mut buf,
             )
-            .map_err(|_| RegistryError::Crypto(format!("could not encrypt secret {}", secret.id)))?;
+            .map_err(|_| {
+                RegistryError::Crypto(format!("could not encrypt secret {}", secret.id))
+            })?;
         Ok(Self {
             created,
             not_after: secret.not_after,

@@ -112,6 +112,11 @@ impl MemoryRegistry {
         Ok(())
     }
 
+    /// Deletes a secret (one past its `not_after`, say).
+    pub fn remove_secret(&self, id: &str) {
+        self.state().secrets.remove(id);
+    }
+
     /// Every stored secret, newest first.
     pub fn load_secrets(&self) -> SecretSet {
         let state = self.state();
@@ -184,10 +189,7 @@ mod tests {
         a.not_after = Some(5);
         reg.store_secret(&a).unwrap();
         let set = reg.load_secrets();
-        assert_eq!(
-            set,
-            SecretSet::new(vec![Secret::new("b", "2"), a.clone()])
-        );
+        assert_eq!(set, SecretSet::new(vec![Secret::new("b", "2"), a.clone()]));
         assert!(!format!("{reg:?}").contains('1'));
     }
 }

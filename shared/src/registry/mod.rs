@@ -120,7 +120,11 @@ impl Registry {
     }
 
     /// Publishes a relay's record; it stays listed for `ttl` (3 × the heartbeat interval).
-    pub async fn heartbeat(&self, record: &RelayRecord, ttl: Duration) -> Result<(), RegistryError> {
+    pub async fn heartbeat(
+        &self,
+        record: &RelayRecord,
+        ttl: Duration,
+    ) -> Result<(), RegistryError> {
         match self {
             Self::Memory(m) => m.heartbeat(record, ttl),
             Self::Redis(r) => r.heartbeat(record, ttl).await,
@@ -176,6 +180,18 @@ impl Registry {
         }
     }
 
+    /// Deletes a stored secret, e.g. once it is past its `not_after`: the registry keeps every
+    /// secret until told otherwise. Unknown ids are fine.
+    pub async fn remove_secret(&self, id: &str) -> Result<(), RegistryError> {
+        match self {
+            Self::Memory(m) => {
+                m.remove_secret(id);
+                Ok(())
+            }
+            Self::Redis(r) => r.remove_secret(id).await,
+        }
+    }
+
     /// Every stored secret, newest first by the time it was first stored, expired ones
     /// included (the set's `live` skips them); at most [`crate::secret_set::MAX_SECRETS`].
     pub async fn load_secrets(&self) -> Result<SecretSet, RegistryError> {
@@ -188,10 +204,7 @@ impl Registry {
 
 /// A key prefix: short, and free of spaces and control characters (it is a key fragment).
 fn check_prefix(prefix: &str) -> Result<(), RegistryError> {
-    if prefix.len() > MAX_PREFIX_LEN
-        || prefix
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
+    if prefix.len() > MAX_PREFIX_LEN || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(RegistryError::invalid(
             "registry prefix",
@@ -271,6 +284,17 @@ mod tests {
             Registry::connect("memory", "", None).await.unwrap(),
             Registry::Memory(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn tls_urls_install_a_crypto_provider() {
+        // Without a process-wide rustls provider, building the TLS config would panic; with
+        // one, a closed port is just Unavailable.
+        let reg = Registry::connect("rediss://127.0.0.1:1", DEFAULT_PREFIX, None)
+            .await
+            .unwrap();
+        let err = reg.list().await.unwrap_err();
+        assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
     }
 
     #[tokio::test]

@@ -113,7 +113,10 @@ impl RelayRecord {
             ("lat", self.lat.to_string()),
             ("lon", self.lon.to_string()),
             ("urls", urls),
-            ("capacity_allocations", self.capacity_allocations.to_string()),
+            (
+                "capacity_allocations",
+                self.capacity_allocations.to_string(),
+            ),
             ("capacity_mbps", self.capacity_mbps.to_string()),
             ("allocations", self.allocations.to_string()),
             ("bps_in", self.bps_in.to_string()),
@@ -187,7 +190,9 @@ impl RelayRecord {
             if !scheme_ok || url.len() > MAX_URL_LEN || url.chars().any(char::is_whitespace) {
                 return Err(RegistryError::invalid(
                     "urls",
-                    format!("{url:?} is not a turn:/turns:/stun: URL of at most {MAX_URL_LEN} bytes"),
+                    format!(
+                        "{url:?} is not a turn:/turns:/stun: URL of at most {MAX_URL_LEN} bytes"
+                    ),
                 ));
             }
         }
@@ -208,8 +213,7 @@ impl RelayRecord {
 pub(crate) fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 

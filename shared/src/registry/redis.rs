@@ -97,9 +97,8 @@ impl RedisRegistry {
             // an error only means one is installed already.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = redis::Client::open(url).map_err(|e| {
-            RegistryError::invalid("registry url", format!("{redacted}: {}", e.kind()))
-        })?;
+        let client = redis::Client::open(url)
+            .map_err(|e| RegistryError::invalid("registry url", format!("{redacted}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -113,8 +112,12 @@ impl RedisRegistry {
             .transpose()?;
         let keys = Arc::new(Keys::new(prefix));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let (subscribed, task) =
-            subscriber::spawn(client, keys.events.clone(), redacted.clone(), events.clone());
+        let (subscribed, task) = subscriber::spawn(
+            client,
+            keys.events.clone(),
+            redacted.clone(),
+            events.clone(),
+        );
         Ok(Self {
             conn,
             keys,
@@ -128,12 +131,17 @@ impl RedisRegistry {
 
     /// Writes the record and its index entry atomically; the record expires after `ttl`
     /// (use 3 × the heartbeat interval) unless refreshed.
-    pub async fn heartbeat(&self, record: &RelayRecord, ttl: Duration) -> Result<(), RegistryError> {
+    pub async fn heartbeat(
+        &self,
+        record: &RelayRecord,
+        ttl: Duration,
+    ) -> Result<(), RegistryError> {
         record.validate()?;
         let now = unix_ms();
         let key = self.keys.relay(&record.id);
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let stale = now.saturating_sub(u64::try_from(ttl.as_millis().saturating_mul(10)).unwrap_or(u64::MAX));
+        let stale = now
+            .saturating_sub(u64::try_from(ttl.as_millis().saturating_mul(10)).unwrap_or(u64::MAX));
         let mut pipe = redis::pipe();
         pipe.atomic()
             // DEL first so a field an older version wrote does not linger.
@@ -178,6 +186,9 @@ impl RedisRegistry {
         let hashes: Vec<HashMap<String, String>> = self
             .call("list", async |c| {
                 let (ids,): (Vec<String>,) = index.query_async(c).await?;
+                if ids.is_empty() {
+                    return Ok(Vec::new()); // redis refuses an empty pipeline
+                }
                 let mut fetch = redis::pipe();
                 for id in &ids {
                     fetch.hgetall(keys.relay(id));
@@ -192,7 +203,9 @@ impl RedisRegistry {
             }
             match RelayRecord::from_fields(fields) {
                 Ok(r) => records.push(r),
-                Err(error) => tracing::warn!(%error, "registry: skipping an unreadable relay record"),
+                Err(error) => {
+                    tracing::warn!(%error, "registry: skipping an unreadable relay record")
+                }
             }
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
@@ -244,12 +257,22 @@ impl RedisRegistry {
         .await
     }
 
+    /// Deletes a secret (one past its `not_after`, say); needs no secrets key.
+    pub async fn remove_secret(&self, id: &str) -> Result<(), RegistryError> {
+        self.call("remove_secret", async |c| {
+            c.hdel::<_, _, ()>(&self.keys.secrets, id).await
+        })
+        .await
+    }
+
     /// Decrypts every stored secret, newest first. Fails as a whole if any secret does not
     /// decrypt: a wrong key must be loud, and the caller keeps the set it had.
     pub async fn load_secrets(&self) -> Result<SecretSet, RegistryError> {
         let key = self.key()?;
         let stored: HashMap<String, String> = self
-            .call("load_secrets", async |c| c.hgetall(&self.keys.secrets).await)
+            .call("load_secrets", async |c| {
+                c.hgetall(&self.keys.secrets).await
+            })
             .await?;
         let mut secrets = Vec::with_capacity(stored.len());
         for (id, json) in stored {
@@ -257,7 +280,9 @@ impl RedisRegistry {
             secrets.push((s.created, s.open(key, &id)?));
         }
         secrets.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
-        Ok(SecretSet::new(secrets.into_iter().map(|(_, s)| s).collect()))
+        Ok(SecretSet::new(
+            secrets.into_iter().map(|(_, s)| s).collect(),
+        ))
     }
 
     /// Runs `op` with a bound on the whole call, retrying once if the connection had been

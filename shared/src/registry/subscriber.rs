@@ -208,10 +208,7 @@ mod tests {
     fn backoff_doubles_to_the_cap_and_resets() {
         let mut b = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let delays: Vec<u128> = (0..9).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(
-            delays,
-            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]
-        );
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
         b.reset();
         assert_eq!(b.next_delay(), BACKOFF_MIN);
     }

@@ -261,6 +261,15 @@ impl Server {
         }
     }
 
+    /// A TCP/TLS client's connection closed: its allocation goes with it (RFC 8656 §5).
+    pub fn handle_client_disconnected(&mut self, five_tuple: &FiveTuple) {
+        if let Some(alloc) = self.allocations.remove(five_tuple) {
+            tracing::info!(relay = %alloc.relay, "allocation closed with its connection");
+            self.stats.allocations_deleted += 1;
+            self.release_allocation_resources(&alloc);
+        }
+    }
+
     fn release_allocation_resources(&mut self, alloc: &crate::allocation::Allocation) {
         self.ports.release(alloc.relay.0.port());
         self.quota.release(user_of(&alloc.username));

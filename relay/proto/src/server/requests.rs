@@ -318,6 +318,10 @@ impl Server {
     /// The driver reports whether the relayed socket for `relay` could be bound.
     pub fn handle_relay_bound(&mut self, now: Instant, relay: RelayAddr, bound: bool) {
         let Some(pending) = self.pending.remove(&relay) else {
+            // Nobody waits for this socket any more: close it again.
+            if bound {
+                self.commands.push_back(Command::FreeRelay { relay });
+            }
             return;
         };
         let mut pending = pending;

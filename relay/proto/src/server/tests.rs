@@ -912,3 +912,22 @@ fn even_port_with_reservation_then_reservation_token() {
     );
     assert_eq!(code_of(&resp), Some(508));
 }
+
+#[test]
+fn a_closed_stream_connection_takes_its_allocation_along() {
+    let mut h = Harness::new();
+    h.tuple.transport = Transport::Tcp;
+    let (_, relayed) = h.allocate();
+    let other = tuple(40001);
+    h.server.handle_client_disconnected(&other);
+    assert_eq!(
+        h.server.allocations().len(),
+        1,
+        "only the closed connection's allocation"
+    );
+    let t = h.tuple;
+    h.server.handle_client_disconnected(&t);
+    h.pump();
+    assert!(h.server.allocations().is_empty());
+    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+}

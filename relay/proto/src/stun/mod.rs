@@ -7,6 +7,7 @@
 pub mod attribute;
 pub mod channel_data;
 pub mod error;
+pub mod framing;
 pub mod header;
 pub mod integrity;
 pub mod message;

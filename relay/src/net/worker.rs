@@ -1,7 +1,8 @@
-//! UDP workers: one thread per core, each with its own `SO_REUSEPORT` listening socket, its own
-//! single-threaded runtime and its own [`Server`] shard. The kernel hashes a client's 4-tuple to
-//! one socket, so a client's allocation, its relayed socket and every packet of it stay on one
-//! thread: no lock and no cross-thread hop on the data path.
+//! Workers: one thread per core, each with its own `SO_REUSEPORT` UDP, TCP and TLS listening
+//! sockets, its own single-threaded runtime and its own [`Server`] shard. The kernel hashes a
+//! client's 4-tuple (or TCP connection) to one socket, so a client's allocation, its relayed
+//! socket and every packet of it stay on one thread: no lock and no cross-thread hop on the
+//! data path.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -48,7 +49,6 @@ pub struct ShardSnapshot {
 }
 
 /// Everything a worker needs from the relay.
-#[derive(Debug)]
 pub struct WorkerContext {
     /// The shard's sans-IO server.
     pub server: Server,
@@ -60,6 +60,10 @@ pub struct WorkerContext {
     pub shutdown: watch::Receiver<bool>,
     /// Where the worker publishes its snapshot.
     pub snapshot: Arc<Mutex<ShardSnapshot>>,
+    /// TCP listener on the UDP listen address, if enabled.
+    pub tcp: Option<std::net::TcpListener>,
+    /// TLS listeners with their acceptor.
+    pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 /// Binds a UDP socket with `SO_REUSEPORT` so every worker can listen on the same address.
@@ -92,19 +96,36 @@ fn bind_relay(relay: RelayAddr, dont_fragment: bool) -> io::Result<std::net::Udp
     Ok(sock.into())
 }
 
+/// Binds a TCP listening socket with `SO_REUSEPORT`.
+pub fn bind_reuseport_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
 struct RelaySocket {
     socket: Rc<UdpSocket>,
     reader: AbortHandle,
 }
 
-struct Shard {
-    server: Server,
+pub(super) struct Shard {
+    pub(super) server: Server,
     listener: Rc<UdpSocket>,
     local: SocketAddr,
     relays: HashMap<RelayAddr, RelaySocket>,
+    /// Writers of TCP/TLS clients, by 5-tuple.
+    pub(super) streams: HashMap<FiveTuple, super::stream::StreamTx>,
     client_buf: Vec<u8>,
     peer_buf: Vec<u8>,
-    send_errors: u64,
+    pub(super) send_errors: u64,
 }
 
 const CLIENT_LAYOUT: SlotLayout = SlotLayout {
@@ -146,11 +167,29 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
         listener: listener.clone(),
         local,
         relays: HashMap::new(),
+        streams: HashMap::new(),
         client_buf: CLIENT_LAYOUT.buffer(),
         peer_buf: PEER_LAYOUT.buffer(),
         send_errors: 0,
     }));
     let weak = Rc::downgrade(&shard);
+    let mut acceptors = Vec::new();
+    if let Some(tcp) = ctx.tcp {
+        let listener = tokio::net::TcpListener::from_std(tcp)?;
+        acceptors.push(tokio::task::spawn_local(super::stream::accept_loop(
+            weak.clone(),
+            listener,
+            None,
+        )));
+    }
+    for (tls, acceptor) in ctx.tls {
+        let listener = tokio::net::TcpListener::from_std(tls)?;
+        acceptors.push(tokio::task::spawn_local(super::stream::accept_loop(
+            weak.clone(),
+            listener,
+            Some(acceptor),
+        )));
+    }
     let mut tick = tokio::time::interval(TICK);
     let mut shutdown = ctx.shutdown;
     loop {
@@ -181,11 +220,15 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
             _ = shutdown.changed() => break,
         }
     }
-    // Close relayed sockets before the runtime goes away.
+    // Close listeners, connections and relayed sockets before the runtime goes away.
+    for a in acceptors {
+        a.abort();
+    }
     let mut s = shard.borrow_mut();
     for (_, r) in s.relays.drain() {
         r.reader.abort();
     }
+    s.streams.clear();
     Ok(())
 }
 
@@ -246,11 +289,7 @@ fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {
                 transport: Transport::Udp,
             };
             if let Some(fwd) = s.server.handle_client_input(now, tuple, packet) {
-                if let Some(relay) = s.relays.get(&fwd.relay) {
-                    if batch::send_now(&relay.socket, fwd.payload, fwd.peer.0).is_err() {
-                        s.send_errors += 1;
-                    }
-                }
+                s.send_errors += u64::from(!send_to_peer(&s.relays, &fwd));
             }
         }
         run_commands(s, weak, now);
@@ -260,11 +299,36 @@ fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {
     }
 }
 
-fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Instant) {
+/// Sends client data out of its allocation's relayed socket; false when it could not.
+pub(super) fn send_to_peer_from(s: &Shard, fwd: &geoturn_relay_proto::ToPeer<'_>) -> bool {
+    send_to_peer(&s.relays, fwd)
+}
+
+fn send_to_peer(
+    relays: &HashMap<RelayAddr, RelaySocket>,
+    fwd: &geoturn_relay_proto::ToPeer<'_>,
+) -> bool {
+    relays
+        .get(&fwd.relay)
+        .is_some_and(|r| batch::send_now(&r.socket, fwd.payload, fwd.peer.0).is_ok())
+}
+
+/// Sends a message to a client over whatever it is connected by; false when it could not.
+fn send_to_client(s: &Shard, five_tuple: &FiveTuple, data: &[u8]) -> bool {
+    match five_tuple.transport {
+        Transport::Udp => batch::send_now(&s.listener, data, five_tuple.client.0).is_ok(),
+        Transport::Tcp | Transport::Tls => s
+            .streams
+            .get(five_tuple)
+            .is_some_and(|tx| tx.try_send(data.to_vec()).is_ok()),
+    }
+}
+
+pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Instant) {
     while let Some(cmd) = s.server.poll_command() {
         match cmd {
             Command::SendToClient { five_tuple, data } => {
-                if batch::send_now(&s.listener, &data, five_tuple.client.0).is_err() {
+                if !send_to_client(s, &five_tuple, &data) {
                     s.send_errors += 1;
                 }
             }
@@ -330,14 +394,27 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
                 let Some(slot) = s.peer_buf.get_mut(PEER_LAYOUT.slot(i)) else {
                     continue;
                 };
-                if let Some(to) =
+                let Some(to) =
                     s.server
                         .handle_peer_input(now, relay, PeerSocket(r.from), slot, r.len)
-                {
-                    if let Some(o) = out.get_mut(n_out) {
-                        *o = (i, to.range, to.five_tuple.client.0);
-                        n_out += 1;
+                else {
+                    continue;
+                };
+                if to.five_tuple.transport != Transport::Udp {
+                    // Stream clients get their own copy through the connection's writer.
+                    let data = s
+                        .peer_buf
+                        .get(PEER_LAYOUT.slot(i))
+                        .and_then(|slot| slot.get(to.range))
+                        .unwrap_or_default();
+                    if !send_to_client(s, &to.five_tuple, data) {
+                        s.send_errors += 1;
                     }
+                    continue;
+                }
+                if let Some(o) = out.get_mut(n_out) {
+                    *o = (i, to.range, to.five_tuple.client.0);
+                    n_out += 1;
                 }
             }
             let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {

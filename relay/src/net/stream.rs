@@ -1,0 +1,179 @@
+//! TCP and TLS clients: accepting connections, splitting the byte stream into STUN and
+//! ChannelData frames for the shard's server, and writing responses and relayed data back
+//! through a bounded per-connection queue. When a connection closes, its allocation goes too.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Weak;
+use std::time::{Duration, Instant};
+
+use geoturn_relay_proto::stun::framing::{MAX_FRAME, frame_len};
+use geoturn_relay_proto::types::FiveTuple;
+use geoturn_relay_proto::{ClientSocket, Transport};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::worker::{Shard, run_commands, send_to_peer_from};
+
+/// The queue to one stream client; full means the client reads too slowly and frames drop
+/// (relayed media is datagram-like: late is as bad as lost).
+pub type StreamTx = mpsc::Sender<Vec<u8>>;
+
+const QUEUE: usize = 256;
+/// A TLS handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has sent nothing for this long and holds no allocation is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most simultaneous stream clients per worker; bounds file descriptors and memory.
+const MAX_CONNECTIONS: usize = 20_000;
+
+/// Accepts connections until the task is aborted.
+pub(super) async fn accept_loop(
+    shard: Weak<RefCell<Shard>>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, %local, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(strong) = shard.upgrade() else {
+            return;
+        };
+        if strong.borrow().streams.len() >= MAX_CONNECTIONS {
+            drop(stream);
+            continue;
+        }
+        drop(strong);
+        let _ = stream.set_nodelay(true);
+        let tuple = FiveTuple {
+            client: ClientSocket(peer),
+            server: local,
+            transport,
+        };
+        let shard = shard.clone();
+        let tls = tls.clone();
+        tokio::task::spawn_local(async move {
+            match tls {
+                None => serve(shard, stream, tuple).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve(shard, tls_stream, tuple).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve<S>(shard: Weak<RefCell<Shard>>, stream: S, tuple: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    {
+        let Some(strong) = shard.upgrade() else {
+            return;
+        };
+        strong.borrow_mut().streams.insert(tuple, tx);
+    }
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let result = read_frames(&shard, &mut rd, tuple).await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, transport = tuple.transport.as_str(), "stream client closed");
+    }
+    if let Some(strong) = shard.upgrade() {
+        let mut s = strong.borrow_mut();
+        s.streams.remove(&tuple);
+        s.server.handle_client_disconnected(&tuple);
+        run_commands(&mut s, &shard, Instant::now());
+    }
+    writer.abort();
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(
+    shard: &Weak<RefCell<Shard>>,
+    rd: &mut R,
+    tuple: FiveTuple,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    let mut filled = 0usize;
+    loop {
+        // Hand every complete frame to the server.
+        let mut start = 0usize;
+        loop {
+            let pending = buf.get(start..filled).unwrap_or_default();
+            let len = match frame_len(pending) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            };
+            let Some(frame) = pending.get(..len) else {
+                break;
+            };
+            let Some(strong) = shard.upgrade() else {
+                return Ok(());
+            };
+            let mut guard = strong.borrow_mut();
+            let s = &mut *guard;
+            let now = Instant::now();
+            if let Some(fwd) = s.server.handle_client_input(now, tuple, frame) {
+                if !send_to_peer_from(s, &fwd) {
+                    s.send_errors += 1;
+                }
+            }
+            run_commands(s, shard, now);
+            start += len;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if filled == buf.len() {
+            if buf.len() >= MAX_FRAME + 4 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too long"));
+            }
+            // A frame larger than the buffer: grow, bounded by the largest legal frame.
+            buf.resize((buf.len() * 2).min(MAX_FRAME + 4), 0);
+        }
+        let area = buf.get_mut(filled..).unwrap_or_default();
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, rd.read(area)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let has_allocation = shard
+                    .upgrade()
+                    .is_some_and(|s| s.borrow().server.allocations().get(&tuple).is_some());
+                if has_allocation {
+                    continue;
+                }
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+    }
+}

@@ -1,0 +1,566 @@
+//! The registry's behaviour against a real `redis-server` and against the in-memory registry:
+//! one body per behaviour, run on both backends (DESIGN.md §4: "the Redis one is tested
+//! against a real redis-server"). Redis-only tests cover the stored layout, encryption at rest
+//! and an outage with a restart. Every wait is bounded.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use geoturn_shared::registry::{
+    DEFAULT_PREFIX, Registry, RegistryError, RegistryEvent, RelayRecord, RelayState,
+};
+use geoturn_shared::{Secret, SecretSet};
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+
+const KEY: [u8; 32] = [7; 32];
+
+/// A `redis-server` on a loopback port with no persistence, stopped by PID on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        // Another test may take the free port between our probe and redis's bind: try again.
+        for _ in 0..3 {
+            if let Some(server) = Self::try_start(free_port()) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on three free ports");
+    }
+
+    fn start_on(port: u16) -> Self {
+        Self::try_start(port).unwrap_or_else(|| panic!("redis-server did not start on {port}"))
+    }
+
+    fn try_start(port: u16) -> Option<Self> {
+        let mut child = Command::new(redis_server_binary())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return None; // exited: most likely the port was taken
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self {
+                    child: Some(child),
+                    port,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server by PID and waits until it is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal to the server by PID (`STOP` freezes it: connections stay open, nothing
+    /// answers, as with a partitioned network).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// A plain connection for inspecting what the registry stored.
+    async fn raw(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_server_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| Path::is_file(p))
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-server not found on PATH: the registry tests need a real Redis. Install it \
+                 with `apt-get install -y --no-install-recommends redis-server`"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn record(id: &str, region: &str) -> RelayRecord {
+    RelayRecord {
+        id: id.into(),
+        region: region.into(),
+        lat: 50.1109,
+        lon: 8.6821,
+        urls: vec![
+            "turn:203.0.113.5:3478?transport=udp".into(),
+            "turn:203.0.113.5:3478?transport=tcp".into(),
+        ],
+        capacity_allocations: 10_000,
+        capacity_mbps: 1_000,
+        allocations: 17,
+        bps_in: 125_000,
+        bps_out: 250_000,
+        pps_in: 300,
+        pps_out: 600,
+        cpu: 0.25,
+        state: RelayState::Active,
+        version: "0.1.0".into(),
+        started_at_ms: 1_700_000_000_000,
+        updated_at_ms: 1_700_000_001_000,
+    }
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<RegistryEvent>) -> RegistryEvent {
+    timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+}
+
+// ---- behaviour shared by both backends ----
+
+async fn heartbeat_then_list(reg: &Registry) {
+    let mut r = record("fra-1", "eu-central");
+    reg.heartbeat(&r, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(reg.list().await.unwrap(), vec![r.clone()]);
+    // A later heartbeat replaces the load figures.
+    r.allocations = 18;
+    r.state = RelayState::Draining;
+    reg.heartbeat(&r, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(reg.list().await.unwrap(), vec![r]);
+}
+
+async fn expires_after_ttl(reg: &Registry) {
+    reg.heartbeat(&record("short", "eu"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    reg.heartbeat(&record("long", "eu"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(reg.list().await.unwrap().len(), 2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids: Vec<String> = reg
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["long"]);
+}
+
+async fn remove_forgets_at_once(reg: &Registry) {
+    reg.heartbeat(&record("fra-1", "eu"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    reg.remove("fra-1").await.unwrap();
+    assert!(reg.list().await.unwrap().is_empty());
+    reg.remove("never-there").await.unwrap();
+}
+
+async fn two_relays(reg: &Registry) {
+    let b = record("sfo-1", "us-west");
+    let a = RelayRecord {
+        lat: -33.8688,
+        lon: 151.2093,
+        ..record("syd-1", "ap-southeast")
+    };
+    reg.heartbeat(&a, Duration::from_secs(30)).await.unwrap();
+    reg.heartbeat(&b, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(reg.list().await.unwrap(), vec![b.clone(), a]);
+    reg.remove("syd-1").await.unwrap();
+    assert_eq!(reg.list().await.unwrap(), vec![b]);
+}
+
+async fn invalid_records_are_refused(reg: &Registry) {
+    let bad = RelayRecord {
+        id: "has space".into(),
+        ..record("x", "eu")
+    };
+    let err = reg
+        .heartbeat(&bad, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Invalid { field: "id", .. }),
+        "{err}"
+    );
+}
+
+async fn events_reach_subscribers(reg: &Registry) {
+    let mut first = reg.subscribe().await;
+    let mut second = reg.subscribe().await;
+    let events = [
+        RegistryEvent::SecretRotated {
+            secret_id: "s2".into(),
+        },
+        RegistryEvent::RelayDraining {
+            relay_id: "fra-1".into(),
+        },
+        RegistryEvent::UserRevoked {
+            user: "alice".into(),
+        },
+    ];
+    for e in &events {
+        reg.publish(e).await.unwrap();
+    }
+    for e in &events {
+        assert_eq!(&next_event(&mut first).await, e);
+        assert_eq!(&next_event(&mut second).await, e);
+    }
+}
+
+async fn secrets_round_trip_newest_first(reg: &Registry) {
+    assert!(reg.load_secrets().await.unwrap().is_empty());
+    reg.store_secret(&Secret::new("s1", "first secret"))
+        .await
+        .unwrap();
+    // Distinct creation times even on a coarse clock.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    reg.store_secret(&Secret::new("s2", "second secret"))
+        .await
+        .unwrap();
+    // Rotation sets not_after on the old one; it keeps its place.
+    let mut s1 = Secret::new("s1", "first secret");
+    s1.not_after = Some(1_900_000_000);
+    reg.store_secret(&s1).await.unwrap();
+    assert_eq!(
+        reg.load_secrets().await.unwrap(),
+        SecretSet::new(vec![Secret::new("s2", "second secret"), s1])
+    );
+    reg.remove_secret("s1").await.unwrap();
+    reg.remove_secret("never-there").await.unwrap();
+    assert_eq!(
+        reg.load_secrets().await.unwrap(),
+        SecretSet::new(vec![Secret::new("s2", "second secret")])
+    );
+}
+
+// ---- backends ----
+
+fn memory() -> Registry {
+    Registry::Memory(Default::default())
+}
+
+async fn redis_registry(server: &RedisServer) -> Registry {
+    Registry::connect(&server.url(), DEFAULT_PREFIX, Some(KEY))
+        .await
+        .unwrap()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::memory()).await;
+                }
+            )*
+        }
+        mod in_redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let server = super::RedisServer::start();
+                    super::$name(&super::redis_registry(&server).await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    heartbeat_then_list,
+    expires_after_ttl,
+    remove_forgets_at_once,
+    two_relays,
+    invalid_records_are_refused,
+    events_reach_subscribers,
+    secrets_round_trip_newest_first,
+);
+
+// ---- Redis only ----
+
+#[tokio::test]
+async fn redis_layout_matches_the_design() {
+    let server = RedisServer::start();
+    let reg = redis_registry(&server).await;
+    let r = record("fra-1", "eu-central");
+    reg.heartbeat(&r, Duration::from_secs(6)).await.unwrap();
+    let mut raw = server.raw().await;
+    let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("geoturn:relay:fra-1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(hash["region"], "eu-central");
+    assert_eq!(hash["state"], "active");
+    assert_eq!(
+        hash["urls"],
+        r#"["turn:203.0.113.5:3478?transport=udp","turn:203.0.113.5:3478?transport=tcp"]"#
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("geoturn:relay:fra-1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!((5_000..=6_000).contains(&pttl), "PTTL {pttl}");
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg("geoturn:relays")
+        .arg("fra-1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    assert!((now_ms - score.unwrap()).abs() < 5_000.0);
+
+    // An index entry whose hash expired is skipped, not an error.
+    redis::cmd("ZADD")
+        .arg("geoturn:relays")
+        .arg(now_ms)
+        .arg("ghost")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(reg.list().await.unwrap(), vec![r]);
+}
+
+#[tokio::test]
+async fn redis_prefixes_keep_deployments_apart() {
+    let server = RedisServer::start();
+    let a = redis_registry(&server).await;
+    let b = Registry::connect(&server.url(), "{staging}:", Some(KEY))
+        .await
+        .unwrap();
+    a.heartbeat(&record("fra-1", "eu"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(b.list().await.unwrap().is_empty());
+    assert_eq!(a.list().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn redis_secrets_are_encrypted_at_rest() {
+    let server = RedisServer::start();
+    let reg = redis_registry(&server).await;
+    reg.store_secret(&Secret::new("s1", "plaintext-must-not-appear"))
+        .await
+        .unwrap();
+    let mut raw = server.raw().await;
+    let stored: String = redis::cmd("HGET")
+        .arg("geoturn:secrets")
+        .arg("s1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!stored.contains("plaintext"), "{stored}");
+    let json: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    for field in ["created", "not_after", "nonce", "ciphertext"] {
+        assert!(json.get(field).is_some(), "{field} in {stored}");
+    }
+
+    // Another key cannot read it; no key cannot read or write at all.
+    let wrong = Registry::connect(&server.url(), DEFAULT_PREFIX, Some([8; 32]))
+        .await
+        .unwrap();
+    let err = wrong.load_secrets().await.unwrap_err();
+    assert!(matches!(err, RegistryError::Crypto(_)), "{err}");
+    let keyless = Registry::connect(&server.url(), DEFAULT_PREFIX, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        keyless.load_secrets().await.unwrap_err(),
+        RegistryError::MissingSecretsKey
+    ));
+
+    // A ciphertext moved under another id does not open.
+    redis::cmd("HSET")
+        .arg("geoturn:secrets")
+        .arg("s2")
+        .arg(&stored)
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        reg.load_secrets().await.unwrap_err(),
+        RegistryError::Crypto(_)
+    ));
+}
+
+#[tokio::test]
+async fn redis_outage_fails_fast_then_recovers() {
+    // Shows the subscription's outage logging (one warning, one recovery) with --nocapture.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("geoturn_shared=debug,registry_redis=info")
+        .try_init();
+    let mut server = RedisServer::start();
+    let port = server.port;
+    let reg = redis_registry(&server).await;
+    let r = record("fra-1", "eu");
+    reg.heartbeat(&r, Duration::from_secs(30)).await.unwrap();
+    let mut events = reg.subscribe().await;
+
+    server.kill();
+    let started = Instant::now();
+    let err = timeout(
+        Duration::from_secs(5),
+        reg.heartbeat(&r, Duration::from_secs(30)),
+    )
+    .await
+    .expect("heartbeat must not hang while Redis is down")
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    tracing::info!(?took, %err, "heartbeat while Redis is down");
+    let err = timeout(Duration::from_secs(5), reg.list())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+
+    // Down for a while, so the subscription has backed off a few times.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _server = RedisServer::start_on(port);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match reg.heartbeat(&r, Duration::from_secs(30)).await {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "heartbeat still failing: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Redis restarted empty; the heartbeat brought the record back.
+    assert_eq!(reg.list().await.unwrap(), vec![r]);
+
+    // The subscription is back (and says events may have been missed), then delivers again.
+    let resync = timeout(Duration::from_secs(10), async {
+        loop {
+            if events.recv().await.unwrap() == RegistryEvent::Resync {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(resync.is_ok(), "no Resync within 10 s of the restart");
+    let event = RegistryEvent::SecretRotated {
+        secret_id: "after-restart".into(),
+    };
+    reg.publish(&event).await.unwrap();
+    assert_eq!(next_event(&mut events).await, event);
+}
+
+#[tokio::test]
+async fn redis_down_at_start_is_not_fatal() {
+    // A relay may start before Redis: connecting must not fail, calls fail fast, and
+    // everything works once Redis appears.
+    let port = free_port();
+    let reg = Registry::connect(
+        &format!("redis://127.0.0.1:{port}"),
+        DEFAULT_PREFIX,
+        Some(KEY),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut events = timeout(Duration::from_secs(5), reg.subscribe())
+        .await
+        .unwrap();
+    let err = timeout(Duration::from_secs(5), reg.list())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let _server = RedisServer::start_on(port);
+    let r = record("fra-1", "eu");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = reg.heartbeat(&r, Duration::from_secs(30)).await {
+        assert!(Instant::now() < deadline, "heartbeat still failing: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reg.list().await.unwrap(), vec![r]);
+    // The subscription that never got through says so once it does.
+    assert_eq!(
+        timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("Resync within 10 s")
+            .unwrap(),
+        RegistryEvent::Resync
+    );
+}
+
+#[tokio::test]
+async fn redis_that_stops_answering_is_bounded() {
+    let server = RedisServer::start();
+    let reg = redis_registry(&server).await;
+    let r = record("fra-1", "eu");
+    reg.heartbeat(&r, Duration::from_secs(30)).await.unwrap();
+
+    server.signal("STOP");
+    let started = Instant::now();
+    let result = timeout(
+        Duration::from_secs(5),
+        reg.heartbeat(&r, Duration::from_secs(30)),
+    )
+    .await;
+    let took = started.elapsed();
+    server.signal("CONT");
+    let err = result.expect("heartbeat must not hang").unwrap_err();
+    assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = reg.heartbeat(&r, Duration::from_secs(30)).await {
+        assert!(Instant::now() < deadline, "heartbeat still failing: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
