@@ -126,10 +126,10 @@ impl TurnClient {
                     self.pending.push(data);
                     continue;
                 }
-                if let Ok(m) = Message::parse(packet) {
-                    if *m.transaction_id() == tid {
-                        return Ok(packet.to_vec());
-                    }
+                if let Ok(m) = Message::parse(packet)
+                    && *m.transaction_id() == tid
+                {
+                    return Ok(packet.to_vec());
                 }
             }
         }

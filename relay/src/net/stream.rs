@@ -141,10 +141,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
             let mut guard = strong.borrow_mut();
             let s = &mut *guard;
             let now = Instant::now();
-            if let Some(fwd) = s.server.handle_client_input(now, tuple, frame) {
-                if !send_to_peer_from(s, &fwd) {
-                    s.send_errors += 1;
-                }
+            if let Some(fwd) = s.server.handle_client_input(now, tuple, frame)
+                && !send_to_peer_from(s, &fwd)
+            {
+                s.send_errors += 1;
             }
             run_commands(s, shard, now);
             start += len;

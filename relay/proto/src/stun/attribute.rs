@@ -327,7 +327,7 @@ impl<'a> Attribute<'a> {
             USERHASH => Self::Userhash(exact(t, value)?),
             MESSAGE_INTEGRITY => Self::MessageIntegrity(exact(t, value)?),
             MESSAGE_INTEGRITY_SHA256 => {
-                if value.len() < 16 || value.len() > 32 || value.len() % 4 != 0 {
+                if value.len() < 16 || value.len() > 32 || !value.len().is_multiple_of(4) {
                     return Err(malformed(t));
                 }
                 Self::MessageIntegritySha256(value)
@@ -368,7 +368,7 @@ impl<'a> Attribute<'a> {
                 Self::PasswordAlgorithm(PasswordAlgorithm { number })
             }
             UNKNOWN_ATTRIBUTES => {
-                if value.len() % 2 != 0 {
+                if !value.len().is_multiple_of(2) {
                     return Err(malformed(t));
                 }
                 Self::UnknownAttributes(value)
