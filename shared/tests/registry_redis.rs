@@ -4,10 +4,9 @@
 //! and an outage with a restart. Every wait is bounded.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use geoturn_tests::redis::{RedisServer, free_port};
 
 use geoturn_shared::registry::{
     DEFAULT_PREFIX, Registry, RegistryError, RegistryEvent, RelayRecord, RelayState,
@@ -18,112 +17,13 @@ use tokio::time::timeout;
 
 const KEY: [u8; 32] = [7; 32];
 
-/// A `redis-server` on a loopback port with no persistence, stopped by PID on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        // Another test may take the free port between our probe and redis's bind: try again.
-        for _ in 0..3 {
-            if let Some(server) = Self::try_start(free_port()) {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on three free ports");
-    }
-
-    fn start_on(port: u16) -> Self {
-        Self::try_start(port).unwrap_or_else(|| panic!("redis-server did not start on {port}"))
-    }
-
-    fn try_start(port: u16) -> Option<Self> {
-        let mut child = Command::new(redis_server_binary())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                return None; // exited: most likely the port was taken
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Self {
-                    child: Some(child),
-                    port,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server by PID and waits until it is gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends a signal to the server by PID (`STOP` freezes it: connections stay open, nothing
-    /// answers, as with a partitioned network).
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} {pid}");
-    }
-
-    /// A plain connection for inspecting what the registry stored.
-    async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn redis_server_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("redis-server"))
-        .find(|p| Path::is_file(p))
-        .unwrap_or_else(|| {
-            panic!(
-                "redis-server not found on PATH: the registry tests need a real Redis. Install it \
-                 with `apt-get install -y --no-install-recommends redis-server`"
-            )
-        })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A plain connection for inspecting what the registry stored.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
         .unwrap()
-        .local_addr()
+        .get_multiplexed_async_connection()
+        .await
         .unwrap()
-        .port()
 }
 
 fn record(id: &str, region: &str) -> RelayRecord {
@@ -329,7 +229,7 @@ async fn redis_layout_matches_the_design() {
     let reg = redis_registry(&server).await;
     let r = record("fra-1", "eu-central");
     reg.heartbeat(&r, Duration::from_secs(6)).await.unwrap();
-    let mut raw = server.raw().await;
+    let mut raw = raw(&server).await;
     let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg("geoturn:relay:fra-1")
         .query_async(&mut raw)
@@ -391,7 +291,7 @@ async fn redis_secrets_are_encrypted_at_rest() {
     reg.store_secret(&Secret::new("s1", "plaintext-must-not-appear"))
         .await
         .unwrap();
-    let mut raw = server.raw().await;
+    let mut raw = raw(&server).await;
     let stored: String = redis::cmd("HGET")
         .arg("geoturn:secrets")
         .arg("s1")
@@ -440,7 +340,7 @@ async fn redis_outage_fails_fast_then_recovers() {
         .with_env_filter("geoturn_shared=debug,registry_redis=info")
         .try_init();
     let mut server = RedisServer::start();
-    let port = server.port;
+    let port = server.port();
     let reg = redis_registry(&server).await;
     let r = record("fra-1", "eu");
     reg.heartbeat(&r, Duration::from_secs(30)).await.unwrap();

@@ -6,6 +6,7 @@ pub mod client;
 pub mod http;
 pub mod peer;
 pub mod process;
+pub mod redis;
 pub mod relay;
 pub mod tls;
 
