@@ -84,6 +84,10 @@ if [[ -n "$newer_src" ]]; then
     echo "$newer_src" | sed 's/^/    /' >&2
 fi
 
+# The tree moves under us (concurrent edits): record what it was when the runs started.
+GIT_HEAD="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+GIT_DIRTY="$(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l || echo 0)"
+
 LOG_DIR="${LOG_DIR:-$(mktemp -d /tmp/geoturn-side-by-side.XXXXXX)}"
 mkdir -p "$LOG_DIR" "$(dirname "$OUT")"
 RUNS_TSV="$LOG_DIR/runs.tsv"
@@ -287,8 +291,6 @@ done
 COTURN_VERSION="$(turnserver --version 2>/dev/null | tail -1 || true)"
 GEOTURN_SHA="$(sha256sum "$GEOTURN_BIN" | cut -d' ' -f1)"
 GEOTURN_MTIME="$(date -u -r "$GEOTURN_BIN" +%Y-%m-%dT%H:%M:%SZ)"
-GIT_HEAD="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
-GIT_DIRTY="$(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l || echo 0)"
 WARN_FILE="$LOG_DIR/server-warnings.txt"
 {
     for f in "$LOG_DIR"/*.relay.log; do
@@ -382,8 +384,8 @@ doc = {
         "median": "median over reps; ratio = median geoturn / median coturn",
     },
     "geoturn": {"binary": env["GEOTURN_BIN"], "sha256": env["GEOTURN_SHA"],
-                "mtime_utc": env["GEOTURN_MTIME"], "git_head": env["GIT_HEAD"],
-                "git_dirty_paths": int(env["GIT_DIRTY"]), "flags": "--workers 1"},
+                "mtime_utc": env["GEOTURN_MTIME"], "git_head_at_run_start": env["GIT_HEAD"],
+                "git_dirty_paths_at_run_start": int(env["GIT_DIRTY"]), "flags": "--workers 1"},
     "coturn": {"version": env["COTURN_VERSION"], "flags": "--relay-threads=1"},
     "summary": summary,
     "runs": runs,
@@ -415,6 +417,11 @@ for row in summary:
     for s in ("geoturn", "coturn"):
         vals = ", ".join(fmt(v) for v in row[s]["per_run_cpu_us_per_relayed_packet"])
         print(f"  l={row['payload']:<5} {s:<8} {vals}")
+low = [r for r in runs if r["relay_cpu_ticks"] < 50]
+if low:
+    print()
+    print(f"note: {len(low)} run(s) used < 50 clock ticks of relay CPU; at 1 tick = {1e6 / tck:.0f} µs "
+          "the figures are coarse: raise N or M")
 if warnings:
     print()
     print("server log warnings/errors (count, server, line):")

@@ -177,6 +177,30 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<u64>,
 
+    /// Registry to publish this relay's load in: `redis://[user:pass@]host:port/db` or
+    /// `rediss://…` (TLS) [default: none: the relay runs alone].
+    #[arg(long, env = "GEOTURN_REGISTRY", hide_env_values = true)]
+    pub registry: Option<String>,
+
+    /// Key prefix in the registry; a `{hash tag}` keeps Redis Cluster keys in one slot
+    /// [default: geoturn:].
+    #[arg(long, env = "GEOTURN_REGISTRY_PREFIX")]
+    pub registry_prefix: Option<String>,
+
+    /// Seconds between registry heartbeats; a record lives 3 heartbeats [default: 2].
+    #[arg(long, env = "GEOTURN_HEARTBEAT")]
+    pub heartbeat: Option<f64>,
+
+    /// 32-byte key (64 hex digits or base64) that decrypts the shared secrets stored in the
+    /// registry; with it the relay follows secret rotations without restarts.
+    #[arg(long, env = "GEOTURN_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+
+    /// Host name clients use in `turn:`/`turns:` URLs (must match the TLS certificate)
+    /// [default: the advertised IP].
+    #[arg(long, env = "GEOTURN_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "GEOTURN_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -195,6 +219,30 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Key file.
     pub key: PathBuf,
+}
+
+/// Registry settings.
+#[derive(Clone)]
+pub struct RegistryConfig {
+    /// `redis://…`, `rediss://…` or `memory`.
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Key for the encrypted secrets.
+    pub secrets_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &geoturn_shared::registry::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("heartbeat", &self.heartbeat)
+            .field("secrets_key", &self.secrets_key.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A validated relay configuration.
@@ -248,6 +296,10 @@ pub struct RelayConfig {
     pub capacity_mbps: u64,
     /// Longest drain.
     pub drain_timeout: Duration,
+    /// Registry, if any.
+    pub registry: Option<RegistryConfig>,
+    /// Host name for URLs.
+    pub public_host: Option<String>,
 }
 
 impl RelayOptions {
@@ -300,6 +352,11 @@ impl RelayOptions {
             capacity_allocations: self.capacity_allocations.or(base.capacity_allocations),
             capacity_mbps: self.capacity_mbps.or(base.capacity_mbps),
             drain_timeout: self.drain_timeout.or(base.drain_timeout),
+            registry: self.registry.or(base.registry),
+            registry_prefix: self.registry_prefix.or(base.registry_prefix),
+            heartbeat: self.heartbeat.or(base.heartbeat),
+            secrets_key: self.secrets_key.or(base.secrets_key),
+            public_host: self.public_host.or(base.public_host),
             log_format: self.log_format.or(base.log_format),
             log_pii: self.log_pii.or(base.log_pii),
         }
@@ -332,10 +389,47 @@ impl RelayOptions {
                 "must be a concrete address, not a wildcard",
             ));
         }
-        if self.auth_secrets.is_empty() {
+        let secrets_key = match self.secrets_key.as_deref() {
+            None => None,
+            Some(k) => Some(geoturn_shared::registry::parse_secrets_key(k).map_err(|_| {
+                invalid("secrets-key", "must be 32 bytes as 64 hex digits or base64")
+            })?),
+        };
+        let registry = match self.registry {
+            None => {
+                if secrets_key.is_some() {
+                    return Err(invalid("secrets-key", "needs --registry"));
+                }
+                None
+            }
+            Some(url) => {
+                if !(url == "memory" || url.starts_with("redis://") || url.starts_with("rediss://"))
+                {
+                    return Err(invalid(
+                        "registry",
+                        "must be redis://…, rediss://… or memory",
+                    ));
+                }
+                let heartbeat = self.heartbeat.unwrap_or(2.0);
+                if !(0.05..=60.0).contains(&heartbeat) {
+                    return Err(invalid("heartbeat", "must be between 0.05 and 60 seconds"));
+                }
+                Some(RegistryConfig {
+                    url,
+                    prefix: self
+                        .registry_prefix
+                        .unwrap_or_else(|| geoturn_shared::registry::DEFAULT_PREFIX.into()),
+                    heartbeat: Duration::from_secs_f64(heartbeat),
+                    secrets_key,
+                })
+            }
+        };
+        let secrets_from_registry = registry.as_ref().is_some_and(|r| r.secrets_key.is_some());
+        if self.auth_secrets.is_empty() && !secrets_from_registry {
             return Err(invalid(
                 "auth-secret",
-                "at least one shared secret is required (GEOTURN_AUTH_SECRETS)",
+                "at least one shared secret is required (GEOTURN_AUTH_SECRETS), unless the \
+                 secrets come from the registry (--registry with --secrets-key)",
             ));
         }
         if self.auth_secrets.iter().any(|s| s.len() < 16) {
@@ -411,6 +505,8 @@ impl RelayOptions {
             (None, Some(_)) => return Err(invalid("tls-cert", "needed with --tls-key")),
         };
         Ok(RelayConfig {
+            registry,
+            public_host: self.public_host,
             tls,
             http: self
                 .http

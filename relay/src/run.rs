@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::RelayConfig;
 use crate::net::tls::{self, CertStore};
-use crate::net::worker::{self, ShardSnapshot, WorkerContext};
+use crate::net::worker::{self, ShardSnapshot, WorkerContext, WorkerControl};
 
 /// A running relay.
 #[derive(Debug)]
@@ -28,6 +28,7 @@ pub struct RelayHandle {
     secrets: watch::Sender<SecretSet>,
     drain: watch::Sender<Option<Drain>>,
     snapshots: Vec<Arc<Mutex<ShardSnapshot>>>,
+    controls: Vec<tokio::sync::mpsc::Sender<WorkerControl>>,
 }
 
 /// Binds and starts a relay with `config`.
@@ -88,6 +89,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
 
     let mut workers = Vec::new();
     let mut snapshots = Vec::new();
+    let mut controls = Vec::new();
     let mut tcp_listeners = tcp_listeners.into_iter();
     let mut tls_per_worker = tls_per_worker.into_iter();
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -115,7 +117,10 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         };
         let snapshot = Arc::new(Mutex::new(ShardSnapshot::default()));
         snapshots.push(snapshot.clone());
+        let (control_tx, control) = tokio::sync::mpsc::channel(1024);
+        controls.push(control_tx);
         let ctx = WorkerContext {
+            control,
             server: Server::new(
                 server_config,
                 config.secrets.clone(),
@@ -151,6 +156,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         secrets,
         drain,
         snapshots,
+        controls,
     })
 }
 
@@ -179,6 +185,19 @@ impl RelayHandle {
     /// Workers apply it within one tick.
     pub fn set_drain(&self, drain: Option<Drain>) {
         self.drain.send_replace(drain);
+    }
+
+    /// Closes `user`'s allocations on every worker and refuses the user for `duration`.
+    pub fn revoke_user(&self, user: &str, duration: std::time::Duration) {
+        for c in &self.controls {
+            let ctl = WorkerControl::RevokeUser {
+                user: user.to_owned(),
+                duration,
+            };
+            if c.try_send(ctl).is_err() {
+                tracing::warn!("worker control queue full; revocation not delivered to a worker");
+            }
+        }
     }
 
     /// The drain in progress, if any.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::RelayConfig;
-use crate::ops::{Ops, http};
+use geoturn_shared::registry::Registry;
+
+use crate::ops::{Ops, http, registry};
 use crate::run::{self, RelayHandle};
 
 /// Why the service could not run.
@@ -20,6 +22,9 @@ pub enum ServiceError {
         /// The error.
         source: std::io::Error,
     },
+    /// The registry URL could not be used.
+    #[error("registry: {0}")]
+    Registry(String),
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -50,6 +55,31 @@ pub fn run(
             .cert_store()
             .cloned()
             .map(|store| tokio::spawn(reload_certs(store)));
+        let registry = match &config.registry {
+            None => None,
+            Some(rc) => Some(
+                Registry::connect(&rc.url, &rc.prefix, rc.secrets_key)
+                    .await
+                    .map_err(|e| ServiceError::Registry(e.to_string()))?,
+            ),
+        };
+        let mut registry_tasks = Vec::new();
+        if let (Some(reg), Some(rc)) = (&registry, &config.registry) {
+            let from_registry = rc.secrets_key.is_some();
+            if from_registry {
+                registry::reload_secrets(&ops, reg).await;
+            }
+            registry_tasks.push(tokio::spawn(registry::heartbeat_loop(
+                ops.clone(),
+                reg.clone(),
+                rc.heartbeat,
+            )));
+            registry_tasks.push(tokio::spawn(registry::event_loop(
+                ops.clone(),
+                reg.clone(),
+                from_registry,
+            )));
+        }
         on_ready(&relay, http_addr);
 
         tokio::select! {
@@ -64,6 +94,17 @@ pub fn run(
             r = shutdown_signal() => {
                 r.map_err(io("installing signal handlers"))?;
                 tracing::warn!("second signal: stopping without waiting for allocations");
+            }
+        }
+        for t in registry_tasks {
+            t.abort();
+        }
+        if let Some(reg) = &registry {
+            // A clean exit leaves no stale record behind.
+            let id = &config.node_id;
+            match tokio::time::timeout(Duration::from_secs(2), reg.remove(id)).await {
+                Ok(Ok(())) => tracing::info!("removed from the registry"),
+                _ => tracing::warn!("could not remove the registry record; it expires by itself"),
             }
         }
         http_task.abort();

@@ -17,6 +17,8 @@ use geoturn_relay_proto::stun::{
 pub enum TurnError {
     /// The server answered with this error code.
     Code(u16),
+    /// 300 Try Alternate with this ALTERNATE-SERVER.
+    Redirect(SocketAddr),
     /// No answer after retransmissions.
     Timeout,
     /// A socket error.
@@ -156,6 +158,12 @@ impl TurnClient {
                 }
                 Some(438) => {
                     self.auth.update_from_challenge(&m);
+                }
+                Some(300) => {
+                    return match m.attribute(types::ALTERNATE_SERVER) {
+                        Some(Ok(Attribute::AlternateServer(a))) => Err(TurnError::Redirect(a)),
+                        _ => Err(TurnError::Code(300)),
+                    };
                 }
                 Some(code) => return Err(TurnError::Code(code)),
             }

@@ -76,14 +76,18 @@ impl RedisServer {
     /// Sends a signal to the server by PID (`STOP` freezes it: connections stay open, nothing
     /// answers, as with a partitioned network).
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("redis-server process").id().to_string();
+        let pid = self
+            .child
+            .as_ref()
+            .expect("redis-server process")
+            .id()
+            .to_string();
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
             .expect("redis-server process");
         assert!(status.success(), "kill -{signal} {pid}");
     }
-
 }
 
 impl Drop for RedisServer {

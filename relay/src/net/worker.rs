@@ -48,8 +48,22 @@ pub struct ShardSnapshot {
     pub send_errors: u64,
 }
 
+/// One-off instructions to a worker.
+#[derive(Debug, Clone)]
+pub enum WorkerControl {
+    /// Close a user's allocations and refuse them for a while.
+    RevokeUser {
+        /// The user id.
+        user: String,
+        /// How long to refuse them.
+        duration: Duration,
+    },
+}
+
 /// Everything a worker needs from the relay.
 pub struct WorkerContext {
+    /// Instructions from the relay handle.
+    pub control: tokio::sync::mpsc::Receiver<WorkerControl>,
     /// The shard's sans-IO server.
     pub server: Server,
     /// Secret set updates.
@@ -192,24 +206,37 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
     }
     let mut tick = tokio::time::interval(TICK);
     let mut shutdown = ctx.shutdown;
+    let mut control = ctx.control;
     loop {
         tokio::select! {
+            Some(ctl) = control.recv() => {
+                let mut s = shard.borrow_mut();
+                let now = Instant::now();
+                match ctl {
+                    WorkerControl::RevokeUser { user, duration } => {
+                        s.server.revoke_user(now, &user, now + duration);
+                    }
+                }
+                run_commands(&mut s, &weak, now);
+            }
             r = listener.readable() => {
                 r?;
                 on_client_readable(&shard, &weak);
+            }
+            // Drain and secret changes apply at once: a drain must refuse the very next
+            // Allocate, a rotated secret must work on the very next request.
+            Ok(()) = ctx.drain.changed() => {
+                let drain = ctx.drain.borrow_and_update().clone();
+                shard.borrow_mut().server.set_drain(drain);
+            }
+            Ok(()) = ctx.secrets.changed() => {
+                let secrets = ctx.secrets.borrow_and_update().clone();
+                shard.borrow_mut().server.set_secrets(secrets);
             }
             _ = tick.tick() => {
                 let mut s = shard.borrow_mut();
                 let now = Instant::now();
                 s.server.set_unix_time(now, unix_secs());
-                if ctx.secrets.has_changed().unwrap_or(false) {
-                    let secrets = ctx.secrets.borrow_and_update().clone();
-                    s.server.set_secrets(secrets);
-                }
-                if ctx.drain.has_changed().unwrap_or(false) {
-                    let drain = ctx.drain.borrow_and_update().clone();
-                    s.server.set_drain(drain);
-                }
                 s.server.handle_timeout(now);
                 run_commands(&mut s, &weak, now);
                 let snap = snapshot_of(&s, now);

@@ -3,6 +3,7 @@
 pub mod drain;
 pub mod http;
 pub mod metrics;
+pub mod registry;
 pub mod status;
 
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Ops {
     pub load: status::LoadMeter,
     /// Drain control.
     pub drain: drain::DrainController,
+    /// Registry reachability, for /status.
+    pub registry: registry::RegistryHealth,
 }
 
 impl Ops {
@@ -36,6 +39,7 @@ impl Ops {
             started: Instant::now(),
             load: status::LoadMeter::default(),
             drain,
+            registry: registry::RegistryHealth::default(),
         })
     }
 }

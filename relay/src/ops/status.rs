@@ -114,13 +114,17 @@ pub struct Status {
     pub listeners: Listeners,
     /// Drain progress, when draining.
     pub drain: Option<DrainStatus>,
+    /// `disabled`, `ok` or `unavailable`.
+    pub registry: &'static str,
 }
 
 /// Where the relay listens.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listeners {
-    /// UDP (and later TCP) address.
+    /// UDP and TCP address.
     pub udp: String,
+    /// TLS addresses.
+    pub tls: Vec<String>,
 }
 
 /// Builds the status document.
@@ -152,7 +156,14 @@ pub fn status(ops: &Ops) -> Status {
         rates: ops.load.rates(),
         listeners: Listeners {
             udp: ops.relay.local_addr().to_string(),
+            tls: ops
+                .relay
+                .tls_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
         },
         drain,
+        registry: ops.registry.as_str(),
     }
 }

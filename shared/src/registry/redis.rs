@@ -155,8 +155,11 @@ impl RedisRegistry {
             .ignore()
             .zrembyscore(&self.keys.relays, "-inf", format!("({stale}"))
             .ignore();
-        self.call("heartbeat", async |c| pipe.query_async::<()>(c).await)
-            .await
+        let pipe = &pipe;
+        self.call("heartbeat", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     /// Deletes a relay's record and index entry.
@@ -168,8 +171,11 @@ impl RedisRegistry {
             .ignore()
             .zrem(&self.keys.relays, id)
             .ignore();
-        self.call("remove", async |c| pipe.query_async::<()>(c).await)
-            .await
+        let pipe = &pipe;
+        self.call("remove", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     /// Live records sorted by id. Index entries whose hash expired are skipped; a record that
@@ -183,8 +189,10 @@ impl RedisRegistry {
             .ignore()
             .zrangebyscore(&self.keys.relays, horizon, "+inf");
         let keys = &self.keys;
+        let index = &index;
         let hashes: Vec<HashMap<String, String>> = self
-            .call("list", async |c| {
+            .call("list", |mut c| async move {
+                let c = &mut c;
                 let (ids,): (Vec<String>,) = index.query_async(c).await?;
                 if ids.is_empty() {
                     return Ok(Vec::new()); // redis refuses an empty pipeline
@@ -214,9 +222,9 @@ impl RedisRegistry {
 
     /// Publishes `event` to every subscriber, this process's included.
     pub async fn publish(&self, event: &RegistryEvent) -> Result<(), RegistryError> {
-        let payload = event.to_json();
-        self.call("publish", async |c| {
-            c.publish::<_, _, ()>(&self.keys.events, &payload).await
+        let payload = &event.to_json();
+        self.call("publish", |mut c| async move {
+            c.publish::<_, _, ()>(&self.keys.events, payload).await
         })
         .await
     }
@@ -242,16 +250,16 @@ impl RedisRegistry {
         let key = self.key()?;
         check_name("secret id", &secret.id)?;
         let existing: Option<String> = self
-            .call("store_secret", async |c| {
+            .call("store_secret", |mut c| async move {
                 c.hget(&self.keys.secrets, &secret.id).await
             })
             .await?;
         let created = existing
             .and_then(|json| StoredSecret::from_json(&secret.id, &json).ok())
             .map_or_else(unix_ms, |s| s.created);
-        let value = StoredSecret::seal(key, secret, created)?.to_json();
-        self.call("store_secret", async |c| {
-            c.hset::<_, _, _, ()>(&self.keys.secrets, &secret.id, &value)
+        let value = &StoredSecret::seal(key, secret, created)?.to_json();
+        self.call("store_secret", |mut c| async move {
+            c.hset::<_, _, _, ()>(&self.keys.secrets, &secret.id, value)
                 .await
         })
         .await
@@ -259,7 +267,7 @@ impl RedisRegistry {
 
     /// Deletes a secret (one past its `not_after`, say); needs no secrets key.
     pub async fn remove_secret(&self, id: &str) -> Result<(), RegistryError> {
-        self.call("remove_secret", async |c| {
+        self.call("remove_secret", |mut c| async move {
             c.hdel::<_, _, ()>(&self.keys.secrets, id).await
         })
         .await
@@ -270,7 +278,7 @@ impl RedisRegistry {
     pub async fn load_secrets(&self) -> Result<SecretSet, RegistryError> {
         let key = self.key()?;
         let stored: HashMap<String, String> = self
-            .call("load_secrets", async |c| {
+            .call("load_secrets", |mut c| async move {
                 c.hgetall(&self.keys.secrets).await
             })
             .await?;
@@ -288,15 +296,17 @@ impl RedisRegistry {
     /// Runs `op` with a bound on the whole call, retrying once if the connection had been
     /// dropped (the first command after a Redis restart fails that way; the manager has
     /// started a new connection by then).
-    async fn call<T>(
-        &self,
-        what: &'static str,
-        op: impl AsyncFn(&mut ConnectionManager) -> RedisResult<T>,
-    ) -> Result<T, RegistryError> {
+    // `op` takes the connection by value: an `AsyncFn(&mut ConnectionManager)` would make
+    // every caller's future fail `Send` for all lifetimes (a rustc limitation), and the
+    // credential API runs these calls on a multi-threaded runtime.
+    async fn call<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, RegistryError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
         let attempt = async {
-            let mut conn = self.conn.clone();
-            match op(&mut conn).await {
-                Err(e) if e.is_unrecoverable_error() => op(&mut conn).await,
+            match op(self.conn.clone()).await {
+                Err(e) if e.is_unrecoverable_error() => op(self.conn.clone()).await,
                 other => other,
             }
         };

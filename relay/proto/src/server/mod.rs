@@ -164,8 +164,13 @@ pub struct Server {
     clock: Option<(Instant, u64)>,
     next_sweep: Option<Instant>,
     drain: Option<Drain>,
+    /// Users whose new requests are refused, until the instant given.
+    revoked: HashMap<String, Instant>,
     stats: ServerStats,
 }
+
+/// Most revoked users remembered; the oldest revocations are forgotten first.
+const MAX_REVOKED: usize = 100_000;
 
 /// Drain settings: no new allocations; existing ones live at most until `deadline`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +206,7 @@ impl Server {
             clock: None,
             next_sweep: None,
             drain: None,
+            revoked: HashMap::new(),
             stats: ServerStats::default(),
         }
     }
@@ -259,6 +265,44 @@ impl Server {
             self.stats.allocations_expired += 1;
             self.release_allocation_resources(&alloc);
         }
+    }
+
+    /// Revokes `user` until `until`: their allocations close now and their requests are refused
+    /// (403) until then — long enough for every credential minted before the revocation to
+    /// expire.
+    pub fn revoke_user(&mut self, now: Instant, user: &str, until: Instant) {
+        if self.revoked.len() >= MAX_REVOKED {
+            self.revoked.retain(|_, t| *t > now);
+            if self.revoked.len() >= MAX_REVOKED {
+                // Still full of live revocations: drop the one ending soonest.
+                if let Some(k) = self
+                    .revoked
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.revoked.remove(&k);
+                }
+            }
+        }
+        self.revoked.insert(user.to_owned(), until);
+        let doomed: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|a| user_of(&a.username) == user)
+            .map(|a| a.five_tuple)
+            .collect();
+        for t in doomed {
+            if let Some(alloc) = self.allocations.remove(&t) {
+                tracing::info!(relay = %alloc.relay, "allocation closed: user revoked");
+                self.stats.allocations_deleted += 1;
+                self.release_allocation_resources(&alloc);
+            }
+        }
+    }
+
+    fn is_revoked(&self, user: &str, now: Instant) -> bool {
+        self.revoked.get(user).is_some_and(|t| now < *t)
     }
 
     /// A TCP/TLS client's connection closed: its allocation goes with it (RFC 8656 §5).

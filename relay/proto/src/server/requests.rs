@@ -86,6 +86,10 @@ impl Server {
                 return;
             }
         };
+        if self.is_revoked(auth.user_id(), now) {
+            self.reply_signed(now, &to, Some(ErrorCode::FORBIDDEN), &[], &auth.key);
+            return;
+        }
         if msg.method() == Method::Allocate {
             self.allocate(now, &to, msg, auth);
             return;

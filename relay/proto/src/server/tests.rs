@@ -931,3 +931,30 @@ fn a_closed_stream_connection_takes_its_allocation_along() {
     assert!(h.server.allocations().is_empty());
     assert_eq!(h.freed, vec![RelayAddr(relayed)]);
 }
+
+#[test]
+fn revoked_users_lose_allocations_and_are_refused() {
+    let mut h = Harness::new();
+    let (auth, relayed) = h.allocate();
+    let until = h.now + Duration::from_secs(3600);
+    h.server.revoke_user(h.now, "bob", until);
+    assert_eq!(
+        h.server.allocations().len(),
+        1,
+        "only alice's own revocation counts"
+    );
+    h.server.revoke_user(h.now, "alice", until);
+    h.pump();
+    assert!(h.server.allocations().is_empty());
+    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+    h.tuple = tuple(40001);
+    let mut auth = ClientAuth { ..auth };
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(403));
+}

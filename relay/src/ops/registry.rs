@@ -1,0 +1,298 @@
+//! The relay in the registry: a heartbeat with its load and state every interval (at once when
+//! a drain starts, so the credential API stops handing it out within one heartbeat), sibling
+//! relays as drain alternates, and registry events (secret rotation, user revocation).
+//! Redis being down costs freshness, never relaying: every failure here is logged once per
+//! outage and retried on the next beat.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use geoturn_shared::SecretSet;
+use geoturn_shared::registry::{Registry, RegistryEvent, RelayRecord, RelayState};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Ops;
+use super::status::status;
+
+/// How long a revoked user stays refused: longer than any credential minted before.
+const REVOCATION: Duration = Duration::from_secs(24 * 3600);
+/// Bound on one registry call as seen from here (the client bounds its own calls too).
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `/status` says about the registry (0, the default, is "disabled").
+#[derive(Debug, Default)]
+pub struct RegistryHealth(AtomicU8);
+
+impl RegistryHealth {
+    const OK: u8 = 1;
+    const UNAVAILABLE: u8 = 2;
+
+    /// `disabled`, `ok` or `unavailable`.
+    pub fn as_str(&self) -> &'static str {
+        match self.0.load(Ordering::Relaxed) {
+            Self::OK => "ok",
+            Self::UNAVAILABLE => "unavailable",
+            _ => "disabled",
+        }
+    }
+
+    /// Records a call's outcome; returns true when this changes the state (to log once).
+    fn set(&self, ok: bool) -> bool {
+        let new = if ok { Self::OK } else { Self::UNAVAILABLE };
+        self.0.swap(new, Ordering::Relaxed) != new
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn url_host(ops: &Ops) -> String {
+    if let Some(h) = &ops.config.public_host {
+        return h.clone();
+    }
+    let ip = ops
+        .config
+        .external_ip
+        .unwrap_or(if ops.config.listen.ip().is_unspecified() {
+            ops.config.relay_ip
+        } else {
+            ops.config.listen.ip()
+        });
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The public TURN URLs of this relay, one per transport.
+pub fn urls(ops: &Ops) -> Vec<String> {
+    let host = url_host(ops);
+    let port = ops.relay.local_addr().port();
+    let mut urls = vec![
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{port}?transport=tcp"),
+    ];
+    for tls in ops.relay.tls_addrs() {
+        urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+    }
+    urls
+}
+
+/// Process CPU seconds so far, from /proc (Linux; clock ticks are 100 Hz there).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn record(ops: &Ops, started_at_ms: u64, cpu: f32) -> RelayRecord {
+    let st = status(ops);
+    RelayRecord {
+        id: ops.config.node_id.clone(),
+        region: ops.config.region.clone(),
+        lat: ops.config.lat,
+        lon: ops.config.lon,
+        urls: urls(ops),
+        capacity_allocations: ops.config.capacity_allocations,
+        capacity_mbps: ops.config.capacity_mbps,
+        allocations: st.allocations as u64,
+        bps_in: st.rates.bps_in,
+        bps_out: st.rates.bps_out,
+        pps_in: st.rates.pps_in,
+        pps_out: st.rates.pps_out,
+        cpu,
+        state: if ops.drain.is_draining() {
+            RelayState::Draining
+        } else {
+            RelayState::Active
+        },
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at_ms,
+        updated_at_ms: unix_ms(),
+    }
+}
+
+/// The UDP address in a record's URLs (`turn:HOST:PORT?transport=udp` with a literal IP).
+fn udp_address(r: &RelayRecord) -> Option<SocketAddr> {
+    r.urls.iter().find_map(|u| {
+        let hostport = u.strip_prefix("turn:")?.strip_suffix("?transport=udp")?;
+        hostport.parse().ok()
+    })
+}
+
+/// Live active siblings' UDP addresses, same region first, least loaded first within each.
+pub fn alternates(me: &str, region: &str, records: &[RelayRecord]) -> Vec<SocketAddr> {
+    let mut candidates: Vec<&RelayRecord> = records
+        .iter()
+        .filter(|r| r.id != me && r.state == RelayState::Active)
+        .filter(|r| r.allocations < r.capacity_allocations)
+        .collect();
+    candidates.sort_by(|a, b| {
+        let load = |r: &RelayRecord| r.allocations as f64 / r.capacity_allocations.max(1) as f64;
+        (a.region != region)
+            .cmp(&(b.region != region))
+            .then(load(a).total_cmp(&load(b)))
+            .then(a.id.cmp(&b.id))
+    });
+    candidates.into_iter().filter_map(udp_address).collect()
+}
+
+/// Heartbeats until the task is aborted; then the caller removes the record.
+pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) {
+    let started_at_ms = unix_ms();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_cpu = (Instant::now(), cpu_seconds().unwrap_or(0.0));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut cpu = 0.0f32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = ops.drain.started(), if !ops.drain.is_draining() => {}
+        }
+        let now = Instant::now();
+        if let Some(c) = cpu_seconds() {
+            let wall = now.duration_since(last_cpu.0).as_secs_f64();
+            if wall > 0.0 {
+                cpu = ((c - last_cpu.1) / wall / cores).clamp(0.0, 1.0) as f32;
+            }
+            last_cpu = (now, c);
+        }
+        let rec = record(&ops, started_at_ms, cpu);
+        let result = tokio::time::timeout(CALL_TIMEOUT, registry.heartbeat(&rec, every * 3)).await;
+        let ok = matches!(result, Ok(Ok(())));
+        if ops.registry.set(ok) {
+            if ok {
+                tracing::info!("registry reachable: heartbeats resumed");
+            } else {
+                let error = match result {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                tracing::warn!(%error, "registry unreachable: relaying goes on, heartbeats will retry");
+            }
+        }
+        if ok
+            && ops.drain.is_draining()
+            && let Ok(Ok(records)) = tokio::time::timeout(CALL_TIMEOUT, registry.list()).await
+        {
+            let alts = alternates(&ops.config.node_id, &ops.config.region, &records);
+            ops.drain.set_alternates(alts);
+        }
+    }
+}
+
+/// Loads the registry's secrets and applies them (with the static ones after them).
+pub async fn reload_secrets(ops: &Ops, registry: &Registry) {
+    let loaded = match tokio::time::timeout(CALL_TIMEOUT, registry.load_secrets()).await {
+        Ok(Ok(set)) => set,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot load secrets from the registry; keeping the current ones");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("loading secrets from the registry timed out; keeping the current ones");
+            return;
+        }
+    };
+    let mut secrets: Vec<geoturn_shared::Secret> = loaded.live(0).cloned().collect();
+    let from_registry = secrets.len();
+    secrets.extend(ops.config.secrets.live(0).cloned());
+    if secrets.is_empty() {
+        tracing::warn!("the registry holds no secrets and none are configured");
+        return;
+    }
+    ops.relay.set_secrets(SecretSet::new(secrets));
+    tracing::info!(from_registry, "secret set reloaded");
+}
+
+/// Follows registry events until the task is aborted.
+pub async fn event_loop(ops: Arc<Ops>, registry: Registry, secrets_from_registry: bool) {
+    let mut events = registry.subscribe().await;
+    loop {
+        match events.recv().await {
+            Ok(RegistryEvent::SecretRotated { .. })
+            | Ok(RegistryEvent::Resync)
+            | Err(RecvError::Lagged(_)) => {
+                if secrets_from_registry {
+                    reload_secrets(&ops, &registry).await;
+                }
+            }
+            Ok(RegistryEvent::UserRevoked { user }) => {
+                tracing::info!(user = %geoturn_shared::pii::Pii(&user), "user revoked");
+                ops.relay.revoke_user(&user, REVOCATION);
+            }
+            Ok(_) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, region: &str, allocations: u64, state: RelayState, port: u16) -> RelayRecord {
+        RelayRecord {
+            id: id.into(),
+            region: region.into(),
+            lat: 0.0,
+            lon: 0.0,
+            urls: vec![
+                format!("turn:192.0.2.1:{port}?transport=udp"),
+                format!("turn:192.0.2.1:{port}?transport=tcp"),
+            ],
+            capacity_allocations: 100,
+            capacity_mbps: 100,
+            allocations,
+            bps_in: 0,
+            bps_out: 0,
+            pps_in: 0,
+            pps_out: 0,
+            cpu: 0.0,
+            state,
+            version: "0".into(),
+            started_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn registry_futures_are_send() {
+        // The heartbeat and event loops run under tokio::spawn; this fails to compile if a
+        // registry future stops being Send.
+        fn assert_send<T: Send>(_: &T) {}
+        let reg = Registry::connect("memory", "t:", None).await.unwrap();
+        let r = rec("a", "eu", 0, RelayState::Active, 1);
+        assert_send(&reg.heartbeat(&r, Duration::from_secs(1)));
+        assert_send(&reg.list());
+        assert_send(&reg.load_secrets());
+        assert_send(&reg.subscribe());
+        let (reg2, r2) = (reg.clone(), r.clone());
+        assert_send(&async move { reg2.heartbeat(&r2, Duration::from_secs(1)).await });
+    }
+
+    #[test]
+    fn alternates_prefer_same_region_then_least_loaded() {
+        let records = vec![
+            rec("me", "eu", 5, RelayState::Active, 1),
+            rec("eu-busy", "eu", 80, RelayState::Active, 2),
+            rec("eu-idle", "eu", 10, RelayState::Active, 3),
+            rec("us-idle", "us", 0, RelayState::Active, 4),
+            rec("eu-draining", "eu", 0, RelayState::Draining, 5),
+            rec("eu-full", "eu", 100, RelayState::Active, 6),
+        ];
+        let alts = alternates("me", "eu", &records);
+        let ports: Vec<u16> = alts.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, vec![3, 2, 4]);
+    }
+}
