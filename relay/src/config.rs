@@ -131,6 +131,20 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_USER_QUOTA")]
     pub user_quota: Option<u32>,
 
+    /// Relayed bits per second per allocation, both directions together; more is dropped
+    /// [default: 0 = unlimited].
+    #[arg(long, env = "GEOTURN_MAX_BPS")]
+    pub max_bps: Option<u64>,
+
+    /// Responses to unauthenticated requests per second per source IP (bounds what a
+    /// spoofed source can be sent) [default: 20; 0 = unlimited].
+    #[arg(long, env = "GEOTURN_UNAUTH_RATE")]
+    pub unauth_rate: Option<u32>,
+
+    /// Burst of responses to unauthenticated requests per source IP [default: 40].
+    #[arg(long, env = "GEOTURN_UNAUTH_BURST")]
+    pub unauth_burst: Option<u32>,
+
     /// Allocation lifetime in seconds when the client asks for none [default: 600].
     #[arg(long, env = "GEOTURN_DEFAULT_LIFETIME")]
     pub default_lifetime: Option<u64>,
@@ -270,6 +284,12 @@ pub struct RelayConfig {
     pub max_allocations: usize,
     /// Per-user cap (0 = none).
     pub user_quota: u32,
+    /// Per-allocation bandwidth limit in bit/s (0 = none).
+    pub max_bps: u64,
+    /// Unauthenticated responses per second per source (0 = no limit).
+    pub unauth_rate: u32,
+    /// Their burst.
+    pub unauth_burst: u32,
     /// Default allocation lifetime.
     pub default_lifetime: Duration,
     /// Maximum allocation lifetime.
@@ -341,6 +361,9 @@ impl RelayOptions {
             workers: self.workers.or(base.workers),
             max_allocations: self.max_allocations.or(base.max_allocations),
             user_quota: self.user_quota.or(base.user_quota),
+            max_bps: self.max_bps.or(base.max_bps),
+            unauth_rate: self.unauth_rate.or(base.unauth_rate),
+            unauth_burst: self.unauth_burst.or(base.unauth_burst),
             default_lifetime: self.default_lifetime.or(base.default_lifetime),
             max_lifetime: self.max_lifetime.or(base.max_lifetime),
             http: self.http.or(base.http),
@@ -529,6 +552,9 @@ impl RelayOptions {
             workers,
             max_allocations: self.max_allocations.unwrap_or(0),
             user_quota: self.user_quota.unwrap_or(0),
+            max_bps: self.max_bps.unwrap_or(0),
+            unauth_rate: self.unauth_rate.unwrap_or(20),
+            unauth_burst: self.unauth_burst.unwrap_or(40),
             default_lifetime: Duration::from_secs(default_lifetime),
             max_lifetime: Duration::from_secs(max_lifetime),
             log_json,

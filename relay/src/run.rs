@@ -113,6 +113,9 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             max_lifetime: config.max_lifetime,
             peer_policy: config.peer_policy.clone(),
             nonce_key,
+            unauth_rate: config.unauth_rate,
+            unauth_burst: config.unauth_burst,
+            allocation_bps: config.max_bps,
             ..ServerConfig::default()
         };
         let snapshot = Arc::new(Mutex::new(ShardSnapshot::default()));

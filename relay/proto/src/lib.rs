@@ -11,6 +11,7 @@ pub mod allocation;
 pub mod auth;
 pub mod client;
 pub mod peer_policy;
+pub mod rate_limit;
 pub mod server;
 pub mod stun;
 pub mod transaction_cache;

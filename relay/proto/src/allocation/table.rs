@@ -46,6 +46,8 @@ pub struct Allocation {
     pub channels: Channels,
     /// Traffic so far.
     pub counters: TrafficCounters,
+    /// The bandwidth limit, when one is configured.
+    pub bandwidth: Option<crate::rate_limit::TokenBucket>,
 }
 
 /// Every allocation of one shard.

@@ -1,8 +1,9 @@
 //! Stateless nonces: the relay remembers nothing between the 401 challenge and the retry.
 //!
 //! Layout: `obMatJos2` + 4 base64 characters of the 24-bit security feature set
-//! ([RFC 8489 §9.2](https://www.rfc-editor.org/rfc/rfc8489#section-9.2)), then hex of
-//! `expiry (8 bytes) || HMAC-SHA256(node key, client address || expiry)[..12]`. A forged, expired
+//! ([RFC 8489 §9.2](https://www.rfc-editor.org/rfc/rfc8489#section-9.2)), then unpadded
+//! base64url of `expiry (8 bytes) || HMAC-SHA256(node key, client address || expiry)[..12]`:
+//! 40 characters in all, short because every 401 carries one to whoever asked. A forged, expired
 //! or replayed-from-elsewhere nonce fails the HMAC or the expiry and gets 438.
 
 use std::net::{IpAddr, SocketAddr};
@@ -67,11 +68,14 @@ impl Nonces {
     /// A fresh nonce for `client` at `now_unix`.
     pub fn issue(&self, client: SocketAddr, now_unix: u64) -> String {
         let expiry = now_unix.saturating_add(self.lifetime_secs);
-        let mut s = String::with_capacity(NONCE_COOKIE.len() + 4 + 40);
+        let mut raw = [0u8; 8 + MAC_LEN];
+        let (exp, mac) = raw.split_at_mut(8);
+        exp.copy_from_slice(&expiry.to_be_bytes());
+        mac.copy_from_slice(&self.mac(client, expiry));
+        let mut s = String::with_capacity(NONCE_COOKIE.len() + 4 + 27);
         s.push_str(NONCE_COOKIE);
         s.push_str(FEATURES_PASSWORD_ALGORITHMS);
-        push_hex(&mut s, &expiry.to_be_bytes());
-        push_hex(&mut s, &self.mac(client, expiry));
+        push_base64url(&mut s, &raw);
         s
     }
 
@@ -87,7 +91,7 @@ impl Nonces {
             return NonceCheck::Stale;
         };
         let mut raw = [0u8; 8 + MAC_LEN];
-        if !parse_hex(body, &mut raw) {
+        if !parse_base64url(body, &mut raw) {
             return NonceCheck::Stale;
         }
         let (exp, mac) = raw.split_at(8);
@@ -102,36 +106,52 @@ impl Nonces {
     }
 }
 
-fn push_hex(s: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        for nibble in [b >> 4, b & 0xF] {
-            s.push(char::from(
-                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url; NONCE is quoted text, and these characters need no quoting.
+fn push_base64url(s: &mut String, bytes: &[u8]) {
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            let i = ((acc >> bits) & 63) as usize;
+            s.push(char::from(B64URL.get(i).copied().unwrap_or(b'A')));
         }
     }
+    if bits > 0 {
+        let i = ((acc << (6 - bits)) & 63) as usize;
+        s.push(char::from(B64URL.get(i).copied().unwrap_or(b'A')));
+    }
 }
 
-fn parse_hex(s: &str, out: &mut [u8]) -> bool {
-    if s.len() != out.len() * 2 {
+/// Decodes unpadded base64url of exactly `out.len()` bytes; false on anything else.
+fn parse_base64url(s: &str, out: &mut [u8]) -> bool {
+    if s.len() != (out.len() * 8).div_ceil(6) {
         return false;
     }
-    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-        let (Some(hi), Some(lo)) = (hex_val(pair.first()), hex_val(pair.get(1))) else {
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    let mut n = 0usize;
+    for c in s.bytes() {
+        let Some(v) = B64URL.iter().position(|&x| x == c) else {
             return false;
         };
-        *o = (hi << 4) | lo;
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            let Some(slot) = out.get_mut(n) else {
+                return false;
+            };
+            *slot = (acc >> bits) as u8;
+            n += 1;
+        }
     }
-    true
-}
-
-fn hex_val(c: Option<&u8>) -> Option<u8> {
-    match c? {
-        c @ b'0'..=b'9' => Some(c - b'0'),
-        c @ b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
+    // The leftover bits must be zero, so each nonce has exactly one spelling.
+    n == out.len() && acc & ((1 << bits) - 1) == 0
 }
 
 #[cfg(test)]
@@ -147,7 +167,7 @@ mod tests {
         let n = Nonces::new([1; 32], 600);
         let nonce = n.issue(client(), 1000);
         assert!(nonce.starts_with("obMatJos2gAAA"));
-        assert!(nonce.len() < 128);
+        assert_eq!(nonce.len(), 40);
         assert_eq!(
             n.check(&nonce, client(), 1600),
             NonceCheck::Valid {
@@ -170,7 +190,7 @@ mod tests {
         // Tampering with the expiry breaks the MAC.
         let mut forged = nonce.clone().into_bytes();
         let i = "obMatJos2gAAA".len() + 10;
-        forged[i] = if forged[i] == b'f' { b'e' } else { b'f' };
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(
             n.check(std::str::from_utf8(&forged).unwrap(), client(), 1000),
             NonceCheck::Stale

@@ -122,6 +122,12 @@ impl Server {
             self.stats.drop_packet(DropReason::NoPermission);
             return None;
         }
+        if let Some(bucket) = &mut alloc.bandwidth
+            && !bucket.take(payload.len() as f64, now)
+        {
+            self.stats.drop_packet(DropReason::OverBandwidth);
+            return None;
+        }
         let len = payload.len() as u64;
         alloc.counters.packets_to_peer += 1;
         alloc.counters.bytes_to_peer += len;
@@ -151,6 +157,12 @@ impl Server {
         };
         if !alloc.permissions.allows(peer.0.ip(), now) {
             self.stats.drop_packet(DropReason::NoPermission);
+            return None;
+        }
+        if let Some(bucket) = &mut alloc.bandwidth
+            && !bucket.take(len as f64, now)
+        {
+            self.stats.drop_packet(DropReason::OverBandwidth);
             return None;
         }
         let stream = alloc.five_tuple.transport.is_stream();

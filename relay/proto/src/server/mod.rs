@@ -58,6 +58,13 @@ pub struct ServerConfig {
     pub nonce_key: [u8; 32],
     /// Responses remembered for retransmissions.
     pub transaction_cache_size: usize,
+    /// Unsigned responses (challenges, Binding, errors before authentication) per second per
+    /// source IP; 0 disables the limit.
+    pub unauth_rate: u32,
+    /// Burst of unsigned responses per source IP.
+    pub unauth_burst: u32,
+    /// Relayed payload bits per second per allocation, both directions together; 0 = no limit.
+    pub allocation_bps: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +82,9 @@ impl Default for ServerConfig {
             peer_policy: PeerPolicy::default(),
             nonce_key: [0; 32],
             transaction_cache_size: 8192,
+            unauth_rate: 20,
+            unauth_burst: 40,
+            allocation_bps: 0,
         }
     }
 }
@@ -139,6 +149,8 @@ struct PendingAllocation {
     /// The token of the port reserved for a later Allocate, once picked.
     issued_token: Option<Token>,
     dont_fragment: bool,
+    /// The request carried FINGERPRINT, so the response does too.
+    fingerprint: bool,
     /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 that this relay cannot give.
     refused_additional: Option<AddressFamily>,
     attempts: u8,
@@ -166,6 +178,7 @@ pub struct Server {
     drain: Option<Drain>,
     /// Users whose new requests are refused, until the instant given.
     revoked: HashMap<String, Instant>,
+    limiter: crate::rate_limit::SourceLimiter,
     stats: ServerStats,
 }
 
@@ -193,6 +206,8 @@ impl Server {
     ) -> Self {
         let nonces = Nonces::new(config.nonce_key, config.nonce_lifetime.as_secs());
         let transactions = TransactionCache::new(config.transaction_cache_size);
+        let limiter =
+            crate::rate_limit::SourceLimiter::new(config.unauth_rate, config.unauth_burst);
         Self {
             config,
             secrets,
@@ -207,6 +222,7 @@ impl Server {
             next_sweep: None,
             drain: None,
             revoked: HashMap::new(),
+            limiter,
             stats: ServerStats::default(),
         }
     }

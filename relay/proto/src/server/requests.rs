@@ -11,6 +11,7 @@ use crate::allocation::channel::Channels;
 use crate::allocation::permission::Permissions;
 use crate::allocation::quota::QuotaExceeded;
 use crate::auth::{AuthFailure, Authenticated, authenticate};
+use crate::rate_limit::TokenBucket;
 use crate::stun::attribute::types;
 use crate::stun::channel_data::{MAX_CHANNEL, MIN_CHANNEL};
 use crate::stun::{AddressFamily, Attribute, ErrorCode, Message, Method};
@@ -27,6 +28,7 @@ impl Server {
             five_tuple: tuple,
             method: msg.method(),
             transaction_id: *msg.transaction_id(),
+            fingerprint: msg.has_fingerprint(),
         };
         let unknown = msg.unknown_comprehension_required();
         if !unknown.is_empty() {
@@ -37,6 +39,7 @@ impl Server {
             let len = 2 * unknown.len();
             let list = raw.get(..len).unwrap_or_default();
             self.reply_unsigned(
+                now,
                 &to,
                 Some(ErrorCode::UNKNOWN_ATTRIBUTE),
                 &[Attribute::UnknownAttributes(list)],
@@ -45,14 +48,19 @@ impl Server {
         }
         match msg.method() {
             Method::Binding => {
-                self.reply_unsigned(&to, None, &[Attribute::XorMappedAddress(tuple.client.0)]);
+                self.reply_unsigned(
+                    now,
+                    &to,
+                    None,
+                    &[Attribute::XorMappedAddress(tuple.client.0)],
+                );
                 return;
             }
             Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind => {
             }
             // TCP relaying (RFC 6062) is not offered on this relay yet; unknown methods get 400.
             _ => {
-                self.reply_unsigned(&to, Some(ErrorCode::BAD_REQUEST), &[]);
+                self.reply_unsigned(now, &to, Some(ErrorCode::BAD_REQUEST), &[]);
                 return;
             }
         }
@@ -76,7 +84,7 @@ impl Server {
                     .or_default() += 1;
                 match failure {
                     AuthFailure::BadRequest => {
-                        self.reply_unsigned(&to, Some(ErrorCode::BAD_REQUEST), &[]);
+                        self.reply_unsigned(now, &to, Some(ErrorCode::BAD_REQUEST), &[]);
                     }
                     AuthFailure::StaleNonce => {
                         self.reply_challenge(now, &to, ErrorCode::STALE_NONCE);
@@ -269,6 +277,7 @@ impl Server {
             reserved_port,
             issued_token: None,
             dont_fragment: msg.get(types::DONT_FRAGMENT).is_some(),
+            fingerprint: to.fingerprint,
             refused_additional,
             attempts: 0,
         };
@@ -302,6 +311,7 @@ impl Server {
                 five_tuple: pending.five_tuple,
                 method: Method::Allocate,
                 transaction_id: pending.transaction_id,
+                fingerprint: pending.fingerprint,
             };
             return self.reply_signed(
                 now,
@@ -341,6 +351,7 @@ impl Server {
             five_tuple: pending.five_tuple,
             method: Method::Allocate,
             transaction_id: pending.transaction_id,
+            fingerprint: pending.fingerprint,
         };
         let external = match pending.family {
             AddressFamily::V4 => self.config.external_ip_v4,
@@ -358,6 +369,11 @@ impl Server {
             permissions: Permissions::default(),
             channels: Channels::default(),
             counters: Default::default(),
+            bandwidth: (self.config.allocation_bps > 0).then(|| {
+                let bytes_per_sec = self.config.allocation_bps as f64 / 8.0;
+                // One second of traffic, at least 16 KiB: a video keyframe must get through.
+                TokenBucket::new(bytes_per_sec, bytes_per_sec.max(16_384.0), now)
+            }),
         };
         tracing::info!(
             relay = %relay,

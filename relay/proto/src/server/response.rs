@@ -19,6 +19,8 @@ pub(super) struct Answer {
     pub five_tuple: FiveTuple,
     pub method: Method,
     pub transaction_id: TransactionId,
+    /// Mirror the request: FINGERPRINT only when it had one (8 bytes less to amplify).
+    pub fingerprint: bool,
 }
 
 impl Server {
@@ -56,7 +58,9 @@ impl Server {
             if let Some(key) = key {
                 key.sign(&mut w)?;
             }
-            w.add_fingerprint()?;
+            if to.fingerprint {
+                w.add_fingerprint()?;
+            }
             Ok::<usize, crate::stun::EncodeError>(w.finish())
         })();
         match encoded {
@@ -91,13 +95,19 @@ impl Server {
         }
     }
 
-    /// An unsigned response (Binding, 400, 420, or an error before authentication).
+    /// An unsigned response (Binding, 400, 420, or an error before authentication): anyone can
+    /// cause one with a spoofed source, so each source gets only so many per second.
     pub(super) fn reply_unsigned(
         &mut self,
+        now: Instant,
         to: &Answer,
         error: Option<ErrorCode>,
         attrs: &[Attribute<'_>],
     ) {
+        if !self.limiter.allow(to.five_tuple.client.0.ip(), now) {
+            self.stats.drop_packet(super::DropReason::RateLimited);
+            return;
+        }
         if let Some(data) = self.encode(to, error, attrs, None) {
             self.queue(to, data);
         }
@@ -109,6 +119,7 @@ impl Server {
         let nonce = self.nonces.issue(client, self.unix_now(now));
         let realm = self.config.realm.clone();
         self.reply_unsigned(
+            now,
             to,
             Some(code),
             &[

@@ -17,11 +17,15 @@ pub enum DropReason {
     NoChannel,
     /// Too large to frame.
     TooLarge,
+    /// An unsigned response withheld: its source exceeded the unauthenticated rate.
+    RateLimited,
+    /// Relayed data over the allocation's bandwidth limit.
+    OverBandwidth,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero-valued series.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 9] = [
         Self::Malformed,
         Self::BadFingerprint,
         Self::UnexpectedMessage,
@@ -29,6 +33,8 @@ impl DropReason {
         Self::NoPermission,
         Self::NoChannel,
         Self::TooLarge,
+        Self::RateLimited,
+        Self::OverBandwidth,
     ];
 
     /// A metrics label.
@@ -41,6 +47,8 @@ impl DropReason {
             Self::NoPermission => "no_permission",
             Self::NoChannel => "no_channel",
             Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::OverBandwidth => "over_bandwidth",
         }
     }
 

@@ -958,3 +958,105 @@ fn revoked_users_lose_allocations_and_are_refused() {
     );
     assert_eq!(code_of(&resp), Some(403));
 }
+
+#[test]
+fn unauthenticated_responses_are_rate_limited_per_source() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        unauth_rate: 10,
+        unauth_burst: 5,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut answered = 0;
+    for _ in 0..10 {
+        let tid = h.tid();
+        let req = encode_request(Method::Binding, Class::Request, tid, &[], None).unwrap();
+        assert!(h.input(&req).is_none());
+        answered += h.pump().len();
+    }
+    assert_eq!(answered, 5);
+    assert_eq!(h.server.stats().drops(DropReason::RateLimited), 5);
+    // Another source is not affected, and the first recovers with time.
+    h.tuple = FiveTuple {
+        client: ClientSocket(SocketAddr::from(([198, 51, 100, 99], 1))),
+        ..h.tuple
+    };
+    h.request(Method::Binding, &[], None);
+    h.tuple = tuple(40000);
+    h.advance(1);
+    h.request(Method::Binding, &[], None);
+}
+
+#[test]
+fn a_challenge_is_at_most_four_times_the_smallest_allocate() {
+    let mut h = Harness::new();
+    // The smallest Allocate a client can send: header + REQUESTED-TRANSPORT, no FINGERPRINT.
+    let mut buf = [0u8; 64];
+    let mut w = crate::stun::MessageWriter::new(
+        &mut buf,
+        crate::stun::MessageType::new(Method::Allocate, Class::Request),
+        TransactionId([3; 12]),
+    )
+    .unwrap();
+    w.add(&Attribute::RequestedTransport(17)).unwrap();
+    let n = w.finish();
+    assert_eq!(n, 28);
+    let resp = h.request_raw(&buf[..n]);
+    assert_eq!(code_of(&resp), Some(401));
+    assert!(
+        resp.len() <= 4 * n,
+        "401 of {} bytes to a {n}-byte request",
+        resp.len()
+    );
+    // Binding: the response to a bare 20-byte request stays under twice its size.
+    let tid = h.tid();
+    let mut buf = [0u8; 20];
+    let w = crate::stun::MessageWriter::new(
+        &mut buf,
+        crate::stun::MessageType::new(Method::Binding, Class::Request),
+        tid,
+    )
+    .unwrap();
+    let n = w.finish();
+    let resp = h.request_raw(&buf[..n]);
+    assert!(resp.len() < 2 * n, "{} bytes", resp.len());
+}
+
+#[test]
+fn allocation_bandwidth_is_limited_in_both_directions() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        // 10 000 bytes/s; the burst is the 16 KiB floor.
+        allocation_bps: 80_000,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let (auth, _) = h.allocate();
+    let resp = h.request(
+        Method::ChannelBind,
+        &[
+            Attribute::ChannelNumber(0x4001),
+            Attribute::XorPeerAddress(peer()),
+        ],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    let mut frame = [0u8; 1100];
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4001, &[7u8; 1000], false).unwrap();
+    let passed = (0..30).filter(|_| h.input(&frame[..n]).is_some()).count();
+    assert_eq!(passed, 16);
+    // Peer → client draws from the same bucket.
+    let relay = h.bound[0];
+    let mut buf = [0u8; 2048];
+    assert!(
+        h.server
+            .handle_peer_input(h.now, relay, PeerSocket(peer()), &mut buf, 1000)
+            .is_none()
+    );
+    assert_eq!(h.server.stats().drops(DropReason::OverBandwidth), 15);
+    // One second later, ten more kilobytes.
+    h.now += Duration::from_secs(1);
+    let passed = (0..30).filter(|_| h.input(&frame[..n]).is_some()).count();
+    assert_eq!(passed, 10);
+}
