@@ -28,10 +28,13 @@ pub struct TrafficCounters {
 pub struct Allocation {
     /// The 5-tuple that owns it.
     pub five_tuple: FiveTuple,
-    /// The local address of the relayed socket.
+    /// The local address of the relayed socket (of the requested address family).
     pub relay: RelayAddr,
     /// The relayed address told to the client (external IP when behind 1:1 NAT).
     pub advertised: SocketAddr,
+    /// The second relayed address of a dual-stack allocation (ADDITIONAL-ADDRESS-FAMILY,
+    /// RFC 8656 §7.2), local and advertised.
+    pub second: Option<(RelayAddr, SocketAddr)>,
     /// The username that created it; later requests must use the same.
     pub username: String,
     /// The key that authenticated the Allocate, reused to check later requests cheaply.
@@ -50,6 +53,18 @@ pub struct Allocation {
     pub bandwidth: Option<crate::rate_limit::TokenBucket>,
 }
 
+impl Allocation {
+    /// Every relayed address of the allocation (one, or two for dual stack).
+    pub fn relays(&self) -> impl Iterator<Item = RelayAddr> + '_ {
+        std::iter::once(self.relay).chain(self.second.map(|(r, _)| r))
+    }
+
+    /// The relayed address that talks to peers of `ip`'s family.
+    pub fn relay_for(&self, ip: std::net::IpAddr) -> Option<RelayAddr> {
+        self.relays().find(|r| r.0.is_ipv4() == ip.is_ipv4())
+    }
+}
+
 /// Every allocation of one shard.
 #[derive(Debug, Default)]
 pub struct AllocationTable {
@@ -60,8 +75,16 @@ pub struct AllocationTable {
 impl AllocationTable {
     /// Adds an allocation (the caller checked the 5-tuple and relayed address are free).
     pub fn insert(&mut self, alloc: Allocation) {
-        self.by_relay.insert(alloc.relay, alloc.five_tuple);
+        for r in alloc.relays() {
+            self.by_relay.insert(r, alloc.five_tuple);
+        }
         self.by_tuple.insert(alloc.five_tuple, alloc);
+    }
+
+    /// Forgets one relayed address of a dual-stack allocation (the caller updated the
+    /// allocation itself).
+    pub fn forget_relay(&mut self, relay: &RelayAddr) {
+        self.by_relay.remove(relay);
     }
 
     /// The allocation of a 5-tuple.
@@ -83,7 +106,9 @@ impl AllocationTable {
     /// Removes and returns an allocation.
     pub fn remove(&mut self, t: &FiveTuple) -> Option<Allocation> {
         let a = self.by_tuple.remove(t)?;
-        self.by_relay.remove(&a.relay);
+        for r in a.relays() {
+            self.by_relay.remove(&r);
+        }
         Some(a)
     }
 

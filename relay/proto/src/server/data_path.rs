@@ -133,8 +133,10 @@ impl Server {
         alloc.counters.bytes_to_peer += len;
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += len;
+        // A dual-stack allocation sends from the relayed address of the peer's family.
+        let relay = alloc.relay_for(peer.0.ip())?;
         Some(ToPeer {
-            relay: alloc.relay,
+            relay,
             peer,
             payload,
         })

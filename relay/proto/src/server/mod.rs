@@ -140,7 +140,6 @@ struct PendingAllocation {
     transaction_id: TransactionId,
     auth: Authenticated,
     lifetime: Duration,
-    family: AddressFamily,
     even_port: bool,
     /// EVEN-PORT with R: reserve the next port too.
     reserve_next: bool,
@@ -153,6 +152,10 @@ struct PendingAllocation {
     fingerprint: bool,
     /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 that this relay cannot give.
     refused_additional: Option<AddressFamily>,
+    /// ADDITIONAL-ADDRESS-FAMILY this relay will give: a second socket is bound after the first.
+    additional: Option<AddressFamily>,
+    /// While binding the additional socket: the first relayed address, already bound.
+    first: Option<RelayAddr>,
     attempts: u8,
 }
 
@@ -331,10 +334,11 @@ impl Server {
     }
 
     fn release_allocation_resources(&mut self, alloc: &crate::allocation::Allocation) {
-        self.ports.release(alloc.relay.0.port());
+        for relay in alloc.relays() {
+            self.ports.release(relay.0.port());
+            self.commands.push_back(Command::FreeRelay { relay });
+        }
         self.quota.release(user_of(&alloc.username));
-        self.commands
-            .push_back(Command::FreeRelay { relay: alloc.relay });
     }
 
     /// Counts a packet the driver dropped before the server saw it (e.g. truncated).

@@ -22,6 +22,15 @@ const PROTO_UDP: u8 = 17;
 /// Most XOR-PEER-ADDRESS attributes one CreatePermission may carry.
 const MAX_PEERS_PER_REQUEST: usize = 16;
 
+fn answer_for(pending: &PendingAllocation) -> Answer {
+    Answer {
+        five_tuple: pending.five_tuple,
+        method: Method::Allocate,
+        transaction_id: pending.transaction_id,
+        fingerprint: pending.fingerprint,
+    }
+}
+
 impl Server {
     pub(super) fn handle_request(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'_>) {
         let to = Answer {
@@ -203,9 +212,13 @@ impl Server {
                 &auth.key,
             );
         };
-        // Dual allocations are not offered yet: the IPv4 one is made and the IPv6 part refused
-        // with ADDRESS-ERROR-CODE, as RFC 8656 §7.2 allows.
-        let refused_additional = additional;
+        // Dual stack (RFC 8656 §7.2): with an IPv6 relay address configured, a second socket
+        // is bound after the IPv4 one; without, the IPv6 part is refused with
+        // ADDRESS-ERROR-CODE and the IPv4 allocation still succeeds.
+        let (additional, refused_additional) = match additional {
+            Some(f) if self.relay_ip(f).is_some() => (Some(f), None),
+            other => (None, other),
+        };
         if let Some(drain) = &self.drain {
             // Send the client to a sibling of the same address family (RFC 8656 §7.2 allows
             // 300 for Allocate); with none known, refuse.
@@ -271,7 +284,6 @@ impl Server {
             transaction_id: to.transaction_id,
             auth,
             lifetime,
-            family,
             even_port,
             reserve_next,
             reserved_port,
@@ -279,6 +291,8 @@ impl Server {
             dont_fragment: msg.get(types::DONT_FRAGMENT).is_some(),
             fingerprint: to.fingerprint,
             refused_additional,
+            additional,
+            first: None,
             attempts: 0,
         };
         self.try_bind(now, pending, relay_ip);
@@ -293,26 +307,34 @@ impl Server {
 
     fn try_bind(&mut self, now: Instant, mut pending: PendingAllocation, relay_ip: IpAddr) {
         pending.attempts += 1;
+        let second_stage = pending.first.is_some();
         let port = match pending.reserved_port {
+            _ if pending.attempts > MAX_BIND_ATTEMPTS => None,
+            // The additional family's socket takes any free port.
+            _ if second_stage => self.ports.pick(false, false, now).map(|p| p.port),
             Some(port) if pending.attempts == 1 => Some(port),
             Some(_) => None, // the reserved port could not be bound: no other port will do
-            None if pending.attempts <= MAX_BIND_ATTEMPTS => self
+            None => self
                 .ports
                 .pick(pending.even_port, pending.reserve_next, now)
                 .map(|picked| {
                     pending.issued_token = picked.reservation;
                     picked.port
                 }),
-            None => None,
         };
         let Some(port) = port else {
+            if let (Some(first), Some(family)) = (pending.first, pending.additional) {
+                // The first family is bound: succeed with it and say why the other failed.
+                return self.finish_allocation(
+                    now,
+                    pending,
+                    first,
+                    None,
+                    Some((family, ErrorCode::INSUFFICIENT_CAPACITY)),
+                );
+            }
             self.quota.release(pending.auth.user_id());
-            let to = Answer {
-                five_tuple: pending.five_tuple,
-                method: Method::Allocate,
-                transaction_id: pending.transaction_id,
-                fingerprint: pending.fingerprint,
-            };
+            let to = answer_for(&pending);
             return self.reply_signed(
                 now,
                 &to,
@@ -331,37 +353,63 @@ impl Server {
 
     /// The driver reports whether the relayed socket for `relay` could be bound.
     pub fn handle_relay_bound(&mut self, now: Instant, relay: RelayAddr, bound: bool) {
-        let Some(pending) = self.pending.remove(&relay) else {
+        let Some(mut pending) = self.pending.remove(&relay) else {
             // Nobody waits for this socket any more: close it again.
             if bound {
                 self.commands.push_back(Command::FreeRelay { relay });
             }
             return;
         };
-        let mut pending = pending;
         if !bound {
             // Someone else holds the port (the ephemeral range overlaps ours); pick another.
             self.ports.release(relay.0.port());
-            if let Some(token) = pending.issued_token.take() {
+            if pending.first.is_none()
+                && let Some(token) = pending.issued_token.take()
+            {
                 self.ports.cancel_reservation(&token);
             }
             return self.try_bind(now, pending, relay.0.ip());
         }
-        let to = Answer {
-            five_tuple: pending.five_tuple,
-            method: Method::Allocate,
-            transaction_id: pending.transaction_id,
-            fingerprint: pending.fingerprint,
+        match (pending.first, pending.additional) {
+            // First socket bound, a second family wanted: bind it next.
+            (None, Some(family)) => {
+                let Some(ip) = self.relay_ip(family) else {
+                    return self.finish_allocation(now, pending, relay, None, None);
+                };
+                pending.first = Some(relay);
+                pending.attempts = 0;
+                self.try_bind(now, pending, ip)
+            }
+            (Some(first), _) => self.finish_allocation(now, pending, first, Some(relay), None),
+            (None, None) => self.finish_allocation(now, pending, relay, None, None),
+        }
+    }
+
+    fn advertised(&self, relay: RelayAddr) -> SocketAddr {
+        let external = if relay.0.is_ipv4() {
+            self.config.external_ip_v4
+        } else {
+            self.config.external_ip_v6
         };
-        let external = match pending.family {
-            AddressFamily::V4 => self.config.external_ip_v4,
-            AddressFamily::V6 => self.config.external_ip_v6,
-        };
-        let advertised = SocketAddr::new(external.unwrap_or(relay.0.ip()), relay.0.port());
+        SocketAddr::new(external.unwrap_or(relay.0.ip()), relay.0.port())
+    }
+
+    fn finish_allocation(
+        &mut self,
+        now: Instant,
+        pending: PendingAllocation,
+        relay: RelayAddr,
+        second: Option<RelayAddr>,
+        second_error: Option<(AddressFamily, ErrorCode)>,
+    ) {
+        let to = answer_for(&pending);
+        let advertised = self.advertised(relay);
+        let second = second.map(|r| (r, self.advertised(r)));
         let alloc = Allocation {
             five_tuple: pending.five_tuple,
             relay,
             advertised,
+            second,
             username: pending.auth.username.clone(),
             key: pending.auth.key.clone(),
             expires: now + pending.lifetime,
@@ -377,6 +425,7 @@ impl Server {
         };
         tracing::info!(
             relay = %relay,
+            second = ?second.map(|(r, _)| r.0),
             client = %geoturn_shared::pii::Pii(pending.five_tuple.client),
             transport = pending.five_tuple.transport.as_str(),
             lifetime_s = pending.lifetime.as_secs(),
@@ -388,16 +437,20 @@ impl Server {
             self.next_sweep = Some(now + super::SWEEP_INTERVAL);
         }
         let lifetime = u32::try_from(pending.lifetime.as_secs()).unwrap_or(u32::MAX);
-        let mut attrs = vec![
-            Attribute::XorRelayedAddress(advertised),
-            Attribute::Lifetime(lifetime),
-            Attribute::XorMappedAddress(pending.five_tuple.client.0),
-        ];
+        let mut attrs = vec![Attribute::XorRelayedAddress(advertised)];
+        if let Some((_, adv)) = second {
+            attrs.push(Attribute::XorRelayedAddress(adv));
+        }
+        attrs.push(Attribute::Lifetime(lifetime));
+        attrs.push(Attribute::XorMappedAddress(pending.five_tuple.client.0));
         if let Some(token) = pending.issued_token {
             attrs.push(Attribute::ReservationToken(token));
         }
-        if let Some(family) = pending.refused_additional {
-            let code = ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED;
+        let refused = pending
+            .refused_additional
+            .map(|f| (f, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED))
+            .or(second_error);
+        if let Some((family, code)) = refused {
             attrs.push(Attribute::AddressErrorCode {
                 family,
                 code: code.0,
@@ -412,14 +465,19 @@ impl Server {
             return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
         };
         let tuple = to.five_tuple;
-        if let Some(Ok(Attribute::RequestedAddressFamily(f))) =
-            msg.attribute(types::REQUESTED_ADDRESS_FAMILY)
-        {
-            let alloc_family = self
+        let family = match msg.attribute(types::REQUESTED_ADDRESS_FAMILY) {
+            None => None,
+            Some(Ok(Attribute::RequestedAddressFamily(f))) => Some(f),
+            Some(_) => {
+                return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+            }
+        };
+        if let Some(f) = family {
+            let has = self
                 .allocations
                 .get(&tuple)
-                .map(|a| AddressFamily::of(a.relay.0.ip()));
-            if alloc_family != Some(f) {
+                .is_some_and(|a| a.relays().any(|r| AddressFamily::of(r.0.ip()) == f));
+            if !has {
                 return self.reply_signed(
                     now,
                     to,
@@ -428,6 +486,28 @@ impl Server {
                     &auth.key,
                 );
             }
+        }
+        // Refresh(0) naming one family of a dual-stack allocation drops only that family
+        // (RFC 8656 §7.3).
+        if lifetime.is_zero()
+            && let Some(f) = family
+            && let Some(alloc) = self.allocations.get_mut(&tuple)
+            && let Some((second, second_adv)) = alloc.second
+        {
+            let dropped = if AddressFamily::of(second.0.ip()) == f {
+                second
+            } else {
+                let primary = alloc.relay;
+                alloc.relay = second;
+                alloc.advertised = second_adv;
+                primary
+            };
+            alloc.second = None;
+            self.allocations.forget_relay(&dropped);
+            self.ports.release(dropped.0.port());
+            self.commands
+                .push_back(Command::FreeRelay { relay: dropped });
+            return self.reply_signed(now, to, None, &[Attribute::Lifetime(0)], &auth.key);
         }
         if lifetime.is_zero() {
             if let Some(alloc) = self.allocations.remove(&tuple) {
@@ -449,13 +529,13 @@ impl Server {
         self.reply_signed(now, to, None, &[Attribute::Lifetime(secs)], &auth.key);
     }
 
-    /// Validates a peer address against the allocation's family and the peer policy.
+    /// Validates a peer address against the allocation's families and the peer policy.
     fn check_peer(&mut self, tuple: &FiveTuple, peer: SocketAddr) -> Result<(), ErrorCode> {
-        let family = self
+        let reachable = self
             .allocations
             .get(tuple)
-            .map(|a| AddressFamily::of(a.relay.0.ip()));
-        if family != Some(AddressFamily::of(peer.ip())) {
+            .is_some_and(|a| a.relay_for(peer.ip()).is_some());
+        if !reachable {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         }
         if self.config.peer_policy.check(peer.ip()).is_err() {

@@ -23,6 +23,7 @@ struct Harness {
     tuple: FiveTuple,
     next_tid: u8,
     fail_binds: usize,
+    fail_v6: bool,
     bound: Vec<RelayAddr>,
     freed: Vec<RelayAddr>,
 }
@@ -55,6 +56,7 @@ impl Harness {
             tuple: tuple(40000),
             next_tid: 0,
             fail_binds: 0,
+            fail_v6: false,
             bound: vec![],
             freed: vec![],
         }
@@ -86,7 +88,9 @@ impl Harness {
             match cmd {
                 Command::SendToClient { data, .. } => out.push(data),
                 Command::BindRelay { relay, .. } => {
-                    let ok = if self.fail_binds > 0 {
+                    let ok = if self.fail_v6 && relay.0.is_ipv6() {
+                        false
+                    } else if self.fail_binds > 0 {
                         self.fail_binds -= 1;
                         false
                     } else {
@@ -1059,4 +1063,117 @@ fn allocation_bandwidth_is_limited_in_both_directions() {
     h.now += Duration::from_secs(1);
     let passed = (0..30).filter(|_| h.input(&frame[..n]).is_some()).count();
     assert_eq!(passed, 10);
+}
+
+#[test]
+fn dual_stack_allocation_relays_both_families() {
+    use crate::stun::AddressFamily;
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::AdditionalAddressFamily(AddressFamily::V6),
+        ],
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), None);
+    let relayed: Vec<SocketAddr> = m
+        .attributes_of(types::XOR_RELAYED_ADDRESS)
+        .map(|a| match a.unwrap() {
+            Attribute::XorRelayedAddress(a) => a,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(relayed.len(), 2);
+    assert!(relayed[0].is_ipv4() && relayed[1].is_ipv6());
+    assert_eq!(h.bound.len(), 2);
+    let v6peer: SocketAddr = "[2001:db8:77::9]:5000".parse().unwrap();
+    h.allow_peer(&auth, peer());
+    h.allow_peer(&auth, v6peer);
+    // Each family goes out of its own relayed socket.
+    for (p, relay) in [(peer(), relayed[0]), (v6peer, relayed[1])] {
+        let send = encode_request(
+            Method::Send,
+            Class::Indication,
+            TransactionId([9; 12]),
+            &[Attribute::XorPeerAddress(p), Attribute::Data(b"x")],
+            None,
+        )
+        .unwrap();
+        let (r, to, _) = h.input(&send).unwrap();
+        assert_eq!((r.0, to.0), (relay, p));
+    }
+    let mut buf = [0u8; 2048];
+    let out = h
+        .server
+        .handle_peer_input(
+            h.now,
+            RelayAddr(relayed[1]),
+            PeerSocket(v6peer),
+            &mut buf,
+            0,
+        )
+        .unwrap();
+    assert_eq!(out.five_tuple, h.tuple);
+    // Refresh(0) for IPv6 only drops the IPv6 address; then Refresh(0) drops the rest.
+    let resp = h.request(
+        Method::Refresh,
+        &[
+            Attribute::Lifetime(0),
+            Attribute::RequestedAddressFamily(AddressFamily::V6),
+        ],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    h.pump();
+    assert_eq!(h.freed, vec![RelayAddr(relayed[1])]);
+    assert_eq!(h.server.allocations().len(), 1);
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+    assert_eq!(h.freed, vec![RelayAddr(relayed[1]), RelayAddr(relayed[0])]);
+}
+
+#[test]
+fn dual_stack_falls_back_to_one_family_with_address_error_code() {
+    use crate::stun::AddressFamily;
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    h.fail_v6 = true;
+    let mut auth = h.credentials(3600);
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::AdditionalAddressFamily(AddressFamily::V6),
+        ],
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), None);
+    assert_eq!(m.attributes_of(types::XOR_RELAYED_ADDRESS).count(), 1);
+    assert_eq!(
+        m.attribute(types::ADDRESS_ERROR_CODE).unwrap().unwrap(),
+        Attribute::AddressErrorCode {
+            family: AddressFamily::V6,
+            code: 508,
+            reason: "Insufficient Capacity"
+        }
+    );
+    assert_eq!(h.server.allocations().len(), 1);
 }
