@@ -103,7 +103,7 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     init_logging(false);
     let secret = geoturn_relay::run::random_secret();
     let relay_opts = RelayOptions {
-        listen: Some(opts.listen),
+        listen: vec![opts.listen],
         auth_secrets: vec![secret.clone()],
         // Everything runs on this machine: let browsers relay to each other over loopback.
         allow_peers: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],

@@ -57,9 +57,11 @@ pub struct RelayOptions {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// UDP address clients reach the relay on [default: 0.0.0.0:3478].
-    #[arg(long, env = "GEOTURN_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    /// UDP and TCP address clients reach the relay on; repeat for dual stack (e.g.
+    /// `0.0.0.0:3478` and `[::]:3478`) [default: 0.0.0.0:3478].
+    #[arg(long = "listen", env = "GEOTURN_LISTEN", value_delimiter = ',')]
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
 
     /// TLS (`turns:`) listen address; repeat to serve several (e.g. 5349 and 443)
     /// [default: 0.0.0.0:5349 when --tls-cert is set].
@@ -75,19 +77,26 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
-    /// Local IP relayed sockets bind to [default: the listen IP, or the first non-loopback
-    /// IPv4 address when listening on a wildcard].
-    #[arg(long, env = "GEOTURN_RELAY_IP")]
-    pub relay_ip: Option<IpAddr>,
+    /// Local IP relayed sockets bind to, at most one per address family; an IPv6 one enables
+    /// IPv6 and dual-stack allocations [default: each listen IP; on an IPv4 wildcard, the
+    /// first non-loopback IPv4 address].
+    #[arg(long = "relay-ip", env = "GEOTURN_RELAY_IP", value_delimiter = ',')]
+    #[serde(default)]
+    pub relay_ip: Vec<IpAddr>,
 
     /// Relayed port range, `LOW-HIGH` [default: 49152-65535].
     #[arg(long, env = "GEOTURN_RELAY_PORTS")]
     pub relay_ports: Option<String>,
 
     /// Public address advertised to clients, `PUBLIC` or `PUBLIC/PRIVATE` (1:1 NAT, e.g. cloud
-    /// VMs: relayed sockets bind to PRIVATE and clients are told PUBLIC).
-    #[arg(long, env = "GEOTURN_EXTERNAL_IP")]
-    pub external_ip: Option<String>,
+    /// VMs: relayed sockets bind to PRIVATE and clients are told PUBLIC); one per family.
+    #[arg(
+        long = "external-ip",
+        env = "GEOTURN_EXTERNAL_IP",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub external_ip: Vec<String>,
 
     /// REALM of the long-term credential mechanism [default: geoturn].
     #[arg(long, env = "GEOTURN_REALM")]
@@ -262,16 +271,20 @@ impl std::fmt::Debug for RegistryConfig {
 /// A validated relay configuration.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Listening UDP and TCP address.
-    pub listen: SocketAddr,
+    /// Listening UDP and TCP addresses.
+    pub listen: Vec<SocketAddr>,
     /// TLS listeners, when a certificate is configured.
     pub tls: Option<TlsConfig>,
     /// Local IP of relayed sockets.
-    pub relay_ip: IpAddr,
+    pub relay_ip_v4: Option<IpAddr>,
+    /// Local IPv6 address of relayed sockets.
+    pub relay_ip_v6: Option<IpAddr>,
     /// Relayed port range.
     pub relay_ports: RangeInclusive<u16>,
-    /// Advertised relayed IP, if different from `relay_ip`.
-    pub external_ip: Option<IpAddr>,
+    /// Advertised IPv4 address, if different from the relay IP.
+    pub external_ip_v4: Option<IpAddr>,
+    /// Advertised IPv6 address, if different from the relay IP.
+    pub external_ip_v6: Option<IpAddr>,
     /// Realm.
     pub realm: String,
     /// Secrets.
@@ -347,13 +360,13 @@ impl RelayOptions {
         }
         RelayOptions {
             config: self.config.or(base.config),
-            listen: self.listen.or(base.listen),
+            listen: vec_or(self.listen, base.listen),
             tls_listen: vec_or(self.tls_listen, base.tls_listen),
             tls_cert: self.tls_cert.or(base.tls_cert),
             tls_key: self.tls_key.or(base.tls_key),
-            relay_ip: self.relay_ip.or(base.relay_ip),
+            relay_ip: vec_or(self.relay_ip, base.relay_ip),
             relay_ports: self.relay_ports.or(base.relay_ports),
-            external_ip: self.external_ip.or(base.external_ip),
+            external_ip: vec_or(self.external_ip, base.external_ip),
             realm: self.realm.or(base.realm),
             auth_secrets: vec_or(self.auth_secrets, base.auth_secrets),
             allow_peers: vec_or(self.allow_peers, base.allow_peers),
@@ -387,31 +400,78 @@ impl RelayOptions {
 
     /// Applies defaults and validates.
     pub fn resolve(self) -> Result<RelayConfig, ConfigError> {
-        let listen = self
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3478)));
+        let listen = if self.listen.is_empty() {
+            vec![SocketAddr::from(([0, 0, 0, 0], 3478))]
+        } else {
+            self.listen
+        };
         let relay_ports = parse_port_range(self.relay_ports.as_deref().unwrap_or("49152-65535"))?;
-        let (external_ip, private_ip) = match self.external_ip.as_deref() {
-            None => (None, None),
-            Some(s) => parse_external_ip(s)?,
-        };
-        let relay_ip = match (self.relay_ip, private_ip) {
-            (Some(ip), _) | (None, Some(ip)) => ip,
-            (None, None) if !listen.ip().is_unspecified() => listen.ip(),
-            (None, None) => crate::net::interfaces::first_non_loopback_ipv4().ok_or_else(|| {
-                invalid(
+        // Per family: [IPv4, IPv6].
+        let mut external = [None, None];
+        let mut private = [None, None];
+        for e in &self.external_ip {
+            let (public, private_ip) = parse_external_ip(e)?;
+            let f = family_index(public);
+            if external.get(f).copied().flatten().is_some() {
+                return Err(invalid("external-ip", "at most one per address family"));
+            }
+            if let Some(slot) = external.get_mut(f) {
+                *slot = Some(public);
+            }
+            if let (Some(p), Some(slot)) = (private_ip, private.get_mut(f)) {
+                *slot = Some(p);
+            }
+        }
+        let mut relay = [None, None];
+        for ip in &self.relay_ip {
+            if ip.is_unspecified() {
+                return Err(invalid(
                     "relay-ip",
-                    "listening on a wildcard address and no non-loopback IPv4 interface found; \
-                     set --relay-ip",
-                )
-            })?,
-        };
-        if relay_ip.is_unspecified() {
+                    "must be a concrete address, not a wildcard",
+                ));
+            }
+            match relay.get_mut(family_index(*ip)) {
+                Some(slot) if slot.is_none() => *slot = Some(*ip),
+                _ => return Err(invalid("relay-ip", "at most one per address family")),
+            }
+        }
+        for f in 0..2 {
+            let (Some(slot), Some(p)) = (relay.get_mut(f), private.get(f).copied()) else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = p;
+            }
+        }
+        for l in &listen {
+            let Some(slot) = relay.get_mut(family_index(l.ip())) else {
+                continue;
+            };
+            if slot.is_some() {
+                continue;
+            }
+            if !l.ip().is_unspecified() {
+                *slot = Some(l.ip());
+            } else if l.is_ipv4() {
+                *slot = Some(
+                    crate::net::interfaces::first_non_loopback_ipv4().ok_or_else(|| {
+                        invalid(
+                            "relay-ip",
+                            "listening on a wildcard address and no non-loopback IPv4 interface \
+                         found; set --relay-ip",
+                        )
+                    })?,
+                );
+            }
+        }
+        let [relay_ip_v4, relay_ip_v6] = relay;
+        if relay_ip_v4.is_none() && relay_ip_v6.is_none() {
             return Err(invalid(
                 "relay-ip",
-                "must be a concrete address, not a wildcard",
+                "no relay address: set --relay-ip (an IPv6 wildcard listen has no default)",
             ));
         }
+        let [external_ip_v4, external_ip_v6] = external;
         let secrets_key = match self.secrets_key.as_deref() {
             None => None,
             Some(k) => Some(geoturn_shared::registry::parse_secrets_key(k).map_err(|_| {
@@ -513,7 +573,10 @@ impl RelayOptions {
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig {
                 listen: if self.tls_listen.is_empty() {
-                    vec![SocketAddr::new(listen.ip(), 5349)]
+                    listen
+                        .iter()
+                        .map(|l| SocketAddr::new(l.ip(), 5349))
+                        .collect()
                 } else {
                     self.tls_listen
                 },
@@ -543,9 +606,11 @@ impl RelayOptions {
             capacity_mbps: self.capacity_mbps.unwrap_or(1000).max(1),
             drain_timeout: Duration::from_secs(self.drain_timeout.unwrap_or(3600)),
             listen,
-            relay_ip,
+            relay_ip_v4,
+            relay_ip_v6,
             relay_ports,
-            external_ip,
+            external_ip_v4,
+            external_ip_v6,
             realm,
             secrets: SecretSet::from_values(self.auth_secrets),
             peer_policy: PeerPolicy::new(self.allow_peers, self.deny_peers),
@@ -610,19 +675,27 @@ fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, ConfigError> {
     Ok(lo..=hi)
 }
 
-fn parse_external_ip(s: &str) -> Result<(Option<IpAddr>, Option<IpAddr>), ConfigError> {
+fn family_index(ip: IpAddr) -> usize {
+    usize::from(ip.is_ipv6())
+}
+
+fn parse_external_ip(s: &str) -> Result<(IpAddr, Option<IpAddr>), ConfigError> {
     let bad = || {
         invalid(
             "external-ip",
-            format!("`{s}` is not PUBLIC or PUBLIC/PRIVATE"),
+            format!("`{s}` is not PUBLIC or PUBLIC/PRIVATE of one address family"),
         )
     };
     match s.split_once('/') {
-        None => Ok((Some(s.trim().parse().map_err(|_| bad())?), None)),
-        Some((public, private)) => Ok((
-            Some(public.trim().parse().map_err(|_| bad())?),
-            Some(private.trim().parse().map_err(|_| bad())?),
-        )),
+        None => Ok((s.trim().parse().map_err(|_| bad())?, None)),
+        Some((public, private)) => {
+            let public: IpAddr = public.trim().parse().map_err(|_| bad())?;
+            let private: IpAddr = private.trim().parse().map_err(|_| bad())?;
+            if public.is_ipv4() != private.is_ipv4() {
+                return Err(bad());
+            }
+            Ok((public, Some(private)))
+        }
     }
 }
 
@@ -632,7 +705,7 @@ mod tests {
 
     fn base() -> RelayOptions {
         RelayOptions {
-            listen: Some("127.0.0.1:3478".parse().unwrap()),
+            listen: vec!["127.0.0.1:3478".parse().unwrap()],
             auth_secrets: vec!["0123456789abcdef".into()],
             ..Default::default()
         }
@@ -641,7 +714,8 @@ mod tests {
     #[test]
     fn defaults() {
         let c = base().resolve().unwrap();
-        assert_eq!(c.relay_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.relay_ip_v4, Some("127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert_eq!(c.relay_ip_v6, None);
         assert_eq!(c.relay_ports, 49152..=65535);
         assert_eq!(c.default_lifetime, Duration::from_secs(600));
         assert_eq!(c.realm, "geoturn");
@@ -680,7 +754,7 @@ mod tests {
             ),
             (
                 RelayOptions {
-                    external_ip: Some("nope".into()),
+                    external_ip: vec!["nope".into()],
                     ..base()
                 },
                 "external-ip",
@@ -714,16 +788,48 @@ mod tests {
     }
 
     #[test]
-    fn external_ip_with_private_part_sets_bind_address() {
+    fn dual_stack_listens_and_relays_on_both_families() {
         let c = RelayOptions {
-            listen: Some("0.0.0.0:3478".parse().unwrap()),
-            external_ip: Some("203.0.113.5/10.0.0.5".into()),
+            listen: vec![
+                "127.0.0.1:3478".parse().unwrap(),
+                "[::1]:3478".parse().unwrap(),
+            ],
             ..base()
         }
         .resolve()
         .unwrap();
-        assert_eq!(c.external_ip, Some("203.0.113.5".parse().unwrap()));
-        assert_eq!(c.relay_ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(c.relay_ip_v4, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(c.relay_ip_v6, Some("::1".parse().unwrap()));
+        let e = RelayOptions {
+            relay_ip: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
+            ..base()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("relay-ip"), "{e}");
+        // An IPv6 wildcard alone has no relay address to default to.
+        let e = RelayOptions {
+            listen: vec!["[::]:3478".parse().unwrap()],
+            ..base()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("relay-ip"), "{e}");
+    }
+
+    #[test]
+    fn external_ip_with_private_part_sets_bind_address() {
+        let c = RelayOptions {
+            listen: vec!["0.0.0.0:3478".parse().unwrap()],
+            external_ip: vec!["203.0.113.5/10.0.0.5".into()],
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.external_ip_v4, Some("203.0.113.5".parse().unwrap()));
+        assert_eq!(c.relay_ip_v4, Some("10.0.0.5".parse::<IpAddr>().unwrap()));
     }
 
     #[test]
@@ -739,7 +845,7 @@ mod tests {
         let c = RelayOptions {
             config: Some(path.clone()),
             realm: Some("flag.example".into()),
-            listen: Some("127.0.0.1:3478".parse().unwrap()),
+            listen: vec!["127.0.0.1:3478".parse().unwrap()],
             ..Default::default()
         }
         .with_file()

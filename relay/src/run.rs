@@ -20,7 +20,7 @@ use crate::net::worker::{self, ShardSnapshot, WorkerContext, WorkerControl};
 /// A running relay.
 #[derive(Debug)]
 pub struct RelayHandle {
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     cert_store: Option<Arc<CertStore>>,
     workers: Mutex<Vec<JoinHandle<std::io::Result<()>>>>,
@@ -43,17 +43,30 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let (secrets, _) = watch::channel(config.secrets.clone());
     let (drain, _) = watch::channel(None);
 
-    // Bind every listener before starting any worker so a bind error fails the start.
-    let first = worker::bind_reuseport(config.listen)?;
-    let local_addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..config.workers {
-        listeners.push(worker::bind_reuseport(local_addr)?);
+    // Bind every listener before starting any worker so a bind error fails the start. Per
+    // listen address, the first worker's socket fixes the port when 0 was asked for; TCP shares
+    // the UDP address (RFC 8656 §3.1: the same port for both).
+    let mut udp_per_worker: Vec<Vec<std::net::UdpSocket>> =
+        (0..config.workers).map(|_| Vec::new()).collect();
+    let mut tcp_per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..config.workers).map(|_| Vec::new()).collect();
+    let mut local_addrs = Vec::new();
+    for addr in &config.listen {
+        let first = worker::bind_reuseport(*addr)?;
+        let local = first.local_addr()?;
+        local_addrs.push(local);
+        let mut first = Some(first);
+        for (udp, tcp) in udp_per_worker.iter_mut().zip(tcp_per_worker.iter_mut()) {
+            let sock = match first.take() {
+                Some(s) => s,
+                None => worker::bind_reuseport(local)?,
+            };
+            udp.push(sock);
+            tcp.push(worker::bind_reuseport_tcp(local)?);
+        }
     }
-    // TCP shares the UDP address (RFC 8656 §3.1: the same port for both).
-    let mut tcp_listeners = Vec::new();
-    for _ in 0..config.workers {
-        tcp_listeners.push(worker::bind_reuseport_tcp(local_addr)?);
+    if local_addrs.is_empty() {
+        return Err(std::io::Error::other("no listen address"));
     }
     let (cert_store, tls_acceptor, mut tls_addrs) = match &config.tls {
         None => (None, None, Vec::new()),
@@ -90,25 +103,15 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let mut workers = Vec::new();
     let mut snapshots = Vec::new();
     let mut controls = Vec::new();
-    let mut tcp_listeners = tcp_listeners.into_iter();
+    let mut tcp_per_worker = tcp_per_worker.into_iter();
     let mut tls_per_worker = tls_per_worker.into_iter();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (relay_ip_v4, relay_ip_v6) = if config.relay_ip.is_ipv4() {
-            (Some(config.relay_ip), None)
-        } else {
-            (None, Some(config.relay_ip))
-        };
-        let (external_ip_v4, external_ip_v6) = match config.external_ip {
-            Some(ip) if ip.is_ipv4() => (Some(ip), None),
-            Some(ip) => (None, Some(ip)),
-            None => (None, None),
-        };
+    for (i, udp) in udp_per_worker.into_iter().enumerate() {
         let server_config = ServerConfig {
             realm: config.realm.clone(),
-            relay_ip_v4,
-            relay_ip_v6,
-            external_ip_v4,
-            external_ip_v6,
+            relay_ip_v4: config.relay_ip_v4,
+            relay_ip_v6: config.relay_ip_v6,
+            external_ip_v4: config.external_ip_v4,
+            external_ip_v6: config.external_ip_v6,
             default_lifetime: config.default_lifetime,
             max_lifetime: config.max_lifetime,
             peer_policy: config.peer_policy.clone(),
@@ -134,24 +137,26 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             drain: drain.subscribe(),
             shutdown: shutdown.subscribe(),
             snapshot,
-            tcp: tcp_listeners.next(),
+            udp,
+            tcp: tcp_per_worker.next().unwrap_or_default(),
             tls: tls_per_worker.next().unwrap_or_default(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("geoturn-worker-{i}"))
-            .spawn(move || worker::run_worker(ctx, listener))?;
+            .spawn(move || worker::run_worker(ctx))?;
         workers.push(handle);
     }
     tracing::info!(
-        listen = %local_addr,
-        relay_ip = %config.relay_ip,
+        listen = ?local_addrs,
+        relay_ip_v4 = ?config.relay_ip_v4,
+        relay_ip_v6 = ?config.relay_ip_v6,
         workers = config.workers,
         tls = ?tls_local,
         "relay listening (udp, tcp{})",
         if tls_local.is_empty() { "" } else { ", tls" }
     );
     Ok(RelayHandle {
-        local_addr,
+        local_addrs,
         tls_addrs: tls_local,
         cert_store,
         workers: Mutex::new(workers),
@@ -164,9 +169,17 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
 }
 
 impl RelayHandle {
-    /// The UDP address the relay listens on (with the real port when 0 was asked for).
+    /// The first UDP/TCP address the relay listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Every UDP/TCP address the relay listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The TLS listen addresses (real ports).

@@ -64,7 +64,11 @@ pub struct TurnClient {
 impl TurnClient {
     /// A client of `server` with `username` / `password`.
     pub fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        let sock = if server.is_ipv6() {
+            UdpSocket::bind("[::1]:0")?
+        } else {
+            UdpSocket::bind("127.0.0.1:0")?
+        };
         Ok(Self {
             sock,
             server,
@@ -182,6 +186,20 @@ impl TurnClient {
             Some(Ok(Attribute::XorRelayedAddress(a))) => Ok(a),
             _ => Err(TurnError::Io("no XOR-RELAYED-ADDRESS".into())),
         }
+    }
+
+    /// Allocates with extra attributes (address families); returns every relayed address.
+    pub fn allocate_with(&mut self, extra: &[Attribute<'_>]) -> Result<Vec<SocketAddr>, TurnError> {
+        let mut attrs = vec![Attribute::RequestedTransport(17)];
+        attrs.extend_from_slice(extra);
+        let resp = self.request(Method::Allocate, &attrs)?;
+        let m = Message::parse(&resp).map_err(|e| TurnError::Io(e.to_string()))?;
+        Ok(m.attributes_of(types::XOR_RELAYED_ADDRESS)
+            .filter_map(|a| match a {
+                Ok(Attribute::XorRelayedAddress(a)) => Some(a),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Refreshes; returns the granted lifetime.

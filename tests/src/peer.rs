@@ -21,7 +21,12 @@ const MAX_RUN: Duration = Duration::from_secs(120);
 impl EchoPeer {
     /// Starts an echo peer on an ephemeral 127.0.0.1 port.
     pub fn start() -> std::io::Result<Self> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?)
+    }
+
+    /// Starts an echo peer on `addr` (e.g. `[::1]:0`).
+    pub fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let sock = UdpSocket::bind(addr)?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let addr = sock.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -18,7 +18,7 @@ impl TestRelay {
     /// since every peer in these tests lives on 127.0.0.1).
     pub fn start(tweak: impl FnOnce(&mut RelayOptions)) -> Self {
         let mut opts = RelayOptions {
-            listen: Some("127.0.0.1:0".parse().expect("literal address")),
+            listen: vec!["127.0.0.1:0".parse().expect("literal address")],
             auth_secrets: vec![TEST_SECRET.into()],
             allow_peers: vec!["127.0.0.0/8".parse().expect("literal CIDR")],
             relay_ports: Some("40000-48999".into()),

@@ -74,8 +74,10 @@ pub struct WorkerContext {
     pub shutdown: watch::Receiver<bool>,
     /// Where the worker publishes its snapshot.
     pub snapshot: Arc<Mutex<ShardSnapshot>>,
-    /// TCP listener on the UDP listen address, if enabled.
-    pub tcp: Option<std::net::TcpListener>,
+    /// UDP listening sockets, one per listen address.
+    pub udp: Vec<std::net::UdpSocket>,
+    /// TCP listeners on the same addresses.
+    pub tcp: Vec<std::net::TcpListener>,
     /// TLS listeners with their acceptor.
     pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
 }
@@ -130,10 +132,19 @@ struct RelaySocket {
     reader: AbortHandle,
 }
 
+impl Shard {
+    fn listener(&self, local: SocketAddr) -> Option<&Rc<UdpSocket>> {
+        self.listeners
+            .iter()
+            .find(|(addr, _)| *addr == local)
+            .map(|(_, s)| s)
+    }
+}
+
 pub(super) struct Shard {
     pub(super) server: Server,
-    listener: Rc<UdpSocket>,
-    local: SocketAddr,
+    /// UDP listening sockets by local address.
+    listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
     relays: HashMap<RelayAddr, RelaySocket>,
     /// Writers of TCP/TLS clients, by 5-tuple.
     pub(super) streams: HashMap<FiveTuple, super::stream::StreamTx>,
@@ -160,17 +171,20 @@ fn unix_secs() -> u64 {
 }
 
 /// Runs a worker on the current thread until shutdown.
-pub fn run_worker(ctx: WorkerContext, listener: std::net::UdpSocket) -> io::Result<()> {
+pub fn run_worker(ctx: WorkerContext) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, worker_loop(ctx, listener))
+    local.block_on(&rt, worker_loop(ctx))
 }
 
-async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> io::Result<()> {
-    let listener = Rc::new(UdpSocket::from_std(listener)?);
-    let local = listener.local_addr()?;
+async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
+    let mut listeners = Vec::new();
+    for u in std::mem::take(&mut ctx.udp) {
+        let sock = Rc::new(UdpSocket::from_std(u)?);
+        listeners.push((sock.local_addr()?, sock));
+    }
     let now = Instant::now();
     ctx.server.set_unix_time(now, unix_secs());
     ctx.server
@@ -178,8 +192,7 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
     ctx.server.set_drain(ctx.drain.borrow_and_update().clone());
     let shard = Rc::new(RefCell::new(Shard {
         server: ctx.server,
-        listener: listener.clone(),
-        local,
+        listeners: listeners.clone(),
         relays: HashMap::new(),
         streams: HashMap::new(),
         client_buf: CLIENT_LAYOUT.buffer(),
@@ -188,7 +201,14 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
     }));
     let weak = Rc::downgrade(&shard);
     let mut acceptors = Vec::new();
-    if let Some(tcp) = ctx.tcp {
+    for (index, (_, sock)) in listeners.iter().enumerate() {
+        acceptors.push(tokio::task::spawn_local(client_reader(
+            weak.clone(),
+            sock.clone(),
+            index,
+        )));
+    }
+    for tcp in ctx.tcp {
         let listener = tokio::net::TcpListener::from_std(tcp)?;
         acceptors.push(tokio::task::spawn_local(super::stream::accept_loop(
             weak.clone(),
@@ -218,10 +238,6 @@ async fn worker_loop(mut ctx: WorkerContext, listener: std::net::UdpSocket) -> i
                     }
                 }
                 run_commands(&mut s, &weak, now);
-            }
-            r = listener.readable() => {
-                r?;
-                on_client_readable(&shard, &weak);
             }
             // Drain and secret changes apply at once: a drain must refuse the very next
             // Allocate, a rotated secret must work on the very next request.
@@ -281,21 +297,35 @@ fn snapshot_of(s: &Shard, now: Instant) -> ShardSnapshot {
     snap
 }
 
-fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {
+/// Reads one UDP listening socket until the task is aborted.
+async fn client_reader(weak: Weak<RefCell<Shard>>, sock: Rc<UdpSocket>, index: usize) {
+    loop {
+        if let Err(e) = sock.readable().await {
+            tracing::warn!(error = %e, "UDP listener failed");
+            return;
+        }
+        let Some(shard) = weak.upgrade() else { return };
+        on_client_readable(&shard, &weak, index);
+    }
+}
+
+fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>, index: usize) {
     let mut guard = shard.borrow_mut();
     let s = &mut *guard;
+    let Some((local, sock)) = s.listeners.get(index).cloned() else {
+        return;
+    };
     let mut received: [Option<Received>; BATCH] = [None; BATCH];
     for _ in 0..MAX_BATCHES_PER_WAKE {
-        let got =
-            match batch::recv_batch(&s.listener, &mut s.client_buf, CLIENT_LAYOUT, &mut received) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems; keep serving.
-                    tracing::debug!(error = %e, "listener receive error");
-                    break;
-                }
-            };
+        let got = match batch::recv_batch(&sock, &mut s.client_buf, CLIENT_LAYOUT, &mut received) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                tracing::debug!(error = %e, "listener receive error");
+                break;
+            }
+        };
         let now = Instant::now();
         for (i, r) in received.iter().take(got).enumerate() {
             let Some(r) = r else { continue };
@@ -312,7 +342,7 @@ fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>) {
             };
             let tuple = FiveTuple {
                 client: ClientSocket(r.from),
-                server: s.local,
+                server: local,
                 transport: Transport::Udp,
             };
             if let Some(fwd) = s.server.handle_client_input(now, tuple, packet) {
@@ -343,7 +373,9 @@ fn send_to_peer(
 /// Sends a message to a client over whatever it is connected by; false when it could not.
 fn send_to_client(s: &Shard, five_tuple: &FiveTuple, data: &[u8]) -> bool {
     match five_tuple.transport {
-        Transport::Udp => batch::send_now(&s.listener, data, five_tuple.client.0).is_ok(),
+        Transport::Udp => s
+            .listener(five_tuple.server)
+            .is_some_and(|l| batch::send_now(l, data, five_tuple.client.0).is_ok()),
         Transport::Tcp | Transport::Tls => s
             .streams
             .get(five_tuple)
@@ -394,8 +426,11 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
 
 async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<UdpSocket>) {
     let mut received: [Option<Received>; BATCH] = [None; BATCH];
-    let mut out: [(usize, std::ops::Range<usize>, SocketAddr); BATCH] =
-        std::array::from_fn(|_| (0, 0..0, SocketAddr::from(([0, 0, 0, 0], 0))));
+    // (slot, bytes of the slot, client, listener address): every datagram of one relayed
+    // socket goes to the same client through the same listener.
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut out: [(usize, std::ops::Range<usize>, SocketAddr, SocketAddr); BATCH] =
+        std::array::from_fn(|_| (0, 0..0, unspecified, unspecified));
     loop {
         if socket.readable().await.is_err() {
             return;
@@ -440,7 +475,7 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
                     continue;
                 }
                 if let Some(o) = out.get_mut(n_out) {
-                    *o = (i, to.range, to.five_tuple.client.0);
+                    *o = (i, to.range, to.five_tuple.client.0, to.five_tuple.server);
                     n_out += 1;
                 }
             }
@@ -448,7 +483,7 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
                 to: SocketAddr::from(([0, 0, 0, 0], 0)),
                 data: &[],
             }; BATCH];
-            for ((i, range, to), m) in out.iter().take(n_out).zip(msgs.iter_mut()) {
+            for ((i, range, to, _), m) in out.iter().take(n_out).zip(msgs.iter_mut()) {
                 let data = s
                     .peer_buf
                     .get(PEER_LAYOUT.slot(*i))
@@ -457,7 +492,14 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
                 *m = Outgoing { to: *to, data };
             }
             let batch = msgs.get(..n_out).unwrap_or_default();
-            match batch::send_batch(&s.listener, batch) {
+            let listener = out
+                .first()
+                .filter(|_| n_out > 0)
+                .and_then(|(_, _, _, server)| s.listener(*server));
+            let Some(listener) = listener else {
+                continue;
+            };
+            match batch::send_batch(listener, batch) {
                 Ok(sent) => s.send_errors += (n_out - sent) as u64,
                 Err(_) => s.send_errors += n_out as u64,
             }

@@ -51,33 +51,38 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn url_host(ops: &Ops) -> String {
+fn url_host(ops: &Ops, listen: SocketAddr) -> String {
     if let Some(h) = &ops.config.public_host {
         return h.clone();
     }
-    let ip = ops
-        .config
-        .external_ip
-        .unwrap_or(if ops.config.listen.ip().is_unspecified() {
-            ops.config.relay_ip
-        } else {
-            ops.config.listen.ip()
-        });
+    let c = &ops.config;
+    let (external, relay) = if listen.is_ipv4() {
+        (c.external_ip_v4, c.relay_ip_v4)
+    } else {
+        (c.external_ip_v6, c.relay_ip_v6)
+    };
+    let ip = match external {
+        Some(e) => e,
+        None if listen.ip().is_unspecified() => relay.unwrap_or(listen.ip()),
+        None => listen.ip(),
+    };
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 
-/// The public TURN URLs of this relay, one per transport.
+/// The public TURN URLs of this relay: per listen address, UDP and TCP; then TLS.
 pub fn urls(ops: &Ops) -> Vec<String> {
-    let host = url_host(ops);
-    let port = ops.relay.local_addr().port();
-    let mut urls = vec![
-        format!("turn:{host}:{port}?transport=udp"),
-        format!("turn:{host}:{port}?transport=tcp"),
-    ];
+    let mut urls = Vec::new();
+    for listen in ops.relay.local_addrs() {
+        let host = url_host(ops, *listen);
+        let port = listen.port();
+        urls.push(format!("turn:{host}:{port}?transport=udp"));
+        urls.push(format!("turn:{host}:{port}?transport=tcp"));
+    }
     for tls in ops.relay.tls_addrs() {
+        let host = url_host(ops, *tls);
         urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
     }
     urls
