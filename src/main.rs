@@ -16,7 +16,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a TURN relay (UDP).
+    /// Run a TURN relay (UDP, TCP, TLS) with its ops HTTP listener.
     Relay(Box<RelayOptions>),
     /// Run everything in one process on 127.0.0.1 with a generated secret, and print
     /// ICE-server JSON a browser can use.

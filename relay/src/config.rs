@@ -64,7 +64,7 @@ pub struct RelayOptions {
     pub listen: Vec<SocketAddr>,
 
     /// TLS (`turns:`) listen address; repeat to serve several (e.g. 5349 and 443)
-    /// [default: 0.0.0.0:5349 when --tls-cert is set].
+    /// [default: port 5349 on each --listen IP when --tls-cert is set].
     #[arg(long = "tls-listen", env = "GEOTURN_TLS_LISTEN", value_delimiter = ',')]
     #[serde(default)]
     pub tls_listen: Vec<SocketAddr>,
