@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
+use geoturn_relay_proto::allocation::tcp::TcpConnections;
 use geoturn_relay_proto::server::{Drain, DropReason};
 use geoturn_relay_proto::{Server, ServerConfig};
 use geoturn_shared::SecretSet;
@@ -39,6 +40,8 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let nonce_key: [u8; 32] = rng.random();
     let quota = Arc::new(Quota::new(config.user_quota, config.max_allocations));
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
+    let tcp_connections = Arc::new(TcpConnections::new(rng.random()));
+    let peers = Arc::new(crate::net::tcp_relay::PeerConnections::default());
     let (shutdown, _) = watch::channel(false);
     let (secrets, _) = watch::channel(config.secrets.clone());
     let (drain, _) = watch::channel(None);
@@ -132,6 +135,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
                 config.secrets.clone(),
                 quota.clone(),
                 ports.clone(),
+                tcp_connections.clone(),
             ),
             secrets: secrets.subscribe(),
             drain: drain.subscribe(),
@@ -139,6 +143,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             snapshot,
             udp,
             tcp: tcp_per_worker.next().unwrap_or_default(),
+            peers: peers.clone(),
             tls: tls_per_worker.next().unwrap_or_default(),
         };
         let handle = std::thread::Builder::new()
@@ -255,6 +260,19 @@ impl RelayHandle {
             }
         }
         total
+    }
+
+    /// Allocations in total, if every worker published its count at or after `since`.
+    pub fn allocations_counted_since(&self, since: std::time::Instant) -> Option<usize> {
+        let mut total = 0;
+        for s in &self.snapshots {
+            let s = s.lock().ok()?;
+            if s.taken.is_none_or(|t| t < since) {
+                return None;
+            }
+            total += s.allocations;
+        }
+        Some(total)
     }
 
     /// Stops every worker and waits for them (a second call does nothing).

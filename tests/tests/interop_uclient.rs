@@ -150,3 +150,17 @@ fn assert_lossless(t: &Totals, out: &str, what: &str) {
         t.sent, t.received, t.lost
     );
 }
+
+#[test]
+fn uclient_rfc6062_tcp_relaying_loses_nothing() {
+    // -T: TCP allocations (RFC 6062), clients in pairs: one Connects to the other's relayed
+    // address, the other gets ConnectionAttempt; both bind data connections.
+    let (t, out) = run_uclient(Over::Tcp, &["-T"]);
+    assert_lossless(&t, &out, "rfc6062 tcp relaying");
+}
+
+#[test]
+fn uclient_rfc6062_over_tls_loses_nothing() {
+    let (t, out) = run_uclient(Over::Tls, &["-T"]);
+    assert_lossless(&t, &out, "rfc6062 over tls");
+}

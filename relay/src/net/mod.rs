@@ -4,5 +4,6 @@ pub mod batch;
 pub mod interfaces;
 pub mod sockopt;
 pub mod stream;
+pub mod tcp_relay;
 pub mod tls;
 pub mod worker;

@@ -82,9 +82,18 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// How a client connection's framed phase ended.
+enum Ended {
+    /// Closed, or broken.
+    Closed,
+    /// ConnectionBind succeeded: pipe the rest of the stream to peer connection `id`
+    /// (RFC 6062 §5.3), starting with the bytes already read past the ConnectionBind.
+    Splice { id: u32, leftover: Vec<u8> },
+}
+
 async fn serve<S>(shard: Weak<RefCell<Shard>>, stream: S, tuple: FiveTuple)
 where
-    S: AsyncRead + AsyncWrite + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
@@ -94,32 +103,75 @@ where
         };
         strong.borrow_mut().streams.insert(tuple, tx);
     }
+    // The writer hands the write half back when its queue closes, so a data connection can be
+    // spliced after its ConnectionBind response has gone out.
     let writer = tokio::task::spawn_local(async move {
         while let Some(frame) = rx.recv().await {
             if wr.write_all(&frame).await.is_err() {
-                break;
+                return None;
             }
         }
-        let _ = wr.shutdown().await;
+        Some(wr)
     });
-    let result = read_frames(&shard, &mut rd, tuple).await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, transport = tuple.transport.as_str(), "stream client closed");
-    }
-    if let Some(strong) = shard.upgrade() {
+    let ended = match read_frames(&shard, &mut rd, tuple).await {
+        Ok(ended) => ended,
+        Err(e) => {
+            tracing::debug!(error = %e, transport = tuple.transport.as_str(), "stream client closed");
+            Ended::Closed
+        }
+    };
+    let peers = shard.upgrade().map(|strong| {
         let mut s = strong.borrow_mut();
+        // Dropping the sender lets the writer finish what is queued and return.
         s.streams.remove(&tuple);
+        s.splices.remove(&tuple);
         s.server.handle_client_disconnected(&tuple);
         run_commands(&mut s, &shard, Instant::now());
+        s.peers.clone()
+    });
+    let wr = writer.await.ok().flatten();
+    match (ended, wr, peers) {
+        (Ended::Splice { id, leftover }, Some(wr), Some(peers)) => {
+            splice(rd.unsplit(wr), id, leftover, peers).await;
+        }
+        (_, Some(mut wr), _) => {
+            let _ = wr.shutdown().await;
+        }
+        _ => {}
     }
-    writer.abort();
+}
+
+/// Pipes a data connection to its peer connection until either side closes.
+async fn splice<S>(
+    mut client: S,
+    id: u32,
+    leftover: Vec<u8>,
+    peers: std::sync::Arc<super::tcp_relay::PeerConnections>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let Some(std) = peers.take_pending(id) else {
+        return;
+    };
+    let Ok(mut peer) = tokio::net::TcpStream::from_std(std) else {
+        return;
+    };
+    let task = tokio::task::spawn_local(async move {
+        if !leftover.is_empty() && peer.write_all(&leftover).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut peer).await;
+    });
+    peers.set_spliced(id, task.abort_handle());
+    let _ = task.await;
+    peers.forget(id);
 }
 
 async fn read_frames<R: AsyncRead + Unpin>(
     shard: &Weak<RefCell<Shard>>,
     rd: &mut R,
     tuple: FiveTuple,
-) -> io::Result<()> {
+) -> io::Result<Ended> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0usize;
     loop {
@@ -136,7 +188,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 break;
             };
             let Some(strong) = shard.upgrade() else {
-                return Ok(());
+                return Ok(Ended::Closed);
             };
             let mut guard = strong.borrow_mut();
             let s = &mut *guard;
@@ -148,6 +200,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
             run_commands(s, shard, now);
             start += len;
+            if let Some(id) = s.splices.remove(&tuple) {
+                let leftover = buf.get(start..filled).unwrap_or_default().to_vec();
+                return Ok(Ended::Splice { id, leftover });
+            }
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
@@ -172,7 +228,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
         };
         if n == 0 {
-            return Ok(());
+            return Ok(Ended::Closed);
         }
         filled += n;
     }

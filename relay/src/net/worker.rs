@@ -46,6 +46,8 @@ pub struct ShardSnapshot {
     pub stats: ServerStats,
     /// Datagrams the kernel would not take (socket buffer full).
     pub send_errors: u64,
+    /// When the worker took this snapshot.
+    pub taken: Option<Instant>,
 }
 
 /// One-off instructions to a worker.
@@ -78,6 +80,8 @@ pub struct WorkerContext {
     pub udp: Vec<std::net::UdpSocket>,
     /// TCP listeners on the same addresses.
     pub tcp: Vec<std::net::TcpListener>,
+    /// Peer TCP connections, shared by every worker.
+    pub peers: Arc<super::tcp_relay::PeerConnections>,
     /// TLS listeners with their acceptor.
     pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
 }
@@ -128,7 +132,9 @@ pub fn bind_reuseport_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener>
 }
 
 struct RelaySocket {
-    socket: Rc<UdpSocket>,
+    /// The UDP relayed socket; `None` for a TCP relayed address (RFC 6062).
+    socket: Option<Rc<UdpSocket>>,
+    /// Its reader (UDP) or acceptor (TCP).
     reader: AbortHandle,
 }
 
@@ -148,6 +154,11 @@ pub(super) struct Shard {
     relays: HashMap<RelayAddr, RelaySocket>,
     /// Writers of TCP/TLS clients, by 5-tuple.
     pub(super) streams: HashMap<FiveTuple, super::stream::StreamTx>,
+    /// Data connections whose ConnectionBind succeeded: they become pipes to this peer
+    /// connection once the response is out.
+    pub(super) splices: HashMap<FiveTuple, u32>,
+    /// Peer TCP connections, shared by every worker.
+    pub(super) peers: Arc<super::tcp_relay::PeerConnections>,
     client_buf: Vec<u8>,
     peer_buf: Vec<u8>,
     pub(super) send_errors: u64,
@@ -195,6 +206,8 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         listeners: listeners.clone(),
         relays: HashMap::new(),
         streams: HashMap::new(),
+        splices: HashMap::new(),
+        peers: ctx.peers.clone(),
         client_buf: CLIENT_LAYOUT.buffer(),
         peer_buf: PEER_LAYOUT.buffer(),
         send_errors: 0,
@@ -243,7 +256,14 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
             // Allocate, a rotated secret must work on the very next request.
             Ok(()) = ctx.drain.changed() => {
                 let drain = ctx.drain.borrow_and_update().clone();
-                shard.borrow_mut().server.set_drain(drain);
+                let mut s = shard.borrow_mut();
+                s.server.set_drain(drain);
+                // Publish at once: the drain controller trusts a count only if every worker
+                // counted after the drain began.
+                let snap = snapshot_of(&s, Instant::now());
+                if let Ok(mut shared) = ctx.snapshot.lock() {
+                    *shared = snap;
+                }
             }
             Ok(()) = ctx.secrets.changed() => {
                 let secrets = ctx.secrets.borrow_and_update().clone();
@@ -280,6 +300,7 @@ fn snapshot_of(s: &Shard, now: Instant) -> ShardSnapshot {
         allocations: s.server.allocations().len(),
         stats: s.server.stats().clone(),
         send_errors: s.send_errors,
+        taken: Some(now),
         ..ShardSnapshot::default()
     };
     for a in s.server.allocations().iter() {
@@ -367,7 +388,8 @@ fn send_to_peer(
 ) -> bool {
     relays
         .get(&fwd.relay)
-        .is_some_and(|r| batch::send_now(&r.socket, fwd.payload, fwd.peer.0).is_ok())
+        .and_then(|r| r.socket.as_ref())
+        .is_some_and(|s| batch::send_now(s, fwd.payload, fwd.peer.0).is_ok())
 }
 
 /// Sends a message to a client over whatever it is connected by; false when it could not.
@@ -392,8 +414,34 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                 }
             }
             Command::BindRelay {
+                relay, tcp: true, ..
+            } => match super::tcp_relay::bind_listener(relay) {
+                Ok(listener) => {
+                    let reader = tokio::task::spawn_local(super::tcp_relay::accept_peers(
+                        weak.clone(),
+                        relay,
+                        listener,
+                        s.peers.clone(),
+                    ))
+                    .abort_handle();
+                    s.relays.insert(
+                        relay,
+                        RelaySocket {
+                            socket: None,
+                            reader,
+                        },
+                    );
+                    s.server.handle_relay_bound(now, relay, true);
+                }
+                Err(e) => {
+                    tracing::warn!(%relay, error = %e, "cannot bind TCP relayed address");
+                    s.server.handle_relay_bound(now, relay, false);
+                }
+            },
+            Command::BindRelay {
                 relay,
                 dont_fragment,
+                tcp: false,
             } => {
                 let bound = bind_relay(relay, dont_fragment)
                     .and_then(UdpSocket::from_std)
@@ -406,7 +454,13 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                             socket.clone(),
                         ))
                         .abort_handle();
-                        s.relays.insert(relay, RelaySocket { socket, reader });
+                        s.relays.insert(
+                            relay,
+                            RelaySocket {
+                                socket: Some(socket),
+                                reader,
+                            },
+                        );
                         s.server.handle_relay_bound(now, relay, true);
                     }
                     Err(e) => {
@@ -414,6 +468,19 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                         s.server.handle_relay_bound(now, relay, false);
                     }
                 }
+            }
+            Command::ConnectPeer { id, relay, peer } => {
+                tokio::task::spawn_local(super::tcp_relay::connect_peer(
+                    weak.clone(),
+                    id,
+                    relay,
+                    peer,
+                    s.peers.clone(),
+                ));
+            }
+            Command::ClosePeerConnection { id } => s.peers.close(id),
+            Command::SpliceData { five_tuple, id } => {
+                s.splices.insert(five_tuple, id);
             }
             Command::FreeRelay { relay } => {
                 if let Some(r) = s.relays.remove(&relay) {

@@ -10,10 +10,7 @@ use tokio::sync::Notify;
 
 use crate::run::RelayHandle;
 
-/// How long after drain starts a zero allocation count is trusted: workers publish counts every
-/// 500 ms, so an Allocate finished just before the drain may not be counted yet.
-const SETTLE: Duration = Duration::from_millis(1200);
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
 
 /// Starts a drain once and tells waiters when it is done.
 #[derive(Debug)]
@@ -113,7 +110,9 @@ impl DrainController {
                 );
                 return;
             }
-            if now >= start + SETTLE && self.relay.snapshot().allocations == 0 {
+            // Only counts every worker took after the drain began: an Allocate finished just
+            // before it may not be in an older count.
+            if self.relay.allocations_counted_since(start) == Some(0) {
                 tracing::info!(
                     after_s = now.duration_since(start).as_secs(),
                     "drain finished: no allocations left"

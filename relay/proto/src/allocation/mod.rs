@@ -6,5 +6,6 @@ pub mod permission;
 pub mod ports;
 pub mod quota;
 pub mod table;
+pub mod tcp;
 
 pub use table::{Allocation, AllocationTable};

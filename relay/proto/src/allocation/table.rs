@@ -51,6 +51,10 @@ pub struct Allocation {
     pub counters: TrafficCounters,
     /// The bandwidth limit, when one is configured.
     pub bandwidth: Option<crate::rate_limit::TokenBucket>,
+    /// A TCP allocation (RFC 6062): peers connect by TCP, data flows on data connections.
+    pub tcp: bool,
+    /// Peer connections of a TCP allocation, closed with it.
+    pub tcp_connections: Vec<u32>,
 }
 
 impl Allocation {

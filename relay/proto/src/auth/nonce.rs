@@ -56,10 +56,10 @@ impl Nonces {
             IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
             IpAddr::V6(ip) => ip.octets(),
         };
-        let full = hmac_sha256(
-            &self.key,
-            &[&ip, &client.port().to_be_bytes(), &expiry.to_be_bytes()],
-        );
+        // Bound to the client's IP, not its port: a TCP client's data connections
+        // (RFC 6062 ConnectionBind) come from new ports and reuse the control connection's
+        // nonce, as RFC 8489 §9.2 lets them.
+        let full = hmac_sha256(&self.key, &[&ip, &expiry.to_be_bytes()]);
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(full.get(..MAC_LEN).unwrap_or(&[0; MAC_LEN]));
         out
@@ -178,10 +178,15 @@ mod tests {
     }
 
     #[test]
-    fn nonce_is_bound_to_client_and_key() {
+    fn nonce_is_bound_to_client_ip_and_key() {
         let n = Nonces::new([1; 32], 600);
         let nonce = n.issue(client(), 1000);
-        let other: SocketAddr = "203.0.113.5:4001".parse().unwrap();
+        let other_port: SocketAddr = "203.0.113.5:4001".parse().unwrap();
+        assert!(matches!(
+            n.check(&nonce, other_port, 1000),
+            NonceCheck::Valid { .. }
+        ));
+        let other: SocketAddr = "203.0.113.6:4000".parse().unwrap();
         assert_eq!(n.check(&nonce, other, 1000), NonceCheck::Stale);
         assert_eq!(
             Nonces::new([2; 32], 600).check(&nonce, client(), 1000),

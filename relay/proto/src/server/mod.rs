@@ -105,6 +105,32 @@ pub enum Command {
         relay: RelayAddr,
         /// Set the DF bit on datagrams sent from it (the client sent DONT-FRAGMENT).
         dont_fragment: bool,
+        /// A TCP listening socket (RFC 6062) instead of a UDP socket; peers that connect are
+        /// reported with [`Server::handle_peer_tcp_accepted`].
+        tcp: bool,
+    },
+    /// Open a TCP connection from `relay` to `peer` (RFC 6062 Connect), then report with
+    /// [`Server::handle_peer_connect_result`].
+    ConnectPeer {
+        /// CONNECTION-ID.
+        id: u32,
+        /// Source address (the relayed address).
+        relay: RelayAddr,
+        /// Destination.
+        peer: PeerSocket,
+    },
+    /// Close the peer TCP connection `id`, bound or not.
+    ClosePeerConnection {
+        /// CONNECTION-ID.
+        id: u32,
+    },
+    /// After the queued ConnectionBind success response, turn the data connection of
+    /// `five_tuple` into a raw pipe to peer connection `id`.
+    SpliceData {
+        /// The client's data connection.
+        five_tuple: FiveTuple,
+        /// CONNECTION-ID.
+        id: u32,
     },
     /// Close the relayed socket on `relay`.
     FreeRelay {
@@ -148,6 +174,8 @@ struct PendingAllocation {
     /// The token of the port reserved for a later Allocate, once picked.
     issued_token: Option<Token>,
     dont_fragment: bool,
+    /// A TCP allocation (RFC 6062).
+    tcp: bool,
     /// The request carried FINGERPRINT, so the response does too.
     fingerprint: bool,
     /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 that this relay cannot give.
@@ -174,6 +202,9 @@ pub struct Server {
     allocations: AllocationTable,
     pending: HashMap<RelayAddr, PendingAllocation>,
     ports: Arc<PortPool>,
+    tcp: Arc<crate::allocation::tcp::TcpConnections>,
+    /// Connect requests waiting for the driver to reach the peer, by CONNECTION-ID.
+    connecting: HashMap<u32, (response::Answer, crate::auth::IntegrityKey)>,
     transactions: TransactionCache,
     commands: VecDeque<Command>,
     clock: Option<(Instant, u64)>,
@@ -206,6 +237,7 @@ impl Server {
         secrets: SecretSet,
         quota: Arc<Quota>,
         ports: Arc<PortPool>,
+        tcp: Arc<crate::allocation::tcp::TcpConnections>,
     ) -> Self {
         let nonces = Nonces::new(config.nonce_key, config.nonce_lifetime.as_secs());
         let transactions = TransactionCache::new(config.transaction_cache_size);
@@ -219,6 +251,8 @@ impl Server {
             allocations: AllocationTable::default(),
             pending: HashMap::new(),
             ports,
+            tcp,
+            connecting: HashMap::new(),
             transactions,
             commands: VecDeque::new(),
             clock: None,
@@ -275,6 +309,9 @@ impl Server {
             return;
         }
         self.next_sweep = Some(now + SWEEP_INTERVAL);
+        for id in self.tcp.expire(now) {
+            self.commands.push_back(Command::ClosePeerConnection { id });
+        }
         for alloc in self.allocations.drain_expired(now) {
             tracing::info!(
                 relay = %alloc.relay,
@@ -337,6 +374,10 @@ impl Server {
         for relay in alloc.relays() {
             self.ports.release(relay.0.port());
             self.commands.push_back(Command::FreeRelay { relay });
+        }
+        for &id in &alloc.tcp_connections {
+            self.tcp.remove(id);
+            self.commands.push_back(Command::ClosePeerConnection { id });
         }
         self.quota.release(user_of(&alloc.username));
     }

@@ -19,6 +19,8 @@ use crate::types::{FiveTuple, RelayAddr};
 
 /// Protocol number of UDP in REQUESTED-TRANSPORT.
 const PROTO_UDP: u8 = 17;
+/// Protocol number of TCP in REQUESTED-TRANSPORT (RFC 6062).
+const PROTO_TCP: u8 = 6;
 /// Most XOR-PEER-ADDRESS attributes one CreatePermission may carry.
 const MAX_PEERS_PER_REQUEST: usize = 16;
 
@@ -65,9 +67,13 @@ impl Server {
                 );
                 return;
             }
-            Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind => {
-            }
-            // TCP relaying (RFC 6062) is not offered on this relay yet; unknown methods get 400.
+            Method::Allocate
+            | Method::Refresh
+            | Method::CreatePermission
+            | Method::ChannelBind
+            | Method::Connect
+            | Method::ConnectionBind => {}
+            // Unknown methods get 400 (RFC 8489 §6.3.1).
             _ => {
                 self.reply_unsigned(now, &to, Some(ErrorCode::BAD_REQUEST), &[]);
                 return;
@@ -111,6 +117,11 @@ impl Server {
             self.allocate(now, &to, msg, auth);
             return;
         }
+        if msg.method() == Method::ConnectionBind {
+            // Arrives on a fresh data connection, which has no allocation of its own.
+            self.connection_bind(now, &to, msg, &auth);
+            return;
+        }
         // Every other request needs this 5-tuple's allocation, created by the same user.
         let Some(alloc) = self.allocations.get(&tuple) else {
             self.reply_signed(
@@ -130,6 +141,7 @@ impl Server {
             Method::Refresh => self.refresh(now, &to, msg, &auth),
             Method::CreatePermission => self.create_permission(now, &to, msg, &auth),
             Method::ChannelBind => self.channel_bind(now, &to, msg, &auth),
+            Method::Connect => self.connect(now, &to, msg, auth),
             _ => {}
         }
     }
@@ -160,8 +172,22 @@ impl Server {
         if self.pending.values().any(|p| p.five_tuple == tuple) {
             return; // the first copy is being bound right now
         }
-        match msg.attribute(types::REQUESTED_TRANSPORT) {
-            Some(Ok(Attribute::RequestedTransport(PROTO_UDP))) => {}
+        let tcp = match msg.attribute(types::REQUESTED_TRANSPORT) {
+            Some(Ok(Attribute::RequestedTransport(PROTO_UDP))) => false,
+            // RFC 6062 §5.1: TCP relaying only for clients on TCP or TLS, with none of the
+            // UDP-only attributes.
+            Some(Ok(Attribute::RequestedTransport(PROTO_TCP))) => {
+                let udp_only = [
+                    types::DONT_FRAGMENT,
+                    types::EVEN_PORT,
+                    types::RESERVATION_TOKEN,
+                    types::ADDITIONAL_ADDRESS_FAMILY,
+                ];
+                if !tuple.transport.is_stream() || udp_only.iter().any(|t| msg.get(*t).is_some()) {
+                    return self.reply_signed(now, to, Some(bad), &[], &auth.key);
+                }
+                true
+            }
             Some(Ok(Attribute::RequestedTransport(_))) => {
                 return self.reply_signed(
                     now,
@@ -172,7 +198,7 @@ impl Server {
                 );
             }
             _ => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
-        }
+        };
         let (even_port, reserve_next) = match msg.attribute(types::EVEN_PORT) {
             None => (false, false),
             Some(Ok(Attribute::EvenPort { reserve })) => (true, reserve),
@@ -289,6 +315,7 @@ impl Server {
             reserved_port,
             issued_token: None,
             dont_fragment: msg.get(types::DONT_FRAGMENT).is_some(),
+            tcp,
             fingerprint: to.fingerprint,
             refused_additional,
             additional,
@@ -347,6 +374,7 @@ impl Server {
         self.commands.push_back(Command::BindRelay {
             relay,
             dont_fragment: pending.dont_fragment,
+            tcp: pending.tcp,
         });
         self.pending.insert(relay, pending);
     }
@@ -422,6 +450,8 @@ impl Server {
                 // One second of traffic, at least 16 KiB: a video keyframe must get through.
                 TokenBucket::new(bytes_per_sec, bytes_per_sec.max(16_384.0), now)
             }),
+            tcp: pending.tcp,
+            tcp_connections: Vec::new(),
         };
         tracing::info!(
             relay = %relay,
@@ -590,6 +620,10 @@ impl Server {
 
     fn channel_bind(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: &Authenticated) {
         let bad = Some(ErrorCode::BAD_REQUEST);
+        if self.allocations.get(&to.five_tuple).is_some_and(|a| a.tcp) {
+            // Channels carry datagrams; a TCP allocation has none (RFC 6062 §5).
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        }
         let Some(Ok(Attribute::ChannelNumber(number))) = msg.attribute(types::CHANNEL_NUMBER)
         else {
             return self.reply_signed(now, to, bad, &[], &auth.key);
@@ -628,5 +662,177 @@ impl Server {
         // A channel binding installs or refreshes the permission for its peer (§11.2).
         alloc.permissions.install(peer.ip(), now);
         self.reply_signed(now, to, None, &[], &auth.key);
+    }
+}
+
+/// RFC 6062: Connect, ConnectionBind, and the driver's reports about peer TCP connections.
+impl Server {
+    fn connect(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: Authenticated) {
+        let bad = Some(ErrorCode::BAD_REQUEST);
+        let tuple = to.five_tuple;
+        if !self.allocations.get(&tuple).is_some_and(|a| a.tcp) {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        }
+        let Some(Ok(Attribute::XorPeerAddress(peer))) = msg.attribute(types::XOR_PEER_ADDRESS)
+        else {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        };
+        if let Err(code) = self.check_peer(&tuple, peer) {
+            return self.reply_signed(now, to, Some(code), &[], &auth.key);
+        }
+        let Some(alloc) = self.allocations.get_mut(&tuple) else {
+            return;
+        };
+        // One connection per peer address and allocation (RFC 6062 §5.2: 446).
+        let duplicate = alloc
+            .tcp_connections
+            .iter()
+            .any(|id| self.tcp.peer_of(*id) == Some(peer));
+        if duplicate {
+            return self.reply_signed(
+                now,
+                to,
+                Some(ErrorCode::CONNECTION_ALREADY_EXISTS),
+                &[],
+                &auth.key,
+            );
+        }
+        let Some(relay) = alloc.relay_for(peer.ip()) else {
+            return;
+        };
+        let pending = crate::allocation::tcp::PendingConnection {
+            owner: tuple,
+            username: auth.username.clone(),
+            peer,
+            ready: false,
+            expires: now + crate::allocation::tcp::BIND_TIMEOUT,
+        };
+        let Some(id) = self.tcp.insert(pending) else {
+            return self.reply_signed(
+                now,
+                to,
+                Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                &[],
+                &auth.key,
+            );
+        };
+        // Data will flow to this peer: the permission comes with the connection.
+        alloc.permissions.install(peer.ip(), now);
+        alloc.tcp_connections.push(id);
+        self.connecting.insert(id, (*to, auth.key));
+        self.commands.push_back(Command::ConnectPeer {
+            id,
+            relay,
+            peer: crate::types::PeerSocket(peer),
+        });
+    }
+
+    /// The driver reports whether the TCP connection for Connect `id` was established.
+    pub fn handle_peer_connect_result(&mut self, now: Instant, id: u32, connected: bool) {
+        let Some((to, key)) = self.connecting.remove(&id) else {
+            return;
+        };
+        if connected {
+            self.tcp
+                .set_ready(id, now + crate::allocation::tcp::BIND_TIMEOUT);
+            self.reply_signed(now, &to, None, &[Attribute::ConnectionId(id)], &key);
+        } else {
+            self.tcp.remove(id);
+            if let Some(alloc) = self.allocations.get_mut(&to.five_tuple) {
+                alloc.tcp_connections.retain(|c| *c != id);
+            }
+            self.reply_signed(now, &to, Some(ErrorCode::CONNECTION_TIMEOUT), &[], &key);
+        }
+    }
+
+    /// A peer connected to the TCP relayed address `relay`. Returns the CONNECTION-ID to keep
+    /// the connection under, or `None` when it must be closed (no permission, no allocation).
+    pub fn handle_peer_tcp_accepted(
+        &mut self,
+        now: Instant,
+        relay: RelayAddr,
+        peer: crate::types::PeerSocket,
+    ) -> Option<u32> {
+        let alloc = self.allocations.by_relay_mut(&relay)?;
+        if !alloc.tcp || !alloc.permissions.allows(peer.0.ip(), now) {
+            return None;
+        }
+        let owner = alloc.five_tuple;
+        let id = self.tcp.insert(crate::allocation::tcp::PendingConnection {
+            owner,
+            username: alloc.username.clone(),
+            peer: peer.0,
+            ready: true,
+            expires: now + crate::allocation::tcp::BIND_TIMEOUT,
+        })?;
+        alloc.tcp_connections.push(id);
+        // ConnectionAttempt tells the client to open a data connection (RFC 6062 §5.4).
+        let mut buf = [0u8; 128];
+        let tid = crate::stun::TransactionId(self.attempt_tid(id));
+        let encoded = (|| {
+            let mut w = crate::stun::MessageWriter::new(
+                &mut buf,
+                crate::stun::MessageType::new(
+                    Method::ConnectionAttempt,
+                    crate::stun::Class::Indication,
+                ),
+                tid,
+            )?;
+            w.add(&Attribute::XorPeerAddress(peer.0))?;
+            w.add(&Attribute::ConnectionId(id))?;
+            w.add_fingerprint()?;
+            Ok::<usize, crate::stun::EncodeError>(w.finish())
+        })();
+        if let Ok(n) = encoded {
+            self.commands.push_back(Command::SendToClient {
+                five_tuple: owner,
+                data: buf.get(..n).unwrap_or_default().to_vec(),
+            });
+        }
+        Some(id)
+    }
+
+    /// Indications need a transaction id; one derived from the connection id is unique enough
+    /// and reveals nothing new (the CONNECTION-ID travels in the same message).
+    /// The driver could not keep peer connection `id` (it closed before it was stored).
+    pub fn handle_peer_tcp_closed(&mut self, id: u32) {
+        self.tcp.remove(id);
+    }
+
+    fn attempt_tid(&self, id: u32) -> [u8; 12] {
+        let [a, b, c, d] = id.to_be_bytes();
+        [b'g', b'e', b'o', b't', b'u', b'r', b'n', b'!', a, b, c, d]
+    }
+
+    fn connection_bind(
+        &mut self,
+        now: Instant,
+        to: &Answer,
+        msg: &Message<'_>,
+        auth: &Authenticated,
+    ) {
+        let bad = Some(ErrorCode::BAD_REQUEST);
+        let Some(Ok(Attribute::ConnectionId(id))) = msg.attribute(types::CONNECTION_ID) else {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        };
+        // A data connection is a stream of its own with no allocation (RFC 6062 §5.3).
+        if !to.five_tuple.transport.is_stream() || self.allocations.get(&to.five_tuple).is_some() {
+            return self.reply_signed(now, to, bad, &[], &auth.key);
+        }
+        match self.tcp.take_for_bind(id, &auth.username, now) {
+            Ok(_) => {
+                self.reply_signed(now, to, None, &[], &auth.key);
+                self.commands.push_back(Command::SpliceData {
+                    five_tuple: to.five_tuple,
+                    id,
+                });
+            }
+            Err(crate::allocation::tcp::BindError::WrongUser) => {
+                self.reply_signed(now, to, Some(ErrorCode::WRONG_CREDENTIALS), &[], &auth.key)
+            }
+            Err(crate::allocation::tcp::BindError::Unknown) => {
+                self.reply_signed(now, to, bad, &[], &auth.key)
+            }
+        }
     }
 }

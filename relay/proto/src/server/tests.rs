@@ -26,6 +26,10 @@ struct Harness {
     fail_v6: bool,
     bound: Vec<RelayAddr>,
     freed: Vec<RelayAddr>,
+    /// ConnectPeer commands seen (answered by the test).
+    connects: Vec<(u32, RelayAddr, PeerSocket)>,
+    closed: Vec<u32>,
+    splices: Vec<(FiveTuple, u32)>,
 }
 
 fn tuple(port: u16) -> FiveTuple {
@@ -48,6 +52,7 @@ impl Harness {
             SecretSet::from_values([SECRET]),
             Arc::new(quota),
             Arc::new(PortPool::new(ports, 42)),
+            Arc::new(crate::allocation::tcp::TcpConnections::new(9)),
         );
         server.set_unix_time(now, UNIX_START);
         Self {
@@ -59,6 +64,9 @@ impl Harness {
             fail_v6: false,
             bound: vec![],
             freed: vec![],
+            connects: vec![],
+            closed: vec![],
+            splices: vec![],
         }
     }
 
@@ -100,6 +108,9 @@ impl Harness {
                     self.server.handle_relay_bound(self.now, relay, ok);
                 }
                 Command::FreeRelay { relay } => self.freed.push(relay),
+                Command::ConnectPeer { id, relay, peer } => self.connects.push((id, relay, peer)),
+                Command::ClosePeerConnection { id } => self.closed.push(id),
+                Command::SpliceData { five_tuple, id } => self.splices.push((five_tuple, id)),
             }
         }
         out
@@ -1176,4 +1187,139 @@ fn dual_stack_falls_back_to_one_family_with_address_error_code() {
         }
     );
     assert_eq!(h.server.allocations().len(), 1);
+}
+
+#[test]
+fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
+    let mut h = Harness::new();
+    let mut auth = h.credentials(3600);
+    // Over UDP, a TCP allocation is refused.
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(6)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(6)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(400));
+    // Over TCP it binds a TCP listening socket.
+    h.tuple.transport = Transport::Tcp;
+    let control = h.tuple;
+    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(6)], None);
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(6)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    let relay = h.bound[0];
+    // No channels on a TCP allocation.
+    let resp = h.request(
+        Method::ChannelBind,
+        &[
+            Attribute::ChannelNumber(0x4001),
+            Attribute::XorPeerAddress(peer()),
+        ],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(400));
+
+    // Connect: the driver is asked to connect; the answer waits for it.
+    let tid = h.tid();
+    let req = encode_request(
+        Method::Connect,
+        Class::Request,
+        tid,
+        &[Attribute::XorPeerAddress(peer())],
+        Some(&auth),
+    )
+    .unwrap();
+    assert!(h.input(&req).is_none());
+    assert!(h.pump().is_empty());
+    let (id, from, to) = h.connects[0];
+    assert_eq!((from, to.0), (relay, peer()));
+    // A second Connect to the same peer: 446.
+    let resp = h.request(
+        Method::Connect,
+        &[Attribute::XorPeerAddress(peer())],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(446));
+    h.server.handle_peer_connect_result(h.now, id, true);
+    let resp = h.pump().remove(0);
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(m.transaction_id(), &tid);
+    assert_eq!(
+        m.attribute(types::CONNECTION_ID).unwrap().unwrap(),
+        Attribute::ConnectionId(id)
+    );
+
+    // ConnectionBind on a new data connection, by another user: 441; by the owner: spliced.
+    h.tuple = FiveTuple {
+        client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], 40500))),
+        ..control
+    };
+    let data_conn = h.tuple;
+    let c = RestCredential::mint(SECRET, "mallory", UNIX_START, 3600);
+    let mut mallory = ClientAuth {
+        username: c.username,
+        password: c.password,
+        ..auth.clone()
+    };
+    let challenge = h.request(Method::ConnectionBind, &[Attribute::ConnectionId(id)], None);
+    mallory.update_from_challenge(&Message::parse(&challenge).unwrap());
+    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    let resp = h.request(
+        Method::ConnectionBind,
+        &[Attribute::ConnectionId(id)],
+        Some(&mallory),
+    );
+    assert_eq!(code_of(&resp), Some(441));
+    let resp = h.request(
+        Method::ConnectionBind,
+        &[Attribute::ConnectionId(id)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    assert_eq!(h.splices, vec![(data_conn, id)]);
+    // A connection binds only once.
+    let resp = h.request(
+        Method::ConnectionBind,
+        &[Attribute::ConnectionId(id)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(400));
+
+    // An incoming peer without permission is refused; with one, the client hears of it.
+    let stranger = PeerSocket(SocketAddr::from(([203, 0, 113, 77], 1234)));
+    assert_eq!(
+        h.server.handle_peer_tcp_accepted(h.now, relay, stranger),
+        None
+    );
+    let incoming = PeerSocket(SocketAddr::from(([203, 0, 113, 50], 9999)));
+    let id2 = h
+        .server
+        .handle_peer_tcp_accepted(h.now, relay, incoming)
+        .unwrap();
+    let attempt = h.pump().remove(0);
+    let m = Message::parse(&attempt).unwrap();
+    assert_eq!(
+        (m.method(), m.class()),
+        (Method::ConnectionAttempt, Class::Indication)
+    );
+    assert_eq!(
+        m.attribute(types::CONNECTION_ID).unwrap().unwrap(),
+        Attribute::ConnectionId(id2)
+    );
+    // Nobody binds it within 30 s: closed.
+    h.advance(31);
+    assert!(h.closed.contains(&id2));
+    // The allocation ends: its connections close with it.
+    h.tuple = control;
+    // Nonces are bound to the client IP: the data connection's nonce works here too.
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+    assert!(h.closed.contains(&id));
+    assert_eq!(h.freed, vec![relay]);
 }
