@@ -120,7 +120,11 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
         let cred = RestCredential::mint(secret.as_bytes(), "local", unix_now(), ttl);
         let ice = serde_json::json!({
             "iceServers": [{
-                "urls": [format!("turn:{addr}?transport=udp"), format!("stun:{addr}")],
+                "urls": [
+                    format!("turn:{addr}?transport=udp"),
+                    format!("turn:{addr}?transport=tcp"),
+                    format!("stun:{addr}"),
+                ],
                 "username": cred.username,
                 "credential": cred.password,
             }],

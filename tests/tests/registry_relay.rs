@@ -149,6 +149,19 @@ fn drain_redirects_to_the_sibling_and_exits_when_the_call_ends() {
     live.allocate().unwrap();
     live.channel_bind(0x4001, peer.addr()).unwrap();
 
+    // The subscription's background task needs a runtime that keeps running.
+    let rt_events = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_sub, mut events) = rt_events.block_on(async {
+        let sub = Registry::connect(&redis.url(), "geoturn:", None)
+            .await
+            .unwrap();
+        let events = sub.subscribe().await;
+        (sub, events)
+    });
     let auth = format!("Bearer {TOKEN}");
     let r = request(a.http, "POST", "/drain", &[("Authorization", &auth)], "").unwrap();
     assert_eq!(r.status, 202, "{}", r.body);
@@ -164,6 +177,17 @@ fn drain_redirects_to_the_sibling_and_exits_when_the_call_ends() {
         "drain: registry shows relay-a draining {:.0} ms after the request",
         t0.elapsed().as_secs_f64() * 1000.0
     );
+    // Subscribers (the credential API) hear of the drain as an event too.
+    let event = rt_events.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), events.recv()).await {
+                Ok(Ok(RegistryEvent::RelayDraining { relay_id })) => break relay_id,
+                Ok(Ok(_)) => continue,
+                other => panic!("no relay_draining event: {other:?}"),
+            }
+        }
+    });
+    assert_eq!(event, "relay-a");
 
     // A new allocation on A is redirected to B, which accepts it.
     let deadline = Instant::now() + Duration::from_secs(5);

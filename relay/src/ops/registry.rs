@@ -159,6 +159,7 @@ pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) 
     let mut last_cpu = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut cpu = 0.0f32;
+    let mut announced_drain = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -173,6 +174,16 @@ pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) 
             last_cpu = (now, c);
         }
         let rec = record(&ops, started_at_ms, cpu);
+        if rec.state == RelayState::Draining && !announced_drain {
+            // Subscribers (the credential API) hear of it at once, not on their next read.
+            let event = RegistryEvent::RelayDraining {
+                relay_id: rec.id.clone(),
+            };
+            announced_drain = matches!(
+                tokio::time::timeout(CALL_TIMEOUT, registry.publish(&event)).await,
+                Ok(Ok(()))
+            );
+        }
         let result = tokio::time::timeout(CALL_TIMEOUT, registry.heartbeat(&rec, every * 3)).await;
         let ok = matches!(result, Ok(Ok(())));
         if ops.registry.set(ok) {
