@@ -15,14 +15,6 @@ use geoturn_tests::process::ChildGuard;
 const BIN: &str = env!("CARGO_BIN_EXE_geoturn");
 const SECRET: &str = "cli-test-secret-0123456789";
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn creds_prints_a_valid_rest_credential() {
     let out = Command::new(BIN)
@@ -67,7 +59,7 @@ fn creds_prints_a_valid_rest_credential() {
 
 #[test]
 fn relay_binary_relays_and_stops_on_sigterm() {
-    let port = free_udp_port();
+    let port = geoturn_tests::free_udp_port();
     let mut relay = ChildGuard::spawn(
         Command::new(BIN)
             .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
@@ -173,7 +165,7 @@ fn bad_configuration_fails_with_the_option_named() {
 
 #[test]
 fn up_prints_ice_servers_that_work() {
-    let port = free_udp_port();
+    let port = geoturn_tests::free_udp_port();
     let mut up = ChildGuard::spawn(
         Command::new(BIN)
             .args([

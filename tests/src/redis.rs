@@ -1,6 +1,6 @@
 //! A real `redis-server` per test on a free loopback port, with no persistence, stopped by PID.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,10 +110,4 @@ fn redis_server_binary() -> PathBuf {
         })
 }
 
-/// A loopback TCP port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use crate::free_tcp_port as free_port;

@@ -36,14 +36,6 @@ fn parse_totals(out: &str) -> Option<Totals> {
     })
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Over {
     Udp,
@@ -68,7 +60,7 @@ fn run_uclient(over: Over, extra: &[&str]) -> (Totals, String) {
         Over::Tcp => (relay.addr().port(), &["-t"]),
         Over::Tls => (relay.handle().tls_addrs()[0].port(), &["-t", "-S"]),
     };
-    let peer_port = free_udp_port();
+    let peer_port = geoturn_tests::free_udp_port();
     let _peer = ChildGuard::spawn(
         Command::new(peer_bin)
             .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])

@@ -15,14 +15,6 @@ use geoturn_tests::process::{ChildGuard, geoturn_bin};
 const SECRET: &str = "ops-test-secret-0123456789";
 const TOKEN: &str = "ops-admin-token-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_relay(udp: u16, http: u16, extra: &[&str]) -> ChildGuard {
     ChildGuard::spawn(
         Command::new(geoturn_bin())
@@ -69,7 +61,10 @@ fn wait_http(http: std::net::SocketAddr) {
 
 #[test]
 fn metrics_and_status_follow_traffic() {
-    let (udp, http_port) = (free_port(), free_port());
+    let (udp, http_port) = (
+        geoturn_tests::free_tcp_port(),
+        geoturn_tests::free_tcp_port(),
+    );
     let _relay = start_relay(udp, http_port, &[]);
     let http = format!("127.0.0.1:{http_port}").parse().unwrap();
     wait_http(http);
@@ -132,7 +127,10 @@ fn metrics_and_status_follow_traffic() {
 
 #[test]
 fn drain_keeps_live_allocations_refuses_new_and_exits_when_empty() {
-    let (udp, http_port) = (free_port(), free_port());
+    let (udp, http_port) = (
+        geoturn_tests::free_tcp_port(),
+        geoturn_tests::free_tcp_port(),
+    );
     let mut relay = start_relay(udp, http_port, &["--drain-timeout", "60"]);
     let http = format!("127.0.0.1:{http_port}").parse().unwrap();
     wait_http(http);
@@ -210,7 +208,10 @@ fn drain_keeps_live_allocations_refuses_new_and_exits_when_empty() {
 
 #[test]
 fn sigterm_drains_and_exits_at_the_deadline() {
-    let (udp, http_port) = (free_port(), free_port());
+    let (udp, http_port) = (
+        geoturn_tests::free_tcp_port(),
+        geoturn_tests::free_tcp_port(),
+    );
     let mut relay = start_relay(udp, http_port, &["--drain-timeout", "2"]);
     let http = format!("127.0.0.1:{http_port}").parse().unwrap();
     wait_http(http);

@@ -25,17 +25,12 @@ fn script() -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A relay on free ports; returns it with its UDP port and ops address.
 fn start_relay() -> (ChildGuard, u16, SocketAddr) {
-    let (udp, http_port) = (free_port(), free_port());
+    let (udp, http_port) = (
+        geoturn_tests::free_tcp_port(),
+        geoturn_tests::free_tcp_port(),
+    );
     let relay = ChildGuard::spawn(
         Command::new(geoturn_bin())
             .args(["relay", "--listen", &format!("127.0.0.1:{udp}")])

@@ -33,7 +33,7 @@ fn start_relay(
     extra: &[&str],
     static_secret: bool,
 ) -> Relay {
-    let (udp, http) = (free_udp_port(), free_port());
+    let (udp, http) = (geoturn_tests::free_udp_port(), free_port());
     let mut cmd = Command::new(geoturn_bin());
     cmd.args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
         .args(["--http", &format!("127.0.0.1:{http}")])
@@ -64,14 +64,6 @@ fn start_relay(
         udp,
         http: format!("127.0.0.1:{http}").parse().unwrap(),
     }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 use geoturn_tests::process::{ChildGuard, geoturn_bin};
 use geoturn_tests::tls::{TlsClient, write_cert};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn connect_when_up(
     addr: std::net::SocketAddr,
     roots: &[rustls::pki_types::CertificateDer<'static>],
@@ -41,7 +33,10 @@ fn certificate_reloads_on_sighup_and_on_file_change_keeping_sessions() {
     let live_key = dir.join("live.key");
     std::fs::copy(&a.cert_path, &live_cert).unwrap();
     std::fs::copy(&a.key_path, &live_key).unwrap();
-    let (udp, tls) = (free_port(), free_port());
+    let (udp, tls) = (
+        geoturn_tests::free_tcp_port(),
+        geoturn_tests::free_tcp_port(),
+    );
     let relay = ChildGuard::spawn(
         Command::new(geoturn_bin())
             .args([

@@ -14,11 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use geoturn_relay_proto::{PeerSocket, RelayAddr};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use super::worker::{Shard, run_commands};
+use super::worker::{Shard, reuse_tcp_socket, run_commands};
 
 /// How long a Connect may take (RFC 6062 §5.2 suggests at least 30 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,23 +88,9 @@ impl PeerConnections {
     }
 }
 
-fn tcp_socket(addr: SocketAddr) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    // The relayed address both listens and is the source of Connect's outgoing connections
-    // (RFC 6062 §5.2): both sockets need address and port reuse to share it.
-    sock.set_reuse_address(true)?;
-    #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    Ok(sock)
-}
-
 /// Binds and listens on a TCP relayed address.
 pub fn bind_listener(relay: RelayAddr) -> io::Result<TcpListener> {
-    let sock = tcp_socket(relay.0)?;
+    let sock = reuse_tcp_socket(relay.0)?;
     sock.bind(&relay.0.into())?;
     sock.listen(128)?;
     TcpListener::from_std(sock.into())
@@ -149,7 +134,7 @@ pub(super) async fn accept_peers(
 }
 
 async fn connect_from(local: SocketAddr, peer: SocketAddr) -> io::Result<TcpStream> {
-    let sock = tcp_socket(local)?;
+    let sock = reuse_tcp_socket(local)?;
     sock.bind(&local.into())?;
     tokio::net::TcpSocket::from_std_stream(sock.into())
         .connect(peer)

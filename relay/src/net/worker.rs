@@ -118,6 +118,15 @@ fn bind_relay(relay: RelayAddr, dont_fragment: bool) -> io::Result<std::net::Udp
 
 /// Binds a TCP listening socket with `SO_REUSEPORT`.
 pub fn bind_reuseport_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = reuse_tcp_socket(addr)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
+/// A non-blocking TCP socket for `addr`'s family with address and port reuse: every worker
+/// listens on the client port, and a TCP relayed address both listens and connects out.
+pub(super) fn reuse_tcp_socket(addr: SocketAddr) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
@@ -126,9 +135,7 @@ pub fn bind_reuseport_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener>
     #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
     sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(1024)?;
-    Ok(sock.into())
+    Ok(sock)
 }
 
 struct RelaySocket {

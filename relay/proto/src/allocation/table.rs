@@ -63,6 +63,13 @@ impl Allocation {
         std::iter::once(self.relay).chain(self.second.map(|(r, _)| r))
     }
 
+    /// Takes `bytes` from the bandwidth limit (both directions share it); false when over.
+    pub fn within_bandwidth(&mut self, bytes: usize, now: std::time::Instant) -> bool {
+        self.bandwidth
+            .as_mut()
+            .is_none_or(|b| b.take(bytes as f64, now))
+    }
+
     /// The relayed address that talks to peers of `ip`'s family.
     pub fn relay_for(&self, ip: std::net::IpAddr) -> Option<RelayAddr> {
         self.relays().find(|r| r.0.is_ipv4() == ip.is_ipv4())

@@ -122,9 +122,7 @@ impl Server {
             self.stats.drop_packet(DropReason::NoPermission);
             return None;
         }
-        if let Some(bucket) = &mut alloc.bandwidth
-            && !bucket.take(payload.len() as f64, now)
-        {
+        if !alloc.within_bandwidth(payload.len(), now) {
             self.stats.drop_packet(DropReason::OverBandwidth);
             return None;
         }
@@ -161,9 +159,7 @@ impl Server {
             self.stats.drop_packet(DropReason::NoPermission);
             return None;
         }
-        if let Some(bucket) = &mut alloc.bandwidth
-            && !bucket.take(len as f64, now)
-        {
+        if !alloc.within_bandwidth(len, now) {
             self.stats.drop_packet(DropReason::OverBandwidth);
             return None;
         }

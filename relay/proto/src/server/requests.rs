@@ -110,7 +110,7 @@ impl Server {
             }
         };
         if self.is_revoked(auth.user_id(), now) {
-            self.reply_signed(now, &to, Some(ErrorCode::FORBIDDEN), &[], &auth.key);
+            self.reply_error(now, &to, ErrorCode::FORBIDDEN, &auth.key);
             return;
         }
         if msg.method() == Method::Allocate {
@@ -124,17 +124,11 @@ impl Server {
         }
         // Every other request needs this 5-tuple's allocation, created by the same user.
         let Some(alloc) = self.allocations.get(&tuple) else {
-            self.reply_signed(
-                now,
-                &to,
-                Some(ErrorCode::ALLOCATION_MISMATCH),
-                &[],
-                &auth.key,
-            );
+            self.reply_error(now, &to, ErrorCode::ALLOCATION_MISMATCH, &auth.key);
             return;
         };
         if alloc.username != auth.username {
-            self.reply_signed(now, &to, Some(ErrorCode::WRONG_CREDENTIALS), &[], &auth.key);
+            self.reply_error(now, &to, ErrorCode::WRONG_CREDENTIALS, &auth.key);
             return;
         }
         match msg.method() {
@@ -157,17 +151,10 @@ impl Server {
     }
 
     fn allocate(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: Authenticated) {
-        let bad = ErrorCode::BAD_REQUEST;
         let tuple = to.five_tuple;
         if self.allocations.get(&tuple).is_some() {
             // A retransmission was answered from the cache; anything else is a mismatch.
-            return self.reply_signed(
-                now,
-                to,
-                Some(ErrorCode::ALLOCATION_MISMATCH),
-                &[],
-                &auth.key,
-            );
+            return self.reply_error(now, to, ErrorCode::ALLOCATION_MISMATCH, &auth.key);
         }
         if self.pending.values().any(|p| p.five_tuple == tuple) {
             return; // the first copy is being bound right now
@@ -184,59 +171,47 @@ impl Server {
                     types::ADDITIONAL_ADDRESS_FAMILY,
                 ];
                 if !tuple.transport.is_stream() || udp_only.iter().any(|t| msg.get(*t).is_some()) {
-                    return self.reply_signed(now, to, Some(bad), &[], &auth.key);
+                    return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
                 }
                 true
             }
             Some(Ok(Attribute::RequestedTransport(_))) => {
-                return self.reply_signed(
-                    now,
-                    to,
-                    Some(ErrorCode::UNSUPPORTED_TRANSPORT),
-                    &[],
-                    &auth.key,
-                );
+                return self.reply_error(now, to, ErrorCode::UNSUPPORTED_TRANSPORT, &auth.key);
             }
-            _ => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+            _ => return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key),
         };
         let (even_port, reserve_next) = match msg.attribute(types::EVEN_PORT) {
             None => (false, false),
             Some(Ok(Attribute::EvenPort { reserve })) => (true, reserve),
-            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+            Some(_) => return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key),
         };
         let token = match msg.attribute(types::RESERVATION_TOKEN) {
             None => None,
             Some(Ok(Attribute::ReservationToken(t))) => Some(t),
-            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+            Some(_) => return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key),
         };
         // RFC 8656 §7.2: a token excludes EVEN-PORT and REQUESTED-ADDRESS-FAMILY.
         if token.is_some() && (even_port || msg.get(types::REQUESTED_ADDRESS_FAMILY).is_some()) {
-            return self.reply_signed(now, to, Some(bad), &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         let requested = match msg.attribute(types::REQUESTED_ADDRESS_FAMILY) {
             None => None,
             Some(Ok(Attribute::RequestedAddressFamily(f))) => Some(f),
-            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+            Some(_) => return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key),
         };
         let additional = match msg.attribute(types::ADDITIONAL_ADDRESS_FAMILY) {
             None => None,
             Some(Ok(Attribute::AdditionalAddressFamily(AddressFamily::V6))) => {
                 Some(AddressFamily::V6)
             }
-            Some(_) => return self.reply_signed(now, to, Some(bad), &[], &auth.key),
+            Some(_) => return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key),
         };
         if requested.is_some() && additional.is_some() {
-            return self.reply_signed(now, to, Some(bad), &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         let family = requested.unwrap_or(AddressFamily::V4);
         let Some(relay_ip) = self.relay_ip(family) else {
-            return self.reply_signed(
-                now,
-                to,
-                Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
-                &[],
-                &auth.key,
-            );
+            return self.reply_error(now, to, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED, &auth.key);
         };
         // Dual stack (RFC 8656 §7.2): with an IPv6 relay address configured, a second socket
         // is bound after the IPv4 one; without, the IPv6 part is refused with
@@ -260,33 +235,21 @@ impl Server {
                         &auth.key,
                     )
                 }
-                None => self.reply_signed(now, to, Some(ErrorCode::FORBIDDEN), &[], &auth.key),
+                None => self.reply_error(now, to, ErrorCode::FORBIDDEN, &auth.key),
             };
         }
         let Ok(lifetime) = self.lifetime(msg) else {
-            return self.reply_signed(now, to, Some(bad), &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         };
         // RFC 8656 §7.2: never less than the default lifetime.
         let lifetime = lifetime.max(self.config.default_lifetime.min(self.config.max_lifetime));
         match self.quota.acquire(auth.user_id()) {
             Ok(()) => {}
             Err(QuotaExceeded::User) => {
-                return self.reply_signed(
-                    now,
-                    to,
-                    Some(ErrorCode::ALLOCATION_QUOTA_REACHED),
-                    &[],
-                    &auth.key,
-                );
+                return self.reply_error(now, to, ErrorCode::ALLOCATION_QUOTA_REACHED, &auth.key);
             }
             Err(QuotaExceeded::Total) => {
-                return self.reply_signed(
-                    now,
-                    to,
-                    Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                    &[],
-                    &auth.key,
-                );
+                return self.reply_error(now, to, ErrorCode::INSUFFICIENT_CAPACITY, &auth.key);
             }
         }
         let reserved_port = match token {
@@ -295,13 +258,7 @@ impl Server {
                 Some(port) => Some(port),
                 None => {
                     self.quota.release(auth.user_id());
-                    return self.reply_signed(
-                        now,
-                        to,
-                        Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                        &[],
-                        &auth.key,
-                    );
+                    return self.reply_error(now, to, ErrorCode::INSUFFICIENT_CAPACITY, &auth.key);
                 }
             },
         };
@@ -362,11 +319,10 @@ impl Server {
             }
             self.quota.release(pending.auth.user_id());
             let to = answer_for(&pending);
-            return self.reply_signed(
+            return self.reply_error(
                 now,
                 &to,
-                Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                &[],
+                ErrorCode::INSUFFICIENT_CAPACITY,
                 &pending.auth.key,
             );
         };
@@ -492,14 +448,14 @@ impl Server {
 
     fn refresh(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: &Authenticated) {
         let Ok(lifetime) = self.lifetime(msg) else {
-            return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         };
         let tuple = to.five_tuple;
         let family = match msg.attribute(types::REQUESTED_ADDRESS_FAMILY) {
             None => None,
             Some(Ok(Attribute::RequestedAddressFamily(f))) => Some(f),
             Some(_) => {
-                return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+                return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
             }
         };
         if let Some(f) = family {
@@ -508,11 +464,10 @@ impl Server {
                 .get(&tuple)
                 .is_some_and(|a| a.relays().any(|r| AddressFamily::of(r.0.ip()) == f));
             if !has {
-                return self.reply_signed(
+                return self.reply_error(
                     now,
                     to,
-                    Some(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH),
-                    &[],
+                    ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH,
                     &auth.key,
                 );
             }
@@ -588,29 +543,23 @@ impl Server {
         for attr in msg.attributes_of(types::XOR_PEER_ADDRESS) {
             let (Ok(Attribute::XorPeerAddress(peer)), Some(slot)) = (attr, peers.get_mut(count))
             else {
-                return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+                return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
             };
             if let Err(code) = self.check_peer(&to.five_tuple, peer) {
-                return self.reply_signed(now, to, Some(code), &[], &auth.key);
+                return self.reply_error(now, to, code, &auth.key);
             }
             *slot = peer.ip();
             count += 1;
         }
         let peers = peers.get(..count).unwrap_or_default();
         if peers.is_empty() {
-            return self.reply_signed(now, to, Some(ErrorCode::BAD_REQUEST), &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         let Some(alloc) = self.allocations.get_mut(&to.five_tuple) else {
             return;
         };
         if alloc.permissions.can_install(peers.iter(), now).is_err() {
-            return self.reply_signed(
-                now,
-                to,
-                Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                &[],
-                &auth.key,
-            );
+            return self.reply_error(now, to, ErrorCode::INSUFFICIENT_CAPACITY, &auth.key);
         }
         for ip in peers {
             alloc.permissions.install(*ip, now);
@@ -619,25 +568,24 @@ impl Server {
     }
 
     fn channel_bind(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: &Authenticated) {
-        let bad = Some(ErrorCode::BAD_REQUEST);
         if self.allocations.get(&to.five_tuple).is_some_and(|a| a.tcp) {
             // Channels carry datagrams; a TCP allocation has none (RFC 6062 §5).
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         let Some(Ok(Attribute::ChannelNumber(number))) = msg.attribute(types::CHANNEL_NUMBER)
         else {
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         };
         if !(MIN_CHANNEL..=MAX_CHANNEL).contains(&number) {
             tracing::debug!(number, "ChannelBind outside 0x4000-0x7FFF refused");
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         let Some(Ok(Attribute::XorPeerAddress(peer))) = msg.attribute(types::XOR_PEER_ADDRESS)
         else {
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         };
         if let Err(code) = self.check_peer(&to.five_tuple, peer) {
-            return self.reply_signed(now, to, Some(code), &[], &auth.key);
+            return self.reply_error(now, to, code, &auth.key);
         }
         let Some(alloc) = self.allocations.get_mut(&to.five_tuple) else {
             return;
@@ -647,17 +595,11 @@ impl Server {
             .can_install(std::iter::once(&peer.ip()), now)
             .is_err()
         {
-            return self.reply_signed(
-                now,
-                to,
-                Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                &[],
-                &auth.key,
-            );
+            return self.reply_error(now, to, ErrorCode::INSUFFICIENT_CAPACITY, &auth.key);
         }
         if alloc.channels.bind(number, peer, now).is_err() {
             tracing::debug!(number, "ChannelBind conflicts with an existing binding");
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         // A channel binding installs or refreshes the permission for its peer (§11.2).
         alloc.permissions.install(peer.ip(), now);
@@ -668,17 +610,16 @@ impl Server {
 /// RFC 6062: Connect, ConnectionBind, and the driver's reports about peer TCP connections.
 impl Server {
     fn connect(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: Authenticated) {
-        let bad = Some(ErrorCode::BAD_REQUEST);
         let tuple = to.five_tuple;
         if !self.allocations.get(&tuple).is_some_and(|a| a.tcp) {
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         let Some(Ok(Attribute::XorPeerAddress(peer))) = msg.attribute(types::XOR_PEER_ADDRESS)
         else {
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         };
         if let Err(code) = self.check_peer(&tuple, peer) {
-            return self.reply_signed(now, to, Some(code), &[], &auth.key);
+            return self.reply_error(now, to, code, &auth.key);
         }
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             return;
@@ -689,13 +630,7 @@ impl Server {
             .iter()
             .any(|id| self.tcp.peer_of(*id) == Some(peer));
         if duplicate {
-            return self.reply_signed(
-                now,
-                to,
-                Some(ErrorCode::CONNECTION_ALREADY_EXISTS),
-                &[],
-                &auth.key,
-            );
+            return self.reply_error(now, to, ErrorCode::CONNECTION_ALREADY_EXISTS, &auth.key);
         }
         let Some(relay) = alloc.relay_for(peer.ip()) else {
             return;
@@ -708,13 +643,7 @@ impl Server {
             expires: now + crate::allocation::tcp::BIND_TIMEOUT,
         };
         let Some(id) = self.tcp.insert(pending) else {
-            return self.reply_signed(
-                now,
-                to,
-                Some(ErrorCode::INSUFFICIENT_CAPACITY),
-                &[],
-                &auth.key,
-            );
+            return self.reply_error(now, to, ErrorCode::INSUFFICIENT_CAPACITY, &auth.key);
         };
         // Data will flow to this peer: the permission comes with the connection.
         alloc.permissions.install(peer.ip(), now);
@@ -811,13 +740,12 @@ impl Server {
         msg: &Message<'_>,
         auth: &Authenticated,
     ) {
-        let bad = Some(ErrorCode::BAD_REQUEST);
         let Some(Ok(Attribute::ConnectionId(id))) = msg.attribute(types::CONNECTION_ID) else {
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         };
         // A data connection is a stream of its own with no allocation (RFC 6062 §5.3).
         if !to.five_tuple.transport.is_stream() || self.allocations.get(&to.five_tuple).is_some() {
-            return self.reply_signed(now, to, bad, &[], &auth.key);
+            return self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key);
         }
         match self.tcp.take_for_bind(id, &auth.username, now) {
             Ok(_) => {
@@ -828,10 +756,10 @@ impl Server {
                 });
             }
             Err(crate::allocation::tcp::BindError::WrongUser) => {
-                self.reply_signed(now, to, Some(ErrorCode::WRONG_CREDENTIALS), &[], &auth.key)
+                self.reply_error(now, to, ErrorCode::WRONG_CREDENTIALS, &auth.key)
             }
             Err(crate::allocation::tcp::BindError::Unknown) => {
-                self.reply_signed(now, to, bad, &[], &auth.key)
+                self.reply_error(now, to, ErrorCode::BAD_REQUEST, &auth.key)
             }
         }
     }

@@ -95,6 +95,17 @@ impl Server {
         }
     }
 
+    /// A signed error response with no other attributes.
+    pub(super) fn reply_error(
+        &mut self,
+        now: Instant,
+        to: &Answer,
+        code: ErrorCode,
+        key: &IntegrityKey,
+    ) {
+        self.reply_signed(now, to, Some(code), &[], key);
+    }
+
     /// An unsigned response (Binding, 400, 420, or an error before authentication): anyone can
     /// cause one with a spoofed source, so each source gets only so many per second.
     pub(super) fn reply_unsigned(
