@@ -469,6 +469,28 @@ impl<'a> Attribute<'a> {
         }
     }
 
+    /// Refuses values the decoder would refuse, so whatever is written parses back: error codes
+    /// outside 300–699, text over its length limit.
+    pub fn check_encodable(&self) -> Result<(), EncodeError> {
+        let code_ok = |c: u16| (300..=699).contains(&c);
+        let ok = match self {
+            Self::ErrorCode { code, reason } => code_ok(*code) && reason.len() <= MAX_TEXT_LEN,
+            Self::AddressErrorCode { code, reason, .. } => {
+                code_ok(*code) && reason.len() <= MAX_TEXT_LEN
+            }
+            Self::Username(s) => s.len() <= MAX_USERNAME_LEN,
+            Self::Realm(s) | Self::Nonce(s) | Self::Software(s) | Self::AlternateDomain(s) => {
+                s.len() <= MAX_TEXT_LEN
+            }
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(EncodeError::ValueTooLong)
+        }
+    }
+
     /// Writes the attribute value (without the TLV header or padding).
     pub fn encode_value(&self, w: &mut Writer<'_>, tid: &TransactionId) -> Result<(), EncodeError> {
         match self {

@@ -253,8 +253,19 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Appends an attribute with its padding.
+    /// On error nothing of the attribute stays in the buffer: the message written so far is
+    /// still valid.
     pub fn add(&mut self, attr: &Attribute<'_>) -> Result<(), EncodeError> {
         let start = self.w.len();
+        let result = self.add_at(start, attr);
+        if result.is_err() {
+            self.w.truncate(start);
+        }
+        result
+    }
+
+    fn add_at(&mut self, start: usize, attr: &Attribute<'_>) -> Result<(), EncodeError> {
+        attr.check_encodable()?;
         self.w.u16(attr.typ())?;
         self.w.u16(0)?;
         attr.encode_value(&mut self.w, &self.tid)?;
@@ -381,6 +392,31 @@ mod tests {
             Message::parse(&bad).unwrap_err(),
             ParseError::TruncatedAttribute
         );
+    }
+
+    #[test]
+    fn a_refused_attribute_leaves_the_message_valid() {
+        let mut buf = [0u8; 64];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::Binding, Class::Success),
+            tid(),
+        )
+        .unwrap();
+        w.add(&Attribute::Lifetime(5)).unwrap();
+        let long = "x".repeat(100);
+        // Too big for the buffer, and an error code outside 300-699.
+        assert!(w.add(&Attribute::Software(&long)).is_err());
+        assert!(
+            w.add(&Attribute::ErrorCode {
+                code: 1100,
+                reason: "",
+            })
+            .is_err()
+        );
+        let n = w.finish();
+        let m = Message::parse(&buf[..n]).unwrap();
+        assert_eq!(m.decode_all().count(), 1);
     }
 
     #[test]

@@ -123,6 +123,11 @@ impl<'b> Writer<'b> {
         self.buf.get(..self.len).unwrap_or_default()
     }
 
+    /// Forgets everything written after `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Number of bytes written.
     pub fn len(&self) -> usize {
         self.len
