@@ -1,0 +1,377 @@
+//! Which relays a client should use, and why: a pure function of the client's position, the
+//! relays' last heartbeats and the configuration.
+//!
+//! No I/O and no clock: heartbeat ages come in with the candidates, so the same input always
+//! gives the same answer, and tests and benchmarks need no setup.
+//!
+//! The score is an estimated round trip in ms plus a load penalty in ms:
+//! `score = rtt_ms + load_weight_ms × load²`. RTT comes from the configured region matrix when
+//! both ends' regions are known, else from great-circle distance. The square keeps light load
+//! nearly free and makes a nearly full relay cost up to `load_weight_ms`.
+
+mod config;
+mod distance;
+mod explain;
+mod select;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+pub use config::{RankConfig, RankConfigError};
+pub use distance::{EARTH_RADIUS_KM, haversine_km};
+
+/// One relay as the ranking sees it, taken from its last heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The relay's unique id.
+    pub id: String,
+    /// Its region (e.g. `eu-west`).
+    pub region: String,
+    /// Latitude in degrees, −90 to 90.
+    pub lat: f64,
+    /// Longitude in degrees, −180 to 180.
+    pub lon: f64,
+    /// Allocations held now.
+    pub allocations: u64,
+    /// Most allocations it takes; 0 means not reported, and allocations then add no load.
+    pub capacity_allocations: u64,
+    /// Relayed bandwidth now, in + out, in the same unit as `capacity_bps`.
+    pub bps: u64,
+    /// Bandwidth it is sized for, in + out; 0 means not reported, and bandwidth then adds no
+    /// load.
+    pub capacity_bps: u64,
+    /// Draining relays finish their allocations but take no new clients.
+    pub draining: bool,
+    /// Time since its last heartbeat, measured by the caller.
+    pub heartbeat_age: Duration,
+}
+
+/// Where the client is, as far as we know.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientLocation {
+    /// A position from GeoIP or the caller.
+    Known {
+        /// Latitude in degrees.
+        lat: f64,
+        /// Longitude in degrees.
+        lon: f64,
+        /// The client's region, when known: selects the RTT-matrix row.
+        region: Option<String>,
+    },
+    /// Private address, not in the database, or no database.
+    Unknown,
+}
+
+impl From<Option<crate::Location>> for ClientLocation {
+    /// A GeoIP answer as a client position; the region stays unknown (GeoIP has none).
+    fn from(found: Option<crate::Location>) -> Self {
+        match found {
+            Some(l) => Self::Known {
+                lat: l.lat,
+                lon: l.lon,
+                region: None,
+            },
+            None => Self::Unknown,
+        }
+    }
+}
+
+/// The answer: the relays to hand out, best first, and the relays that were ruled out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ranking {
+    /// Best first; at most `max_results`.
+    pub chosen: Vec<Choice>,
+    /// Relays that may not be handed out at all, by id.
+    pub excluded: Vec<Excluded>,
+}
+
+/// A chosen relay and how it scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// The relay's id.
+    pub id: String,
+    /// The relay's region.
+    pub region: String,
+    /// Its position in the `candidates` slice given to [`rank_relays`].
+    pub index: usize,
+    /// Great-circle distance to the client; `None` when the client's location is unknown.
+    pub distance_km: Option<f64>,
+    /// Estimated round trip in ms (distance or matrix); 0 when the client's location is unknown.
+    pub rtt_ms: f64,
+    /// Utilisation, the larger of allocations and bandwidth, 0 to 1.
+    pub load: f64,
+    /// What it was ranked by, lower is better: `rtt_ms + load_weight_ms × load²`.
+    pub score: f64,
+    /// One line for humans: distance, RTT and its source, load, score, or the fallback used.
+    pub reason: String,
+}
+
+/// A relay that may not be handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excluded {
+    /// The relay's id.
+    pub id: String,
+    /// Why.
+    pub reason: ExclusionReason,
+}
+
+/// Why a relay may not be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExclusionReason {
+    /// It is draining: existing allocations finish, new clients go elsewhere.
+    Draining,
+    /// No heartbeat for longer than `stale_after`: it may be gone.
+    Stale {
+        /// Time since its last heartbeat.
+        age: Duration,
+    },
+    /// Allocations or bandwidth at or above capacity.
+    OverCapacity,
+    /// Latitude or longitude not a number or off the globe: a broken record.
+    InvalidPosition,
+}
+
+impl fmt::Display for ExclusionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Draining => f.write_str("draining"),
+            Self::Stale { age } => {
+                write!(f, "stale: last heartbeat {:.1} s ago", age.as_secs_f64())
+            }
+            Self::OverCapacity => f.write_str("at or over capacity"),
+            Self::InvalidPosition => f.write_str("invalid latitude/longitude"),
+        }
+    }
+}
+
+/// Ranks `candidates` for a client at `client`; see the module doc for the score.
+///
+/// - Draining, stale, over-capacity and badly positioned relays go to `excluded` (sorted by
+///   id), with the reason.
+/// - The others are ordered by score, then RTT, then load, then id, so ties break the same way
+///   every time; the first `max_results` are chosen.
+/// - When the eligible relays span at least `min_regions` regions, the answer does too: the
+///   worst pick of a region that has two is replaced by the best relay of a missing region.
+///   With fewer regions available it spans as many as it can.
+/// - An unknown client location puts relays of `default_region` first, least loaded first,
+///   then every other relay least loaded first.
+///
+/// To explain every eligible relay (as `geoturn route` does), pass `max_results: usize::MAX`.
+pub fn rank_relays(
+    client: &ClientLocation,
+    candidates: &[Candidate],
+    config: &RankConfig,
+) -> Ranking {
+    let client = Client::new(client, config);
+    let mut excluded = Vec::new();
+    let mut scored = Vec::with_capacity(candidates.len());
+    for (index, candidate) in candidates.iter().enumerate() {
+        let load = Load::of(candidate);
+        match exclusion(candidate, load, config) {
+            Some(reason) => excluded.push(Excluded {
+                id: candidate.id.clone(),
+                reason,
+            }),
+            None => scored.push(client.score(index, candidate, load, config)),
+        }
+    }
+    excluded.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let picks = select::pick(
+        &mut scored,
+        config.max_results,
+        config.min_regions,
+        Scored::cmp,
+    );
+    let chosen = picks
+        .into_iter()
+        .filter_map(|pick| {
+            let scored = scored.get(pick.position)?;
+            Some(explain::choice(scored, pick.for_diversity, &client, config))
+        })
+        .collect();
+    Ranking { chosen, excluded }
+}
+
+fn exclusion(candidate: &Candidate, load: Load, config: &RankConfig) -> Option<ExclusionReason> {
+    if candidate.draining {
+        Some(ExclusionReason::Draining)
+    } else if candidate.heartbeat_age > config.stale_after {
+        Some(ExclusionReason::Stale {
+            age: candidate.heartbeat_age,
+        })
+    } else if load.value >= 1.0 {
+        Some(ExclusionReason::OverCapacity)
+    } else if !on_globe(candidate.lat, candidate.lon) {
+        Some(ExclusionReason::InvalidPosition)
+    } else {
+        None
+    }
+}
+
+/// `contains` is false for NaN, so NaN is off the globe too.
+fn on_globe(lat: f64, lon: f64) -> bool {
+    (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)
+}
+
+/// Utilisation and which resource it comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Load {
+    value: f64,
+    by_bandwidth: bool,
+}
+
+impl Load {
+    fn of(c: &Candidate) -> Self {
+        let allocations = utilisation(c.allocations, c.capacity_allocations);
+        let bandwidth = utilisation(c.bps, c.capacity_bps);
+        Self {
+            value: allocations.max(bandwidth),
+            by_bandwidth: bandwidth > allocations,
+        }
+    }
+}
+
+fn utilisation(used: u64, capacity: u64) -> f64 {
+    if capacity == 0 {
+        0.0
+    } else {
+        used as f64 / capacity as f64
+    }
+}
+
+/// Where the RTT estimate of a relay came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RttSource {
+    Distance,
+    Matrix,
+    /// Unknown client: in the default region (true) or not.
+    Unknown {
+        default_region: bool,
+    },
+}
+
+/// An eligible relay with its numbers, before explanation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scored<'a> {
+    candidate: &'a Candidate,
+    index: usize,
+    /// Measured for every relay ranked by distance; for matrix-ranked ones only when chosen.
+    distance_km: Option<f64>,
+    rtt_ms: f64,
+    source: RttSource,
+    load: Load,
+    score: f64,
+}
+
+impl Scored<'_> {
+    /// Total order: unknown-location groups, score, RTT, load, id, region, input position.
+    /// `total_cmp` keeps it total even if a bad configuration produced NaN.
+    fn cmp(&self, other: &Self) -> Ordering {
+        let group = |s: &Self| {
+            matches!(
+                s.source,
+                RttSource::Unknown {
+                    default_region: false
+                }
+            )
+        };
+        let id = |s: &Self| (&s.candidate.id, &s.candidate.region);
+        group(self)
+            .cmp(&group(other))
+            .then(self.score.total_cmp(&other.score))
+            .then(self.rtt_ms.total_cmp(&other.rtt_ms))
+            .then(self.load.value.total_cmp(&other.load.value))
+            .then_with(|| id(self).cmp(&id(other)))
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+impl select::Regional for Scored<'_> {
+    fn region(&self) -> &str {
+        &self.candidate.region
+    }
+}
+
+/// The client's position, checked, with its matrix row.
+struct Client<'a> {
+    position: Option<distance::Origin>,
+    region: Option<&'a str>,
+    matrix_row: HashMap<&'a str, f64>,
+}
+
+impl<'a> Client<'a> {
+    fn new(location: &'a ClientLocation, config: &'a RankConfig) -> Self {
+        match location {
+            // A position off the globe is no position: rank as if unknown rather than by NaN.
+            ClientLocation::Known { lat, lon, region } if on_globe(*lat, *lon) => {
+                let region = region.as_deref();
+                Self {
+                    position: Some(distance::Origin::new(*lat, *lon)),
+                    region,
+                    matrix_row: region.map(|r| config.matrix_row(r)).unwrap_or_default(),
+                }
+            }
+            _ => Self {
+                position: None,
+                region: None,
+                matrix_row: HashMap::new(),
+            },
+        }
+    }
+
+    fn score<'c>(
+        &self,
+        index: usize,
+        c: &'c Candidate,
+        load: Load,
+        config: &RankConfig,
+    ) -> Scored<'c> {
+        let penalty = config.load_weight_ms * load.value * load.value;
+        let Some(origin) = self.position else {
+            let default_region = config.default_region.as_deref() == Some(c.region.as_str());
+            // Outside the default region a relay costs as much as a fully loaded one, so every
+            // default-region relay (load < 1) scores below every other and scores stay sorted.
+            let offset = if default_region {
+                0.0
+            } else {
+                config.load_weight_ms
+            };
+            return Scored {
+                candidate: c,
+                index,
+                distance_km: None,
+                rtt_ms: 0.0,
+                source: RttSource::Unknown { default_region },
+                load,
+                score: offset + penalty,
+            };
+        };
+        // With a matrix entry the distance is only for the explanation: `explain` measures it
+        // for the chosen few rather than paying the trigonometry for every relay here.
+        let (distance_km, rtt_ms, source) = match self.matrix_row.get(c.region.as_str()) {
+            Some(&rtt) => (None, rtt, RttSource::Matrix),
+            None => {
+                let km = origin.km_to(c.lat, c.lon);
+                let rtt =
+                    distance::estimated_rtt_ms(km, config.route_inflation, config.fibre_km_per_ms);
+                (Some(km), rtt, RttSource::Distance)
+            }
+        };
+        Scored {
+            candidate: c,
+            index,
+            distance_km,
+            rtt_ms,
+            source,
+            load,
+            score: rtt_ms + penalty,
+        }
+    }
+}
