@@ -23,6 +23,8 @@ enum Command {
     Up(UpOptions),
     /// Mint TURN REST credentials for a user.
     Creds(CredsOptions),
+    /// Show which relays a client address would be given, and why.
+    Route(geoturn_api::route::RouteOptions),
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +89,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(opts) => run_up(opts),
+        Command::Route(opts) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            print!("{}", rt.block_on(geoturn_api::route::route(&opts))?);
+            Ok(())
+        }
         Command::Creds(opts) => {
             let secret = opts
                 .secret

@@ -1,4 +1,7 @@
-//! geoturn-api: the REST service that answers web apps with ICE servers.
-//!
-//! Empty on purpose: this crate holds its place in the workspace layout of DESIGN.md and is
-//! built by the credential-API issue.
+//! geoturn-api: the REST service that answers web apps with ICE servers, and the tools around
+//! it. So far: [`candidates`] (registry records as ranking input) and [`route`] (`geoturn
+//! route`, the ranking for one client address with its explanation). The HTTP service itself
+//! comes with the rest of the credential-API issue.
+
+pub mod candidates;
+pub mod route;

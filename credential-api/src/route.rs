@@ -1,0 +1,131 @@
+//! `geoturn route --ip ADDR`: which relays a client at ADDR would be given, and why.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use geoturn_geo::{ClientLocation, GeoIp, RankConfig, rank_relays};
+use geoturn_shared::registry::Registry;
+
+/// Options of `geoturn route`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouteOptions {
+    /// The client address to route.
+    #[arg(long)]
+    pub ip: IpAddr,
+    /// Registry to read relays from (`redis://…`, `rediss://…`).
+    #[arg(long, env = "GEOTURN_REGISTRY", hide_env_values = true)]
+    pub registry: String,
+    /// Key prefix in the registry.
+    #[arg(long, env = "GEOTURN_REGISTRY_PREFIX", default_value = "geoturn:")]
+    pub registry_prefix: String,
+    /// MaxMind `.mmdb` file (GeoIP2/GeoLite2-City or DB-IP city layout); repeatable.
+    #[arg(long = "geoip", env = "GEOTURN_GEOIP", value_delimiter = ',')]
+    pub geoip: Vec<PathBuf>,
+    /// Region served first when the client's location is unknown.
+    #[arg(long, env = "GEOTURN_DEFAULT_REGION")]
+    pub default_region: Option<String>,
+    /// Relays to choose.
+    #[arg(long, default_value_t = 4)]
+    pub count: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why routing could not be shown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// A GeoIP database could not be read.
+    #[error(transparent)]
+    Geo(#[from] geoturn_geo::GeoError),
+    /// The registry could not be read.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// The ranking settings are invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Ranks the registry's relays for `opts.ip` and renders the result.
+pub async fn route(opts: &RouteOptions) -> Result<String, RouteError> {
+    let geo = GeoIp::open(&opts.geoip)?;
+    let registry = Registry::connect(&opts.registry, &opts.registry_prefix, None)
+        .await
+        .map_err(|e| RouteError::Registry(e.to_string()))?;
+    let records = registry
+        .list()
+        .await
+        .map_err(|e| RouteError::Registry(e.to_string()))?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let candidates: Vec<_> = records
+        .iter()
+        .map(|r| crate::candidates::candidate(r, now_ms))
+        .collect();
+    let location = geo.lookup(opts.ip);
+    let client = ClientLocation::from(location.clone());
+    let config = RankConfig {
+        default_region: opts.default_region.clone(),
+        max_results: opts.count.max(1),
+        ..RankConfig::default()
+    };
+    config
+        .validate()
+        .map_err(|e| RouteError::Config(e.to_string()))?;
+    let ranking = rank_relays(&client, &candidates, &config);
+    if opts.json {
+        let chosen: Vec<_> = ranking
+            .chosen
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id, "region": c.region, "distance_km": c.distance_km,
+                    "rtt_ms": c.rtt_ms, "load": c.load, "score": c.score, "reason": c.reason,
+                    "urls": records.get(c.index).map(|r| r.urls.clone()).unwrap_or_default(),
+                })
+            })
+            .collect();
+        let excluded: Vec<_> = ranking
+            .excluded
+            .iter()
+            .map(|e| serde_json::json!({"id": e.id, "reason": e.reason.to_string()}))
+            .collect();
+        let located =
+            location.map(|l| serde_json::json!({"lat": l.lat, "lon": l.lon, "country": l.country}));
+        return Ok(serde_json::json!({
+            "ip": opts.ip, "location": located, "chosen": chosen, "excluded": excluded,
+        })
+        .to_string());
+    }
+    let mut out = String::new();
+    match &location {
+        Some(l) => out.push_str(&format!(
+            "client {} at {:.2},{:.2}{}\n",
+            opts.ip,
+            l.lat,
+            l.lon,
+            l.country
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        )),
+        None => out.push_str(&format!("client {}: location unknown\n", opts.ip)),
+    }
+    out.push_str(&format!("{} relays in the registry\n", records.len()));
+    for (i, c) in ranking.chosen.iter().enumerate() {
+        out.push_str(&format!(
+            "{}. {} ({}): {}\n",
+            i + 1,
+            c.id,
+            c.region,
+            c.reason
+        ));
+    }
+    for e in &ranking.excluded {
+        out.push_str(&format!("excluded {}: {}\n", e.id, e.reason));
+    }
+    Ok(out)
+}
