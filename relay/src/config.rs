@@ -146,11 +146,12 @@ pub struct RelayOptions {
     pub max_bps: Option<u64>,
 
     /// Responses to unauthenticated requests per second per source IP (bounds what a
-    /// spoofed source can be sent) [default: 20; 0 = unlimited].
+    /// spoofed source can be sent; high enough for a busy office behind one NAT)
+    /// [default: 100; 0 = unlimited].
     #[arg(long, env = "GEOTURN_UNAUTH_RATE")]
     pub unauth_rate: Option<u32>,
 
-    /// Burst of responses to unauthenticated requests per source IP [default: 40].
+    /// Burst of responses to unauthenticated requests per source IP [default: 200].
     #[arg(long, env = "GEOTURN_UNAUTH_BURST")]
     pub unauth_burst: Option<u32>,
 
@@ -618,8 +619,8 @@ impl RelayOptions {
             max_allocations: self.max_allocations.unwrap_or(0),
             user_quota: self.user_quota.unwrap_or(0),
             max_bps: self.max_bps.unwrap_or(0),
-            unauth_rate: self.unauth_rate.unwrap_or(20),
-            unauth_burst: self.unauth_burst.unwrap_or(40),
+            unauth_rate: self.unauth_rate.unwrap_or(100),
+            unauth_burst: self.unauth_burst.unwrap_or(200),
             default_lifetime: Duration::from_secs(default_lifetime),
             max_lifetime: Duration::from_secs(max_lifetime),
             log_json,

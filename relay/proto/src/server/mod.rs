@@ -82,8 +82,8 @@ impl Default for ServerConfig {
             peer_policy: PeerPolicy::default(),
             nonce_key: [0; 32],
             transaction_cache_size: 8192,
-            unauth_rate: 20,
-            unauth_burst: 40,
+            unauth_rate: 100,
+            unauth_burst: 200,
             allocation_bps: 0,
         }
     }
