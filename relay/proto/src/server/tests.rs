@@ -145,6 +145,18 @@ impl Harness {
         resp
     }
 
+    /// Takes REALM and NONCE from the 401 an unauthenticated Allocate earns.
+    fn challenge(&mut self, auth: &mut ClientAuth, transport: u8) {
+        let resp = self.request(
+            Method::Allocate,
+            &[Attribute::RequestedTransport(transport)],
+            None,
+        );
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!(error_code(&m), Some(401));
+        assert!(auth.update_from_challenge(&m));
+    }
+
     fn credentials(&self, ttl: u64) -> ClientAuth {
         let c = RestCredential::mint(SECRET, "alice", UNIX_START, ttl);
         ClientAuth {
@@ -254,8 +266,7 @@ fn retransmitted_allocate_gets_identical_response_and_new_one_gets_437() {
     // The original Allocate's retransmission gets the original success, not 437.
     let mut h = Harness::new();
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let tid = h.tid();
     let req = encode_request(
         Method::Allocate,
@@ -276,8 +287,7 @@ fn retransmitted_allocate_gets_identical_response_and_new_one_gets_437() {
 fn wrong_password_and_expired_username_get_401() {
     let mut h = Harness::new();
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let mut wrong = auth.clone();
     wrong.password = "bm90IHRoZSBwYXNzd29yZA==".into();
     let resp = h.request(
@@ -312,8 +322,7 @@ fn wrong_password_and_expired_username_get_401() {
 fn stale_nonce_gets_438_with_fresh_nonce() {
     let mut h = Harness::new();
     let mut auth = h.credentials(7200);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     h.advance(601);
     let resp = h.request(
         Method::Allocate,
@@ -359,8 +368,7 @@ fn unknown_comprehension_required_attribute_gets_420() {
 fn unsupported_transport_gets_442_and_missing_transport_400() {
     let mut h = Harness::new();
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(6)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 6);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(99)],
@@ -436,8 +444,7 @@ fn data_indication_for_ipv6_peer_and_odd_length() {
     };
     let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50010);
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     // Default family IPv4 is unavailable: 440.
     let resp = h.request(
         Method::Allocate,
@@ -665,8 +672,7 @@ fn quotas_give_486_and_508() {
     h.allocate();
     h.tuple = tuple(40001);
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
@@ -692,8 +698,7 @@ fn quotas_give_486_and_508() {
         password: c.password,
         ..auth
     };
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    carol.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut carol, 17);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
@@ -714,8 +719,7 @@ fn port_range_exhaustion_gives_508_and_bind_failures_retry() {
     assert_eq!(h.bound.len(), 1);
     h.tuple = tuple(40001);
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
@@ -723,8 +727,7 @@ fn port_range_exhaustion_gives_508_and_bind_failures_retry() {
     );
     assert_eq!(code_of(&resp), None);
     h.tuple = tuple(40002);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
@@ -732,8 +735,7 @@ fn port_range_exhaustion_gives_508_and_bind_failures_retry() {
     );
     assert_eq!(code_of(&resp), None);
     h.tuple = tuple(40003);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
@@ -839,8 +841,7 @@ fn draining_redirects_new_allocations_and_keeps_old_ones() {
     h.allow_peer(&auth, peer());
     // New allocation: 300 with the sibling of the same family, signed.
     h.tuple = tuple(40001);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
@@ -874,8 +875,7 @@ fn draining_redirects_new_allocations_and_keeps_old_ones() {
 fn even_port_with_reservation_then_reservation_token() {
     let mut h = Harness::new();
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[
@@ -896,8 +896,7 @@ fn even_port_with_reservation_then_reservation_token() {
     };
     // The RTCP allocation from another client port claims the reserved port.
     h.tuple = tuple(40001);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[
@@ -915,8 +914,7 @@ fn even_port_with_reservation_then_reservation_token() {
     assert_eq!(rtcp.port(), rtp.port() + 1);
     // The token is single use.
     h.tuple = tuple(40002);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[
@@ -964,8 +962,7 @@ fn revoked_users_lose_allocations_and_are_refused() {
     assert_eq!(h.freed, vec![RelayAddr(relayed)]);
     h.tuple = tuple(40001);
     let mut auth = ClientAuth { ..auth };
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(17)],
@@ -1086,8 +1083,7 @@ fn dual_stack_allocation_relays_both_families() {
     };
     let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[
@@ -1165,8 +1161,7 @@ fn dual_stack_falls_back_to_one_family_with_address_error_code() {
     let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
     h.fail_v6 = true;
     let mut auth = h.credentials(3600);
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 17);
     let resp = h.request(
         Method::Allocate,
         &[
@@ -1194,8 +1189,7 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
     let mut h = Harness::new();
     let mut auth = h.credentials(3600);
     // Over UDP, a TCP allocation is refused.
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(6)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 6);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(6)],
@@ -1205,8 +1199,7 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
     // Over TCP it binds a TCP listening socket.
     h.tuple.transport = Transport::Tcp;
     let control = h.tuple;
-    let challenge = h.request(Method::Allocate, &[Attribute::RequestedTransport(6)], None);
-    auth.update_from_challenge(&Message::parse(&challenge).unwrap());
+    h.challenge(&mut auth, 6);
     let resp = h.request(
         Method::Allocate,
         &[Attribute::RequestedTransport(6)],
