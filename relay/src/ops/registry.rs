@@ -18,8 +18,6 @@ use super::status::status;
 
 /// How long a revoked user stays refused: longer than any credential minted before.
 const REVOCATION: Duration = Duration::from_secs(24 * 3600);
-/// Heartbeat retry interval while the registry is unreachable.
-const RETRY_WHILE_DOWN: Duration = Duration::from_millis(100);
 /// Bound on one registry call as seen from here (the client bounds its own calls too).
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -156,17 +154,15 @@ pub fn alternates(me: &str, region: &str, records: &[RelayRecord]) -> Vec<Socket
 /// Heartbeats until the task is aborted; then the caller removes the record.
 pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) {
     let started_at_ms = unix_ms();
-    // While the registry is unreachable, retry faster than the heartbeat so the record is
-    // back well within one heartbeat of Redis returning.
-    let retry = every.min(RETRY_WHILE_DOWN);
-    let mut next = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_cpu = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut cpu = 0.0f32;
     let mut announced_drain = false;
     loop {
         tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
+            _ = tick.tick() => {}
             () = ops.drain.started(), if !ops.drain.is_draining() => {}
         }
         let now = Instant::now();
@@ -190,7 +186,6 @@ pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) 
         }
         let result = tokio::time::timeout(CALL_TIMEOUT, registry.heartbeat(&rec, every * 3)).await;
         let ok = matches!(result, Ok(Ok(())));
-        next = tokio::time::Instant::now() + if ok { every } else { retry };
         if ops.registry.set(ok) {
             if ok {
                 tracing::info!("registry reachable: heartbeats resumed");
