@@ -30,6 +30,7 @@ pub struct RelayHandle {
     drain: watch::Sender<Option<Drain>>,
     snapshots: Vec<Arc<Mutex<ShardSnapshot>>>,
     controls: Vec<tokio::sync::mpsc::Sender<WorkerControl>>,
+    peers: Arc<crate::net::tcp_relay::PeerConnections>,
 }
 
 /// Binds and starts a relay with `config`.
@@ -170,6 +171,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         drain,
         snapshots,
         controls,
+        peers,
     })
 }
 
@@ -259,6 +261,10 @@ impl RelayHandle {
                 *t.auth_failures.entry(k).or_default() += v;
             }
         }
+        // RFC 6062 data connections bypass the shards: their bytes are counted at the splice.
+        use std::sync::atomic::Ordering::Relaxed;
+        total.stats.bytes_to_peer += self.peers.bytes_to_peer.load(Relaxed);
+        total.stats.bytes_to_client += self.peers.bytes_to_client.load(Relaxed);
         total
     }
 

@@ -48,6 +48,14 @@ enum Over {
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_uclient(over: Over, extra: &[&str]) -> (Totals, String) {
+    let (t, out, _) = run_uclient_stats(over, extra);
+    (t, out)
+}
+
+fn run_uclient_stats(
+    over: Over,
+    extra: &[&str],
+) -> (Totals, String, geoturn_relay::net::worker::ShardSnapshot) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let uclient = require_tool("turnutils_uclient", HINT);
     let peer_bin = require_tool("turnutils_peer", HINT);
@@ -105,7 +113,7 @@ fn run_uclient(over: Over, extra: &[&str]) -> (Totals, String) {
     assert!(created >= 10, "only {created} allocations created: {out}");
     let _ = std::fs::remove_dir_all(dir);
     let totals = parse_totals(&out).unwrap_or_else(|| panic!("no totals in output:\n{out}"));
-    (totals, out)
+    (totals, out, relay.handle().snapshot())
 }
 
 #[test]
@@ -152,8 +160,13 @@ fn assert_lossless(t: &Totals, out: &str, what: &str) {
 fn uclient_rfc6062_tcp_relaying_loses_nothing() {
     // -T: TCP allocations (RFC 6062), clients in pairs: one Connects to the other's relayed
     // address, the other gets ConnectionAttempt; both bind data connections.
-    let (t, out) = run_uclient(Over::Tcp, &["-T"]);
+    let (t, out, snap) = run_uclient_stats(Over::Tcp, &["-T"]);
     assert_lossless(&t, &out, "rfc6062 tcp relaying");
+    // Spliced bytes count in the relayed-bytes metrics: every message crossed the relay to a
+    // peer (the other client's relayed address) and back.
+    let payload = 3000 * 161;
+    assert!(snap.stats.bytes_to_peer >= payload, "{:?}", snap.stats);
+    assert!(snap.stats.bytes_to_client >= payload, "{:?}", snap.stats);
 }
 
 #[test]

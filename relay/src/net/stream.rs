@@ -143,7 +143,7 @@ where
 
 /// Pipes a data connection to its peer connection until either side closes.
 async fn splice<S>(
-    mut client: S,
+    client: S,
     id: u32,
     leftover: Vec<u8>,
     peers: std::sync::Arc<super::tcp_relay::PeerConnections>,
@@ -156,15 +156,43 @@ async fn splice<S>(
     let Ok(mut peer) = tokio::net::TcpStream::from_std(std) else {
         return;
     };
+    let counters = peers.clone();
     let task = tokio::task::spawn_local(async move {
         if !leftover.is_empty() && peer.write_all(&leftover).await.is_err() {
             return;
         }
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut peer).await;
+        let (client_rd, client_wr) = tokio::io::split(client);
+        let (peer_rd, peer_wr) = peer.into_split();
+        // Either side closing ends both (RFC 6062 §5.5); bytes are counted as they pass.
+        tokio::select! {
+            () = pump(client_rd, peer_wr, &counters.bytes_to_peer) => {}
+            () = pump(peer_rd, client_wr, &counters.bytes_to_client) => {}
+        }
     });
     peers.set_spliced(id, task.abort_handle());
     let _ = task.await;
     peers.forget(id);
+}
+
+/// Copies `from` to `to` until either ends, adding every chunk to `counter`.
+async fn pump<R, W>(mut from: R, mut to: W, counter: &std::sync::atomic::AtomicU64)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Some(chunk) = buf.get(..n) else { break };
+        if to.write_all(chunk).await.is_err() {
+            break;
+        }
+        counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    let _ = to.shutdown().await;
 }
 
 async fn read_frames<R: AsyncRead + Unpin>(

@@ -33,6 +33,10 @@ enum PeerConnection {
 #[derive(Default)]
 pub struct PeerConnections {
     map: Mutex<HashMap<u32, PeerConnection>>,
+    /// Bytes spliced from clients' data connections to peers, counted as they flow.
+    pub bytes_to_peer: std::sync::atomic::AtomicU64,
+    /// Bytes spliced from peers to clients' data connections.
+    pub bytes_to_client: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PeerConnections {
