@@ -190,6 +190,18 @@ impl Harness {
         (auth, relayed)
     }
 
+    /// Sends ChannelBind(`number` → `peer`); returns the response.
+    fn channel_bind(&mut self, auth: &ClientAuth, number: u16, peer: SocketAddr) -> Vec<u8> {
+        self.request(
+            Method::ChannelBind,
+            &[
+                Attribute::ChannelNumber(number),
+                Attribute::XorPeerAddress(peer),
+            ],
+            Some(auth),
+        )
+    }
+
     fn allow_peer(&mut self, auth: &ClientAuth, peer: SocketAddr) {
         let resp = self.request(
             Method::CreatePermission,
@@ -540,25 +552,11 @@ fn forbidden_peers_get_403() {
 fn channel_bind_and_channel_data_both_ways() {
     let mut h = Harness::new();
     let (auth, _) = h.allocate();
-    let resp = h.request(
-        Method::ChannelBind,
-        &[
-            Attribute::ChannelNumber(0x4001),
-            Attribute::XorPeerAddress(peer()),
-        ],
-        Some(&auth),
-    );
+    let resp = h.channel_bind(&auth, 0x4001, peer());
     assert_eq!(code_of(&resp), None);
     // Out-of-range number and rebinding the peer to another number are refused.
     for number in [0x3FFF, 0x8000, 0xFFFF, 0x4002] {
-        let resp = h.request(
-            Method::ChannelBind,
-            &[
-                Attribute::ChannelNumber(number),
-                Attribute::XorPeerAddress(peer()),
-            ],
-            Some(&auth),
-        );
+        let resp = h.channel_bind(&auth, number, peer());
         assert_eq!(code_of(&resp), Some(400), "{number:#x}");
     }
     let mut frame = [0u8; 64];
@@ -586,14 +584,7 @@ fn channel_bind_and_channel_data_both_ways() {
 fn lifetimes_expire_on_the_virtual_clock() {
     let mut h = Harness::new();
     let (auth, relayed) = h.allocate();
-    let resp = h.request(
-        Method::ChannelBind,
-        &[
-            Attribute::ChannelNumber(0x4001),
-            Attribute::XorPeerAddress(peer()),
-        ],
-        Some(&auth),
-    );
+    let resp = h.channel_bind(&auth, 0x4001, peer());
     assert_eq!(code_of(&resp), None);
     let mut frame = [0u8; 64];
     let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"m", false).unwrap();
@@ -603,14 +594,7 @@ fn lifetimes_expire_on_the_virtual_clock() {
     h.advance(2);
     assert!(h.input(&frame[..n]).is_none());
     // Refreshing the binding refreshes the permission.
-    let resp = h.request(
-        Method::ChannelBind,
-        &[
-            Attribute::ChannelNumber(0x4001),
-            Attribute::XorPeerAddress(peer()),
-        ],
-        Some(&auth),
-    );
+    let resp = h.channel_bind(&auth, 0x4001, peer());
     assert_eq!(code_of(&resp), None);
     assert!(h.input(&frame[..n]).is_some());
     // The allocation expires after its 600 s default lifetime.
@@ -1045,14 +1029,7 @@ fn allocation_bandwidth_is_limited_in_both_directions() {
     };
     let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
     let (auth, _) = h.allocate();
-    let resp = h.request(
-        Method::ChannelBind,
-        &[
-            Attribute::ChannelNumber(0x4001),
-            Attribute::XorPeerAddress(peer()),
-        ],
-        Some(&auth),
-    );
+    let resp = h.channel_bind(&auth, 0x4001, peer());
     assert_eq!(code_of(&resp), None);
     let mut frame = [0u8; 1100];
     let n = crate::stun::channel_data::encode(&mut frame, 0x4001, &[7u8; 1000], false).unwrap();
@@ -1208,14 +1185,7 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
     assert_eq!(code_of(&resp), None);
     let relay = h.bound[0];
     // No channels on a TCP allocation.
-    let resp = h.request(
-        Method::ChannelBind,
-        &[
-            Attribute::ChannelNumber(0x4001),
-            Attribute::XorPeerAddress(peer()),
-        ],
-        Some(&auth),
-    );
+    let resp = h.channel_bind(&auth, 0x4001, peer());
     assert_eq!(code_of(&resp), Some(400));
 
     // Connect: the driver is asked to connect; the answer waits for it.
