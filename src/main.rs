@@ -18,8 +18,10 @@ struct Cli {
 enum Command {
     /// Run a TURN relay (UDP, TCP, TLS) with its ops HTTP listener.
     Relay(Box<RelayOptions>),
-    /// Run everything in one process on 127.0.0.1 with a generated secret, and print
-    /// ICE-server JSON a browser can use.
+    /// Run the credential API: ICE servers for web apps, secret rotation, the fleet's load.
+    Api(Box<geoturn_api::ApiOptions>),
+    /// Run a relay and the credential API in one process on 127.0.0.1 (in-memory registry,
+    /// generated secret and API key), and print ICE-server JSON and a ready curl command.
     Up(UpOptions),
     /// Mint TURN REST credentials for a user.
     Creds(CredsOptions),
@@ -38,6 +40,13 @@ struct UpOptions {
     /// Ops HTTP address of the embedded relay (/status, /metrics).
     #[arg(long, env = "GEOTURN_HTTP", default_value = "127.0.0.1:9641")]
     http: std::net::SocketAddr,
+    /// Address of the embedded credential API.
+    #[arg(long, env = "GEOTURN_API_LISTEN", default_value = "127.0.0.1:8080")]
+    api_listen: std::net::SocketAddr,
+    /// API key `NAME:KEY` (with the admin scope) for the embedded API; without one a key is
+    /// generated and printed.
+    #[arg(long, env = "GEOTURN_API_KEYS", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +98,21 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(opts) => run_up(opts),
+        Command::Api(opts) => {
+            let config = (*opts).with_file()?.resolve()?;
+            init_logging(config.log_json);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let api = geoturn_api::start(config, None).await?;
+                eprintln!("credential API on http://{}", api.addr);
+                shutdown_signal().await?;
+                tracing::info!("stopping");
+                drop(api);
+                anyhow::Ok(())
+            })
+        }
         Command::Route(opts) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -108,9 +132,25 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
 fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     init_logging(false);
     let secret = geoturn_relay::run::random_secret();
+    let (key_name, api_key) = match &opts.api_key {
+        Some(pair) => {
+            let (name, key) = pair.split_once(':').context("--api-key must be NAME:KEY")?;
+            (name.to_owned(), key.to_owned())
+        }
+        None => ("local".to_owned(), geoturn_api::auth::generate_api_key()),
+    };
     let relay_opts = RelayOptions {
         listen: vec![opts.listen],
         auth_secrets: vec![secret.clone()],
@@ -120,11 +160,56 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
         http: Some(opts.http),
         // A laptop run: Ctrl-C should not wait an hour for a forgotten tab.
         drain_timeout: Some(10),
+        registry: Some("memory".into()),
+        node_id: Some("local".into()),
+        region: Some("local".into()),
         ..RelayOptions::default()
     };
-    let config = relay_opts.resolve()?;
+    let relay_config = relay_opts.resolve()?;
+    let api_config = geoturn_api::ApiOptions {
+        listen: Some(opts.api_listen),
+        auth_secrets: vec![secret.clone()],
+        admin_keys: vec![format!("{key_name}:{api_key}")],
+        // Browsers on any local page may call it.
+        cors_origins: vec!["*".into()],
+        ..geoturn_api::ApiOptions::default()
+    }
+    .resolve()?;
+    let registry =
+        geoturn_shared::registry::Registry::Memory(geoturn_shared::registry::MemoryRegistry::new());
+    let api_registry = registry.clone();
     let ttl = opts.ttl;
-    geoturn_relay::service::run(config, move |relay, http| {
+    // The API gets its own runtime on its own thread; the relay's service owns this one.
+    let (api_ready_tx, api_ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = api_ready_tx.send(Err(anyhow::Error::from(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match geoturn_api::start(api_config, Some(api_registry)).await {
+                    Ok(api) => {
+                        let _ = api_ready_tx.send(Ok(api.addr));
+                        // Serve until the process exits with the relay.
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => {
+                        let _ = api_ready_tx.send(Err(e.into()));
+                    }
+                }
+            });
+        })?;
+    let api_addr = api_ready_rx.recv().context("the API thread stopped")??;
+    geoturn_relay::service::run_with_registry(relay_config, Some(registry), move |relay, http| {
         let addr = relay.local_addr();
         let cred = RestCredential::mint(secret.as_bytes(), "local", unix_now(), ttl);
         let ice = serde_json::json!({
@@ -140,9 +225,16 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
             "ttl": ttl,
         });
         println!("{}", serde_json::to_string_pretty(&ice).unwrap_or_default());
+        println!();
+        println!("API key \"{key_name}\" (admin): {api_key}");
+        println!(
+            "Fresh ICE servers: curl -s -H 'Authorization: Bearer {api_key}' \
+             http://{api_addr}/v1/ice-servers"
+        );
         eprintln!(
-            "geoturn is up: relay on udp {addr}, status on http://{http}/status. Paste the JSON \
-             above into new RTCPeerConnection(...). Ctrl-C stops."
+            "geoturn is up: relay on udp/tcp {addr} (status http://{http}/status), credential \
+             API on http://{api_addr} (/v1/ice-servers, /v1/relays, /openapi.json). Paste the \
+             JSON above into new RTCPeerConnection(...). Ctrl-C stops."
         );
     })?;
     Ok(())

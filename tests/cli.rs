@@ -174,6 +174,8 @@ fn up_prints_ice_servers_that_work() {
                 &format!("127.0.0.1:{port}"),
                 "--http",
                 "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
@@ -218,6 +220,75 @@ fn up_prints_ice_servers_that_work() {
         c.recv(Duration::from_secs(2)).unwrap(),
         Some(Received::Data { .. })
     ));
+    c.refresh(0).unwrap();
+
+    // The embedded API: the printed key and curl command fetch ICE servers for this relay.
+    let mut key = None;
+    let mut url = None;
+    for line in lines.by_ref().take(5) {
+        let line = line.unwrap();
+        if let Some(k) = line.split("(admin): ").nth(1) {
+            key = Some(k.trim().to_string());
+        }
+        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            url = Some(u.trim_end_matches('\'').to_string());
+        }
+        if key.is_some() && url.is_some() {
+            break;
+        }
+    }
+    let (key, url) = (key.expect("an API key line"), url.expect("a curl line"));
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let api: std::net::SocketAddr = host.parse().unwrap();
+    let auth = format!("Bearer {key}");
+    // The relay's first heartbeat reaches the API's snapshot within a second or two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let r = geoturn_tests::http::request(
+            api,
+            "GET",
+            &format!("/{path}"),
+            &[("Authorization", &auth)],
+            "",
+        )
+        .unwrap();
+        if r.status == 200 {
+            break r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        answer.contains(&format!("turn:127.0.0.1:{port}?transport=udp")),
+        "{answer}"
+    );
+    let username = answer
+        .split("\"username\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let credential = answer
+        .split("\"credential\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let mut c = TurnClient::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        username,
+        credential,
+    )
+    .unwrap();
+    c.allocate().unwrap();
     c.refresh(0).unwrap();
     up.terminate();
     let status = up.wait_timeout(Duration::from_secs(10)).unwrap();

@@ -1,7 +1,26 @@
-//! geoturn-api: the REST service that answers web apps with ICE servers, and the tools around
-//! it. So far: [`candidates`] (registry records as ranking input) and [`route`] (`geoturn
-//! route`, the ranking for one client address with its explanation). The HTTP service itself
-//! comes with the rest of the credential-API issue.
+//! geoturn-api: the credential API, the REST service that answers web apps with ICE servers
+//! (DESIGN.md §1, §5), and the routing tools around it.
+//!
+//! A request goes: [`server`] (router, middleware) → [`routes`] (handler) → [`auth`] (API key or
+//! JWT) and [`rate_limit`] → [`client_ip`] → GeoIP and `geoturn_geo::rank_relays` over the
+//! [`snapshot`] → [`ice`] (answer) with a credential from [`secrets`]. [`route`] is
+//! `geoturn route`, the same ranking for one address on the command line.
 
+pub mod auth;
 pub mod candidates;
+pub mod client_ip;
+pub mod config;
+pub mod error;
+pub mod ice;
+pub mod metrics;
+pub mod openapi;
+pub mod rate_limit;
+pub mod rfc3339;
 pub mod route;
+pub mod routes;
+pub mod secrets;
+pub mod server;
+pub mod snapshot;
+
+pub use config::{ApiConfig, ApiOptions};
+pub use server::{RunningApi, start};

@@ -37,6 +37,16 @@ pub fn run(
     config: RelayConfig,
     on_ready: impl FnOnce(&RelayHandle, std::net::SocketAddr),
 ) -> Result<(), ServiceError> {
+    run_with_registry(config, None, on_ready)
+}
+
+/// [`run`] with a registry already connected (`geoturn up` shares one in-memory registry
+/// between the relay and the API); `None` connects to `config.registry`, if any.
+pub fn run_with_registry(
+    config: RelayConfig,
+    shared_registry: Option<Registry>,
+    on_ready: impl FnOnce(&RelayHandle, std::net::SocketAddr),
+) -> Result<(), ServiceError> {
     let relay = Arc::new(run::start(&config).map_err(io("starting the relay"))?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -55,9 +65,10 @@ pub fn run(
             .cert_store()
             .cloned()
             .map(|store| tokio::spawn(reload_certs(store)));
-        let registry = match &config.registry {
-            None => None,
-            Some(rc) => Some(
+        let registry = match (&config.registry, shared_registry) {
+            (None, _) => None,
+            (Some(_), Some(shared)) => Some(shared),
+            (Some(rc), None) => Some(
                 Registry::connect(&rc.url, &rc.prefix, rc.secrets_key)
                     .await
                     .map_err(|e| ServiceError::Registry(e.to_string()))?,
@@ -65,7 +76,8 @@ pub fn run(
         };
         let mut registry_tasks = Vec::new();
         if let (Some(reg), Some(rc)) = (&registry, &config.registry) {
-            let from_registry = rc.secrets_key.is_some();
+            // An in-memory registry holds secrets without encryption (it never leaves the process).
+            let from_registry = rc.secrets_key.is_some() || matches!(reg, Registry::Memory(_));
             if from_registry {
                 registry::reload_secrets(&ops, reg).await;
             }

@@ -119,6 +119,11 @@ impl SecretSet {
         self.secrets.iter().filter(move |s| s.is_live(now_unix))
     }
 
+    /// Every secret held, expired ones included, newest first.
+    pub fn all(&self) -> impl Iterator<Item = &Secret> {
+        self.secrets.iter()
+    }
+
     /// True when no secret is configured at all.
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()

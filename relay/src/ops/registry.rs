@@ -220,13 +220,17 @@ pub async fn reload_secrets(ops: &Ops, registry: &Registry) {
             return;
         }
     };
-    let mut secrets: Vec<geoturn_shared::Secret> = loaded.live(0).cloned().collect();
-    let from_registry = secrets.len();
-    secrets.extend(ops.config.secrets.live(0).cloned());
-    if secrets.is_empty() {
-        tracing::warn!("the registry holds no secrets and none are configured");
+    if loaded.is_empty() {
+        // Rotation always leaves a secret behind, so an empty registry is a Redis that came
+        // back without its data: dropping our secrets would refuse every live credential.
+        tracing::warn!(
+            "the registry holds no secrets (restarted without persistence?); keeping the current ones"
+        );
         return;
     }
+    let mut secrets: Vec<geoturn_shared::Secret> = loaded.all().cloned().collect();
+    let from_registry = secrets.len();
+    secrets.extend(ops.config.secrets.all().cloned());
     ops.relay.set_secrets(SecretSet::new(secrets));
     tracing::info!(from_registry, "secret set reloaded");
 }
@@ -246,6 +250,11 @@ pub async fn event_loop(ops: Arc<Ops>, registry: Registry, secrets_from_registry
             Ok(RegistryEvent::UserRevoked { user }) => {
                 tracing::info!(user = %geoturn_shared::pii::Pii(&user), "user revoked");
                 ops.relay.revoke_user(&user, REVOCATION);
+            }
+            Ok(RegistryEvent::RelayDraining { relay_id }) if relay_id == ops.config.node_id => {
+                // The credential API's drain endpoint; our own drain announcement comes back
+                // here too, and beginning an already started drain changes nothing.
+                ops.drain.begin("registry event");
             }
             Ok(_) => {}
             Err(RecvError::Closed) => return,

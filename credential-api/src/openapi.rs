@@ -1,0 +1,126 @@
+//! The OpenAPI 3.1 description served at `/openapi.json`, written by hand next to the routes
+//! (a test checks it lists every route in [`crate::server::ROUTES`] and nothing else).
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn errors() -> Value {
+    json!({
+        "400": error_response("Malformed request"),
+        "401": error_response("Missing, unknown, expired or invalid API key or JWT"),
+        "403": error_response("Authenticated, but not allowed to do this"),
+        "429": error_response("Rate limited; see Retry-After"),
+        "503": error_response("No live relay, no secret, or the registry is unreachable"),
+    })
+}
+
+fn ice_params() -> Value {
+    json!([
+        {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "Credential lifetime in seconds, capped by --max-ttl"},
+        {"name": "client_ip", "in": "query", "schema": {"type": "string"}, "description": "The client's address (API-key callers only)"},
+        {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 8}, "description": "Relays to return"},
+        {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "TURN user id (API-key callers; a JWT's sub is its user)"},
+    ])
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn admin(summary: &str, status: &str, params: Value) -> Value {
+    let mut responses = errors();
+    responses[status] = ok_json(summary, json!({"type": "object"}));
+    json!({"summary": summary, "security": [{"bearer": []}], "parameters": params, "responses": responses})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let ice_ok = {
+        let mut r = errors();
+        r["200"] = ok_json(
+            "ICE servers",
+            json!({"$ref": "#/components/schemas/IceServersAnswer"}),
+        );
+        r
+    };
+    let id_param = |name: &str| json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "geoturn credential API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Time-limited TURN credentials and the nearest, least-loaded relays for a client. Authenticate with `Authorization: Bearer <API key or JWT>`. Errors are {\"error\":{\"code\",\"message\"}}.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key (server-to-server) or a JWT (browsers)"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "IceServer": {"type": "object", "required": ["urls"], "properties": {"urls": {"type": "array", "items": {"type": "string"}}, "username": {"type": "string"}, "credential": {"type": "string"}}},
+                "IceServersAnswer": {"type": "object", "required": ["iceServers", "ttl", "expiresAt"], "properties": {
+                    "iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}},
+                    "ttl": {"type": "integer"}, "expiresAt": {"type": "string", "format": "date-time"}}},
+                "IceRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "ttl": {"type": "integer"}, "client_ip": {"type": "string"}, "count": {"type": "integer"}, "user": {"type": "string"}}},
+            },
+        },
+        "paths": {
+            "/v1/ice-servers": {
+                "get": {"summary": "ICE servers for the caller's client", "security": [{"bearer": []}], "parameters": ice_params(), "responses": ice_ok},
+                "post": {"summary": "ICE servers for the caller's client (JSON body)", "security": [{"bearer": []}],
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IceRequest"}}}},
+                    "responses": ice_ok},
+            },
+            "/v1/turn-rest": {"get": {
+                "summary": "draft-uberti-behave-turn-rest-00 credentials",
+                "parameters": [
+                    {"name": "service", "in": "query", "required": true, "schema": {"const": "turn"}},
+                    {"name": "username", "in": "query", "schema": {"type": "string"}},
+                    {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "API key (or use the Authorization header)"},
+                    {"name": "ttl", "in": "query", "schema": {"type": "integer"}},
+                ],
+                "responses": {"200": ok_json("Credentials", json!({"type": "object", "properties": {
+                    "username": {"type": "string"}, "password": {"type": "string"}, "ttl": {"type": "integer"}, "uris": {"type": "array", "items": {"type": "string"}}}}))},
+            }},
+            "/v1/turn/keys/{key_id}/credentials/generate-ice-servers": {"post": {
+                "summary": "Cloudflare-compatible ICE servers (key_id is the API key's name)",
+                "security": [{"bearer": []}],
+                "parameters": id_param("key_id"),
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"ttl": {"type": "integer"}, "customIdentifier": {"type": "string"}}}}}},
+                "responses": {"201": ok_json("ICE servers", json!({"type": "object", "properties": {"iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}}}}))},
+            }},
+            "/v1/relays": {"get": admin("The relay load snapshot (API keys)", "200", json!([]))},
+            "/v1/admin/secrets": {"get": admin("Live TURN secrets, active first (admin)", "200", json!([]))},
+            "/v1/admin/secrets/rotate": {"post": admin("Create a new active secret; older ones retire after max TTL (admin)", "201", json!([]))},
+            "/v1/admin/users/{id}/revoke": {"post": admin("Refuse a user's current credentials on every relay (admin)", "202", id_param("id"))},
+            "/v1/admin/relays/{id}/drain": {"post": admin("Drain a relay (admin)", "202", id_param("id"))},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Readiness with snapshot freshness", "responses": {"200": ok_json("ready", json!({"type": "object"})), "503": ok_json("not ready", json!({"type": "object"}))}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain exposition"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ROUTES;
+
+    #[test]
+    fn describes_every_route_and_only_those() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        for route in ROUTES {
+            assert!(
+                paths.contains_key(*route),
+                "{route} missing from openapi.json"
+            );
+        }
+        for path in paths.keys() {
+            assert!(ROUTES.contains(&path.as_str()), "{path} is not a route");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! ICE servers for a client, in three shapes: ours (`/v1/ice-servers`, W3C `RTCIceServer`
+//! with `ttl` and `expiresAt`), the TURN REST API draft's (`/v1/turn-rest`,
+//! draft-uberti-behave-turn-rest-00 §2.2) and Cloudflare's (`generate-ice-servers`), so
+//! client code written for either switches by changing a URL.
+//!
+//! All three go the same way: authenticate, find the client's address and place, rank the
+//! snapshot's relays, mint one credential with the active secret.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use geoturn_geo::{ClientLocation, rank_relays};
+use geoturn_shared::RestCredential;
+use serde::Deserialize;
+
+use super::{
+    authenticate, authenticate_key, credential_headers, json_body, request_ip, require_api_key,
+    unix_now,
+};
+use crate::auth::{Caller, CallerKind};
+use crate::config::MAX_RELAYS_PER_ANSWER;
+use crate::error::ApiError;
+use crate::ice::{IceServer, chosen, ice_servers, turn_uris};
+use crate::server::AppState;
+
+/// Longest user id put into a username.
+const MAX_USER_LEN: usize = 128;
+
+/// What a caller may ask for (query string or JSON body).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceParams {
+    /// Credential lifetime in seconds; capped by `--max-ttl`.
+    pub ttl: Option<u64>,
+    /// The client's address, when a backend asks on a browser's behalf (API keys only).
+    pub client_ip: Option<IpAddr>,
+    /// How many relays.
+    pub count: Option<usize>,
+    /// The TURN user id (API keys only; a JWT's `sub` is its user).
+    pub user: Option<String>,
+}
+
+/// A minted answer.
+struct Minted {
+    servers: Vec<IceServer>,
+    uris: Vec<String>,
+    credential: RestCredential,
+    ttl: u64,
+    expires_at: u64,
+}
+
+/// Ranks relays for the request's client and mints a credential.
+fn mint(
+    state: &AppState,
+    caller: &Caller,
+    params: &IceParams,
+    request_ip: IpAddr,
+) -> Result<Minted, ApiError> {
+    let config = &state.config;
+    let ttl = match params.ttl {
+        None => config.default_ttl,
+        Some(0) => return Err(ApiError::bad_request("bad_ttl", "ttl must be at least 1")),
+        Some(t) => t.min(config.max_ttl),
+    };
+    let count = params.count.unwrap_or(config.relays_per_answer);
+    if !(1..=MAX_RELAYS_PER_ANSWER).contains(&count) {
+        return Err(ApiError::bad_request(
+            "bad_count",
+            format!("count must be 1 to {MAX_RELAYS_PER_ANSWER}"),
+        ));
+    }
+    let client = match params.client_ip {
+        None => request_ip,
+        Some(ip) => {
+            require_api_key(caller, "client_ip")?;
+            ip
+        }
+    };
+    let user = match (&caller.kind, &params.user, &caller.user) {
+        (CallerKind::Jwt, Some(_), _) => {
+            return Err(ApiError::forbidden(
+                "user_not_allowed",
+                "a JWT caller's user is its token's `sub`",
+            ));
+        }
+        (_, Some(u), _) => u.clone(),
+        (_, None, Some(sub)) => sub.clone(),
+        (_, None, None) => caller.name.clone(),
+    };
+    if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "bad_user",
+            format!("user must be 1 to {MAX_USER_LEN} bytes without control characters"),
+        ));
+    }
+
+    let snapshot = state.snapshot.get();
+    let location = ClientLocation::from(state.geo.lookup(client));
+    let mut rank = config.rank.clone();
+    rank.max_results = count;
+    let ranking = rank_relays(&location, &snapshot.candidates, &rank);
+    let relays = chosen(&ranking, &snapshot.relays);
+    if relays.is_empty() {
+        return Err(ApiError::unavailable(
+            "no_relays",
+            "no live relay can take new allocations right now",
+        ));
+    }
+    let now = unix_now();
+    let secrets = state.secrets.snapshot();
+    let Some(secret) = secrets.active(now) else {
+        return Err(ApiError::unavailable(
+            "no_secret",
+            "no live TURN secret to mint credentials with",
+        ));
+    };
+    let credential = RestCredential::mint(secret.value.expose(), &user, now, ttl);
+    state.metrics.credential_issued();
+    tracing::debug!(
+        client = %geoturn_shared::pii::Pii(client),
+        chosen = ?ranking.chosen.iter().map(|c| (&c.id, &c.reason)).collect::<Vec<_>>(),
+        "ICE servers minted"
+    );
+    Ok(Minted {
+        servers: ice_servers(&relays, &credential),
+        uris: turn_uris(&relays),
+        credential,
+        ttl,
+        expires_at: now.saturating_add(ttl),
+    })
+}
+
+fn ice_response(state: &Arc<AppState>, minted: Minted) -> Response {
+    let body = serde_json::json!({
+        "iceServers": minted.servers,
+        "ttl": minted.ttl,
+        "expiresAt": crate::rfc3339::format_utc(minted.expires_at),
+    });
+    let mut response = Json(body).into_response();
+    credential_headers(&mut response, state);
+    response
+}
+
+/// `GET /v1/ice-servers?ttl=&client_ip=&count=&user=`
+pub async fn get_ice_servers(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<IceParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let ip = request_ip(&state, peer, &headers);
+    let caller = authenticate(&state, &headers, ip)?;
+    let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let minted = mint(&state, &caller, &params, ip)?;
+    Ok(ice_response(&state, minted))
+}
+
+/// `POST /v1/ice-servers` with the same fields as a JSON body (an empty body is fine).
+pub async fn post_ice_servers(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ip = request_ip(&state, peer, &headers);
+    let caller = authenticate(&state, &headers, ip)?;
+    let params: IceParams = json_body(body)?;
+    let minted = mint(&state, &caller, &params, ip)?;
+    Ok(ice_response(&state, minted))
+}
+
+/// The TURN REST draft's query: `service`, `username`, `key`, plus our `ttl`.
+#[derive(Debug, Default, Deserialize)]
+pub struct TurnRestParams {
+    /// Must be `turn`.
+    pub service: Option<String>,
+    /// The user id the username carries.
+    pub username: Option<String>,
+    /// The API key (the draft's way); an `Authorization` header works too.
+    pub key: Option<String>,
+    /// Lifetime in seconds.
+    pub ttl: Option<u64>,
+}
+
+/// `GET /v1/turn-rest?service=turn&username=U&key=K` → `{"username","password","ttl","uris"}`.
+pub async fn turn_rest(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<TurnRestParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let ip = request_ip(&state, peer, &headers);
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let caller = match &q.key {
+        Some(key) => authenticate_key(&state, key, ip)?,
+        None => authenticate(&state, &headers, ip)?,
+    };
+    if q.service.as_deref() != Some("turn") {
+        return Err(ApiError::bad_request(
+            "bad_service",
+            "service must be \"turn\" (draft-uberti-behave-turn-rest-00 §2.1)",
+        ));
+    }
+    let params = IceParams {
+        ttl: q.ttl,
+        user: q.username,
+        ..IceParams::default()
+    };
+    let minted = mint(&state, &caller, &params, ip)?;
+    let body = serde_json::json!({
+        "username": minted.credential.username,
+        "password": minted.credential.password,
+        "ttl": minted.ttl,
+        "uris": minted.uris,
+    });
+    let mut response = Json(body).into_response();
+    credential_headers(&mut response, &state);
+    Ok(response)
+}
+
+/// Cloudflare's request body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudflareParams {
+    /// Lifetime in seconds.
+    pub ttl: Option<u64>,
+    /// Cloudflare's name for a caller-chosen user id.
+    pub custom_identifier: Option<String>,
+}
+
+/// `POST /v1/turn/keys/{key_id}/credentials/generate-ice-servers` → 201 `{"iceServers":[…]}`.
+/// `key_id` is the calling API key's name.
+pub async fn cloudflare_generate(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(key_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ip = request_ip(&state, peer, &headers);
+    let caller = authenticate(&state, &headers, ip)?;
+    require_api_key(&caller, "generate-ice-servers")?;
+    if caller.name != key_id {
+        return Err(ApiError::forbidden(
+            "key_mismatch",
+            "the key id in the path is not the calling API key's name",
+        ));
+    }
+    let p: CloudflareParams = json_body(body)?;
+    let params = IceParams {
+        ttl: p.ttl,
+        user: p.custom_identifier,
+        ..IceParams::default()
+    };
+    let minted = mint(&state, &caller, &params, ip)?;
+    let mut response = (
+        StatusCode::CREATED,
+        Json(serde_json::json!({"iceServers": minted.servers})),
+    )
+        .into_response();
+    credential_headers(&mut response, &state);
+    Ok(response)
+}

@@ -1,0 +1,76 @@
+//! Unauthenticated operations endpoints: liveness, readiness (with why), Prometheus metrics,
+//! and the OpenAPI description.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::unix_now;
+use crate::metrics::Gauges;
+use crate::server::AppState;
+use crate::snapshot::unix_ms;
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 200 once the registry has been read and a secret can mint, with the
+/// snapshot's freshness in the body (a stale snapshot still serves, so it stays ready).
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let snap = state.snapshot.get();
+    let secrets = state.secrets.snapshot();
+    let can_mint = secrets.active(unix_now()).is_some();
+    let ready = snap.loaded() && can_mint;
+    let body = serde_json::json!({
+        "ready": ready,
+        "registry": if snap.stale.is_some() { "unreachable" } else if snap.loaded() { "ok" } else { "never read" },
+        "snapshot": if snap.stale.is_some() { "stale" } else { "fresh" },
+        "snapshotAgeMs": snap.age(unix_ms()).as_millis() as u64,
+        "relays": snap.relays.len(),
+        "secrets": secrets.live(unix_now()).count(),
+        "error": snap.stale.as_ref().map(|s| s.error.clone()),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let snap = state.snapshot.get();
+    let stale_after = state.config.rank.stale_after;
+    let (mut active, mut draining, mut stale) = (0, 0, 0);
+    for c in &snap.candidates {
+        if c.heartbeat_age > stale_after {
+            stale += 1;
+        } else if c.draining {
+            draining += 1;
+        } else {
+            active += 1;
+        }
+    }
+    let gauges = Gauges {
+        snapshot_age: snap.age(unix_ms()),
+        snapshot_stale: snap.stale.is_some(),
+        relays: vec![("active", active), ("draining", draining), ("stale", stale)],
+        secrets: state.secrets.snapshot().live(unix_now()).count() as u64,
+    };
+    let mut response = state.metrics.render(&gauges).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}

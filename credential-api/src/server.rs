@@ -1,0 +1,321 @@
+//! The HTTP service: shared state, the router, the request middleware (metrics, CORS, body
+//! limit, JSON 404/405), and starting and stopping the background tasks (load snapshot,
+//! secret reloads).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use geoturn_geo::GeoIp;
+use geoturn_shared::registry::{Registry, RegistryEvent};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::ApiConfig;
+use crate::error::ApiError;
+use crate::metrics::ApiMetrics;
+use crate::rate_limit::RateLimiter;
+use crate::routes;
+use crate::secrets::ApiSecrets;
+use crate::snapshot::SnapshotStore;
+
+/// Largest request body: ICE-server requests are a few small fields.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Callers tracked by the rate limiter at once.
+const MAX_RATE_KEYS: usize = 100_000;
+
+/// Secrets are reloaded this often even without events (an event lost while the subscription
+/// was down, a secret deleted by hand).
+const SECRET_RELOAD: Duration = Duration::from_secs(30);
+
+/// Header saying whether the relays in an answer come from a fresh or a stale snapshot.
+pub const SNAPSHOT_HEADER: &str = "x-geoturn-snapshot";
+
+/// Every route, as matched (metric labels and the OpenAPI test use this list).
+pub const ROUTES: &[&str] = &[
+    "/v1/ice-servers",
+    "/v1/turn-rest",
+    "/v1/turn/keys/{key_id}/credentials/generate-ice-servers",
+    "/v1/relays",
+    "/v1/admin/secrets",
+    "/v1/admin/secrets/rotate",
+    "/v1/admin/users/{id}/revoke",
+    "/v1/admin/relays/{id}/drain",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration.
+    pub config: ApiConfig,
+    /// The registry (events, secrets, relays).
+    pub registry: Registry,
+    /// GeoIP databases.
+    pub geo: GeoIp,
+    /// TURN secrets for minting.
+    pub secrets: ApiSecrets,
+    /// The fleet as last read.
+    pub snapshot: Arc<SnapshotStore>,
+    /// Requests per caller.
+    pub limiter: RateLimiter,
+    /// Counters.
+    pub metrics: ApiMetrics,
+    /// Process start, for the rate limiter's clock.
+    pub started: Instant,
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration cannot serve anyone.
+    #[error("{0}")]
+    Config(String),
+    /// The registry URL is unusable.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// A GeoIP database could not be opened.
+    #[error(transparent)]
+    Geo(#[from] geoturn_geo::GeoError),
+    /// Binding the listener failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A started API: its address, state and background tasks. Dropping it stops them.
+#[derive(Debug)]
+pub struct RunningApi {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Shared state (tests read metrics and snapshots from it).
+    pub state: Arc<AppState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RunningApi {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Connects the registry (or uses `registry`, for `geoturn up`'s shared in-memory one), opens
+/// the GeoIP databases, loads secrets and the first snapshot, binds and serves.
+pub async fn start(
+    config: ApiConfig,
+    registry: Option<Registry>,
+) -> Result<RunningApi, StartError> {
+    if config.auth.is_empty() {
+        return Err(StartError::Config(
+            "no caller keys configured: add API keys or JWT keys to the config file, or \
+             --api-key NAME:KEY for development"
+                .into(),
+        ));
+    }
+    let registry = match registry {
+        Some(r) => r,
+        None => Registry::connect(
+            &config.registry,
+            &config.registry_prefix,
+            config.secrets_key,
+        )
+        .await
+        .map_err(|e| StartError::Registry(e.to_string()))?,
+    };
+    let registry_backed = matches!(registry, Registry::Memory(_)) || config.secrets_key.is_some();
+    if !registry_backed && config.static_secrets.is_empty() {
+        return Err(StartError::Config(
+            "no TURN secret: give --auth-secret, or --secrets-key to use the registry's".into(),
+        ));
+    }
+    let geo = GeoIp::open(&config.geoip)?;
+    for db in geo.databases() {
+        tracing::info!(path = %db.path.display(), kind = %db.database_type, ip_version = db.ip_version, "GeoIP database");
+    }
+    let secrets = ApiSecrets::new(config.static_secrets.clone(), registry_backed);
+    if let Err(e) = secrets.reload(&registry).await {
+        tracing::warn!(error = %e, "cannot load secrets from the registry yet; retrying in the background");
+    }
+    let snapshot = Arc::new(SnapshotStore::default());
+    snapshot.refresh(&registry).await;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let refresh = config.refresh;
+    let limiter = RateLimiter::new(config.rate_limit, config.rate_burst, MAX_RATE_KEYS);
+    let state = Arc::new(AppState {
+        config,
+        registry: registry.clone(),
+        geo,
+        secrets,
+        snapshot: snapshot.clone(),
+        limiter,
+        metrics: ApiMetrics::default(),
+        started: Instant::now(),
+    });
+    let tasks = vec![
+        tokio::spawn(crate::snapshot::refresh_loop(
+            snapshot,
+            registry.clone(),
+            refresh,
+        )),
+        tokio::spawn(follow_events(state.clone())),
+        tokio::spawn(serve(listener, state.clone())),
+    ];
+    tracing::info!(%addr, "credential API listening");
+    Ok(RunningApi { addr, state, tasks })
+}
+
+async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
+}
+
+/// Reloads secrets on rotation events (from any API instance), after a gap in the
+/// subscription, and periodically.
+async fn follow_events(state: Arc<AppState>) {
+    let mut events = state.registry.subscribe().await;
+    let mut tick = tokio::time::interval(SECRET_RELOAD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let reload = tokio::select! {
+            _ = tick.tick() => true,
+            e = events.recv() => match e {
+                Ok(RegistryEvent::SecretRotated { .. } | RegistryEvent::Resync)
+                | Err(RecvError::Lagged(_)) => true,
+                Ok(RegistryEvent::RelayDraining { relay_id }) => {
+                    state.snapshot.mark_draining(&relay_id);
+                    false
+                }
+                Ok(_) => false,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if reload && let Err(e) = state.secrets.reload(&state.registry).await {
+            tracing::warn!(error = %e, "cannot reload secrets; keeping the current ones");
+        }
+    }
+}
+
+/// The router with every route and layer.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route(
+            "/v1/ice-servers",
+            get(routes::credentials::get_ice_servers).post(routes::credentials::post_ice_servers),
+        )
+        .route("/v1/turn-rest", get(routes::credentials::turn_rest))
+        .route(
+            "/v1/turn/keys/{key_id}/credentials/generate-ice-servers",
+            post(routes::credentials::cloudflare_generate),
+        )
+        .route("/v1/relays", get(routes::admin::relays))
+        .route("/v1/admin/secrets", get(routes::admin::list_secrets))
+        .route(
+            "/v1/admin/secrets/rotate",
+            post(routes::admin::rotate_secret),
+        )
+        .route(
+            "/v1/admin/users/{id}/revoke",
+            post(routes::admin::revoke_user),
+        )
+        .route(
+            "/v1/admin/relays/{id}/drain",
+            post(routes::admin::drain_relay),
+        )
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .route("/openapi.json", get(routes::ops::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), track));
+    let api = match cors(&state.config.cors_origins) {
+        Some(layer) => api.layer(layer),
+        None => api,
+    };
+    api.with_state(state)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::HeaderName::from_static(SNAPSHOT_HEADER)])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Counts every request by route and status, with its latency.
+async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()).copied())
+        .unwrap_or("unmatched");
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /openapi.json",
+    )
+    .into_response()
+}

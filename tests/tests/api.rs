@@ -1,0 +1,1071 @@
+//! The credential API as deployed: a real `redis-server`, relays in three places as `geoturn
+//! relay` processes, `geoturn api` with a GeoIP database written at test time, and a real TURN
+//! client using the credentials the API hands out.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use geoturn_shared::registry::{Registry, RelayRecord, RelayState};
+use geoturn_tests::client::{Received, TurnClient, TurnError};
+use geoturn_tests::http::{HttpResponse, metric, request};
+use geoturn_tests::peer::EchoPeer;
+use geoturn_tests::process::{ChildGuard, geoturn_bin};
+use geoturn_tests::redis::{RedisServer, free_port};
+use hmac::{KeyInit as _, Mac as _};
+use mmdb_writer::{IpVersion, Writer};
+use serde_json::Value;
+
+const APP_KEY: &str = "app-key-0123456789abcdef";
+const ADMIN_KEY: &str = "ops-key-0123456789abcdef";
+const JWT_SECRET: &str = "jwt-hs256-secret-0123456789abcdef0123";
+const ISSUER: &str = "https://app.test";
+const AUDIENCE: &str = "geoturn";
+const SECRETS_KEY: &str = "0909090909090909090909090909090909090909090909090909090909090909";
+const HEARTBEAT: f64 = 0.3;
+
+/// Frankfurt, Ashburn, Singapore.
+const EU_CLIENT: &str = "192.0.2.10";
+const US_CLIENT: &str = "198.51.100.7";
+
+struct Relay {
+    id: String,
+    child: ChildGuard,
+    udp: u16,
+}
+
+struct Fleet {
+    redis: RedisServer,
+    relays: Vec<Relay>,
+    _api: ChildGuard,
+    api_addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+#[derive(serde::Serialize)]
+struct GeoCity {
+    location: GeoLocation,
+}
+
+#[derive(serde::Serialize)]
+struct GeoLocation {
+    latitude: f64,
+    longitude: f64,
+}
+
+/// A GeoIP2-City-shaped database: 192.0.2.0/24 in Frankfurt, 198.51.100.0/24 in Ashburn.
+fn write_geo_db(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut w = Writer::builder("GeoIP2-City")
+        .ip_version(IpVersion::V4)
+        .build();
+    for (net, lat, lon) in [
+        ("192.0.2.0/24", 50.11, 8.68),
+        ("198.51.100.0/24", 39.04, -77.49),
+    ] {
+        let city = GeoCity {
+            location: GeoLocation {
+                latitude: lat,
+                longitude: lon,
+            },
+        };
+        w.insert(net.parse::<ipnet::IpNet>().unwrap(), &city)
+            .unwrap();
+    }
+    let path = dir.join("city.mmdb");
+    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+    path
+}
+
+fn start_relay(redis: &RedisServer, id: &str, region: &str, lat: f64, lon: f64) -> Relay {
+    let (udp, http) = (geoturn_tests::free_udp_port(), free_port());
+    let child = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args([
+                "--allow-peer",
+                "127.0.0.0/8",
+                "--relay-ports",
+                "34000-35999",
+            ])
+            .args(["--node-id", id, "--region", region])
+            .args(["--lat", &lat.to_string(), "--lon", &lon.to_string()])
+            .args(["--registry", &redis.url()])
+            .args(["--heartbeat", &HEARTBEAT.to_string()])
+            .args(["--drain-timeout", "30"])
+            .env("GEOTURN_SECRETS_KEY", SECRETS_KEY)
+            .env_remove("GEOTURN_AUTH_SECRETS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    Relay {
+        id: id.to_owned(),
+        child,
+        udp,
+    }
+}
+
+fn start_api(
+    redis: &RedisServer,
+    geo: &std::path::Path,
+    extra: &[&str],
+) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["api", "--listen", &addr.to_string()])
+            .args(["--registry", &redis.url()])
+            .arg("--geoip")
+            .arg(geo)
+            .args(["--heartbeat", &HEARTBEAT.to_string(), "--refresh-ms", "200"])
+            .args(["--max-ttl", "3600", "--default-region", "us-east"])
+            .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+            .args(extra)
+            .env("GEOTURN_SECRETS_KEY", SECRETS_KEY)
+            .env("GEOTURN_API_KEYS", format!("app:{APP_KEY}"))
+            .env("GEOTURN_ADMIN_KEYS", format!("ops:{ADMIN_KEY}"))
+            .env("GEOTURN_JWT_HS256_SECRET", JWT_SECRET)
+            .env_remove("GEOTURN_AUTH_SECRETS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    (child, addr)
+}
+
+/// Redis, relays eu-1 and eu-2 in Frankfurt, us-1 in Ashburn, and the API, all registered.
+fn fleet(name: &str, api_extra: &[&str]) -> Fleet {
+    let dir = geoturn_tests::temp_dir(name);
+    let geo = write_geo_db(&dir);
+    let redis = RedisServer::start();
+    // The API first: it creates the first TURN secret, which the relays then load.
+    let (api, api_addr) = start_api(&redis, &geo, api_extra);
+    wait_for(Duration::from_secs(15), "the API to be ready", || {
+        get(api_addr, "/readyz", None).is_some_and(|r| r.status == 200)
+    });
+    let relays = vec![
+        start_relay(&redis, "eu-1", "eu-central", 50.1, 8.7),
+        start_relay(&redis, "eu-2", "eu-central", 50.1, 8.7),
+        start_relay(&redis, "us-1", "us-east", 39.0, -77.5),
+    ];
+    let fleet = Fleet {
+        redis,
+        relays,
+        _api: api,
+        api_addr,
+        dir,
+    };
+    // /readyz is not rate limited, so polling it leaves every caller's budget whole.
+    wait_for(Duration::from_secs(15), "three relays in /readyz", || {
+        get(fleet.api_addr, "/readyz", None).is_some_and(|r| json(&r)["relays"] == 3)
+    });
+    fleet
+}
+
+impl Fleet {
+    fn udp_of(&self, id: &str) -> u16 {
+        self.relays.iter().find(|r| r.id == id).unwrap().udp
+    }
+
+    /// The relay ids in an ICE answer, best first, from their UDP ports.
+    fn ids_in(&self, answer: &Value) -> Vec<String> {
+        turn_entries(answer)
+            .iter()
+            .map(|e| {
+                let url = e["urls"][0].as_str().unwrap();
+                let port: u16 = url
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                self.relays
+                    .iter()
+                    .find(|r| r.udp == port)
+                    .map(|r| r.id.clone())
+                    .unwrap_or_else(|| format!("unknown port {port}"))
+            })
+            .collect()
+    }
+}
+
+fn wait_for(within: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if pred() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Option<HttpResponse> {
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    request(addr, "GET", path, &headers, "").ok()
+}
+
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    request(addr, method, path, headers, body).unwrap()
+}
+
+fn json(r: &HttpResponse) -> Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.body))
+}
+
+fn ice(addr: SocketAddr, query: &str, bearer: &str) -> HttpResponse {
+    get(addr, &format!("/v1/ice-servers?{query}"), Some(bearer)).unwrap()
+}
+
+fn turn_entries(answer: &Value) -> Vec<Value> {
+    answer["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.get("username").is_some())
+        .cloned()
+        .collect()
+}
+
+fn error_code(r: &HttpResponse) -> String {
+    json(r)["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A TURN client for the first relay of an answer, with the answer's credential.
+fn client_for(fleet: &Fleet, answer: &Value, index: usize) -> TurnClient {
+    let entry = &turn_entries(answer)[index];
+    let id = &fleet.ids_in(answer)[index];
+    TurnClient::new(
+        format!("127.0.0.1:{}", fleet.udp_of(id)).parse().unwrap(),
+        entry["username"].as_str().unwrap(),
+        entry["credential"].as_str().unwrap(),
+    )
+    .unwrap()
+}
+
+fn relays_data(c: &mut TurnClient, peer: &EchoPeer) {
+    c.create_permission(peer.addr()).unwrap();
+    c.send_indication(peer.addr(), b"via the API").unwrap();
+    match c.recv(Duration::from_secs(2)).unwrap() {
+        Some(Received::Data { payload, .. }) => assert_eq!(payload, b"via the API"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+}
+
+/// An HS256 JWT signed with `secret`.
+fn jwt(header: &Value, claims: &Value, secret: &str) -> String {
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let signing_input = format!("{}.{}", b64(header), b64(claims));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(signing_input.as_bytes());
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+fn claims(sub: &str, exp_in: i64) -> Value {
+    let now = geoturn_tests::unix_now() as i64;
+    serde_json::json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now + exp_in, "iat": now})
+}
+
+fn hs256() -> Value {
+    serde_json::json!({"alg": "HS256", "typ": "JWT"})
+}
+
+#[test]
+fn answers_rank_by_place_and_their_credentials_relay_data() {
+    let f = fleet("api-rank", &["--trusted-proxy", "127.0.0.1/32"]);
+    let peer = EchoPeer::start().unwrap();
+
+    // A backend asking for a browser in Frankfurt: the two Frankfurt relays first, then the
+    // other region (answers span two regions when two exist).
+    let r = ice(
+        f.api_addr,
+        &format!("client_ip={EU_CLIENT}&count=3&ttl=999999"),
+        APP_KEY,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.header("x-geoturn-snapshot").unwrap().starts_with("fresh"));
+    let a = json(&r);
+    let ids = f.ids_in(&a);
+    assert_eq!(ids.len(), 3, "{a}");
+    assert!(
+        ids[0].starts_with("eu-") && ids[1].starts_with("eu-"),
+        "{ids:?}"
+    );
+    assert_eq!(ids[2], "us-1");
+    assert_eq!(a["ttl"], 3600, "ttl is capped by --max-ttl");
+    assert!(a["expiresAt"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        a["iceServers"][0]["urls"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("stun:127.0.0.1:")
+    );
+    let username = turn_entries(&a)[0]["username"].as_str().unwrap().to_owned();
+    assert!(
+        username.ends_with(":app"),
+        "API-key callers default to the key name: {username}"
+    );
+
+    // Two relays for Ashburn: us-1, then the nearest other region.
+    let b = json(&ice(
+        f.api_addr,
+        &format!("client_ip={US_CLIENT}&count=2"),
+        APP_KEY,
+    ));
+    assert_eq!(f.ids_in(&b)[0], "us-1");
+    assert!(f.ids_in(&b)[1].starts_with("eu-"));
+    // A private address has no place: the default region (us-east) first.
+    let c = json(&ice(f.api_addr, "client_ip=10.1.2.3&count=1", APP_KEY));
+    assert_eq!(f.ids_in(&c), vec!["us-1"]);
+
+    // The credentials work on the relay the API ranked first, and on the second.
+    for index in [0, 1] {
+        let mut client = client_for(&f, &a, index);
+        client.allocate().unwrap();
+        relays_data(&mut client, &peer);
+        client.refresh(0).unwrap();
+    }
+
+    // A browser with a JWT behind our trusted proxy: X-Forwarded-For places it in Ashburn, and
+    // its `sub` is the TURN user.
+    let token = jwt(&hs256(), &claims("alice", 300), JWT_SECRET);
+    let auth = format!("Bearer {token}");
+    let r = call(
+        f.api_addr,
+        "GET",
+        "/v1/ice-servers?count=1",
+        &[
+            ("Authorization", &auth),
+            ("X-Forwarded-For", &format!("{US_CLIENT}, 127.0.0.1")),
+        ],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let browser = json(&r);
+    assert_eq!(f.ids_in(&browser), vec!["us-1"]);
+    assert!(
+        turn_entries(&browser)[0]["username"]
+            .as_str()
+            .unwrap()
+            .ends_with(":alice")
+    );
+    let mut client = client_for(&f, &browser, 0);
+    client.allocate().unwrap();
+    relays_data(&mut client, &peer);
+
+    // POST with a JSON body, the TURN REST draft's shape, and Cloudflare's shape.
+    let r = call(
+        f.api_addr,
+        "POST",
+        "/v1/ice-servers",
+        &[
+            ("Authorization", &format!("Bearer {APP_KEY}")),
+            ("Content-Type", "application/json"),
+        ],
+        &format!(r#"{{"client_ip":"{EU_CLIENT}","count":1,"ttl":120,"user":"bob"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let posted = json(&r);
+    assert!(f.ids_in(&posted)[0].starts_with("eu-"));
+    assert_eq!(posted["ttl"], 120);
+    let rest = json(
+        &get(
+            f.api_addr,
+            &format!("/v1/turn-rest?service=turn&username=carol&key={APP_KEY}"),
+            None,
+        )
+        .unwrap(),
+    );
+    assert!(rest["username"].as_str().unwrap().ends_with(":carol"));
+    assert!(
+        rest["uris"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u.as_str().unwrap().starts_with("turn"))
+    );
+    assert!(rest["password"].as_str().is_some() && rest["ttl"].as_u64().is_some());
+    let cf = call(
+        f.api_addr,
+        "POST",
+        "/v1/turn/keys/app/credentials/generate-ice-servers",
+        &[("Authorization", &format!("Bearer {APP_KEY}"))],
+        r#"{"ttl": 600}"#,
+    );
+    assert_eq!(cf.status, 201, "{}", cf.body);
+    let cf = json(&cf);
+    let mut client = client_for(&f, &cf, 0);
+    client.allocate().unwrap();
+    relays_data(&mut client, &peer);
+    let wrong_key = call(
+        f.api_addr,
+        "POST",
+        "/v1/turn/keys/other/credentials/generate-ice-servers",
+        &[("Authorization", &format!("Bearer {APP_KEY}"))],
+        "{}",
+    );
+    assert_eq!(
+        (wrong_key.status, error_code(&wrong_key).as_str()),
+        (403, "key_mismatch")
+    );
+    drop(f.dir);
+}
+
+#[test]
+fn drained_stale_and_killed_relays_leave_the_answers() {
+    let mut f = fleet("api-drain", &[]);
+    let all = |f: &Fleet| {
+        f.ids_in(&json(&ice(
+            f.api_addr,
+            &format!("client_ip={EU_CLIENT}&count=8"),
+            APP_KEY,
+        )))
+    };
+
+    // A record that stopped heartbeating 10 s ago but is still in Redis is never handed out.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = rt
+        .block_on(Registry::connect(&f.redis.url(), "geoturn:", None))
+        .unwrap();
+    let now_ms = geoturn_tests::unix_now() * 1000;
+    let ghost = RelayRecord {
+        id: "ghost".into(),
+        region: "eu-central".into(),
+        lat: 50.1,
+        lon: 8.7,
+        urls: vec!["turn:127.0.0.1:9?transport=udp".into()],
+        capacity_allocations: 1000,
+        capacity_mbps: 1000,
+        allocations: 0,
+        bps_in: 0,
+        bps_out: 0,
+        pps_in: 0,
+        pps_out: 0,
+        cpu: 0.0,
+        state: RelayState::Active,
+        version: "test".into(),
+        started_at_ms: now_ms - 60_000,
+        updated_at_ms: now_ms - 10_000,
+    };
+    rt.block_on(reg.heartbeat(&ghost, Duration::from_secs(60)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let relays = json(&get(f.api_addr, "/v1/relays", Some(APP_KEY)).unwrap());
+    let ghost_row = relays["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "ghost")
+        .cloned();
+    assert_eq!(ghost_row.unwrap()["stale"], true, "{relays}");
+    assert_eq!(all(&f).len(), 3, "the stale record is not handed out");
+
+    // Drain eu-1 through the API: the relay hears it, the API stops handing it out.
+    let not_admin = call(
+        f.api_addr,
+        "POST",
+        "/v1/admin/relays/eu-1/drain",
+        &[("Authorization", &format!("Bearer {APP_KEY}"))],
+        "",
+    );
+    assert_eq!(
+        (not_admin.status, error_code(&not_admin).as_str()),
+        (403, "admin_required")
+    );
+    let unknown = call(
+        f.api_addr,
+        "POST",
+        "/v1/admin/relays/nope/drain",
+        &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+        "",
+    );
+    assert_eq!(unknown.status, 404);
+    // A call on eu-1 keeps it draining (not gone) until the call ends.
+    let answer = json(&ice(
+        f.api_addr,
+        &format!("client_ip={EU_CLIENT}&count=3"),
+        APP_KEY,
+    ));
+    let index = f
+        .ids_in(&answer)
+        .iter()
+        .position(|id| id == "eu-1")
+        .unwrap();
+    let mut call_on_eu1 = client_for(&f, &answer, index);
+    call_on_eu1.allocate().unwrap();
+    let t0 = Instant::now();
+    let r = call(
+        f.api_addr,
+        "POST",
+        "/v1/admin/relays/eu-1/drain",
+        &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+        "",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_for(Duration::from_secs(3), "eu-1 to leave the answers", || {
+        !all(&f).contains(&"eu-1".to_string())
+    });
+    let drained_after = t0.elapsed();
+    let records = rt.block_on(reg.list()).unwrap();
+    assert_eq!(
+        records.iter().find(|r| r.id == "eu-1").map(|r| r.state),
+        Some(RelayState::Draining)
+    );
+    // The call keeps relaying; when it ends, the drained relay exits by itself.
+    let peer = EchoPeer::start().unwrap();
+    relays_data(&mut call_on_eu1, &peer);
+    call_on_eu1.refresh(0).unwrap();
+    let eu1 = f.relays.iter_mut().find(|r| r.id == "eu-1").unwrap();
+    assert!(
+        eu1.child
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .is_some(),
+        "eu-1 did not exit"
+    );
+
+    // SIGKILL us-1: gone from every answer within 3 heartbeats (plus one snapshot refresh).
+    let t0 = Instant::now();
+    f.relays
+        .iter()
+        .find(|r| r.id == "us-1")
+        .unwrap()
+        .child
+        .signal(libc::SIGKILL);
+    let killed_after = wait_for(Duration::from_secs(5), "us-1 to leave the answers", || {
+        !all(&f).contains(&"us-1".to_string())
+    });
+    assert!(
+        killed_after <= Duration::from_secs_f64(3.0 * HEARTBEAT + 0.2 + 0.5),
+        "{killed_after:?}"
+    );
+    assert_eq!(all(&f), vec!["eu-2"]);
+    eprintln!(
+        "drain left the answers after {drained_after:?}; SIGKILL after {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn secret_rotation_and_revocation_reach_every_relay() {
+    let f = fleet("api-rotate", &[]);
+    let peer = EchoPeer::start().unwrap();
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let old = json(&ice(
+        f.api_addr,
+        &format!("client_ip={EU_CLIENT}&count=3"),
+        APP_KEY,
+    ));
+
+    let r = call(
+        f.api_addr,
+        "POST",
+        "/v1/admin/secrets/rotate",
+        &[("Authorization", &format!("Bearer {APP_KEY}"))],
+        "",
+    );
+    assert_eq!(r.status, 403, "only admin keys rotate");
+    let t0 = Instant::now();
+    let r = call(
+        f.api_addr,
+        "POST",
+        "/v1/admin/secrets/rotate",
+        &[("Authorization", &admin)],
+        "",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rotation = json(&r);
+    let new_id = rotation["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        rotation["retiring"].as_array().unwrap().len(),
+        1,
+        "{rotation}"
+    );
+
+    // New credentials (from the new secret) work on every relay within 1 s.
+    let fresh = json(&ice(
+        f.api_addr,
+        &format!("client_ip={EU_CLIENT}&count=3"),
+        APP_KEY,
+    ));
+    assert_ne!(
+        turn_entries(&fresh)[0]["credential"],
+        turn_entries(&old)[0]["credential"]
+    );
+    for index in 0..3 {
+        wait_for(
+            Duration::from_secs(1),
+            "the new secret on every relay",
+            || {
+                let mut c = client_for(&f, &fresh, index);
+                let ok = c.allocate().is_ok();
+                if ok {
+                    c.refresh(0).unwrap();
+                }
+                ok
+            },
+        );
+    }
+    let all_relays_after = t0.elapsed();
+    assert!(
+        all_relays_after < Duration::from_secs(1),
+        "{all_relays_after:?}"
+    );
+    // Credentials minted before the rotation keep working.
+    for index in 0..3 {
+        let mut c = client_for(&f, &old, index);
+        c.allocate().unwrap();
+        relays_data(&mut c, &peer);
+        c.refresh(0).unwrap();
+    }
+    // Signaling servers that mint themselves read the live set, active first.
+    let secrets = json(&get(f.api_addr, "/v1/admin/secrets", Some(ADMIN_KEY)).unwrap());
+    let list = secrets["secrets"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{secrets}");
+    assert_eq!(list[0]["id"], new_id.as_str());
+    assert_eq!(list[0]["active"], true);
+    assert!(list[1]["notAfter"].as_u64().is_some());
+    let minted = geoturn_shared::RestCredential::mint(
+        list[0]["secret"].as_str().unwrap().as_bytes(),
+        "self-minted",
+        geoturn_tests::unix_now(),
+        300,
+    );
+    let mut c = TurnClient::new(
+        format!("127.0.0.1:{}", f.udp_of("us-1")).parse().unwrap(),
+        &minted.username,
+        &minted.password,
+    )
+    .unwrap();
+    c.allocate().unwrap();
+    c.refresh(0).unwrap();
+    assert_eq!(
+        get(f.api_addr, "/v1/admin/secrets", Some(APP_KEY))
+            .unwrap()
+            .status,
+        403
+    );
+
+    // Revocation: mallory's live allocation closes and her credentials stop working.
+    let m = json(&ice(
+        f.api_addr,
+        &format!("client_ip={US_CLIENT}&count=1&user=mallory"),
+        APP_KEY,
+    ));
+    let mut c = client_for(&f, &m, 0);
+    c.allocate().unwrap();
+    let r = call(
+        f.api_addr,
+        "POST",
+        "/v1/admin/users/mallory/revoke",
+        &[("Authorization", &admin)],
+        "",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_for(Duration::from_secs(1), "mallory refused", || {
+        let mut again = client_for(&f, &m, 0);
+        matches!(again.allocate(), Err(TurnError::Code(401 | 403)))
+    });
+    let metrics = get(f.api_addr, "/metrics", None).unwrap().body;
+    assert_eq!(
+        metric(&metrics, "geoturn_api_secret_rotations_total", ""),
+        Some(1.0)
+    );
+    assert!(metric(&metrics, "geoturn_api_credentials_issued_total", "").unwrap() >= 3.0);
+}
+
+#[test]
+fn every_jwt_failure_is_a_json_401() {
+    let f = fleet("api-jwt", &[]);
+    let now = geoturn_tests::unix_now() as i64;
+    let bearer = |t: &str| format!("Bearer {t}");
+    let try_token = |token: &str| {
+        call(
+            f.api_addr,
+            "GET",
+            "/v1/ice-servers",
+            &[("Authorization", &bearer(token))],
+            "",
+        )
+    };
+
+    let good = jwt(&hs256(), &claims("alice", 300), JWT_SECRET);
+    assert_eq!(try_token(&good).status, 200);
+    let none = format!(
+        "{}.{}.",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&claims("alice", 300)).unwrap()),
+    );
+    let mut tampered = good.clone();
+    tampered.insert_str(good.find('.').unwrap() + 1, "eyJ4IjoxfQ");
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", jwt(&hs256(), &claims("alice", -120), JWT_SECRET)),
+        (
+            "wrong audience",
+            jwt(
+                &hs256(),
+                &serde_json::json!({"sub": "a", "iss": ISSUER, "aud": "other", "exp": now + 60}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "wrong issuer",
+            jwt(
+                &hs256(),
+                &serde_json::json!({"sub": "a", "iss": "https://evil.test", "aud": AUDIENCE, "exp": now + 60}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "not yet valid",
+            jwt(
+                &hs256(),
+                &serde_json::json!({"sub": "a", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "nbf": now + 300}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "no subject",
+            jwt(
+                &hs256(),
+                &serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 60}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "no expiry",
+            jwt(
+                &hs256(),
+                &serde_json::json!({"sub": "a", "iss": ISSUER, "aud": AUDIENCE}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "wrong key",
+            jwt(
+                &hs256(),
+                &claims("alice", 300),
+                "another-secret-0123456789abcdef0123",
+            ),
+        ),
+        ("alg none", none),
+        (
+            "RS256 header on an HS256 key",
+            jwt(
+                &serde_json::json!({"alg": "RS256"}),
+                &claims("alice", 300),
+                JWT_SECRET,
+            ),
+        ),
+        ("tampered payload", tampered),
+        ("garbage", "not.a.jwt".into()),
+    ];
+    let mut codes = Vec::new();
+    for (what, token) in &cases {
+        let r = try_token(token);
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        assert!(r.header("www-authenticate").is_some(), "{what}");
+        let code = error_code(&r);
+        assert!(!code.is_empty(), "{what}: {}", r.body);
+        assert!(
+            !r.body.contains(token.as_str()),
+            "{what}: the token is echoed"
+        );
+        codes.push(code);
+    }
+    assert_eq!(codes[0], "token_expired");
+    assert_eq!(codes[1], "wrong_audience");
+    assert_eq!(codes[2], "wrong_issuer");
+    assert_eq!(codes[3], "token_not_yet_valid");
+    assert_eq!(codes[4], "missing_subject");
+    assert_eq!(codes[8], "algorithm_not_allowed");
+    // No header, another scheme.
+    let r = call(f.api_addr, "GET", "/v1/ice-servers", &[], "");
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (401, "missing_credentials")
+    );
+    let r = call(
+        f.api_addr,
+        "GET",
+        "/v1/ice-servers",
+        &[("Authorization", "Basic YTpi")],
+        "",
+    );
+    assert_eq!(r.status, 401);
+    // A valid browser token may not pick the client address, the user, or admin endpoints.
+    for (method, path) in [
+        ("GET", format!("/v1/ice-servers?client_ip={EU_CLIENT}")),
+        ("GET", "/v1/ice-servers?user=bob".to_string()),
+        ("POST", "/v1/admin/secrets/rotate".to_string()),
+        ("GET", "/v1/relays".to_string()),
+    ] {
+        let r = call(
+            f.api_addr,
+            method,
+            &path,
+            &[("Authorization", &bearer(&good))],
+            "",
+        );
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+    }
+    let metrics = get(f.api_addr, "/metrics", None).unwrap().body;
+    assert_eq!(
+        metric(
+            &metrics,
+            "geoturn_api_auth_failures_total",
+            "reason=\"token_expired\""
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn rate_limits_bad_input_cors_and_the_ops_endpoints() {
+    let f = fleet(
+        "api-limits",
+        &[
+            "--rate-limit",
+            "1",
+            "--rate-burst",
+            "5",
+            "--cors-origin",
+            "https://app.test",
+        ],
+    );
+    let auth = format!("Bearer {APP_KEY}");
+    // Five at once pass, the sixth waits.
+    for _ in 0..5 {
+        assert_eq!(ice(f.api_addr, "count=1", APP_KEY).status, 200);
+    }
+    let r = ice(f.api_addr, "count=1", APP_KEY);
+    assert_eq!((r.status, error_code(&r).as_str()), (429, "rate_limited"));
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&after), "{after}");
+    // Another caller has its own budget.
+    let admin = format!("Bearer {ADMIN_KEY}");
+    let bad: Vec<(&str, &str, String, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/ice-servers",
+            "{not json".into(),
+            400,
+            "bad_json",
+        ),
+        (
+            "POST",
+            "/v1/ice-servers",
+            r#"{"tll": 5}"#.into(),
+            400,
+            "bad_json",
+        ),
+        (
+            "POST",
+            "/v1/ice-servers",
+            "x".repeat(20_000),
+            413,
+            "bad_body",
+        ),
+        (
+            "GET",
+            "/v1/ice-servers?count=0",
+            String::new(),
+            400,
+            "bad_count",
+        ),
+    ];
+    for (method, path, body, status, code) in bad {
+        let r = call(
+            f.api_addr,
+            method,
+            path,
+            &[("Authorization", &admin)],
+            &body,
+        );
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (status, code),
+            "{path} {}",
+            r.body
+        );
+    }
+    let r = call(f.api_addr, "GET", "/v1/nothing", &[], "");
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "not_found"));
+    let r = call(
+        f.api_addr,
+        "DELETE",
+        "/v1/ice-servers",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (405, "method_not_allowed")
+    );
+    // Unauthenticated guesses are limited per address too.
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        statuses.push(ice(f.api_addr, "", &format!("guess-{i}")).status);
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429]);
+
+    // CORS: a browser on the configured origin may call with a bearer token.
+    let r = call(
+        f.api_addr,
+        "OPTIONS",
+        "/v1/ice-servers",
+        &[
+            ("Origin", "https://app.test"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+        "",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.test"),
+        "{:?}",
+        r.headers
+    );
+    let r = call(
+        f.api_addr,
+        "OPTIONS",
+        "/v1/ice-servers",
+        &[
+            ("Origin", "https://evil.test"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+        "",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    let doc = json(&get(f.api_addr, "/openapi.json", None).unwrap());
+    assert!(doc["paths"]["/v1/ice-servers"]["get"].is_object());
+    assert_eq!(get(f.api_addr, "/healthz", None).unwrap().status, 200);
+    let ready = json(&get(f.api_addr, "/readyz", None).unwrap());
+    assert_eq!(
+        (ready["ready"].clone(), ready["relays"].clone()),
+        (Value::Bool(true), Value::from(3))
+    );
+    // One 429 for the key, two for the guesses.
+    let metrics = get(f.api_addr, "/metrics", None).unwrap().body;
+    assert_eq!(
+        metric(
+            &metrics,
+            "geoturn_api_requests_total",
+            "route=\"/v1/ice-servers\",status=\"429\""
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&metrics, "geoturn_api_relays", "state=\"active\""),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn redis_outage_answers_from_the_last_snapshot_and_recovers() {
+    let mut f = fleet("api-redis", &[]);
+    let port = f.redis.port();
+    let before = json(&ice(
+        f.api_addr,
+        &format!("client_ip={EU_CLIENT}&count=3"),
+        APP_KEY,
+    ));
+    f.redis.kill();
+    let t0 = Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "the snapshot to be marked stale",
+        || {
+            ice(f.api_addr, "count=1", APP_KEY)
+                .header("x-geoturn-snapshot")
+                .is_some_and(|h| h.starts_with("stale"))
+        },
+    );
+    // Long past 3 heartbeats, the API still hands out all three relays, marked stale.
+    std::thread::sleep(Duration::from_secs_f64(4.0 * HEARTBEAT));
+    let r = ice(
+        f.api_addr,
+        &format!("client_ip={EU_CLIENT}&count=3"),
+        APP_KEY,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("x-geoturn-snapshot").unwrap().starts_with("stale"));
+    let during = json(&r);
+    assert_eq!(f.ids_in(&during), f.ids_in(&before));
+    let ready = get(f.api_addr, "/readyz", None).unwrap();
+    assert_eq!(ready.status, 200, "a stale snapshot still serves");
+    assert_eq!(json(&ready)["registry"], "unreachable");
+    // Relays keep relaying with credentials minted during the outage.
+    let peer = EchoPeer::start().unwrap();
+    let mut c = client_for(&f, &during, 0);
+    c.allocate().unwrap();
+    relays_data(&mut c, &peer);
+    // Admin calls that need Redis say so.
+    let r = call(
+        f.api_addr,
+        "POST",
+        "/v1/admin/users/x/revoke",
+        &[("Authorization", &format!("Bearer {ADMIN_KEY}"))],
+        "",
+    );
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (503, "registry_unavailable")
+    );
+    let outage = t0.elapsed();
+
+    // Redis back, empty: relays re-register, the API re-stores its secrets, all fresh again.
+    f.redis = RedisServer::start_on(port);
+    let t1 = Instant::now();
+    let converged = wait_for(
+        Duration::from_secs(10),
+        "a fresh snapshot with three relays",
+        || {
+            let r = ice(
+                f.api_addr,
+                &format!("client_ip={EU_CLIENT}&count=3"),
+                APP_KEY,
+            );
+            r.header("x-geoturn-snapshot")
+                .is_some_and(|h| h.starts_with("fresh"))
+                && f.ids_in(&json(&r)).len() == 3
+        },
+    );
+    eprintln!("outage {outage:?}; converged {converged:?} after Redis returned");
+    assert!(t1.elapsed() < Duration::from_secs(5), "{:?}", t1.elapsed());
+    // Old and new credentials still work after the restart.
+    let mut c = client_for(&f, &before, 1);
+    c.allocate().unwrap();
+    relays_data(&mut c, &peer);
+}
