@@ -25,6 +25,9 @@ enum Command {
     Up(UpOptions),
     /// Mint TURN REST credentials for a user.
     Creds(CredsOptions),
+    /// Generate an API key for `geoturn api` and print its config-file entry (the key is shown
+    /// once; the file holds only its hash).
+    ApiKey(ApiKeyOptions),
     /// Show which relays a client address would be given, and why.
     Route(geoturn_api::route::RouteOptions),
 }
@@ -47,6 +50,16 @@ struct UpOptions {
     /// generated and printed.
     #[arg(long, env = "GEOTURN_API_KEYS", hide_env_values = true)]
     api_key: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApiKeyOptions {
+    /// The key's name (logs, metrics, the Cloudflare-shape key id).
+    #[arg(long)]
+    name: String,
+    /// Give the key the admin scope (rotate secrets, revoke users, drain relays).
+    #[arg(long)]
+    admin: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +131,22 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             print!("{}", rt.block_on(geoturn_api::route::route(&opts))?);
+            Ok(())
+        }
+        Command::ApiKey(opts) => {
+            let key = geoturn_api::auth::generate_api_key();
+            // Check the entry the way the API will read it, so a bad name fails here.
+            let mut check = geoturn_api::auth::Authenticator::from_config(&Default::default())?;
+            check.add_plain_api_key(&opts.name, &key, opts.admin)?;
+            println!(
+                "# API key for {:?} (shown once; keep it in your secret store):",
+                opts.name
+            );
+            println!("# {key}");
+            println!("[[auth.api_keys]]");
+            println!("name = {:?}", opts.name);
+            println!("sha256 = {:?}", geoturn_api::auth::hash_api_key(&key));
+            println!("admin = {}", opts.admin);
             Ok(())
         }
         Command::Creds(opts) => {

@@ -294,3 +294,71 @@ fn up_prints_ice_servers_that_work() {
     let status = up.wait_timeout(Duration::from_secs(10)).unwrap();
     assert!(status.is_some_and(|s| s.success()));
 }
+
+#[test]
+fn api_key_prints_an_entry_that_geoturn_api_accepts() {
+    let out = Command::new(BIN)
+        .args(["api-key", "--name", "signaling", "--admin"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# gt_"))
+        .map(|k| format!("gt_{k}"))
+        .unwrap_or_else(|| panic!("no key in {text}"));
+    // The file holds the hash, never the key.
+    let entry: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!entry.contains(&key));
+    let dir = geoturn_tests::temp_dir("api-key");
+    let config = dir.join("api.toml");
+    std::fs::write(&config, &entry).unwrap();
+    let port = geoturn_tests::free_tcp_port();
+    let api = ChildGuard::spawn(
+        Command::new(BIN)
+            .args([
+                "api",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--auth-secret",
+                "s3cret",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .env_remove("GEOTURN_API_KEYS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = |auth: &str| {
+        geoturn_tests::http::request(
+            addr,
+            "GET",
+            "/v1/admin/secrets",
+            &[("Authorization", auth)],
+            "",
+        )
+        .map(|r| r.status)
+    };
+    let good = format!("Bearer {key}");
+    loop {
+        if let Ok(s) = status(&good) {
+            assert_eq!(s, 200);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status("Bearer gt_wrong").unwrap(), 401);
+    api.terminate();
+}

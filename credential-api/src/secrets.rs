@@ -218,6 +218,33 @@ mod tests {
         assert_eq!(registry.load_secrets().await.unwrap().all().count(), 2);
     }
 
+    #[tokio::test]
+    async fn an_empty_registry_gets_a_first_secret_and_a_lost_one_gets_ours_back() {
+        let registry = Registry::connect("memory", "", None).await.unwrap();
+        let secrets = ApiSecrets::new(SecretSet::default(), true);
+        // First start: nothing anywhere, so the API creates the first secret.
+        secrets.reload(&registry).await.unwrap();
+        let first = secrets.snapshot().active(0).unwrap().clone();
+        assert_eq!(registry.load_secrets().await.unwrap().all().count(), 1);
+        let rotated = secrets.rotate(&registry, 1000, 600).await.unwrap();
+
+        // Redis came back empty (another registry): ours are stored again, order kept.
+        let empty = Registry::connect("memory", "", None).await.unwrap();
+        assert_eq!(secrets.reload(&empty).await.unwrap(), 2);
+        let restored = empty.load_secrets().await.unwrap();
+        let ids: Vec<&str> = restored.all().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, vec![rotated.id.as_str(), first.id.as_str()]);
+        assert_eq!(restored.all().nth(1).unwrap().not_after, Some(1600));
+        assert_eq!(secrets.snapshot().active(1000).unwrap().id, rotated.id);
+
+        // With static secrets and an empty registry nothing is created: the static one mints.
+        let with_static = ApiSecrets::new(SecretSet::from_values(["s"]), true);
+        let blank = Registry::connect("memory", "", None).await.unwrap();
+        with_static.reload(&blank).await.unwrap();
+        assert!(blank.load_secrets().await.unwrap().is_empty());
+        assert_eq!(with_static.snapshot().active(0).unwrap().id, "s0");
+    }
+
     #[test]
     fn generated_secrets_differ() {
         assert_ne!(new_secret_value(), new_secret_value());
