@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod telemetry;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use geoturn_relay::RelayOptions;
@@ -10,6 +12,9 @@ use geoturn_shared::RestCredential;
 #[derive(Debug, Parser)]
 #[command(name = "geoturn", version, about = "A geo-distributed TURN service")]
 struct Cli {
+    /// OTLP/HTTP collector to export traces to (e.g. `http://otel-collector:4318`).
+    #[arg(long, global = true, env = "GEOTURN_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,33 +92,24 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GEOTURN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let otlp = cli.otlp_endpoint.as_deref();
     match cli.command {
         Command::Relay(opts) => {
             let config = (*opts).with_file()?.resolve()?;
-            init_logging(config.log_json);
+            let _telemetry = telemetry::init(config.log_json, otlp, "geoturn-relay")?;
             geoturn_shared::pii::reveal_in_logs(config.log_pii);
             geoturn_relay::service::run(config, |_, _| {})?;
             Ok(())
         }
-        Command::Up(opts) => run_up(opts),
+        Command::Up(opts) => {
+            let _telemetry = telemetry::init(false, otlp, "geoturn")?;
+            run_up(opts)
+        }
         Command::Api(opts) => {
             let config = (*opts).with_file()?.resolve()?;
-            init_logging(config.log_json);
+            let _telemetry = telemetry::init(config.log_json, otlp, "geoturn-api")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -171,7 +167,6 @@ async fn shutdown_signal() -> std::io::Result<()> {
 }
 
 fn run_up(opts: UpOptions) -> anyhow::Result<()> {
-    init_logging(false);
     let secret = geoturn_relay::run::random_secret();
     let (key_name, api_key) = match &opts.api_key {
         Some(pair) => {

@@ -17,6 +17,7 @@ use geoturn_shared::registry::{Registry, RegistryEvent};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument as _;
 
 use crate::config::ApiConfig;
 use crate::error::ApiError;
@@ -295,11 +296,25 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()).copied())
         .unwrap_or("unmatched");
+    // One span per request (exported over OTLP when enabled); handlers record the routing
+    // decision on it (`routes::credentials::mint`).
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        geoturn.caller = tracing::field::Empty,
+        geoturn.client_located = tracing::field::Empty,
+        geoturn.relays = tracing::field::Empty,
+        geoturn.snapshot = tracing::field::Empty,
+    );
     let started = Instant::now();
-    let response = next.run(req).await;
-    state
-        .metrics
-        .request(route, response.status().as_u16(), started.elapsed());
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    state.metrics.request(route, status, started.elapsed());
     response
 }
 

@@ -122,6 +122,30 @@ fn mint(
     };
     let credential = RestCredential::mint(secret.value.expose(), &user, now, ttl);
     state.metrics.credential_issued();
+    let span = tracing::Span::current();
+    span.record("geoturn.caller", caller.name.as_str());
+    span.record(
+        "geoturn.client_located",
+        !matches!(location, ClientLocation::Unknown),
+    );
+    span.record(
+        "geoturn.relays",
+        ranking
+            .chosen
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+            .as_str(),
+    );
+    span.record(
+        "geoturn.snapshot",
+        if snapshot.stale.is_some() {
+            "stale"
+        } else {
+            "fresh"
+        },
+    );
     tracing::debug!(
         client = %geoturn_shared::pii::Pii(client),
         chosen = ?ranking.chosen.iter().map(|c| (&c.id, &c.reason)).collect::<Vec<_>>(),

@@ -143,6 +143,13 @@ struct RelaySocket {
     socket: Option<Rc<UdpSocket>>,
     /// Its reader (UDP) or acceptor (TCP).
     reader: AbortHandle,
+    /// The allocation's trace span: opened when the relayed address is bound, closed when it
+    /// is freed, so a trace shows each allocation's lifetime (never a span per packet).
+    _span: tracing::Span,
+}
+
+fn allocation_span(relay: RelayAddr, transport: &'static str) -> tracing::Span {
+    tracing::info_span!("allocation", relayed = %relay.0, peer_transport = transport)
 }
 
 impl Shard {
@@ -436,6 +443,7 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                         RelaySocket {
                             socket: None,
                             reader,
+                            _span: allocation_span(relay, "tcp"),
                         },
                     );
                     s.server.handle_relay_bound(now, relay, true);
@@ -466,6 +474,7 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                             RelaySocket {
                                 socket: Some(socket),
                                 reader,
+                                _span: allocation_span(relay, "udp"),
                             },
                         );
                         s.server.handle_relay_bound(now, relay, true);
