@@ -202,6 +202,17 @@ pub struct ApiOptions {
     #[arg(long, env = "GEOTURN_REFRESH_MS")]
     pub refresh_ms: Option<u64>,
 
+    /// Anycast TURN URL (`turn:global.example.com:3478?transport=udp`); repeatable. Every
+    /// answer then ends with one entry holding these URLs: the fallback that reaches a live
+    /// region whatever happened since the answer was made.
+    #[arg(
+        long = "anycast-url",
+        env = "GEOTURN_ANYCAST_URLS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub anycast_urls: Vec<String>,
+
     /// Log as JSON lines.
     #[arg(long, env = "GEOTURN_LOG_JSON")]
     #[serde(default)]
@@ -253,6 +264,8 @@ pub struct ApiConfig {
     pub cors_origins: Vec<String>,
     /// Snapshot refresh period.
     pub refresh: Duration,
+    /// Anycast TURN URLs, offered last.
+    pub anycast_urls: Vec<String>,
     /// JSON logs.
     pub log_json: bool,
 }
@@ -321,6 +334,7 @@ impl ApiOptions {
             cors_origins: vec_or(self.cors_origins, base.cors_origins),
             heartbeat: self.heartbeat.or(base.heartbeat),
             refresh_ms: self.refresh_ms.or(base.refresh_ms),
+            anycast_urls: vec_or(self.anycast_urls, base.anycast_urls),
             log_json: self.log_json || base.log_json,
             auth: AuthConfig {
                 api_keys: [base.auth.api_keys, self.auth.api_keys].concat(),
@@ -377,6 +391,17 @@ impl ApiOptions {
                 return Err(invalid(
                     "cors-origin",
                     format!("{o:?} is neither `*` nor an http(s) origin"),
+                ));
+            }
+        }
+        for u in &self.anycast_urls {
+            let ok = (u.starts_with("turn:") || u.starts_with("turns:"))
+                && u.len() <= 256
+                && !u.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(invalid(
+                    "anycast-url",
+                    format!("{u:?} is not a turn: or turns: URL"),
                 ));
             }
         }
@@ -457,6 +482,7 @@ impl ApiOptions {
             rate_burst,
             cors_origins: self.cors_origins,
             refresh: Duration::from_millis(refresh_ms),
+            anycast_urls: self.anycast_urls,
             log_json: self.log_json,
         })
     }

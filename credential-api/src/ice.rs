@@ -33,8 +33,14 @@ pub fn chosen<'a>(ranking: &Ranking, relays: &'a [RelayRecord]) -> Vec<&'a Relay
 }
 
 /// The answer's servers: a STUN entry from the best relay, then each relay's TURN URLs with
-/// the one credential (every relay accepts it: they share the secret set).
-pub fn ice_servers(chosen: &[&RelayRecord], credential: &RestCredential) -> Vec<IceServer> {
+/// the one credential (every relay accepts it: they share the secret set), then, when
+/// configured, the anycast URLs as the last resort (its first contact is redirected to a
+/// unicast relay of whichever region the route reaches).
+pub fn ice_servers(
+    chosen: &[&RelayRecord],
+    credential: &RestCredential,
+    anycast: &[String],
+) -> Vec<IceServer> {
     let mut out = Vec::with_capacity(chosen.len() + 1);
     if let Some(stun) = chosen.iter().find_map(|r| stun_url(&r.urls)) {
         out.push(IceServer {
@@ -55,6 +61,13 @@ pub fn ice_servers(chosen: &[&RelayRecord], credential: &RestCredential) -> Vec<
         }
         out.push(IceServer {
             urls,
+            username: Some(credential.username.clone()),
+            credential: Some(credential.password.clone()),
+        });
+    }
+    if !anycast.is_empty() {
+        out.push(IceServer {
+            urls: anycast.to_vec(),
             username: Some(credential.username.clone()),
             credential: Some(credential.password.clone()),
         });
@@ -125,7 +138,7 @@ mod tests {
         let b = relay("b", &["turns:b.example:443?transport=tcp"]);
         let c = relay("c", &[]);
         let cred = RestCredential::mint(b"s", "u", 100, 50);
-        let servers = ice_servers(&[&b, &a, &c], &cred);
+        let servers = ice_servers(&[&b, &a, &c], &cred, &[]);
         // b has no plain turn: URL, so the STUN entry comes from a, the next relay.
         assert_eq!(servers[0].urls, vec!["stun:192.0.2.1:3478"]);
         assert_eq!(servers[0].username, None);
@@ -136,6 +149,18 @@ mod tests {
         let json = serde_json::to_value(&servers[0]).unwrap();
         assert_eq!(json, serde_json::json!({"urls": ["stun:192.0.2.1:3478"]}));
         assert_eq!(turn_uris(&[&b, &a]).len(), 4);
+    }
+
+    #[test]
+    fn anycast_urls_come_last_with_the_same_credential() {
+        let a = relay("a", &["turn:192.0.2.1:3478?transport=udp"]);
+        let cred = RestCredential::mint(b"s", "u", 100, 50);
+        let anycast = vec!["turn:global.example:3478?transport=udp".to_owned()];
+        let servers = ice_servers(&[&a], &cred, &anycast);
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].urls, a.urls);
+        assert_eq!(servers[2].urls, anycast);
+        assert_eq!(servers[2].credential, servers[1].credential);
     }
 
     #[test]

@@ -69,6 +69,26 @@ pub struct RelayOptions {
     #[serde(default)]
     pub tls_listen: Vec<SocketAddr>,
 
+    /// Anycast (first-contact) UDP and TCP address shared with other sites; repeatable.
+    /// Allocates there are answered with 300 Try Alternate to a unicast relay of this region,
+    /// so no session depends on the anycast route staying put.
+    #[arg(
+        long = "anycast-listen",
+        env = "GEOTURN_ANYCAST_LISTEN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub anycast_listen: Vec<SocketAddr>,
+
+    /// Anycast TLS address; the certificate (--tls-cert) must also cover the anycast name.
+    #[arg(
+        long = "anycast-tls-listen",
+        env = "GEOTURN_ANYCAST_TLS_LISTEN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub anycast_tls_listen: Vec<SocketAddr>,
+
     /// PEM certificate chain for TLS; reloaded when the file changes or on SIGHUP.
     #[arg(long, env = "GEOTURN_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -239,6 +259,8 @@ pub struct RelayOptions {
 pub struct TlsConfig {
     /// Listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// Anycast (first-contact) TLS listen addresses.
+    pub anycast_listen: Vec<SocketAddr>,
     /// Certificate chain file.
     pub cert: PathBuf,
     /// Key file.
@@ -274,6 +296,8 @@ impl std::fmt::Debug for RegistryConfig {
 pub struct RelayConfig {
     /// Listening UDP and TCP addresses.
     pub listen: Vec<SocketAddr>,
+    /// Anycast (first-contact) UDP and TCP addresses.
+    pub anycast_listen: Vec<SocketAddr>,
     /// TLS listeners, when a certificate is configured.
     pub tls: Option<TlsConfig>,
     /// Local IP of relayed sockets.
@@ -363,6 +387,8 @@ impl RelayOptions {
             config: self.config.or(base.config),
             listen: vec_or(self.listen, base.listen),
             tls_listen: vec_or(self.tls_listen, base.tls_listen),
+            anycast_listen: vec_or(self.anycast_listen, base.anycast_listen),
+            anycast_tls_listen: vec_or(self.anycast_tls_listen, base.anycast_tls_listen),
             tls_cert: self.tls_cert.or(base.tls_cert),
             tls_key: self.tls_key.or(base.tls_key),
             relay_ip: vec_or(self.relay_ip, base.relay_ip),
@@ -581,17 +607,33 @@ impl RelayOptions {
                 } else {
                     self.tls_listen
                 },
+                anycast_listen: self.anycast_tls_listen.clone(),
                 cert,
                 key,
             }),
-            (None, None) if self.tls_listen.is_empty() => None,
+            (None, None) if self.tls_listen.is_empty() && self.anycast_tls_listen.is_empty() => {
+                None
+            }
+            (None, None) if self.tls_listen.is_empty() => {
+                return Err(invalid(
+                    "anycast-tls-listen",
+                    "needs --tls-cert and --tls-key",
+                ));
+            }
             (None, None) => {
                 return Err(invalid("tls-listen", "needs --tls-cert and --tls-key"));
             }
             (Some(_), None) => return Err(invalid("tls-key", "needed with --tls-cert")),
             (None, Some(_)) => return Err(invalid("tls-cert", "needed with --tls-key")),
         };
+        if let Some(a) = self.anycast_listen.iter().find(|a| listen.contains(a)) {
+            return Err(invalid(
+                "anycast-listen",
+                format!("{a} is also a --listen address; anycast addresses are first contact only"),
+            ));
+        }
         Ok(RelayConfig {
+            anycast_listen: self.anycast_listen,
             registry,
             public_host: self.public_host,
             tls,

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use geoturn_relay_proto::Transport;
 use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
 use geoturn_relay_proto::allocation::tcp::TcpConnections;
-use geoturn_relay_proto::server::{Drain, DropReason};
+use geoturn_relay_proto::server::{Alternate, Drain, DropReason};
 use geoturn_relay_proto::{Server, ServerConfig};
 use geoturn_shared::SecretSet;
 use rand::Rng;
@@ -28,6 +29,8 @@ pub struct RelayHandle {
     shutdown: watch::Sender<bool>,
     secrets: watch::Sender<SecretSet>,
     drain: watch::Sender<Option<Drain>>,
+    anycast_addrs: Vec<SocketAddr>,
+    first_contact: watch::Sender<Vec<Alternate>>,
     snapshots: Vec<Arc<Mutex<ShardSnapshot>>>,
     controls: Vec<tokio::sync::mpsc::Sender<WorkerControl>>,
     peers: Arc<crate::net::tcp_relay::PeerConnections>,
@@ -55,10 +58,16 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let mut tcp_per_worker: Vec<Vec<std::net::TcpListener>> =
         (0..config.workers).map(|_| Vec::new()).collect();
     let mut local_addrs = Vec::new();
-    for addr in &config.listen {
+    let mut anycast_addrs = Vec::new();
+    let all_listen = config.listen.iter().map(|a| (a, false));
+    for (addr, anycast) in all_listen.chain(config.anycast_listen.iter().map(|a| (a, true))) {
         let first = worker::bind_reuseport(*addr)?;
         let local = first.local_addr()?;
-        local_addrs.push(local);
+        if anycast {
+            anycast_addrs.push(local);
+        } else {
+            local_addrs.push(local);
+        }
         let mut first = Some(first);
         for (udp, tcp) in udp_per_worker.iter_mut().zip(tcp_per_worker.iter_mut()) {
             let sock = match first.take() {
@@ -80,7 +89,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
             // The first worker's bind fixes the port when 0 was asked for.
             let mut addrs = Vec::new();
-            for addr in &t.listen {
+            for addr in t.listen.iter().chain(&t.anycast_listen) {
                 let l = worker::bind_reuseport_tcp(*addr)?;
                 addrs.push((l.local_addr()?, Some(l)));
             }
@@ -102,7 +111,12 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         }
         tls_per_worker.push(mine);
     }
-    let tls_local: Vec<SocketAddr> = tls_addrs.iter().map(|(a, _)| *a).collect();
+    let mut tls_local: Vec<SocketAddr> = tls_addrs.iter().map(|(a, _)| *a).collect();
+    let unicast_tls = config.tls.as_ref().map_or(0, |t| t.listen.len());
+    let anycast_tls = tls_local.split_off(unicast_tls.min(tls_local.len()));
+    let anycast: Vec<SocketAddr> = anycast_addrs.iter().chain(&anycast_tls).copied().collect();
+    // Until the registry names a less loaded sibling, first contacts come to this relay.
+    let (first_contact, _) = watch::channel(own_unicast(config, &local_addrs, &tls_local));
 
     let mut workers = Vec::new();
     let mut snapshots = Vec::new();
@@ -123,6 +137,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             unauth_rate: config.unauth_rate,
             unauth_burst: config.unauth_burst,
             allocation_bps: config.max_bps,
+            anycast: anycast.clone(),
             ..ServerConfig::default()
         };
         let snapshot = Arc::new(Mutex::new(ShardSnapshot::default()));
@@ -140,6 +155,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             ),
             secrets: secrets.subscribe(),
             drain: drain.subscribe(),
+            first_contact: first_contact.subscribe(),
             shutdown: shutdown.subscribe(),
             snapshot,
             udp,
@@ -158,12 +174,15 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         relay_ip_v6 = ?config.relay_ip_v6,
         workers = config.workers,
         tls = ?tls_local,
+        anycast = ?anycast,
         "relay listening (udp, tcp{})",
         if tls_local.is_empty() { "" } else { ", tls" }
     );
     Ok(RelayHandle {
         local_addrs,
         tls_addrs: tls_local,
+        anycast_addrs: anycast,
+        first_contact,
         cert_store,
         workers: Mutex::new(workers),
         shutdown,
@@ -187,6 +206,26 @@ impl RelayHandle {
     /// Every UDP/TCP address the relay listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The anycast (first-contact) listen addresses, UDP/TCP and TLS.
+    pub fn anycast_addrs(&self) -> &[SocketAddr] {
+        &self.anycast_addrs
+    }
+
+    /// Sets where anycast first contacts are redirected, best first (the registry loop calls
+    /// this with the least loaded live relay of the region).
+    pub fn set_first_contact(&self, targets: Vec<Alternate>) {
+        self.first_contact.send_if_modified(|current| {
+            let changed = *current != targets;
+            *current = targets;
+            changed
+        });
+    }
+
+    /// Where anycast first contacts go now.
+    pub fn first_contact(&self) -> Vec<Alternate> {
+        self.first_contact.borrow().clone()
     }
 
     /// The TLS listen addresses (real ports).
@@ -250,6 +289,8 @@ impl RelayHandle {
             t.allocations_expired += s.stats.allocations_expired;
             t.peers_denied += s.stats.peers_denied;
             t.redirects += s.stats.redirects;
+            t.first_contact_redirects += s.stats.first_contact_redirects;
+            t.first_contact_refused += s.stats.first_contact_refused;
             for reason in DropReason::ALL {
                 t.add_drops(reason, s.stats.drops(reason));
             }
@@ -293,6 +334,47 @@ impl RelayHandle {
         }
         Ok(())
     }
+}
+
+/// This relay's own unicast addresses as first-contact targets: each listener's public
+/// address (the external IP when behind NAT), UDP and TCP, then TLS. Wildcard listeners
+/// without an external IP have no address a client could be sent to and are skipped.
+pub fn own_unicast(
+    config: &RelayConfig,
+    listen: &[SocketAddr],
+    tls: &[SocketAddr],
+) -> Vec<Alternate> {
+    let public = |a: &SocketAddr| -> Option<SocketAddr> {
+        let external = if a.is_ipv4() {
+            config.external_ip_v4
+        } else {
+            config.external_ip_v6
+        };
+        let ip = external.unwrap_or(a.ip());
+        (!ip.is_unspecified()).then(|| SocketAddr::new(ip, a.port()))
+    };
+    let mut out = Vec::new();
+    for a in listen {
+        if let Some(addr) = public(a) {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                out.push(Alternate {
+                    transport,
+                    addr,
+                    domain: None,
+                });
+            }
+        }
+    }
+    for a in tls {
+        if let Some(addr) = public(a) {
+            out.push(Alternate {
+                transport: Transport::Tls,
+                addr,
+                domain: config.public_host.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// A random 32-byte secret, hex encoded (for `geoturn up` and tests).

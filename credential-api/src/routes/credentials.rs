@@ -152,8 +152,11 @@ fn mint(
         "ICE servers minted"
     );
     Ok(Minted {
-        servers: ice_servers(&relays, &credential),
-        uris: turn_uris(&relays),
+        servers: ice_servers(&relays, &credential, &config.anycast_urls),
+        uris: turn_uris(&relays)
+            .into_iter()
+            .chain(config.anycast_urls.iter().cloned())
+            .collect(),
         credential,
         ttl,
         expires_at: now.saturating_add(ttl),

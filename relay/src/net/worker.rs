@@ -12,7 +12,9 @@ use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use geoturn_relay_proto::server::{Drain, DropReason, PEER_HEADROOM, PEER_TAILROOM, ServerStats};
+use geoturn_relay_proto::server::{
+    Alternate, Drain, DropReason, PEER_HEADROOM, PEER_TAILROOM, ServerStats,
+};
 use geoturn_relay_proto::types::FiveTuple;
 use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, Transport};
 use geoturn_shared::SecretSet;
@@ -72,6 +74,8 @@ pub struct WorkerContext {
     pub secrets: watch::Receiver<SecretSet>,
     /// Drain state updates.
     pub drain: watch::Receiver<Option<Drain>>,
+    /// Where anycast first contacts are redirected.
+    pub first_contact: watch::Receiver<Vec<Alternate>>,
     /// Set to true to stop.
     pub shutdown: watch::Receiver<bool>,
     /// Where the worker publishes its snapshot.
@@ -215,6 +219,8 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     ctx.server
         .set_secrets(ctx.secrets.borrow_and_update().clone());
     ctx.server.set_drain(ctx.drain.borrow_and_update().clone());
+    ctx.server
+        .set_first_contact(ctx.first_contact.borrow_and_update().clone());
     let shard = Rc::new(RefCell::new(Shard {
         server: ctx.server,
         listeners: listeners.clone(),
@@ -278,6 +284,10 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
                 if let Ok(mut shared) = ctx.snapshot.lock() {
                     *shared = snap;
                 }
+            }
+            Ok(()) = ctx.first_contact.changed() => {
+                let targets = ctx.first_contact.borrow_and_update().clone();
+                shard.borrow_mut().server.set_first_contact(targets);
             }
             Ok(()) = ctx.secrets.changed() => {
                 let secrets = ctx.secrets.borrow_and_update().clone();

@@ -29,6 +29,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "geoturn_draining",
     "geoturn_capacity_allocations",
     "geoturn_capacity_mbps",
+    "geoturn_registry_up",
 ];
 
 struct Writer(String);
@@ -197,12 +198,20 @@ pub fn render(ops: &Ops) -> String {
         "Datagrams the kernel refused (socket buffer full).",
         snap.send_errors,
     );
-    w.single(
+    w.header(
         "geoturn_redirects_total",
         "counter",
-        "Allocates answered with 300 Try Alternate while draining.",
-        s.redirects,
+        "Allocates answered with 300 Try Alternate, by reason: drain (to a sibling while \
+         draining), anycast (a first contact sent to a unicast relay), anycast_refused (403: \
+         no unicast relay known).",
     );
+    for (reason, n) in [
+        ("drain", s.redirects),
+        ("anycast", s.first_contact_redirects),
+        ("anycast_refused", s.first_contact_refused),
+    ] {
+        w.value("geoturn_redirects_total", &[("reason", reason)], n);
+    }
     w.single(
         "geoturn_draining",
         "gauge",
@@ -221,5 +230,14 @@ pub fn render(ops: &Ops) -> String {
         "Relayed bandwidth this relay is sized for, Mbit/s.",
         ops.config.capacity_mbps,
     );
+    // No sample without a registry (nothing to alert on), nor before the first heartbeat.
+    w.header(
+        "geoturn_registry_up",
+        "gauge",
+        "1 while heartbeats reach the registry (Redis), 0 while it is unreachable.",
+    );
+    if let Some(up) = ops.registry.is_up() {
+        w.value("geoturn_registry_up", &[], u8::from(up));
+    }
     w.0
 }

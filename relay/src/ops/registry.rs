@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use geoturn_relay_proto::Transport;
+use geoturn_relay_proto::server::Alternate;
 use geoturn_shared::SecretSet;
 use geoturn_shared::registry::{Registry, RegistryEvent, RelayRecord, RelayState};
 use tokio::sync::broadcast::error::RecvError;
@@ -35,6 +37,16 @@ impl RegistryHealth {
             Self::OK => "ok",
             Self::UNAVAILABLE => "unavailable",
             _ => "disabled",
+        }
+    }
+
+    /// Whether the last heartbeat reached the registry; `None` without a registry, or
+    /// before the first heartbeat.
+    pub fn is_up(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::OK => Some(true),
+            Self::UNAVAILABLE => Some(false),
+            _ => None,
         }
     }
 
@@ -151,6 +163,87 @@ pub fn alternates(me: &str, region: &str, records: &[RelayRecord]) -> Vec<Socket
     candidates.into_iter().filter_map(udp_address).collect()
 }
 
+/// A record's URLs as first-contact targets. A `turns:` URL with a host name gives the
+/// address of the record's plain URL with the TLS port, plus the name as ALTERNATE-DOMAIN.
+fn record_targets(r: &RelayRecord) -> Vec<Alternate> {
+    let mut out = Vec::new();
+    let mut plain_ip = None;
+    for url in &r.urls {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            continue;
+        };
+        let (hostport, transport) = rest.split_once("?transport=").unwrap_or((rest, "udp"));
+        let Some((host, port)) = hostport.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        match (scheme, transport) {
+            ("turn", "udp" | "tcp") => {
+                let Some(ip) = ip else { continue };
+                plain_ip.get_or_insert(ip);
+                out.push(Alternate {
+                    transport: if transport == "udp" {
+                        Transport::Udp
+                    } else {
+                        Transport::Tcp
+                    },
+                    addr: SocketAddr::new(ip, port),
+                    domain: None,
+                });
+            }
+            ("turns", "tcp") => {
+                let (ip, domain) = match ip {
+                    Some(ip) => (Some(ip), None),
+                    None => (None, Some(host.to_owned())),
+                };
+                out.push(Alternate {
+                    transport: Transport::Tls,
+                    // Filled in below when the host is a name.
+                    addr: SocketAddr::new(ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port),
+                    domain,
+                });
+            }
+            _ => {}
+        }
+    }
+    out.retain_mut(|a| {
+        if !a.addr.ip().is_unspecified() {
+            return true;
+        }
+        match plain_ip {
+            Some(ip) => {
+                a.addr.set_ip(ip);
+                true
+            }
+            None => false,
+        }
+    });
+    out
+}
+
+/// Where anycast first contacts go: the least loaded live active relay of this region (this
+/// one included unless it drains) with room left, each relay's targets together so a client
+/// of any transport finds one, ties broken by id.
+pub fn first_contact_targets(region: &str, records: &[RelayRecord]) -> Vec<Alternate> {
+    let mut candidates: Vec<&RelayRecord> = records
+        .iter()
+        .filter(|r| r.region == region && r.state == RelayState::Active)
+        .filter(|r| r.allocations < r.capacity_allocations)
+        .collect();
+    candidates.sort_by(|a, b| {
+        let load = |r: &RelayRecord| r.allocations as f64 / r.capacity_allocations.max(1) as f64;
+        load(a).total_cmp(&load(b)).then(a.id.cmp(&b.id))
+    });
+    candidates.into_iter().flat_map(record_targets).collect()
+}
+
 /// Heartbeats until the task is aborted; then the caller removes the record.
 pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) {
     let started_at_ms = unix_ms();
@@ -197,12 +290,23 @@ pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) 
                 tracing::warn!(%error, "registry unreachable: relaying goes on, heartbeats will retry");
             }
         }
+        let anycast = !ops.relay.anycast_addrs().is_empty();
         if ok
-            && ops.drain.is_draining()
+            && (ops.drain.is_draining() || anycast)
             && let Ok(Ok(records)) = tokio::time::timeout(CALL_TIMEOUT, registry.list()).await
         {
-            let alts = alternates(&ops.config.node_id, &ops.config.region, &records);
-            ops.drain.set_alternates(alts);
+            if ops.drain.is_draining() {
+                let alts = alternates(&ops.config.node_id, &ops.config.region, &records);
+                ops.drain.set_alternates(alts);
+            }
+            if anycast {
+                // Our own record as just written counts too, draining or not.
+                let mut fleet: Vec<RelayRecord> =
+                    records.into_iter().filter(|r| r.id != rec.id).collect();
+                fleet.push(rec.clone());
+                ops.relay
+                    .set_first_contact(first_contact_targets(&ops.config.region, &fleet));
+            }
         }
     }
 }
@@ -319,5 +423,41 @@ mod tests {
         let alts = alternates("me", "eu", &records);
         let ports: Vec<u16> = alts.iter().map(|a| a.port()).collect();
         assert_eq!(ports, vec![3, 2, 4]);
+    }
+
+    #[test]
+    fn first_contact_goes_to_the_least_loaded_live_relay_of_the_region() {
+        let mut me = rec("me", "eu", 50, RelayState::Active, 1);
+        me.urls
+            .push("turns:eu1.turn.example:5349?transport=tcp".into());
+        let records = vec![
+            me.clone(),
+            rec("eu-idle", "eu", 10, RelayState::Active, 3),
+            rec("us-idle", "us", 0, RelayState::Active, 4),
+            rec("eu-draining", "eu", 0, RelayState::Draining, 5),
+            rec("eu-full", "eu", 100, RelayState::Active, 6),
+        ];
+        let targets = first_contact_targets("eu", &records);
+        let summary: Vec<(Transport, u16)> = targets
+            .iter()
+            .map(|a| (a.transport, a.addr.port()))
+            .collect();
+        // eu-idle (UDP and TCP), then this relay (UDP, TCP, and TLS by name).
+        assert_eq!(
+            summary,
+            vec![
+                (Transport::Udp, 3),
+                (Transport::Tcp, 3),
+                (Transport::Udp, 1),
+                (Transport::Tcp, 1),
+                (Transport::Tls, 5349),
+            ]
+        );
+        let tls = targets.last().unwrap();
+        assert_eq!(tls.addr.ip(), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(tls.domain.as_deref(), Some("eu1.turn.example"));
+        // Draining, this relay sends first contacts elsewhere; nothing live: none at all.
+        me.state = RelayState::Draining;
+        assert!(first_contact_targets("eu", &[me]).is_empty());
     }
 }

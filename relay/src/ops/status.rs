@@ -125,6 +125,10 @@ pub struct Listeners {
     pub udp: String,
     /// TLS addresses.
     pub tls: Vec<String>,
+    /// Anycast (first-contact) addresses, UDP/TCP and TLS.
+    pub anycast: Vec<String>,
+    /// Where anycast first contacts are sent now, best first (`udp 192.0.2.10:3478`).
+    pub first_contact: Vec<String>,
 }
 
 /// Builds the status document.
@@ -162,6 +166,21 @@ pub fn status(ops: &Ops) -> Status {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
+            anycast: ops
+                .relay
+                .anycast_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            first_contact: if ops.relay.anycast_addrs().is_empty() {
+                Vec::new()
+            } else {
+                ops.relay
+                    .first_contact()
+                    .iter()
+                    .map(|a| format!("{:?} {}", a.transport, a.addr).to_lowercase())
+                    .collect()
+            },
         },
         drain,
         registry: ops.registry.as_str(),

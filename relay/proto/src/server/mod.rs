@@ -12,7 +12,7 @@ mod response;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use crate::auth::{Authenticated, Nonces};
 use crate::peer_policy::PeerPolicy;
 use crate::stun::{AddressFamily, TransactionId};
 use crate::transaction_cache::TransactionCache;
-use crate::types::{FiveTuple, PeerSocket, RelayAddr};
+use crate::types::{FiveTuple, PeerSocket, RelayAddr, Transport};
 
 /// Settings of one server (one shard of a relay).
 #[derive(Debug, Clone)]
@@ -65,6 +65,11 @@ pub struct ServerConfig {
     pub unauth_burst: u32,
     /// Relayed payload bits per second per allocation, both directions together; 0 = no limit.
     pub allocation_bps: u64,
+    /// Listener addresses shared by several sites (anycast): first contact only. An Allocate
+    /// arriving on one is answered, once authenticated, with 300 Try Alternate to a unicast
+    /// relay (see [`Server::set_first_contact`]) and never creates state here, because the
+    /// next route change could carry the client's packets to another site.
+    pub anycast: Vec<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -85,8 +90,21 @@ impl Default for ServerConfig {
             unauth_rate: 100,
             unauth_burst: 200,
             allocation_bps: 0,
+            anycast: Vec::new(),
         }
     }
+}
+
+/// A unicast relay an anycast first contact is sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternate {
+    /// The client transport it serves (the client keeps its transport when redirected).
+    pub transport: Transport,
+    /// Its address, for ALTERNATE-SERVER.
+    pub addr: SocketAddr,
+    /// For TLS: the name its certificate is valid for, sent as ALTERNATE-DOMAIN
+    /// (RFC 8489 §14.16) so the client can check the new server's certificate.
+    pub domain: Option<String>,
 }
 
 /// Work for the driver.
@@ -210,6 +228,8 @@ pub struct Server {
     clock: Option<(Instant, u64)>,
     next_sweep: Option<Instant>,
     drain: Option<Drain>,
+    /// Where Allocates on anycast listeners are sent, best first.
+    first_contact: Vec<Alternate>,
     /// Users whose new requests are refused, until the instant given.
     revoked: HashMap<String, Instant>,
     limiter: crate::rate_limit::SourceLimiter,
@@ -258,6 +278,7 @@ impl Server {
             clock: None,
             next_sweep: None,
             drain: None,
+            first_contact: Vec::new(),
             revoked: HashMap::new(),
             limiter,
             stats: ServerStats::default(),
@@ -286,6 +307,12 @@ impl Server {
     /// deadline), updates the alternates, or with `None` returns to normal service.
     pub fn set_drain(&mut self, drain: Option<Drain>) {
         self.drain = drain;
+    }
+
+    /// Sets the unicast relays that anycast first contacts are redirected to, best first;
+    /// the first one matching the client's transport and address family is used.
+    pub fn set_first_contact(&mut self, targets: Vec<Alternate>) {
+        self.first_contact = targets;
     }
 
     /// The drain settings, if draining.

@@ -15,7 +15,7 @@ use crate::rate_limit::TokenBucket;
 use crate::stun::attribute::types;
 use crate::stun::channel_data::{MAX_CHANNEL, MIN_CHANNEL};
 use crate::stun::{AddressFamily, Attribute, ErrorCode, Message, Method};
-use crate::types::{FiveTuple, RelayAddr};
+use crate::types::{FiveTuple, RelayAddr, Transport};
 
 /// Protocol number of UDP in REQUESTED-TRANSPORT.
 const PROTO_UDP: u8 = 17;
@@ -150,6 +150,29 @@ impl Server {
         }
     }
 
+    /// An authenticated Allocate on an anycast listener: 300 Try Alternate, signed with
+    /// MESSAGE-INTEGRITY (RFC 8489 §10: a client must ignore an unsigned one after
+    /// authenticating, so it cannot be forged), to a unicast relay for the client's transport
+    /// and address family; 403 when none is known. No state is created.
+    fn redirect_first_contact(&mut self, now: Instant, to: &Answer, auth: &Authenticated) {
+        let tuple = to.five_tuple;
+        let target = self
+            .first_contact
+            .iter()
+            .find(|a| a.transport == tuple.transport && a.addr.is_ipv4() == tuple.server.is_ipv4())
+            .cloned();
+        let Some(target) = target else {
+            self.stats.first_contact_refused += 1;
+            return self.reply_error(now, to, ErrorCode::FORBIDDEN, &auth.key);
+        };
+        self.stats.first_contact_redirects += 1;
+        let mut attrs = vec![Attribute::AlternateServer(target.addr)];
+        if let (Transport::Tls, Some(domain)) = (tuple.transport, target.domain.as_deref()) {
+            attrs.push(Attribute::AlternateDomain(domain));
+        }
+        self.reply_signed(now, to, Some(ErrorCode::TRY_ALTERNATE), &attrs, &auth.key)
+    }
+
     fn allocate(&mut self, now: Instant, to: &Answer, msg: &Message<'_>, auth: Authenticated) {
         let tuple = to.five_tuple;
         if self.allocations.get(&tuple).is_some() {
@@ -220,6 +243,9 @@ impl Server {
             Some(f) if self.relay_ip(f).is_some() => (Some(f), None),
             other => (None, other),
         };
+        if self.config.anycast.contains(&tuple.server) {
+            return self.redirect_first_contact(now, to, &auth);
+        }
         if let Some(drain) = &self.drain {
             // Send the client to a sibling of the same address family (RFC 8656 §7.2 allows
             // 300 for Allocate); with none known, refuse.

@@ -72,6 +72,10 @@ pub struct ServerStats {
     pub peers_denied: u64,
     /// Allocates answered with 300 Try Alternate while draining.
     pub redirects: u64,
+    /// Allocates on an anycast listener answered with 300 Try Alternate to a unicast relay.
+    pub first_contact_redirects: u64,
+    /// Allocates on an anycast listener refused (403): no unicast relay known.
+    pub first_contact_refused: u64,
     /// Packets relayed client → peer.
     pub packets_to_peer: u64,
     /// Payload bytes relayed client → peer.

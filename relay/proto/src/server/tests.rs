@@ -1286,3 +1286,98 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
     assert!(h.closed.contains(&id));
     assert_eq!(h.freed, vec![relay]);
 }
+
+#[test]
+fn anycast_first_contact_is_redirected_signed_and_creates_nothing() {
+    let anycast = SocketAddr::from(([203, 0, 113, 99], 3478));
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        anycast: vec![anycast],
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    h.server.set_first_contact(vec![
+        Alternate {
+            transport: Transport::Tls,
+            addr: "192.0.2.10:5349".parse().unwrap(),
+            domain: Some("eu.turn.example".into()),
+        },
+        Alternate {
+            transport: Transport::Udp,
+            addr: "[2001:db8::10]:3478".parse().unwrap(),
+            domain: None,
+        },
+        Alternate {
+            transport: Transport::Udp,
+            addr: "192.0.2.10:3478".parse().unwrap(),
+            domain: None,
+        },
+    ]);
+    h.tuple.server = anycast;
+    // Binding is answered as anywhere else.
+    let resp = h.request(Method::Binding, &[], None);
+    assert_eq!(Message::parse(&resp).unwrap().class(), Class::Success);
+    // Unauthenticated: the usual 401, never a 300 a third party could have sent.
+    let mut auth = h.credentials(3600);
+    let resp = h.request(Method::Allocate, &[Attribute::RequestedTransport(17)], None);
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(401));
+    assert!(m.get(types::ALTERNATE_SERVER).is_none());
+    assert!(auth.update_from_challenge(&m));
+    // Authenticated: 300 to the unicast relay of the same transport and family, signed.
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(300));
+    assert!(m.verify_integrity(&auth.key()));
+    assert_eq!(
+        m.attribute(types::ALTERNATE_SERVER).unwrap().unwrap(),
+        Attribute::AlternateServer("192.0.2.10:3478".parse().unwrap())
+    );
+    assert!(m.get(types::ALTERNATE_DOMAIN).is_none());
+    // Nothing was created: no relayed port bound, no allocation, no quota used.
+    assert!(h.pump().is_empty());
+    assert!(h.bound.is_empty() && h.server.allocations().is_empty());
+    assert_eq!(h.server.stats().first_contact_redirects, 1);
+    // Refresh on the anycast address finds no allocation.
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(600)], Some(&auth));
+    assert_eq!(code_of(&resp), Some(437));
+    // TLS first contact: the TLS target, with ALTERNATE-DOMAIN for its certificate.
+    h.tuple.transport = Transport::Tls;
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(300));
+    assert_eq!(
+        m.attribute(types::ALTERNATE_SERVER).unwrap().unwrap(),
+        Attribute::AlternateServer("192.0.2.10:5349".parse().unwrap())
+    );
+    assert_eq!(
+        m.attribute(types::ALTERNATE_DOMAIN).unwrap().unwrap(),
+        Attribute::AlternateDomain("eu.turn.example")
+    );
+    assert!(m.verify_integrity(&auth.key()));
+    // No target for TCP: 403, still nothing created.
+    h.tuple.transport = Transport::Tcp;
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), Some(403));
+    assert_eq!(h.server.stats().first_contact_refused, 1);
+    assert!(h.server.allocations().is_empty());
+    // The unicast listener still allocates.
+    h.tuple = tuple(40002);
+    let (_, relayed) = h.allocate();
+    assert_eq!(
+        relayed.ip(),
+        "192.0.2.1".parse::<std::net::IpAddr>().unwrap()
+    );
+}
