@@ -64,10 +64,13 @@ pub struct TurnClient {
 impl TurnClient {
     /// A client of `server` with `username` / `password`.
     pub fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let sock = if server.is_ipv6() {
-            UdpSocket::bind("[::1]:0")?
-        } else {
-            UdpSocket::bind("127.0.0.1:0")?
+        // Loopback servers get a loopback client; others (inside a test's own network
+        // namespace) the wildcard, so the kernel picks the route's source address.
+        let sock = match (server.is_ipv6(), server.ip().is_loopback()) {
+            (true, true) => UdpSocket::bind("[::1]:0")?,
+            (false, true) => UdpSocket::bind("127.0.0.1:0")?,
+            (true, false) => UdpSocket::bind("[::]:0")?,
+            (false, false) => UdpSocket::bind("0.0.0.0:0")?,
         };
         Ok(Self {
             sock,

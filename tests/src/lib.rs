@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod http;
+pub mod netns;
 pub mod peer;
 pub mod process;
 pub mod redis;
