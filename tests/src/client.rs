@@ -178,6 +178,25 @@ impl TurnClient {
         Err(TurnError::Code(401))
     }
 
+    /// Sends a Binding request; returns the address the server saw (XOR-MAPPED-ADDRESS).
+    pub fn binding(&mut self) -> Result<SocketAddr, TurnError> {
+        let tid = self.tid();
+        let req = encode_request(Method::Binding, Class::Request, tid, &[], None)
+            .map_err(|e| TurnError::Io(e.to_string()))?;
+        let resp = self.exchange(&req, tid)?;
+        let m = Message::parse(&resp).map_err(|e| TurnError::Io(e.to_string()))?;
+        match m.attribute(types::XOR_MAPPED_ADDRESS) {
+            Some(Ok(Attribute::XorMappedAddress(a))) => Ok(a),
+            _ => Err(TurnError::Io("no XOR-MAPPED-ADDRESS".into())),
+        }
+    }
+
+    /// Sends `data` to `to` from the client's socket, bypassing the relay (to show a direct
+    /// path is closed).
+    pub fn send_direct(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        self.sock.send_to(data, to).map(|_| ())
+    }
+
     /// Allocates a UDP relayed address.
     pub fn allocate(&mut self) -> Result<SocketAddr, TurnError> {
         let resp = self.request(Method::Allocate, &[Attribute::RequestedTransport(17)])?;
