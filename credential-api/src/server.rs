@@ -156,6 +156,7 @@ pub async fn start(
         tracing::warn!(error = %e, "cannot load secrets from the registry yet; retrying in the background");
     }
     let snapshot = Arc::new(SnapshotStore::default());
+    snapshot.set_recovery_grace(config.rank.stale_after);
     snapshot.refresh(&registry).await;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -7,6 +7,7 @@
 //! stale snapshot does not age every relay out while Redis is away.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,13 @@ pub struct Snapshot {
     pub fetched_at_ms: u64,
     /// Set while the registry cannot be read: what went wrong and since when (Unix ms).
     pub stale: Option<Staleness>,
+}
+
+/// The fleet as known before an outage, kept for a while after the registry returns.
+#[derive(Debug)]
+struct Recovery {
+    until_ms: u64,
+    known: Arc<Snapshot>,
 }
 
 /// Why and since when the snapshot has not been refreshed.
@@ -71,6 +79,10 @@ pub struct SnapshotStore {
     /// record that was draining, so the hint outlives a refresh that raced the relay's next
     /// heartbeat but never sticks to a restarted relay with the same id.
     draining: Mutex<HashMap<String, u64>>,
+    /// Set when the registry answers again after an outage: the relays known before it.
+    recovery: Mutex<Option<Recovery>>,
+    /// See [`SnapshotStore::set_recovery_grace`].
+    recovery_grace_ms: AtomicU64,
 }
 
 impl SnapshotStore {
@@ -118,6 +130,39 @@ impl SnapshotStore {
         }
     }
 
+    /// How long after the registry comes back relays it no longer lists are still kept from
+    /// the last snapshot (the relays' staleness limit: they re-register within it).
+    pub fn set_recovery_grace(&self, grace: Duration) {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.recovery_grace_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn recovery(&self) -> std::sync::MutexGuard<'_, Option<Recovery>> {
+        self.recovery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh snapshot of `relays`, plus, while recovering from an outage, the relays of the
+    /// last snapshot not listed yet (their heartbeat ages as they were when last read).
+    fn with_recovered(&self, mut relays: Vec<RelayRecord>, now: u64) -> Snapshot {
+        let mut recovery = self.recovery();
+        let Some(r) = recovery.as_ref().filter(|r| now < r.until_ms) else {
+            *recovery = None;
+            return Snapshot::fresh(relays, now);
+        };
+        let mut carried = Vec::new();
+        for (old, c) in r.known.relays.iter().zip(&r.known.candidates) {
+            if !relays.iter().any(|n| n.id == old.id) {
+                carried.push((old.clone(), c.clone()));
+            }
+        }
+        let mut snapshot = Snapshot::fresh(std::mem::take(&mut relays), now);
+        for (record, candidate) in carried {
+            snapshot.relays.push(record);
+            snapshot.candidates.push(candidate);
+        }
+        snapshot
+    }
+
     /// Reads the registry once; on failure keeps the last snapshot and marks it stale.
     /// Returns whether the read succeeded.
     pub async fn refresh(&self, registry: &Registry) -> bool {
@@ -125,13 +170,22 @@ impl SnapshotStore {
         let now = unix_ms();
         let error = match result {
             Ok(Ok(relays)) => {
-                if let Some(s) = &self.get().stale {
+                let prev = self.get();
+                if let Some(s) = &prev.stale {
                     tracing::info!(
                         down_ms = now.saturating_sub(s.since_ms),
                         "registry readable again"
                     );
+                    // A Redis that restarted without its data lists nothing until every
+                    // relay's next heartbeat: keep the relays we knew for one staleness
+                    // window instead of answering "no relays" meanwhile.
+                    let grace = self.recovery_grace_ms.load(Ordering::Relaxed);
+                    *self.recovery() = Some(Recovery {
+                        until_ms: now.saturating_add(grace),
+                        known: prev.clone(),
+                    });
                 }
-                self.set(Snapshot::fresh(relays, now));
+                self.set(self.with_recovered(relays, now));
                 return true;
             }
             Ok(Err(e)) => e.to_string(),
@@ -168,4 +222,63 @@ pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geoturn_shared::registry::RelayState;
+
+    fn record(id: &str, updated_at_ms: u64) -> RelayRecord {
+        RelayRecord {
+            id: id.into(),
+            region: "r".into(),
+            lat: 0.0,
+            lon: 0.0,
+            urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+            capacity_allocations: 10,
+            capacity_mbps: 10,
+            allocations: 0,
+            bps_in: 0,
+            bps_out: 0,
+            pps_in: 0,
+            pps_out: 0,
+            cpu: 0.0,
+            state: RelayState::Active,
+            version: "0".into(),
+            started_at_ms: 0,
+            updated_at_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn relays_known_before_an_outage_stay_until_they_re_register_or_the_grace_ends() {
+        let store = SnapshotStore::default();
+        store.set_recovery_grace(Duration::from_millis(300));
+        let now = unix_ms();
+        // Before the outage: two relays, heartbeats 100 ms old; then the registry failed.
+        let mut before = Snapshot::fresh(vec![record("a", now - 100), record("b", now - 100)], now);
+        before.stale = Some(Staleness {
+            since_ms: now,
+            error: "down".into(),
+        });
+        store.set(before);
+        // Redis is back, empty, and then lists only `a` again.
+        let empty = Registry::connect("memory", "", None).await.unwrap();
+        assert!(store.refresh(&empty).await);
+        let snap = store.get();
+        assert!(snap.stale.is_none());
+        let ids: Vec<&str> = snap.relays.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "b"], "kept while the relays re-register");
+        // Their ages are as last measured, not "since 1970": they stay eligible.
+        assert!(
+            snap.candidates
+                .iter()
+                .all(|c| c.heartbeat_age < Duration::from_secs(1))
+        );
+        // After the grace, only what the registry lists.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(store.refresh(&empty).await);
+        assert!(store.get().relays.is_empty());
+    }
 }
