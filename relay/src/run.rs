@@ -41,7 +41,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let mut rng = rand::rng();
     // One nonce key for all shards: a client's retry may land on the same shard anyway (the
     // kernel hashes its 4-tuple), but a shared key keeps that an implementation detail.
-    let nonce_key: [u8; 32] = rng.random();
+    let nonce_key = fleet_nonce_key(config).unwrap_or_else(|| rng.random());
     let quota = Arc::new(Quota::new(config.user_quota, config.max_allocations));
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
     let tcp_connections = Arc::new(TcpConnections::new(rng.random()));
@@ -336,6 +336,22 @@ impl RelayHandle {
     }
 }
 
+/// The nonce key every relay of a fleet derives alike, so a nonce one relay issued is valid at
+/// its siblings: a client redirected by 300 Try Alternate (anycast first contact, drain) keeps
+/// the nonce it has, and Chromium gives up on a 438 during Allocate instead of retrying. The
+/// key comes from the registry's secrets key, else from the first static TURN secret, both
+/// shared by the fleet; a relay with neither gets a random key.
+fn fleet_nonce_key(config: &RelayConfig) -> Option<[u8; 32]> {
+    let root: Vec<u8> = match config.registry.as_ref().and_then(|r| r.secrets_key) {
+        Some(k) => k.to_vec(),
+        None => config.secrets.all().next()?.value.expose().to_vec(),
+    };
+    Some(geoturn_relay_proto::auth::derive_key(
+        &root,
+        b"geoturn nonce key v1",
+    ))
+}
+
 /// This relay's own unicast addresses as first-contact targets: each listener's public
 /// address (the external IP when behind NAT), UDP and TCP, then TLS. Wildcard listeners
 /// without an external IP have no address a client could be sent to and are skipped.
@@ -381,4 +397,37 @@ pub fn own_unicast(
 pub fn random_secret() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod nonce_key_tests {
+    use super::*;
+    use crate::RelayOptions;
+
+    fn config(secret: &str, key: Option<&str>) -> RelayConfig {
+        RelayOptions {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            auth_secrets: vec![secret.into()],
+            registry: key.map(|_| "memory".into()),
+            secrets_key: key.map(Into::into),
+            ..RelayOptions::default()
+        }
+        .resolve()
+        .unwrap()
+    }
+
+    #[test]
+    fn relays_sharing_a_secret_share_the_nonce_key() {
+        let k = "0b".repeat(32);
+        let a = fleet_nonce_key(&config("fleet-secret-0123456789", None)).unwrap();
+        let b = fleet_nonce_key(&config("fleet-secret-0123456789", None)).unwrap();
+        let other = fleet_nonce_key(&config("other-secret-0123456789", None)).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        // The registry's secrets key wins over static secrets when both are there.
+        let r1 = fleet_nonce_key(&config("fleet-secret-0123456789", Some(&k))).unwrap();
+        let r2 = fleet_nonce_key(&config("other-secret-0123456789", Some(&k))).unwrap();
+        assert_eq!(r1, r2);
+        assert_ne!(r1, a);
+    }
 }

@@ -8,3 +8,9 @@ pub mod nonce;
 
 pub use credentials::{AuthFailure, Authenticated, IntegrityKey, authenticate};
 pub use nonce::{NonceCheck, Nonces};
+
+/// A 32-byte key for one purpose (`label`) derived from a root secret with HMAC-SHA256, so the
+/// root never serves two purposes and relays sharing the root derive the same key.
+pub fn derive_key(root: &[u8], label: &[u8]) -> [u8; 32] {
+    crate::stun::integrity::hmac_sha256(root, &[label])
+}
