@@ -362,9 +362,25 @@ fn a_live_call_survives_rotation_drain_relay_loss_redis_loss_and_garbage() {
         || try_answer(api).is_ok_and(|a| a.0.len() == 4),
     );
 
-    // The ranking: the Frankfurt client gets both Frankfurt relays first, then another region.
+    // The ranking: the Frankfurt client gets both Frankfurt relays first, then another region;
+    // clients in Ashburn and Singapore get their own region first.
     let (ips, user, pass, _) = answer(api);
     assert_eq!(&ips[..2], &["127.0.0.11", "127.0.0.12"], "{ips:?}");
+    for (client_ip, first) in [
+        ("198.51.100.7", "127.0.0.21"),
+        ("203.0.113.9", "127.0.0.31"),
+    ] {
+        let r = http(
+            api,
+            "GET",
+            &format!("/v1/ice-servers?client_ip={client_ip}&count=2"),
+            APP_KEY,
+            "",
+        );
+        let v = json(&r);
+        let url = v["iceServers"][1]["urls"][0].as_str().unwrap();
+        assert!(url.contains(first), "{client_ip}: {v}");
+    }
     let call = Call::start(client(&ips[0], &user, &pass), client(&ips[0], &user, &pass));
     std::thread::sleep(Duration::from_millis(300));
     let mut figures = Vec::new();
