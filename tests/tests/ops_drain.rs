@@ -101,6 +101,9 @@ fn metrics_and_status_follow_traffic() {
         1.0
     );
     assert_eq!(m("geoturn_draining", ""), 0.0);
+    // No registry, nothing to report: the gauge has its # TYPE line and no sample.
+    assert_eq!(metric(&page.body, "geoturn_registry_up", ""), None);
+    assert!(page.body.contains("# TYPE geoturn_registry_up gauge"));
     // Every exported sample belongs to a documented metric name.
     for line in page.body.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();

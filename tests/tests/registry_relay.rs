@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use geoturn_shared::registry::{Registry, RegistryEvent, RelayRecord, RelayState};
 use geoturn_shared::{RestCredential, Secret};
 use geoturn_tests::client::{Received, TurnClient, TurnError};
-use geoturn_tests::http::request;
+use geoturn_tests::http::{metric, request};
 use geoturn_tests::peer::EchoPeer;
 use geoturn_tests::process::{ChildGuard, geoturn_bin};
 use geoturn_tests::redis::{RedisServer, free_port};
@@ -249,6 +249,11 @@ fn redis_outage_costs_freshness_never_relaying() {
         "{}",
         status.body
     );
+    let registry_up = || {
+        let page = request(relay.http, "GET", "/metrics", &[], "").unwrap();
+        metric(&page.body, "geoturn_registry_up", "")
+    };
+    assert_eq!(registry_up(), Some(0.0));
 
     // Redis back (empty: no persistence): the record is back within about one heartbeat.
     let _redis = RedisServer::start_on(port);
@@ -274,6 +279,7 @@ fn redis_outage_costs_freshness_never_relaying() {
         "{}",
         status.body
     );
+    assert_eq!(registry_up(), Some(1.0));
     live.send_channel(0x4002, b"after").unwrap();
     assert!(live.recv(Duration::from_secs(2)).unwrap().is_some());
 }
