@@ -4,9 +4,12 @@
 //!
 //! What they prove: references resolve (variables, locals, modules, resources, data sources,
 //! template placeholders, files), module calls match the modules' variables, outputs point at
-//! declared things, the relays' firewall opens every port cloud-init configures, the relay
-//! container's ports, probes, drain hook and grace period agree with its flags, and every
-//! `GEOTURN_*` variable the files set is one the binary reads (its `--help`). What they cannot:
+//! declared things, the relays' firewall opens every port cloud-init configures, Global
+//! Accelerator reaches the relays only on their first-contact (anycast) listeners, whose ports
+//! agree between the accelerator's port overrides, the load balancers, the security groups and
+//! cloud-init's `GEOTURN_ANYCAST_*` (the modules evaluated offline), the relay container's
+//! ports, probes, drain hook and grace period agree with its flags, and every `GEOTURN_*`
+//! variable the files set is one the binary reads (its `--help`). What they cannot:
 //! whether AWS accepts the resources (argument names and values are checked only by
 //! `terraform validate`/`plan` with the provider), whether kustomize builds, and whether the
 //! units and images run; deploy/README.md lists the manual checks.
@@ -17,10 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use geoturn_tests::process::{ChildGuard, geoturn_bin, require_tool};
-use hcl::{Block, Body, Expression, ObjectKey, TraversalOperator};
+use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
+use hcl::{Block, Body, Expression, ObjectKey, TraversalOperator, Value};
 use serde::Deserialize;
 use serde_norway::Value as Yaml;
 
@@ -616,9 +621,9 @@ fn field(v: &Val, name: &str) -> Val {
 /// What must be reachable from the internet: (protocol, first port, last port).
 type PortRule = (String, Val, Val);
 
-/// The relay ports cloud-init configures: `GEOTURN_LISTEN`, `GEOTURN_TLS_LISTEN` and
-/// `GEOTURN_RELAY_PORTS` lines of the template, with the placeholders evaluated from the
-/// templatefile() variables.
+/// The relay ports cloud-init configures: `GEOTURN_LISTEN`, `GEOTURN_TLS_LISTEN`,
+/// `GEOTURN_ANYCAST_LISTEN`, `GEOTURN_ANYCAST_TLS_LISTEN` and `GEOTURN_RELAY_PORTS` lines of the
+/// template, with the placeholders evaluated from the templatefile() variables.
 fn cloud_init_relay_ports(m: &Module) -> Vec<PortRule> {
     let lt = m.resource("aws_launch_template", "relay");
     let mut calls = Vec::new();
@@ -652,14 +657,19 @@ fn cloud_init_relay_ports(m: &Module) -> Vec<PortRule> {
     };
     let port_of = |addr: &str| value(addr.rsplit_once(':').expect("ADDR:PORT").1);
     let mut want = Vec::new();
-    for addr in setting("GEOTURN_LISTEN").split(',') {
-        let p = port_of(addr);
-        want.push(("udp".to_owned(), p.clone(), p.clone()));
-        want.push(("tcp".to_owned(), p.clone(), p));
+    // Unicast and first-contact (anycast) listeners alike.
+    for name in ["GEOTURN_LISTEN", "GEOTURN_ANYCAST_LISTEN"] {
+        for addr in setting(name).split(',') {
+            let p = port_of(addr);
+            want.push(("udp".to_owned(), p.clone(), p.clone()));
+            want.push(("tcp".to_owned(), p.clone(), p));
+        }
     }
-    for addr in setting("GEOTURN_TLS_LISTEN").split(',') {
-        let p = port_of(addr);
-        want.push(("tcp".to_owned(), p.clone(), p));
+    for name in ["GEOTURN_TLS_LISTEN", "GEOTURN_ANYCAST_TLS_LISTEN"] {
+        for addr in setting(name).split(',') {
+            let p = port_of(addr);
+            want.push(("tcp".to_owned(), p.clone(), p));
+        }
     }
     let range = setting("GEOTURN_RELAY_PORTS");
     // `${a}-${b}`: split at the dash between the two halves.
@@ -744,8 +754,9 @@ fn relay_firewall_covers_the_ports_cloud_init_configures() {
     let rules = relay_firewall(&m);
     // Guard against a parser that finds nothing and so "covers" nothing by accident.
     assert!(
-        want.len() >= 6,
-        "expected 3478 udp+tcp, 5349, 443 and the relayed range udp+tcp in cloud-init, got {want:?}"
+        want.len() >= 10,
+        "expected 3478 udp+tcp, 5349, 443, the first-contact 3479 udp+tcp, 5350, 8443 and the \
+         relayed range udp+tcp in cloud-init, got {want:?}"
     );
     let unresolved: Vec<&PortRule> = want
         .iter()
@@ -785,6 +796,1219 @@ fn terraform_fmt_is_clean() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anycast first contact, evaluated
+//
+// Global Accelerator must reach the relays only on their first-contact (anycast) listeners,
+// which answer an Allocate with 300 Try Alternate to a unicast relay: an allocation made
+// through the accelerator would live on its path and die with the next route or endpoint-group
+// change. These checks evaluate the modules offline (hcl-rs's evaluator plus the few Terraform
+// functions the modules use; variables from the example's calls and terraform.tfvars.example,
+// or their defaults) and follow each port from the accelerator's listeners through the
+// endpoint groups' port overrides to the load balancers' listeners and target groups, the
+// security groups, and the relays' GEOTURN_ANYCAST_* settings in cloud-init. Resources stand
+// for themselves: `aws_lb.relays.arn` evaluates to the string `module.us_east.aws_lb.relays`,
+// so a reference can be followed to the resource it names. relay-region is also evaluated with
+// its first-contact ports moved off their defaults, so agreement must come from the wiring and
+// not from numbers that happen to match. (The firewall check above stays symbolic instead: it
+// holds whatever the variables' values.)
+
+/// Strings standing for what only a plan or an apply would know start with this.
+const UNKNOWN: &str = "(unknown) ";
+
+fn unknown(why: impl std::fmt::Display) -> Value {
+    Value::String(format!("{UNKNOWN}{why}"))
+}
+
+/// Terraform functions these modules call where the checks evaluate them. `jsonencode` returns
+/// its argument unchanged, so the checks can look inside an ECS container definition.
+fn terraform_functions(ctx: &mut Context<'_>) {
+    fn tostring(a: FuncArgs) -> Result<Value, String> {
+        match &a[0] {
+            Value::String(s) => Ok(Value::String(s.clone())),
+            Value::Number(n) => Ok(Value::String(n.to_string())),
+            Value::Bool(b) => Ok(Value::String(b.to_string())),
+            other => Err(format!("tostring({other})")),
+        }
+    }
+    fn object_arg(v: &Value) -> Result<&hcl::Map<String, Value>, String> {
+        v.as_object().ok_or_else(|| format!("{v} is not an object"))
+    }
+    fn list_arg(v: &Value) -> Result<&Vec<Value>, String> {
+        v.as_array().ok_or_else(|| format!("{v} is not a list"))
+    }
+    // Terraform's keys() and values() go in lexical key order.
+    fn keys(a: FuncArgs) -> Result<Value, String> {
+        let mut k: Vec<String> = object_arg(&a[0])?.keys().cloned().collect();
+        k.sort();
+        Ok(Value::from(k))
+    }
+    fn values(a: FuncArgs) -> Result<Value, String> {
+        let o = object_arg(&a[0])?;
+        let mut k: Vec<&String> = o.keys().collect();
+        k.sort();
+        Ok(Value::Array(k.into_iter().map(|k| o[k].clone()).collect()))
+    }
+    fn merge(a: FuncArgs) -> Result<Value, String> {
+        let mut out = hcl::Map::new();
+        for o in a.iter() {
+            out.extend(object_arg(o)?.clone());
+        }
+        Ok(Value::Object(out))
+    }
+    fn concat(a: FuncArgs) -> Result<Value, String> {
+        let mut out = Vec::new();
+        for l in a.iter() {
+            out.extend(list_arg(l)?.iter().cloned());
+        }
+        Ok(Value::Array(out))
+    }
+    fn flatten(a: FuncArgs) -> Result<Value, String> {
+        fn into(v: &Value, out: &mut Vec<Value>) {
+            match v {
+                Value::Array(items) => items.iter().for_each(|i| into(i, out)),
+                other => out.push(other.clone()),
+            }
+        }
+        let mut out = Vec::new();
+        into(&a[0], &mut out);
+        Ok(Value::Array(out))
+    }
+    fn distinct(a: FuncArgs) -> Result<Value, String> {
+        let mut out: Vec<Value> = Vec::new();
+        for v in list_arg(&a[0])? {
+            if !out.contains(v) {
+                out.push(v.clone());
+            }
+        }
+        Ok(Value::Array(out))
+    }
+    fn setproduct(a: FuncArgs) -> Result<Value, String> {
+        let mut out: Vec<Vec<Value>> = vec![Vec::new()];
+        for list in a.iter() {
+            let items = list_arg(list)?;
+            out = out
+                .iter()
+                .flat_map(|prefix| {
+                    items.iter().map(move |i| {
+                        let mut p = prefix.clone();
+                        p.push(i.clone());
+                        p
+                    })
+                })
+                .collect();
+        }
+        Ok(Value::Array(out.into_iter().map(Value::Array).collect()))
+    }
+    fn length(a: FuncArgs) -> Result<Value, String> {
+        match &a[0] {
+            Value::Array(l) => Ok(Value::from(l.len() as u64)),
+            Value::Object(o) => Ok(Value::from(o.len() as u64)),
+            Value::String(s) => Ok(Value::from(s.chars().count() as u64)),
+            other => Err(format!("length({other})")),
+        }
+    }
+    fn contains(a: FuncArgs) -> Result<Value, String> {
+        Ok(Value::Bool(list_arg(&a[0])?.contains(&a[1])))
+    }
+    fn join(a: FuncArgs) -> Result<Value, String> {
+        let sep = a[0].as_str().ok_or("join separator")?;
+        let parts: Option<Vec<&str>> = list_arg(&a[1])?.iter().map(Value::as_str).collect();
+        Ok(Value::String(parts.ok_or("join of non-strings")?.join(sep)))
+    }
+    fn one(a: FuncArgs) -> Result<Value, String> {
+        match list_arg(&a[0])?.as_slice() {
+            [] => Ok(Value::Null),
+            [v] => Ok(v.clone()),
+            _ => Err("one() of several".into()),
+        }
+    }
+    fn identity(a: FuncArgs) -> Result<Value, String> {
+        Ok(a[0].clone())
+    }
+    fn toset(a: FuncArgs) -> Result<Value, String> {
+        let mut out: Vec<Value> = Vec::new();
+        for v in list_arg(&a[0])? {
+            if !out.contains(v) {
+                out.push(v.clone());
+            }
+        }
+        out.sort_by_key(text);
+        Ok(Value::Array(out))
+    }
+    type Func = fn(FuncArgs) -> Result<Value, String>;
+    let funcs: [(&str, Func, bool); 14] = [
+        ("tostring", tostring, false),
+        ("keys", keys, false),
+        ("values", values, false),
+        ("merge", merge, true),
+        ("concat", concat, true),
+        ("flatten", flatten, false),
+        ("distinct", distinct, false),
+        ("setproduct", setproduct, true),
+        ("length", length, false),
+        ("contains", contains, false),
+        ("join", join, false),
+        ("one", one, false),
+        ("jsonencode", identity, false),
+        ("toset", toset, false),
+    ];
+    for (name, func, variadic) in funcs {
+        let def = if variadic {
+            FuncDef::builder()
+                .variadic_param(ParamType::Any)
+                .build(func)
+        } else {
+            let arity = if matches!(name, "contains" | "join") {
+                2
+            } else {
+                1
+            };
+            FuncDef::new(func, vec![ParamType::Any; arity])
+        };
+        ctx.declare_func(name, def);
+    }
+}
+
+/// Evaluates `expr`, object and list literals member by member: what cannot be evaluated
+/// offline becomes an `UNKNOWN` string and the rest keeps its value.
+fn lenient(expr: &Expression, ctx: &Context<'_>) -> Value {
+    match expr {
+        Expression::Object(obj) => Value::Object(
+            obj.iter()
+                .map(|(k, v)| {
+                    let key = k.evaluate(ctx).unwrap_or_else(|e| format!("{UNKNOWN}{e}"));
+                    (key, lenient(v, ctx))
+                })
+                .collect(),
+        ),
+        Expression::Array(items) => Value::Array(items.iter().map(|e| lenient(e, ctx)).collect()),
+        other => other.evaluate(ctx).unwrap_or_else(unknown),
+    }
+}
+
+/// `value` with the defaults of `optional(TYPE, DEFAULT)` attributes of a variable's type
+/// filled in, as Terraform does.
+fn with_optional_defaults(ty: &Expression, value: Value, ctx: &Context<'_>) -> Value {
+    let Expression::FuncCall(call) = ty else {
+        return value;
+    };
+    let Some(inner) = call.args.first() else {
+        return value;
+    };
+    match (call.name.name.as_str(), value) {
+        ("optional", v) => with_optional_defaults(inner, v, ctx),
+        ("object", Value::Object(mut o)) => {
+            if let Expression::Object(attrs) = inner {
+                for (k, t) in attrs.iter() {
+                    let Ok(key) = k.evaluate(ctx) else { continue };
+                    let filled = match (o.get(&key).cloned(), t) {
+                        (Some(v), _) => with_optional_defaults(t, v, ctx),
+                        (None, Expression::FuncCall(opt))
+                            if opt.name.name.as_str() == "optional" =>
+                        {
+                            let default = opt.args.get(1).map_or(Value::Null, |d| lenient(d, ctx));
+                            with_optional_defaults(&opt.args[0], default, ctx)
+                        }
+                        (None, _) => continue,
+                    };
+                    o.insert(key, filled);
+                }
+            }
+            Value::Object(o)
+        }
+        ("map", Value::Object(o)) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, with_optional_defaults(inner, v, ctx)))
+                .collect(),
+        ),
+        ("list" | "set", Value::Array(a)) => Value::Array(
+            a.into_iter()
+                .map(|v| with_optional_defaults(inner, v, ctx))
+                .collect(),
+        ),
+        (_, v) => v,
+    }
+}
+
+fn attr_expr(body: &Body, key: &str) -> Option<Expression> {
+    body.attributes()
+        .find(|a| a.key() == key)
+        .map(|a| a.expr().clone())
+}
+
+/// An attribute's value (null when it is not set).
+fn attr(body: &Body, ctx: &Context<'_>, key: &str) -> Value {
+    attr_expr(body, key).map_or(Value::Null, |e| lenient(&e, ctx))
+}
+
+/// The nested blocks called `name`, written out or made by `dynamic "name"` blocks, each with
+/// the context its attributes are evaluated in (the dynamic block's iterator declared).
+fn nested<'b>(
+    body: &'b Body,
+    ctx: &Context<'static>,
+    name: &str,
+) -> Vec<(&'b Body, Context<'static>)> {
+    let mut out = Vec::new();
+    for b in body.blocks() {
+        if b.identifier() == name {
+            out.push((b.body(), ctx.clone()));
+            continue;
+        }
+        if b.identifier() != "dynamic" || b.labels().first().map(|l| l.as_str()) != Some(name) {
+            continue;
+        }
+        let iterator =
+            attr_expr(b.body(), "iterator").map_or_else(|| name.to_owned(), |e| hcl_text(&e));
+        let items: Vec<(Value, Value)> =
+            match attr_expr(b.body(), "for_each").map(|e| e.evaluate(ctx)) {
+                Some(Ok(Value::Object(o))) => {
+                    o.into_iter().map(|(k, v)| (Value::String(k), v)).collect()
+                }
+                Some(Ok(Value::Array(a))) => a
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (Value::from(i as u64), v))
+                    .collect(),
+                // Not evaluable offline: no blocks, and the checks say what is then missing.
+                _ => Vec::new(),
+            };
+        if let Some(content) = b.body().blocks().find(|c| c.identifier() == "content") {
+            for (key, value) in items {
+                let mut c = ctx.clone();
+                c.declare_var(
+                    iterator.clone(),
+                    Value::from_iter([("key", key), ("value", value)]),
+                );
+                out.push((content.body(), c));
+            }
+        }
+    }
+    out
+}
+
+/// The instances of a resource (or data) block: address and the context of its attributes
+/// (`each` or `count` declared); `None` when its for_each or count is not known offline.
+fn expand(
+    address: &str,
+    block: &Block,
+    ctx: &Context<'static>,
+) -> Option<Vec<(String, Option<String>, Context<'static>)>> {
+    if let Some(e) = attr_expr(block.body(), "for_each") {
+        let items: Vec<(String, Value)> = match e.evaluate(ctx).ok()? {
+            Value::Object(o) => o.into_iter().collect(),
+            // A set of strings: key and value are the element.
+            Value::Array(a) => a
+                .into_iter()
+                .map(|v| (v.as_str().map_or_else(|| v.to_string(), str::to_owned), v))
+                .collect(),
+            _ => return None,
+        };
+        return Some(
+            items
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut c = ctx.clone();
+                    c.declare_var(
+                        "each",
+                        Value::from_iter([("key", Value::String(k.clone())), ("value", v)]),
+                    );
+                    (format!("{address}[\"{k}\"]"), Some(k), c)
+                })
+                .collect(),
+        );
+    }
+    if let Some(e) = attr_expr(block.body(), "count") {
+        let n = e.evaluate(ctx).ok()?.as_u64()?;
+        return Some(
+            (0..n)
+                .map(|i| {
+                    let mut c = ctx.clone();
+                    c.declare_var("count", Value::from_iter([("index", i)]));
+                    (format!("{address}[{i}]"), None, c)
+                })
+                .collect(),
+        );
+    }
+    Some(vec![(address.to_owned(), None, ctx.clone())])
+}
+
+/// Declares every resource type (and `data`) in `ctx`, each instance standing for itself: its
+/// `id`, `arn` and `name` are its address.
+fn declare_stand_ins(module: &Module, label: &str, ctx: &mut Context<'static>) {
+    let stand_in = |a: &str| Value::from_iter([("id", a), ("arn", a), ("name", a)]);
+    let mut types: BTreeMap<String, hcl::Map<String, Value>> = BTreeMap::new();
+    let mut data: BTreeMap<String, hcl::Map<String, Value>> = BTreeMap::new();
+    for (kind, prefix) in [("resource", ""), ("data", "data.")] {
+        for (_, block) in module.blocks(kind) {
+            let (t, n) = (block.labels()[0].as_str(), block.labels()[1].as_str());
+            let address = format!("{label}{prefix}{t}.{n}");
+            let Some(instances) = expand(&address, block, ctx) else {
+                continue; // references to it stay unknown
+            };
+            let value = if attr_expr(block.body(), "for_each").is_some() {
+                Value::Object(
+                    instances
+                        .iter()
+                        .map(|(a, k, _)| (k.clone().unwrap_or_default(), stand_in(a.as_str())))
+                        .collect(),
+                )
+            } else if attr_expr(block.body(), "count").is_some() {
+                Value::Array(
+                    instances
+                        .iter()
+                        .map(|(a, _, _)| stand_in(a.as_str()))
+                        .collect(),
+                )
+            } else {
+                stand_in(&address)
+            };
+            let by_type = if kind == "data" {
+                &mut data
+            } else {
+                &mut types
+            };
+            by_type
+                .entry(t.to_owned())
+                .or_default()
+                .insert(n.to_owned(), value);
+        }
+    }
+    for (t, names) in types {
+        ctx.declare_var(t, Value::Object(names));
+    }
+    ctx.declare_var(
+        "data",
+        Value::Object(
+            data.into_iter()
+                .map(|(t, n)| (t, Value::Object(n)))
+                .collect(),
+        ),
+    );
+}
+
+/// A module evaluated offline with given inputs: `var` (inputs, else defaults), `local`,
+/// `module` (what its module calls return), resource stand-ins, and its outputs.
+struct Eval {
+    module: Module,
+    /// `module.NAME.` for a called module, empty for a root.
+    label: String,
+    vars: hcl::Map<String, Value>,
+    ctx: Context<'static>,
+    outputs: hcl::Map<String, Value>,
+}
+
+impl Eval {
+    fn new(module: Module, label: &str, inputs: &hcl::Map<String, Value>, modules: Value) -> Eval {
+        let mut base = Context::new();
+        terraform_functions(&mut base);
+        base.declare_var(
+            "path",
+            Value::from_iter([("module", module.dir.display().to_string())]),
+        );
+        base.declare_var("module", modules);
+        let mut vars = hcl::Map::new();
+        for (_, block) in module.blocks("variable") {
+            let name = block.labels()[0].as_str().to_owned();
+            let value = match (inputs.get(&name), attr_expr(block.body(), "default")) {
+                (Some(v), _) => v.clone(),
+                (None, Some(d)) => lenient(&d, &base),
+                // Required and not given: references to it stay unknown.
+                (None, None) => continue,
+            };
+            let value = match attr_expr(block.body(), "type") {
+                Some(t) => with_optional_defaults(&t, value, &base),
+                None => value,
+            };
+            vars.insert(name, value);
+        }
+        base.declare_var("var", Value::Object(vars.clone()));
+        // Locals use each other and resources; resources' for_each use locals: rounds until
+        // nothing more resolves.
+        let mut locals = hcl::Map::new();
+        let ctx = loop {
+            let mut ctx = base.clone();
+            ctx.declare_var("local", Value::Object(locals.clone()));
+            declare_stand_ins(&module, label, &mut ctx);
+            let before = locals.len();
+            for (name, expr) in &module.locals {
+                if !locals.contains_key(name)
+                    && let Ok(v) = expr.evaluate(&ctx)
+                {
+                    locals.insert(name.clone(), v);
+                }
+            }
+            if locals.len() == before {
+                for (name, expr) in &module.locals {
+                    if !locals.contains_key(name) {
+                        locals.insert(name.clone(), lenient(expr, &ctx));
+                    }
+                }
+                let mut ctx = base.clone();
+                ctx.declare_var("local", Value::Object(locals));
+                declare_stand_ins(&module, label, &mut ctx);
+                break ctx;
+            }
+        };
+        let outputs = module
+            .blocks("output")
+            .map(|(_, b)| {
+                (
+                    b.labels()[0].as_str().to_owned(),
+                    attr(b.body(), &ctx, "value"),
+                )
+            })
+            .collect();
+        Eval {
+            module,
+            label: label.to_owned(),
+            vars,
+            ctx,
+            outputs,
+        }
+    }
+
+    /// Every instance of every resource of type `kind`: (address, body, context). Resources
+    /// whose for_each or count needs what is unknown offline (the ops ingress rules of a module
+    /// evaluated without its required inputs) are left out: a check that needs them fails.
+    fn instances(&self, kind: &str) -> Vec<(String, &Body, Context<'static>)> {
+        let mut out = Vec::new();
+        for (_, block) in self.module.blocks("resource") {
+            if block.labels()[0].as_str() != kind {
+                continue;
+            }
+            let address = format!("{}{kind}.{}", self.label, block.labels()[1].as_str());
+            for (a, _, c) in expand(&address, block, &self.ctx).unwrap_or_default() {
+                out.push((a, block.body(), c));
+            }
+        }
+        out
+    }
+}
+
+/// The three-regions example evaluated with its terraform.tfvars.example, and every module it
+/// calls evaluated with the inputs it passes, by call name.
+fn deployment() -> BTreeMap<String, Eval> {
+    let dir = repo().join("terraform/examples/three-regions");
+    let tfvars = hcl::parse(&read(&dir.join("terraform.tfvars.example"))).unwrap();
+    let root_inputs: hcl::Map<String, Value> = tfvars
+        .attributes()
+        .map(|a| (a.key().to_owned(), lenient(a.expr(), &Context::new())))
+        .collect();
+    let mut calls: BTreeMap<String, Eval> = BTreeMap::new();
+    // The calls use each other's outputs (regions take the global module's secret ARNs, the
+    // global module takes the regions' load balancers): a few rounds settle them.
+    for _ in 0..4 {
+        let modules = Value::Object(
+            calls
+                .iter()
+                .map(|(n, e)| (n.clone(), Value::Object(e.outputs.clone())))
+                .collect(),
+        );
+        let root = Eval::new(Module::load(&dir), "", &root_inputs, modules);
+        let mut next = BTreeMap::new();
+        for (_, block) in root.module.blocks("module") {
+            let name = block.labels()[0].as_str().to_owned();
+            let Some(Expression::String(source)) = attr_expr(block.body(), "source") else {
+                panic!("module {name}: source is not a string");
+            };
+            let inputs = block
+                .body()
+                .attributes()
+                .filter(|a| !MODULE_META_ARGUMENTS.contains(&a.key()))
+                .map(|a| (a.key().to_owned(), lenient(a.expr(), &root.ctx)))
+                .collect();
+            let callee = Module::load(&dir.join(&source));
+            let label = format!("module.{name}.");
+            next.insert(
+                name,
+                Eval::new(callee, &label, &inputs, Value::Object(hcl::Map::new())),
+            );
+        }
+        calls = next;
+    }
+    calls
+}
+
+fn port_value(v: &Value) -> Option<u16> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// A load balancer listener and the target group it forwards to.
+#[derive(Debug)]
+struct LbListener {
+    protocol: String,
+    target_port: Option<u16>,
+    target_protocol: String,
+    /// The target group's health check: path and port.
+    health: (String, Option<u16>),
+}
+
+/// An internet-facing (0.0.0.0/0) ingress rule: group, protocol, ports.
+type Ingress = (String, String, Option<u16>, Option<u16>);
+
+/// One relay region as evaluated: what its relays listen on, its load balancer, its security
+/// groups and its `first_contact_ports` output.
+#[derive(Debug)]
+struct Region {
+    label: String,
+    /// Unicast ports: GEOTURN_LISTEN (UDP and TCP) and GEOTURN_TLS_LISTEN.
+    plain: BTreeSet<u16>,
+    tls: BTreeSet<u16>,
+    /// First-contact ports: GEOTURN_ANYCAST_LISTEN (UDP and TCP) and GEOTURN_ANYCAST_TLS_LISTEN.
+    anycast_plain: BTreeSet<u16>,
+    anycast_tls: BTreeSet<u16>,
+    ops: u16,
+    /// The GEOTURN_EXTERNAL_IP line as written in the template.
+    external_ip: String,
+    /// The relays' load balancer (its address, from output nlb_arn) and its listeners.
+    nlb: String,
+    listeners: BTreeMap<u16, LbListener>,
+    relay_groups: BTreeSet<String>,
+    nlb_groups: BTreeSet<String>,
+    ingress: Vec<Ingress>,
+    /// Output first_contact_ports: protocol → client-facing port → first-contact port.
+    first_contact_ports: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+impl Region {
+    fn of(e: &Eval) -> Region {
+        // cloud-init: the GEOTURN_ lines of the template, rendered with templatefile()'s variables.
+        let lt = e.module.resource("aws_launch_template", "relay");
+        let mut calls = Vec::new();
+        body_file_calls(lt.body(), &mut calls);
+        let (_, path_arg, vars) = calls
+            .into_iter()
+            .find(|(f, _, _)| f == "templatefile")
+            .expect("the relay launch template renders cloud-init with templatefile()");
+        let template = read(&module_path(&e.module, &path_arg));
+        let mut tctx = Context::new();
+        terraform_functions(&mut tctx);
+        if let Value::Object(vars) = lenient(&vars.unwrap(), &e.ctx) {
+            for (k, v) in vars {
+                tctx.declare_var(k, v);
+            }
+        }
+        let raw = |name: &str| -> Option<String> {
+            template.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{name}="))
+                    .map(str::to_owned)
+            })
+        };
+        let setting = |name: &str| -> String {
+            let line = raw(name)
+                .unwrap_or_else(|| panic!("{}: the cloud-init template sets no {name}", e.label));
+            hcl::Template::from_str(&line)
+                .map_err(|e| e.to_string())
+                .and_then(|t| t.evaluate(&tctx).map_err(|e| e.to_string()))
+                .unwrap_or_else(|err| panic!("{}: cloud-init {name}={line}: {err}", e.label))
+        };
+        let ports =
+            |name: &str| -> BTreeSet<u16> { setting(name).split(',').map(port_of).collect() };
+
+        let nlb = text(&e.outputs["nlb_arn"]);
+        let mut nlb_groups = BTreeSet::new();
+        for (address, body, ctx) in e.instances("aws_lb") {
+            if address == nlb {
+                let groups = attr(body, &ctx, "security_groups");
+                nlb_groups.extend(groups.as_array().into_iter().flatten().map(text));
+            }
+        }
+        let mut relay_groups = BTreeSet::new();
+        for (_, body, ctx) in e.instances("aws_launch_template") {
+            for (ni, c) in nested(body, &ctx, "network_interfaces") {
+                let groups = attr(ni, &c, "security_groups");
+                relay_groups.extend(groups.as_array().into_iter().flatten().map(text));
+            }
+        }
+        let target_groups: BTreeMap<String, LbListener> = e
+            .instances("aws_lb_target_group")
+            .into_iter()
+            .map(|(address, body, ctx)| {
+                let health = nested(body, &ctx, "health_check")
+                    .first()
+                    .map(|(h, c)| (text(&attr(h, c, "path")), port_value(&attr(h, c, "port"))))
+                    .unwrap_or_default();
+                let tg = LbListener {
+                    protocol: String::new(),
+                    target_port: port_value(&attr(body, &ctx, "port")),
+                    target_protocol: text(&attr(body, &ctx, "protocol")),
+                    health,
+                };
+                (address, tg)
+            })
+            .collect();
+        let mut listeners = BTreeMap::new();
+        for (address, body, ctx) in e.instances("aws_lb_listener") {
+            if text(&attr(body, &ctx, "load_balancer_arn")) != nlb {
+                continue;
+            }
+            let port = port_value(&attr(body, &ctx, "port"))
+                .unwrap_or_else(|| panic!("{address}: port {}", attr(body, &ctx, "port")));
+            let target = nested(body, &ctx, "default_action")
+                .first()
+                .map(|(a, c)| text(&attr(a, c, "target_group_arn")))
+                .unwrap_or_default();
+            let tg = target_groups.get(&target);
+            listeners.insert(
+                port,
+                LbListener {
+                    protocol: text(&attr(body, &ctx, "protocol")),
+                    target_port: tg.and_then(|t| t.target_port),
+                    target_protocol: tg.map(|t| t.target_protocol.clone()).unwrap_or_default(),
+                    health: tg.map(|t| t.health.clone()).unwrap_or_default(),
+                },
+            );
+        }
+        let ingress = e
+            .instances("aws_vpc_security_group_ingress_rule")
+            .into_iter()
+            .filter(|(_, body, ctx)| text(&attr(body, ctx, "cidr_ipv4")) == "0.0.0.0/0")
+            .map(|(_, body, ctx)| {
+                (
+                    text(&attr(body, &ctx, "security_group_id")),
+                    text(&attr(body, &ctx, "ip_protocol")),
+                    port_value(&attr(body, &ctx, "from_port")),
+                    port_value(&attr(body, &ctx, "to_port")),
+                )
+            })
+            .collect();
+        let first_contact_ports = e
+            .outputs
+            .get("first_contact_ports")
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .map(|(proto, m)| {
+                        (
+                            proto.clone(),
+                            m.as_object()
+                                .cloned()
+                                .unwrap_or_default()
+                                .into_iter()
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Region {
+            label: if e.label.is_empty() {
+                "relay-region".into()
+            } else {
+                e.label.trim_end_matches('.').to_owned()
+            },
+            plain: ports("GEOTURN_LISTEN"),
+            tls: ports("GEOTURN_TLS_LISTEN"),
+            anycast_plain: ports("GEOTURN_ANYCAST_LISTEN"),
+            anycast_tls: ports("GEOTURN_ANYCAST_TLS_LISTEN"),
+            ops: port_of(&setting("GEOTURN_HTTP")),
+            external_ip: raw("GEOTURN_EXTERNAL_IP").unwrap_or_default(),
+            nlb,
+            listeners,
+            relay_groups,
+            nlb_groups,
+            ingress,
+            first_contact_ports,
+        }
+    }
+
+    /// The first-contact port kind a client-facing port maps to: `Some(true)` for TLS.
+    fn is_tls(&self, proto: &str, client_port: u16) -> Option<bool> {
+        if proto == "tcp" && self.tls.contains(&client_port) {
+            Some(true)
+        } else if self.plain.contains(&client_port) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn anycast(&self, tls: bool) -> &BTreeSet<u16> {
+        if tls {
+            &self.anycast_tls
+        } else {
+            &self.anycast_plain
+        }
+    }
+
+    /// What is wrong with the region's first contact: cloud-init, load balancer and output
+    /// must agree, and stay apart from the unicast ports.
+    fn first_contact_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let r = &self.label;
+        for (tls, var) in [
+            (false, "GEOTURN_ANYCAST_LISTEN"),
+            (true, "GEOTURN_ANYCAST_TLS_LISTEN"),
+        ] {
+            if self.anycast(tls).is_empty() {
+                p.push(format!("{r}: cloud-init sets no {var} port"));
+            }
+        }
+        let unicast: BTreeSet<u16> = self
+            .plain
+            .iter()
+            .chain(&self.tls)
+            .copied()
+            .chain([self.ops])
+            .collect();
+        for (tls, port) in self
+            .anycast_plain
+            .iter()
+            .map(|p| (false, *p))
+            .chain(self.anycast_tls.iter().map(|p| (true, *p)))
+        {
+            if unicast.contains(&port) {
+                p.push(format!(
+                    "{r}: first-contact port {port} is also a unicast or ops port of the relays"
+                ));
+            }
+            if !tls && self.anycast_tls.contains(&port) {
+                p.push(format!(
+                    "{r}: port {port} is both a plain and a TLS first-contact port"
+                ));
+            }
+            let want = if tls { "TCP" } else { "TCP_UDP" };
+            let Some(l) = self.listeners.get(&port) else {
+                p.push(format!(
+                    "{r}: cloud-init's first-contact port {port} ({}) has no listener on the load balancer {} (listeners: {:?})",
+                    if tls { "GEOTURN_ANYCAST_TLS_LISTEN" } else { "GEOTURN_ANYCAST_LISTEN" },
+                    self.nlb,
+                    self.listeners.keys().collect::<Vec<_>>()
+                ));
+                continue;
+            };
+            if l.protocol != want || l.target_protocol != want {
+                p.push(format!(
+                    "{r}: load balancer listener {port} is {} to a {} target group; first contact there needs {want}",
+                    l.protocol, l.target_protocol
+                ));
+            }
+            if l.target_port != Some(port) {
+                p.push(format!(
+                    "{r}: load balancer listener {port} forwards to the relays' port {:?}, but their first-contact listener (cloud-init) is {port}",
+                    l.target_port
+                ));
+            }
+            if l.health != ("/readyz".to_owned(), Some(self.ops)) {
+                p.push(format!(
+                    "{r}: the target group behind listener {port} checks {:?}; it must GET /readyz on the ops port {}",
+                    l.health, self.ops
+                ));
+            }
+        }
+        let mut reached = BTreeSet::new();
+        for proto in ["udp", "tcp"] {
+            let Some(map) = self
+                .first_contact_ports
+                .get(proto)
+                .filter(|m| !m.is_empty())
+            else {
+                p.push(format!(
+                    "{r}: output first_contact_ports has no {proto} ports"
+                ));
+                continue;
+            };
+            for (client, fc) in map {
+                let (Some(client), Some(fc)) = (client.parse::<u16>().ok(), port_value(fc)) else {
+                    p.push(format!("{r}: output first_contact_ports.{proto}: {client} = {fc} is not port = port"));
+                    continue;
+                };
+                reached.insert(fc);
+                let Some(tls) = self.is_tls(proto, client) else {
+                    p.push(format!("{r}: output first_contact_ports maps {proto} {client}, which is no unicast port of the relays"));
+                    continue;
+                };
+                if !self.anycast(tls).contains(&fc) {
+                    p.push(format!(
+                        "{r}: output first_contact_ports sends {proto} {client} ({}) to {fc}, which is not a {} first-contact port in cloud-init ({:?})",
+                        if tls { "TLS" } else { "plain" },
+                        if tls { "TLS" } else { "plain" },
+                        self.anycast(tls)
+                    ));
+                }
+            }
+        }
+        for port in self.anycast_plain.iter().chain(&self.anycast_tls) {
+            if !reached.contains(port) {
+                p.push(format!("{r}: cloud-init's first-contact port {port} is in no first_contact_ports entry: the accelerator never reaches it"));
+            }
+        }
+        // The 300's ALTERNATE-SERVER is the relay's advertised address: it must be public.
+        if !self.external_ip.starts_with("$public") {
+            p.push(format!(
+                "{r}: cloud-init's GEOTURN_EXTERNAL_IP={} does not advertise the instance's public address ($public from IMDS public-ipv4)",
+                self.external_ip
+            ));
+        }
+        p
+    }
+}
+
+/// Inputs moving every first-contact port off its default: agreement must come from the
+/// wiring, not from numbers that happen to match.
+fn moved_first_contact_ports() -> hcl::Map<String, Value> {
+    [
+        ("first_contact_port", 40001u64),
+        ("first_contact_tls_port", 40002),
+        ("first_contact_tls_alt_port", 40003),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), Value::from(v)))
+    .collect()
+}
+
+/// relay-region evaluated alone, with its defaults and with the first-contact ports moved.
+fn relay_region_variants() -> Vec<(&'static str, Region)> {
+    let dir = repo().join("terraform/modules/relay-region");
+    [
+        ("defaults", hcl::Map::new()),
+        (
+            "first-contact ports moved to 40001-40003",
+            moved_first_contact_ports(),
+        ),
+    ]
+    .into_iter()
+    .map(|(what, inputs)| {
+        let e = Eval::new(
+            Module::load(&dir),
+            "",
+            &inputs,
+            Value::Object(hcl::Map::new()),
+        );
+        (what, Region::of(&e))
+    })
+    .collect()
+}
+
+#[test]
+fn first_contact_listeners_agree_in_cloud_init_load_balancer_and_outputs() {
+    let mut problems = Vec::new();
+    for (what, r) in relay_region_variants() {
+        problems.extend(
+            r.first_contact_problems()
+                .into_iter()
+                .map(|p| format!("({what}) {p}")),
+        );
+        if what != "defaults" {
+            let all: BTreeSet<u16> = r
+                .anycast_plain
+                .iter()
+                .chain(&r.anycast_tls)
+                .copied()
+                .collect();
+            if all != BTreeSet::from([40001, 40002, 40003]) {
+                problems.push(format!(
+                    "({what}) cloud-init's GEOTURN_ANYCAST_* ports are {all:?}: they do not follow the first_contact_* variables"
+                ));
+            }
+        }
+    }
+    assert_none(&problems, "first-contact listeners");
+}
+
+#[test]
+fn security_groups_open_the_first_contact_ports() {
+    let mut problems = Vec::new();
+    for (what, r) in relay_region_variants() {
+        let mut want: Vec<(&str, u16)> = Vec::new();
+        for p in &r.anycast_plain {
+            want.extend([("udp", *p), ("tcp", *p)]);
+        }
+        want.extend(r.anycast_tls.iter().map(|p| ("tcp", *p)));
+        assert!(
+            want.len() >= 4,
+            "({what}) expected the first-contact 3479 udp+tcp, 5350 and 8443 in cloud-init, got {want:?}"
+        );
+        // Global Accelerator preserves client addresses: the load balancer's group and the
+        // relays' both see the client's own address, from anywhere.
+        for (who, groups) in [
+            ("relays'", &r.relay_groups),
+            ("load balancer's", &r.nlb_groups),
+        ] {
+            if groups.is_empty() {
+                problems.push(format!("({what}) found none of the {who} security groups"));
+            }
+            for (proto, port) in &want {
+                let open = r.ingress.iter().any(|(g, p, from, to)| {
+                    groups.contains(g)
+                        && (p == proto || p == "-1")
+                        && matches!((from, to), (Some(f), Some(t)) if f <= port && port <= t)
+                });
+                if !open {
+                    problems.push(format!(
+                        "({what}) the {who} security groups {groups:?} do not open first-contact {proto} {port} to 0.0.0.0/0"
+                    ));
+                }
+            }
+        }
+    }
+    assert_none(
+        &problems,
+        "first-contact ports the security groups keep closed",
+    );
+}
+
+/// A TURN URL: (scheme, host, port, transport).
+fn turn_url(url: &str) -> Option<(&str, &str, u16, &str)> {
+    let (scheme, rest) = url.split_once(':')?;
+    let (hostport, transport) = rest.split_once("?transport=")?;
+    let (host, port) = hostport.rsplit_once(':')?;
+    Some((scheme, host, port.parse().ok()?, transport))
+}
+
+#[test]
+fn accelerator_sends_every_port_to_a_first_contact_listener() {
+    let calls = deployment();
+    let global = calls
+        .values()
+        .find(|e| e.module.dir.ends_with("modules/global"))
+        .expect("the example calls modules/global");
+    let regions: BTreeMap<String, Region> = calls
+        .values()
+        .filter(|e| e.module.dir.ends_with("modules/relay-region"))
+        .map(|e| {
+            let r = Region::of(e);
+            (r.nlb.clone(), r)
+        })
+        .collect();
+    assert!(
+        regions.len() >= 3,
+        "expected three relay regions in the example"
+    );
+    let mut problems: Vec<String> = regions
+        .values()
+        .flat_map(Region::first_contact_problems)
+        .collect();
+
+    // Listener address → (protocol, ports).
+    let listeners: BTreeMap<String, (String, BTreeSet<u16>)> = global
+        .instances("aws_globalaccelerator_listener")
+        .into_iter()
+        .map(|(address, body, ctx)| {
+            let mut ports = BTreeSet::new();
+            for (range, c) in nested(body, &ctx, "port_range") {
+                match (
+                    port_value(&attr(range, &c, "from_port")),
+                    port_value(&attr(range, &c, "to_port")),
+                ) {
+                    (Some(from), Some(to)) => ports.extend(from..=to),
+                    other => problems.push(format!("{address}: port range {other:?}")),
+                }
+            }
+            if ports.is_empty() {
+                problems.push(format!("{address}: no port evaluated"));
+            }
+            (address, (text(&attr(body, &ctx, "protocol")), ports))
+        })
+        .collect();
+    assert!(
+        !listeners.is_empty(),
+        "modules/global has no accelerator listener"
+    );
+    let listener_ports: BTreeSet<u16> = listeners
+        .values()
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+
+    let mut groups: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // First-contact (endpoint) port → the accelerator ports sent to it, across the accelerator.
+    let mut sources: BTreeMap<u16, BTreeSet<u16>> = BTreeMap::new();
+    for (address, body, ctx) in global.instances("aws_globalaccelerator_endpoint_group") {
+        let listener = text(&attr(body, &ctx, "listener_arn"));
+        let Some((protocol, ports)) = listeners.get(&listener) else {
+            problems.push(format!(
+                "{address}: listener {listener} is no accelerator listener"
+            ));
+            continue;
+        };
+        let mut overrides: BTreeMap<u16, Value> = BTreeMap::new();
+        for (o, c) in nested(body, &ctx, "port_override") {
+            let (lp, ep) = (attr(o, &c, "listener_port"), attr(o, &c, "endpoint_port"));
+            match port_value(&lp) {
+                Some(lp) => {
+                    overrides.insert(lp, ep);
+                }
+                None => problems.push(format!("{address}: port_override listener_port {lp}")),
+            }
+        }
+        let endpoints = nested(body, &ctx, "endpoint_configuration");
+        if endpoints.is_empty() {
+            problems.push(format!("{address}: no endpoint"));
+        }
+        for (ep_body, c) in endpoints {
+            let id = text(&attr(ep_body, &c, "endpoint_id"));
+            if attr(ep_body, &c, "client_ip_preservation_enabled") != Value::Bool(true) {
+                problems.push(format!(
+                    "{address}: endpoint {id} without client_ip_preservation_enabled = true (TURN needs the client's own address)"
+                ));
+            }
+            let Some(region) = regions.get(&id) else {
+                problems.push(format!(
+                    "{address}: endpoint {id} is not a relay region's load balancer"
+                ));
+                continue;
+            };
+            *groups
+                .entry((listener.clone(), region.nlb.clone()))
+                .or_default() += 1;
+            for lp in ports {
+                let where_ = format!("{address} ({protocol} {lp} to {})", region.label);
+                let Some(ep) = overrides.get(lp) else {
+                    problems.push(format!(
+                        "{where_}: no port_override, so the accelerator reaches the load balancer's unicast {lp}, where an Allocate succeeds and lives on the anycast path"
+                    ));
+                    continue;
+                };
+                let Some(ep) = port_value(ep) else {
+                    problems.push(format!("{where_}: endpoint_port is {ep}, not a port"));
+                    continue;
+                };
+                sources.entry(ep).or_default().insert(*lp);
+                let proto = if protocol == "UDP" { "udp" } else { "tcp" };
+                let Some(tls) = region.is_tls(proto, *lp) else {
+                    problems.push(format!(
+                        "{where_}: {lp} is no unicast port of the relays, so whether it is TLS is unknown"
+                    ));
+                    continue;
+                };
+                let kind = if tls { "TLS" } else { "plain" };
+                if !region.anycast(tls).contains(&ep) {
+                    problems.push(format!(
+                        "{where_}: overridden to {ep}, which is not a {kind} first-contact port of the relays (cloud-init GEOTURN_ANYCAST_*: {:?})",
+                        region.anycast(tls)
+                    ));
+                }
+                let carries = match region.listeners.get(&ep) {
+                    Some(l) if protocol == "UDP" => l.protocol == "UDP" || l.protocol == "TCP_UDP",
+                    Some(l) => l.protocol == "TCP" || l.protocol == "TCP_UDP",
+                    None => false,
+                };
+                if !carries {
+                    problems.push(format!(
+                        "{where_}: the load balancer has no {protocol} listener on {ep} (listeners: {:?})",
+                        region.listeners.iter().map(|(p, l)| format!("{p} {}", l.protocol)).collect::<Vec<_>>()
+                    ));
+                }
+                if listener_ports.contains(&ep) {
+                    problems.push(format!(
+                        "{where_}: endpoint port {ep} is an accelerator listener port, which Global Accelerator refuses"
+                    ));
+                }
+            }
+        }
+    }
+    for (ep, lps) in &sources {
+        if lps.len() > 1 {
+            problems.push(format!(
+                "accelerator ports {lps:?} all go to {ep}: Global Accelerator refuses one endpoint port for several listener ports"
+            ));
+        }
+    }
+    // One endpoint group per listener and region.
+    for listener in listeners.keys() {
+        for nlb in regions.keys() {
+            let n = groups
+                .get(&(listener.clone(), nlb.clone()))
+                .copied()
+                .unwrap_or(0);
+            if n != 1 {
+                problems.push(format!(
+                    "{listener}: {n} endpoint groups for {nlb}, want one"
+                ));
+            }
+        }
+    }
+
+    // The anycast URLs the credential API offers: on accelerator ports, TLS where the relays
+    // serve TLS, and set on every region's API.
+    let urls: Vec<String> = global
+        .outputs
+        .get("anycast_urls")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    if urls.is_empty() {
+        problems.push("modules/global has no output anycast_urls".into());
+    }
+    for url in &urls {
+        let Some((scheme, _, port, transport)) = turn_url(url) else {
+            problems.push(format!(
+                "anycast URL {url} is not turn(s):HOST:PORT?transport=T"
+            ));
+            continue;
+        };
+        let protocol = if transport == "udp" { "UDP" } else { "TCP" };
+        if !listeners
+            .values()
+            .any(|(p, ports)| p == protocol && ports.contains(&port))
+        {
+            problems.push(format!(
+                "anycast URL {url}: the accelerator has no {protocol} listener on {port}"
+            ));
+        }
+        for r in regions.values() {
+            if r.is_tls(transport, port) != Some(scheme == "turns") {
+                problems.push(format!(
+                    "anycast URL {url}: {port} is not a {} port of {}'s relays",
+                    if scheme == "turns" { "TLS" } else { "plain" },
+                    r.label
+                ));
+            }
+        }
+    }
+    let want_env = urls.join(",");
+    for e in calls
+        .values()
+        .filter(|e| e.module.dir.ends_with("modules/relay-region"))
+    {
+        if e.vars.get("api").is_none_or(Value::is_null) {
+            continue;
+        }
+        let found: Vec<String> = e
+            .instances("aws_ecs_task_definition")
+            .into_iter()
+            .flat_map(|(_, body, ctx)| {
+                let defs = attr(body, &ctx, "container_definitions");
+                defs.as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|c| {
+                        c.as_object()
+                            .and_then(|c| c.get("environment"))
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .filter(|v| {
+                        v.as_object()
+                            .and_then(|o| o.get("name"))
+                            .and_then(Value::as_str)
+                            == Some("GEOTURN_ANYCAST_URLS")
+                    })
+                    .map(|v| text(&v.as_object().unwrap()["value"]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if found != [want_env.clone()] {
+            problems.push(format!(
+                "{}: the credential API's GEOTURN_ANYCAST_URLS is {found:?}, want [{want_env:?}] (modules/global output anycast_urls)",
+                e.label.trim_end_matches('.')
+            ));
+        }
+    }
+    assert_none(&problems, "Global Accelerator first contact");
 }
 
 // ---------------------------------------------------------------------------------------------

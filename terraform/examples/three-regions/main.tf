@@ -1,6 +1,7 @@
 # geoturn in three AWS regions: relays (and the credential API) in us-east-1, eu-central-1 and
-# ap-southeast-1, one registry whose primary is in eu-central-1, anycast and latency DNS in
-# front. terraform/README.md walks through it.
+# ap-southeast-1, one registry whose primary is in eu-central-1, anycast (first contact only:
+# the relays redirect an Allocate to their unicast addresses) and latency DNS in front.
+# terraform/README.md walks through it.
 
 terraform {
   required_version = ">= 1.5"
@@ -55,6 +56,7 @@ module "us_east" {
   api = {
     image           = var.api_image
     certificate_arn = var.api_certificate_arns["us-east-1"]
+    anycast_urls    = module.global.anycast_urls
   }
   registry_replica = {
     global_replication_group_id = module.global.redis_global_replication_group_id
@@ -77,6 +79,7 @@ module "eu_central" {
   api = {
     image           = var.api_image
     certificate_arn = var.api_certificate_arns["eu-central-1"]
+    anycast_urls    = module.global.anycast_urls
   }
 }
 
@@ -96,6 +99,7 @@ module "ap_southeast" {
   api = {
     image           = var.api_image
     certificate_arn = var.api_certificate_arns["ap-southeast-1"]
+    anycast_urls    = module.global.anycast_urls
   }
   registry_replica = {
     global_replication_group_id = module.global.redis_global_replication_group_id
@@ -116,33 +120,38 @@ module "global" {
   redis_subnet_ids   = module.eu_central.subnet_ids
   redis_client_cidrs = [module.us_east.vpc_cidr, module.eu_central.vpc_cidr, module.ap_southeast.vpc_cidr]
 
+  # first_contact_ports: the accelerator sends its 3478/5349/443 to each region's first-contact
+  # listeners (3479/5350/8443 by default), which redirect an Allocate to a unicast relay.
   regions = {
     us-east = {
-      aws_region       = "us-east-1"
-      nlb_arn          = module.us_east.nlb_arn
-      nlb_dns_name     = module.us_east.nlb_dns_name
-      nlb_zone_id      = module.us_east.nlb_zone_id
-      with_api         = true
-      api_alb_dns_name = module.us_east.api_alb_dns_name
-      api_alb_zone_id  = module.us_east.api_alb_zone_id
+      aws_region          = "us-east-1"
+      nlb_arn             = module.us_east.nlb_arn
+      nlb_dns_name        = module.us_east.nlb_dns_name
+      nlb_zone_id         = module.us_east.nlb_zone_id
+      with_api            = true
+      api_alb_dns_name    = module.us_east.api_alb_dns_name
+      api_alb_zone_id     = module.us_east.api_alb_zone_id
+      first_contact_ports = module.us_east.first_contact_ports
     }
     eu-central = {
-      aws_region       = "eu-central-1"
-      nlb_arn          = module.eu_central.nlb_arn
-      nlb_dns_name     = module.eu_central.nlb_dns_name
-      nlb_zone_id      = module.eu_central.nlb_zone_id
-      with_api         = true
-      api_alb_dns_name = module.eu_central.api_alb_dns_name
-      api_alb_zone_id  = module.eu_central.api_alb_zone_id
+      aws_region          = "eu-central-1"
+      nlb_arn             = module.eu_central.nlb_arn
+      nlb_dns_name        = module.eu_central.nlb_dns_name
+      nlb_zone_id         = module.eu_central.nlb_zone_id
+      with_api            = true
+      api_alb_dns_name    = module.eu_central.api_alb_dns_name
+      api_alb_zone_id     = module.eu_central.api_alb_zone_id
+      first_contact_ports = module.eu_central.first_contact_ports
     }
     ap-southeast = {
-      aws_region       = "ap-southeast-1"
-      nlb_arn          = module.ap_southeast.nlb_arn
-      nlb_dns_name     = module.ap_southeast.nlb_dns_name
-      nlb_zone_id      = module.ap_southeast.nlb_zone_id
-      with_api         = true
-      api_alb_dns_name = module.ap_southeast.api_alb_dns_name
-      api_alb_zone_id  = module.ap_southeast.api_alb_zone_id
+      aws_region          = "ap-southeast-1"
+      nlb_arn             = module.ap_southeast.nlb_arn
+      nlb_dns_name        = module.ap_southeast.nlb_dns_name
+      nlb_zone_id         = module.ap_southeast.nlb_zone_id
+      with_api            = true
+      api_alb_dns_name    = module.ap_southeast.api_alb_dns_name
+      api_alb_zone_id     = module.ap_southeast.api_alb_zone_id
+      first_contact_ports = module.ap_southeast.first_contact_ports
     }
   }
 }

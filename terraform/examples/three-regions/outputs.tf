@@ -8,6 +8,11 @@ output "anycast_ips" {
   value       = module.global.anycast_ips
 }
 
+output "anycast_urls" {
+  description = "TURN URLs of the accelerator (first contact, redirected to a unicast relay); the credential API already offers them last in every answer."
+  value       = module.global.anycast_urls
+}
+
 output "api_fqdn" {
   description = "Latency-routed credential API name."
   value       = module.global.api_fqdn

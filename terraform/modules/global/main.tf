@@ -109,19 +109,48 @@ resource "aws_elasticache_global_replication_group" "registry" {
 }
 
 # --- Anycast first contact ---------------------------------------------------------------
-# Global Accelerator's two static addresses reach the nearest healthy region's relay load
-# balancer; client addresses are preserved (NLBs with security groups), which TURN needs.
+# Global Accelerator's two static addresses reach the nearest healthy region. They are for
+# first contact only: every listener port is overridden to the region's first-contact port
+# (modules/relay-region output first_contact_ports: 3478 -> 3479, 5349 -> 5350, 443 -> 8443 by
+# default), where the relays' anycast listeners answer an Allocate with a signed 300 Try
+# Alternate to a relay's own public address (the least loaded live relay of that region). No
+# allocation lives on the accelerator's path, so moving a client to another region (a routing
+# change, a region failing /readyz, an endpoint group edited) strands nothing: the client's
+# session is on a unicast address the accelerator never touches. Client addresses are
+# preserved (NLBs with security groups), which TURN needs.
 
 locals {
   accelerator_listeners = {
     udp = { protocol = "UDP", ports = [3478] }
     tcp = { protocol = "TCP", ports = [3478, 5349, 443] }
   }
-  # One endpoint group per listener and region.
+  accelerator_ports = distinct(flatten([for l in values(local.accelerator_listeners) : l.ports]))
+  # One endpoint group per listener and region (an endpoint group belongs to one listener).
   accelerator_endpoint_groups = {
     for pair in setproduct(keys(local.accelerator_listeners), keys(var.regions)) :
     "${pair[0]}-${pair[1]}" => { listener = pair[0], region = pair[1] }
   }
+  # Endpoint port -> the listener ports sent to it, over every region and listener: an
+  # accelerator refuses one endpoint port reached from two listener ports.
+  first_contact_sources = {
+    for o in flatten([
+      for r in values(var.regions) : [
+        for proto, ports in r.first_contact_ports : [
+          for listener_port, endpoint_port in ports : { listener_port = listener_port, endpoint_port = endpoint_port }
+        ]
+      ]
+    ]) : tostring(o.endpoint_port) => o.listener_port...
+  }
+
+  anycast_fqdn = "anycast.${var.turn_hostname}.${var.domain}"
+  # For the credential API (modules/relay-region api.anycast_urls -> GEOTURN_ANYCAST_URLS): the
+  # last ICE server of every answer. TLS on 443 for networks that allow nothing else; the
+  # relays' certificate must cover anycast_fqdn.
+  anycast_urls = [
+    "turn:${local.anycast_fqdn}:3478?transport=udp",
+    "turn:${local.anycast_fqdn}:3478?transport=tcp",
+    "turns:${local.anycast_fqdn}:443?transport=tcp",
+  ]
 }
 
 resource "aws_globalaccelerator_accelerator" "turn" {
@@ -146,7 +175,10 @@ resource "aws_globalaccelerator_listener" "turn" {
   }
 }
 
-# Health comes from the load balancer's target health, i.e. the relays' /readyz.
+# Health comes from the load balancer's target health: the first-contact target groups check
+# the relays' /readyz on the ops port, so a region whose relays all drain or fail leaves the
+# accelerator (the endpoint group's own health check settings apply only to EC2 and Elastic IP
+# endpoints, never to load balancers).
 resource "aws_globalaccelerator_endpoint_group" "turn" {
   for_each              = local.accelerator_endpoint_groups
   listener_arn          = aws_globalaccelerator_listener.turn[each.value.listener].id
@@ -156,6 +188,31 @@ resource "aws_globalaccelerator_endpoint_group" "turn" {
     endpoint_id                    = var.regions[each.value.region].nlb_arn
     weight                         = 100
     client_ip_preservation_enabled = true
+  }
+
+  # Every listener port goes to the region's first-contact port, never to the same-numbered
+  # unicast listener (where an Allocate would succeed and live on the anycast path). A port
+  # the region does not map fails the plan here.
+  dynamic "port_override" {
+    for_each = local.accelerator_listeners[each.value.listener].ports
+    content {
+      listener_port = port_override.value
+      endpoint_port = var.regions[each.value.region].first_contact_ports[each.value.listener][tostring(port_override.value)]
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition = alltrue([
+        for p in values(var.regions[each.value.region].first_contact_ports[each.value.listener]) :
+        !contains(local.accelerator_ports, p)
+      ])
+      error_message = "A first-contact port of region ${each.value.region} is also an accelerator listener port; Global Accelerator refuses such port overrides."
+    }
+    precondition {
+      condition     = alltrue([for ep, lps in local.first_contact_sources : length(distinct(lps)) == 1])
+      error_message = "Two different accelerator ports map to one first-contact port (in some region); Global Accelerator refuses that."
+    }
   }
 }
 
@@ -197,10 +254,10 @@ resource "aws_route53_record" "turn_regional" {
   }
 }
 
-# anycast.turn.<domain>: the accelerator's static addresses.
+# anycast.turn.<domain>: the accelerator's static addresses (first contact only, see above).
 resource "aws_route53_record" "turn_anycast" {
   zone_id = var.zone_id
-  name    = "anycast.${var.turn_hostname}.${var.domain}"
+  name    = local.anycast_fqdn
   type    = "A"
   ttl     = 300
   records = aws_globalaccelerator_accelerator.turn.ip_sets[0].ip_addresses

@@ -17,8 +17,18 @@ output "redis_global_replication_group_id" {
 }
 
 output "anycast_ips" {
-  description = "Global Accelerator's static addresses (anycast.<turn_hostname>.<domain>)."
+  description = "Global Accelerator's static addresses (anycast.<turn_hostname>.<domain>, first contact only)."
   value       = aws_globalaccelerator_accelerator.turn.ip_sets[0].ip_addresses
+}
+
+output "anycast_fqdn" {
+  description = "The accelerator's name, anycast.<turn_hostname>.<domain> (first contact only)."
+  value       = local.anycast_fqdn
+}
+
+output "anycast_urls" {
+  description = "TURN URLs of the accelerator, for the credential API (modules/relay-region api.anycast_urls, GEOTURN_ANYCAST_URLS)."
+  value       = local.anycast_urls
 }
 
 output "turn_fqdn" {

@@ -12,9 +12,12 @@ variable "primary_region" {
 variable "regions" {
   description = <<-EOT
     Every relay region, keyed by geoturn region name, from modules/relay-region outputs:
-    aws_region, nlb_arn, nlb_dns_name, nlb_zone_id, and with_api = true with api_alb_dns_name /
-    api_alb_zone_id where the region runs the credential API (a flag, because the names are
-    unknown until the load balancers exist and for_each keys must be known at plan time).
+    aws_region, nlb_arn, nlb_dns_name, nlb_zone_id, first_contact_ports (the accelerator's
+    port overrides: { udp = { "3478" = 3479 }, tcp = { "3478" = 3479, "5349" = 5350,
+    "443" = 8443 } }, every accelerator port mapped), and with_api = true with
+    api_alb_dns_name / api_alb_zone_id where the region runs the credential API (a flag,
+    because the names are unknown until the load balancers exist and for_each keys must be
+    known at plan time).
   EOT
   type = map(object({
     aws_region       = string
@@ -24,6 +27,10 @@ variable "regions" {
     with_api         = optional(bool, false)
     api_alb_dns_name = optional(string)
     api_alb_zone_id  = optional(string)
+    first_contact_ports = object({
+      udp = map(number)
+      tcp = map(number)
+    })
   }))
 }
 

@@ -208,6 +208,8 @@ resource "aws_ecs_task_definition" "api" {
         { name = "GEOTURN_LOG_JSON", value = "true" },
       ],
       length(var.api.geoip_paths) == 0 ? [] : [{ name = "GEOTURN_GEOIP", value = join(",", var.api.geoip_paths) }],
+      # Anycast URLs last in every answer; their first contact is redirected to a unicast relay.
+      length(var.api.anycast_urls) == 0 ? [] : [{ name = "GEOTURN_ANYCAST_URLS", value = join(",", var.api.anycast_urls) }],
     )
     secrets = [
       { name = "GEOTURN_REGISTRY", valueFrom = "${var.secret_arn}:registry_url::" },

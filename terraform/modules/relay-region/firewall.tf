@@ -1,10 +1,16 @@
 locals {
-  # What clients reach, on the relays and on the region's load balancer.
+  # What clients reach, on the relays and on the region's load balancer: the unicast listeners
+  # and the first-contact ones (Global Accelerator preserves client addresses, so both the load
+  # balancer's group and the relays' see the client's own address, from anywhere).
   listener_ingress = {
-    turn_udp  = { protocol = "udp", from = local.turn_port, to = local.turn_port }
-    turn_tcp  = { protocol = "tcp", from = local.turn_port, to = local.turn_port }
-    turns     = { protocol = "tcp", from = local.turns_port, to = local.turns_port }
-    turns_alt = { protocol = "tcp", from = local.turns_alt_port, to = local.turns_alt_port }
+    turn_udp              = { protocol = "udp", from = local.turn_port, to = local.turn_port }
+    turn_tcp              = { protocol = "tcp", from = local.turn_port, to = local.turn_port }
+    turns                 = { protocol = "tcp", from = local.turns_port, to = local.turns_port }
+    turns_alt             = { protocol = "tcp", from = local.turns_alt_port, to = local.turns_alt_port }
+    first_contact_udp     = { protocol = "udp", from = local.first_contact_port, to = local.first_contact_port }
+    first_contact_tcp     = { protocol = "tcp", from = local.first_contact_port, to = local.first_contact_port }
+    first_contact_tls     = { protocol = "tcp", from = local.first_contact_tls_port, to = local.first_contact_tls_port }
+    first_contact_tls_alt = { protocol = "tcp", from = local.first_contact_tls_alt_port, to = local.first_contact_tls_alt_port }
   }
   # Plus the relayed addresses, which peers reach directly: UDP, and TCP for RFC 6062 TCP
   # allocations, which listen in the same range.

@@ -1,13 +1,23 @@
 # The region's entry point for clients that have no ICE-server answer from the credential API
-# yet (static TURN configuration, Global Accelerator, latency DNS): a Network Load Balancer over
-# the relays. The API itself hands out each relay's own address. The target groups' health
-# check is the relays' /readyz, so a draining relay stops receiving new clients at once.
+# yet: a Network Load Balancer over the relays. The API itself hands out each relay's own
+# address. The target groups' health check is the relays' /readyz, so a draining relay stops
+# receiving new clients at once.
+#
+# Two kinds of listener:
+# - unicast ports (3478, 5349, 443) for latency DNS (turn.<domain>, <region>.turn.<domain>);
+# - first-contact ports, where Global Accelerator sends its 3478/5349/443 (modules/global port
+#   overrides). Behind them the relays' anycast listeners answer Allocate with 300 Try Alternate
+#   to a relay's own public address, so no allocation lives on the accelerator's path, which a
+#   routing or endpoint-group change would cut.
 
 locals {
   nlb_listeners = {
-    turn      = { port = local.turn_port, protocol = "TCP_UDP" }
-    turns     = { port = local.turns_port, protocol = "TCP" }
-    turns_alt = { port = local.turns_alt_port, protocol = "TCP" }
+    turn                  = { port = local.turn_port, protocol = "TCP_UDP" }
+    turns                 = { port = local.turns_port, protocol = "TCP" }
+    turns_alt             = { port = local.turns_alt_port, protocol = "TCP" }
+    first_contact         = { port = local.first_contact_port, protocol = "TCP_UDP" }
+    first_contact_tls     = { port = local.first_contact_tls_port, protocol = "TCP" }
+    first_contact_tls_alt = { port = local.first_contact_tls_alt_port, protocol = "TCP" }
   }
 }
 

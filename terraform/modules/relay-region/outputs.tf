@@ -43,6 +43,11 @@ output "nlb_zone_id" {
   value       = aws_lb.relays.zone_id
 }
 
+output "first_contact_ports" {
+  description = "Client-facing TURN port -> the first-contact port behind it (load balancer listener and the relays' anycast listener), as { udp = { \"3478\" = 3479 }, tcp = { ... } }: modules/global's regions[*].first_contact_ports, its accelerator's port overrides."
+  value       = local.first_contact_ports
+}
+
 output "api_alb_dns_name" {
   description = "DNS name of the credential API's load balancer; null without var.api."
   value       = one(aws_lb.api[*].dns_name)

@@ -30,24 +30,27 @@ resource "aws_launch_template" "relay" {
 
   # No secret in here: the instance reads them from Secrets Manager at every relay start.
   user_data = base64encode(templatefile("${path.module}/cloud-init.yaml.tftpl", {
-    geoturn_url          = var.geoturn_url
-    geoturn_sha256       = var.geoturn_sha256
-    secret_arn           = var.secret_arn
-    region_name          = var.region_name
-    latitude             = var.latitude
-    longitude            = var.longitude
-    realm                = var.realm
-    turn_port            = local.turn_port
-    turns_port           = local.turns_port
-    turns_alt_port       = local.turns_alt_port
-    ops_port             = local.ops_port
-    relay_port_min       = var.relay_port_min
-    relay_port_max       = var.relay_port_max
-    capacity_allocations = var.capacity_allocations
-    capacity_mbps        = var.capacity_mbps
-    drain_timeout        = var.drain_timeout
-    asg_name             = local.asg_name
-    lifecycle_hook_name  = local.lifecycle_hook_name
+    geoturn_url                = var.geoturn_url
+    geoturn_sha256             = var.geoturn_sha256
+    secret_arn                 = var.secret_arn
+    region_name                = var.region_name
+    latitude                   = var.latitude
+    longitude                  = var.longitude
+    realm                      = var.realm
+    turn_port                  = local.turn_port
+    turns_port                 = local.turns_port
+    turns_alt_port             = local.turns_alt_port
+    first_contact_port         = local.first_contact_port
+    first_contact_tls_port     = local.first_contact_tls_port
+    first_contact_tls_alt_port = local.first_contact_tls_alt_port
+    ops_port                   = local.ops_port
+    relay_port_min             = var.relay_port_min
+    relay_port_max             = var.relay_port_max
+    capacity_allocations       = var.capacity_allocations
+    capacity_mbps              = var.capacity_mbps
+    drain_timeout              = var.drain_timeout
+    asg_name                   = local.asg_name
+    lifecycle_hook_name        = local.lifecycle_hook_name
     # The same files as a hand-made install (deploy/): one unit, one drain script.
     relay_unit = file("${path.module}/../../../deploy/systemd/geoturn-relay.service")
     sysusers   = file("${path.module}/../../../deploy/systemd/geoturn.sysusers")
@@ -60,6 +63,25 @@ resource "aws_launch_template" "relay" {
   }
 
   tags = local.tags
+
+  lifecycle {
+    # The relay refuses an anycast address that is also a unicast one; a port shared by two
+    # listeners, or inside the relayed range, could not work either.
+    precondition {
+      condition = length(distinct([
+        local.turn_port, local.turns_port, local.turns_alt_port, local.ops_port,
+        local.first_contact_port, local.first_contact_tls_port, local.first_contact_tls_alt_port,
+      ])) == 7
+      error_message = "first_contact_port, first_contact_tls_port and first_contact_tls_alt_port must differ from each other and from 3478, 5349, 443 and 9641."
+    }
+    precondition {
+      condition = alltrue([
+        for p in [local.first_contact_port, local.first_contact_tls_port, local.first_contact_tls_alt_port] :
+        p < var.relay_port_min || p > var.relay_port_max
+      ])
+      error_message = "The first-contact ports must lie outside the relayed range (relay_port_min-relay_port_max)."
+    }
+  }
 }
 
 resource "aws_autoscaling_group" "relays" {

@@ -151,6 +151,9 @@ variable "api" {
     memory          = optional(number, 1024)
     # .mmdb files inside the image (a derived image adds them: GeoLite2 and DB-IP licences).
     geoip_paths = optional(list(string), [])
+    # The accelerator's TURN URLs (modules/global output anycast_urls), offered last in every
+    # answer (GEOTURN_ANYCAST_URLS): the fallback that always reaches a live region.
+    anycast_urls = optional(list(string), [])
   })
   default = null
 }
@@ -169,4 +172,40 @@ variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)
   default     = {}
+}
+
+variable "first_contact_port" {
+  description = <<-EOT
+    Anycast first-contact port, UDP and TCP (GEOTURN_ANYCAST_LISTEN): Global Accelerator's 3478
+    is forwarded here (a load balancer listener, and the relays' anycast listener behind it).
+    Allocates on it get 300 Try Alternate to a relay's unicast 3478. Must differ from the
+    unicast ports (3478, 5349, 443), the ops port (9641), the other first-contact ports and the
+    relayed range; an accelerator also refuses endpoint ports that are among its listener ports.
+  EOT
+  type        = number
+  default     = 3479
+  validation {
+    condition     = var.first_contact_port >= 1 && var.first_contact_port <= 65535 && floor(var.first_contact_port) == var.first_contact_port
+    error_message = "A port number, 1-65535."
+  }
+}
+
+variable "first_contact_tls_port" {
+  description = "Anycast first-contact TLS port (GEOTURN_ANYCAST_TLS_LISTEN) behind the accelerator's TCP 5349; the relay certificate must cover the anycast name. Same rules as first_contact_port."
+  type        = number
+  default     = 5350
+  validation {
+    condition     = var.first_contact_tls_port >= 1 && var.first_contact_tls_port <= 65535 && floor(var.first_contact_tls_port) == var.first_contact_tls_port
+    error_message = "A port number, 1-65535."
+  }
+}
+
+variable "first_contact_tls_alt_port" {
+  description = "Anycast first-contact TLS port behind the accelerator's TCP 443 (an accelerator cannot send two listener ports to one endpoint port, so 443 needs its own). Same rules as first_contact_port."
+  type        = number
+  default     = 8443
+  validation {
+    condition     = var.first_contact_tls_alt_port >= 1 && var.first_contact_tls_alt_port <= 65535 && floor(var.first_contact_tls_alt_port) == var.first_contact_tls_alt_port
+    error_message = "A port number, 1-65535."
+  }
 }
