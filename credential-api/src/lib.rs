@@ -4,12 +4,14 @@
 //! A request goes: [`server`] (router, middleware) → [`routes`] (handler) → [`auth`] (API key or
 //! JWT) and [`rate_limit`] → [`client_ip`] → GeoIP and `geoturn_geo::rank_relays` over the
 //! [`snapshot`] → [`ice`] (answer) with a credential from [`secrets`]. [`route`] is
-//! `geoturn route`, the same ranking for one address on the command line.
+//! `geoturn route`, the same ranking for one address on the command line. [`dashboard`] is the
+//! operators' page (`/dashboard`) and its live feed (`/v1/events`).
 
 pub mod auth;
 pub mod candidates;
 pub mod client_ip;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod ice;
 pub mod metrics;

@@ -100,6 +100,20 @@ pub fn document() -> Value {
             "/readyz": {"get": {"summary": "Readiness with snapshot freshness", "responses": {"200": ok_json("ready", json!({"type": "object"})), "503": ok_json("not ready", json!({"type": "object"}))}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/dashboard": {"get": {"summary": "The operators' dashboard (HTML; asks for an API key, then reads /v1/events)", "responses": {"200": {"description": "text/html, with a Content-Security-Policy allowing this origin only"}}}},
+            "/dashboard/{asset}": {"get": {"summary": "The dashboard's files: app.js, style.css, world.svg", "parameters": id_param("asset"),
+                "responses": {"200": {"description": "JavaScript, CSS or SVG"}, "404": error_response("No such file")}}},
+            "/v1/events": {"get": {
+                "summary": "The relay load snapshot (the /v1/relays JSON) as server-sent events: one `snapshot` event at once, then one per snapshot refresh (API keys)",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {"description": "text/event-stream of `event: snapshot` with the /v1/relays JSON as data; keep-alive comments every 15 s; the stream ends after 30 minutes (reconnect)",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "401": error_response("Missing or invalid API key"),
+                    "403": error_response("Not an API key (JWT callers may not read the fleet)"),
+                    "429": error_response("Rate limited; see Retry-After"),
+                    "503": error_response("Too many event streams open (too_many_streams); poll /v1/relays or retry after Retry-After"),
+                }}},
         },
     })
 }

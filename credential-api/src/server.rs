@@ -54,6 +54,9 @@ pub const ROUTES: &[&str] = &[
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/dashboard",
+    "/dashboard/{asset}",
+    "/v1/events",
 ];
 
 /// Everything a request handler needs.
@@ -256,6 +259,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/openapi.json", get(routes::ops::openapi))
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard/{asset}", get(crate::dashboard::asset))
+        .route("/v1/events", get(crate::dashboard::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use geoturn_geo::Candidate;
 use geoturn_shared::registry::{Registry, RelayRecord};
+use tokio::sync::watch;
 
 use crate::candidates::candidate;
 
@@ -83,6 +84,8 @@ pub struct SnapshotStore {
     recovery: Mutex<Option<Recovery>>,
     /// See [`SnapshotStore::set_recovery_grace`].
     recovery_grace_ms: AtomicU64,
+    /// Bumped on every swap (refresh, failed refresh, drain hint), for `GET /v1/events`.
+    changes: watch::Sender<u64>,
 }
 
 impl SnapshotStore {
@@ -92,6 +95,11 @@ impl SnapshotStore {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// A receiver told each time the snapshot is swapped (the value is a swap counter).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Marks a relay draining at once, before its next heartbeat says so.
@@ -128,6 +136,7 @@ impl SnapshotStore {
             Ok(mut g) => *g = snapshot,
             Err(p) => *p.into_inner() = snapshot,
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// How long after the registry comes back relays it no longer lists are still kept from

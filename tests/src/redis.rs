@@ -60,6 +60,11 @@ impl RedisServer {
         None
     }
 
+    /// Its process id while it runs (for a test that freezes it from a helper it starts).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

@@ -8,13 +8,14 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use geoturn_shared::registry::{RegistryError, RegistryEvent};
+use geoturn_shared::registry::{RegistryError, RegistryEvent, RelayState};
 
 use super::{
     authenticate, credential_headers, request_ip, require_admin, require_api_key, unix_now,
 };
 use crate::error::ApiError;
 use crate::server::AppState;
+use crate::snapshot::Snapshot;
 
 fn registry_error(e: RegistryError) -> ApiError {
     tracing::warn!(error = %e, "registry call failed");
@@ -163,7 +164,16 @@ pub async fn relays(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
     require_api_key(&caller, "the relay list")?;
-    let snap = state.snapshot.get();
+    let mut response = Json(fleet_json(&state, &state.snapshot.get())).into_response();
+    credential_headers(&mut response, &state);
+    Ok(response)
+}
+
+/// The load snapshot as `GET /v1/relays` answers it and `GET /v1/events` pushes it: every
+/// record plus its heartbeat age and staleness at the read, a relay the API was told is
+/// draining shown draining before its own heartbeat says so, the stale limit, and whether the
+/// registry could be read.
+pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value {
     let stale_after = state.config.rank.stale_after;
     let relays: Vec<_> = snap
         .relays
@@ -179,18 +189,19 @@ pub async fn relays(
                         .into(),
                 );
                 o.insert("stale".into(), (c.heartbeat_age > stale_after).into());
+                if c.draining && r.state == RelayState::Active {
+                    o.insert("state".into(), RelayState::Draining.as_str().into());
+                }
             }
             v
         })
         .collect();
-    let body = serde_json::json!({
+    serde_json::json!({
         "relays": relays,
         "fetchedAt": crate::rfc3339::format_utc(snap.fetched_at_ms / 1000),
         "fetchedAtMs": snap.fetched_at_ms,
+        "staleAfterMs": u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
         "stale": snap.stale.is_some(),
         "error": snap.stale.as_ref().map(|s| s.error.clone()),
-    });
-    let mut response = Json(body).into_response();
-    credential_headers(&mut response, &state);
-    Ok(response)
+    })
 }

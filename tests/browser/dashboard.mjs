@@ -1,0 +1,379 @@
+// Drives Debian's Chromium (never a downloaded browser) against a running credential API's
+// /dashboard. Started by tests/tests/dashboard.rs, which owns Redis, the relays and the API and
+// passes what this script needs in environment variables. Progress goes to stderr; one JSON
+// object with every check's time goes to stdout. Exit status 0 only when every check passed.
+//
+//   GEOTURN_PHASE        "fleet": three real relays (load, kill, drain); "scale": 500+ records
+//   GEOTURN_API_URL      http://127.0.0.1:PORT
+//   GEOTURN_ADMIN_KEY    an admin API key;  GEOTURN_APP_KEY  an API key without the admin scope
+//   GEOTURN_SCREENSHOTS  directory for the PNGs
+//   CHROMIUM             the browser (default /usr/bin/chromium)
+// fleet:  GEOTURN_RELAYS   JSON [{id, region, lat, lon}]
+//         GEOTURN_KILL_ID, GEOTURN_KILL_PID   the relay to SIGKILL (a child of the test process)
+//         GEOTURN_DRAIN_ID                    the relay to drain from the page
+//         GEOTURN_REDIS_PID                   redis-server, frozen (SIGSTOP) and resumed (SIGCONT)
+// scale:  GEOTURN_MIN_ROWS                    rows expected at least
+//         GEOTURN_FILTER, GEOTURN_FILTER_ROWS a filter text and the rows it must leave
+
+import { chromium } from 'playwright-core';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const OVERALL_TIMEOUT_MS = 120_000;
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+}
+
+const log = (line) => process.stderr.write(`[dashboard.mjs] ${line}\n`);
+const results = { phase: process.env.GEOTURN_PHASE, checks: [], screenshots: [], consoleErrors: [] };
+
+// Runs `fn` and records how long it took (from `since`, a performance.now() value, when given,
+// or as `fn` measured it, when it returns { measuredMs }); fails when it throws or takes longer
+// than `limitMs`.
+async function check(name, limitMs, fn, since) {
+  const t0 = since ?? performance.now();
+  let detail;
+  try {
+    detail = await fn();
+  } catch (e) {
+    throw new Error(`${name}: ${e.message}`);
+  }
+  const wall = Math.round(performance.now() - t0);
+  const ms = detail && typeof detail.measuredMs === 'number' ? detail.measuredMs : wall;
+  if (detail && typeof detail.measuredMs === 'number') {
+    delete detail.measuredMs;
+    detail.wallMs = wall;
+  }
+  results.checks.push({ name, ms, limitMs, ...(detail && typeof detail === 'object' ? detail : {}) });
+  log(`ok  ${name}: ${ms} ms (limit ${limitMs} ms)${detail ? ` ${JSON.stringify(detail)}` : ''}`);
+  if (ms > limitMs) throw new Error(`${name} took ${ms} ms, limit ${limitMs} ms`);
+}
+
+async function shot(page, name) {
+  const path = join(need('GEOTURN_SCREENSHOTS'), `${name}.png`);
+  await page.screenshot({ path });
+  results.screenshots.push(path);
+  log(`screenshot ${path}`);
+}
+
+const rowCount = (page) => page.locator('#rows > .r').count();
+const statusOf = (page, id) => page.locator(`#rows > .r[data-id="${id}"]`).getAttribute('data-status', { timeout: 1000 });
+
+// Waits (polling in the page) until `pred(arg)` is true, up to `ms`.
+function until(page, ms, pred, arg) {
+  return page.waitForFunction(pred, arg, { timeout: ms, polling: 25 });
+}
+
+// Console errors fail the run (a CSP violation shows up there), except the ones `expected`
+// (Chromium logs every 4xx answer, such as the 403 the app-key tab is meant to get).
+function watchConsole(page, label, expected) {
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !(expected && expected.test(m.text()))) results.consoleErrors.push(`${label}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => results.consoleErrors.push(`${label}: ${e.message}`));
+}
+
+// Opens the dashboard in a new tab and connects with `key` as an operator would.
+async function openDashboard(context, key, label, expectedErrors) {
+  const page = await context.newPage();
+  watchConsole(page, label, expectedErrors);
+  const t0 = performance.now();
+  const response = await page.goto(`${need('GEOTURN_API_URL')}/dashboard`, { waitUntil: 'domcontentloaded' });
+  if (response.status() !== 200) throw new Error(`/dashboard answered ${response.status()}`);
+  const csp = response.headers()['content-security-policy'] || '';
+  if (!csp.includes("default-src 'none'") || !csp.includes("script-src 'self'")) {
+    throw new Error(`/dashboard has no strict Content-Security-Policy: ${csp}`);
+  }
+  await page.fill('#key', key);
+  await page.click('#connect');
+  return { page, t0 };
+}
+
+async function fleet(context) {
+  const relays = JSON.parse(need('GEOTURN_RELAYS'));
+  const ids = relays.map((r) => r.id);
+  const killId = need('GEOTURN_KILL_ID');
+  const drainId = need('GEOTURN_DRAIN_ID');
+  const adminKey = need('GEOTURN_ADMIN_KEY');
+
+  // Times are taken in the page (performance.now(): 0 is the navigation), so they measure what
+  // an operator sees, not how fast Playwright's round trips are on a busy machine; the predicate
+  // notes when it first held.
+  const threeShown = ({ ids, regions }) => {
+    const rows = ids.every((id) => document.querySelector(`#rows > .r[data-id="${id}"][data-status="active"]`));
+    const markers = ids.every((id) => document.querySelector(`#markers circle[data-id="${id}"]`));
+    const ok = rows && markers && document.querySelectorAll('#region-rows tr').length === regions;
+    if (ok && !window.shownAt) window.shownAt = performance.now();
+    return ok;
+  };
+  const arg = { ids, regions: new Set(relays.map((r) => r.region)).size };
+  const { page } = await openDashboard(context, adminKey, 'admin tab');
+  await check('table, map and regions show the 3 registrations (from Connect)', 3000, async () => {
+    await until(page, 10000, threeShown, arg);
+    return { measuredMs: await page.evaluate(() => Math.round(window.shownAt - performance.getEntriesByName('geoturn:connect')[0].startTime)) };
+  });
+  // A page load: the key is in the tab's sessionStorage, so the page connects by itself.
+  await check('table, map and regions show the 3 registrations (from page load)', 3000, async () => {
+    await page.reload({ waitUntil: 'commit' });
+    await until(page, 10000, threeShown, arg);
+    return { measuredMs: await page.evaluate(() => Math.round(window.shownAt)) };
+  });
+
+  await check('markers sit at each relay\'s lat/lon and the feed is the event stream', 3000, async () => {
+    for (const r of relays) {
+      const c = page.locator(`#markers circle[data-id="${r.id}"]`);
+      const cx = Number(await c.getAttribute('cx'));
+      const cy = Number(await c.getAttribute('cy'));
+      if (Math.abs(cx - (r.lon + 180)) > 0.01 || Math.abs(cy - (90 - r.lat)) > 0.01) {
+        throw new Error(`${r.id} drawn at (${cx}, ${cy}), expected (${r.lon + 180}, ${90 - r.lat})`);
+      }
+    }
+    const mode = await page.locator('#feed').getAttribute('data-mode');
+    if (mode !== 'live') throw new Error(`feed is ${mode}, not the event stream`);
+    if (page.url().includes(adminKey)) throw new Error('the API key is in the URL');
+    const stored = await page.evaluate(() => sessionStorage.getItem('geoturn.dashboard.apiKey'));
+    if (stored !== adminKey) throw new Error('the API key is not in sessionStorage');
+    const total = await page.locator('#t-relays').textContent();
+    if (total.trim() !== String(ids.length)) throw new Error(`total relays shows ${total}`);
+  });
+
+  await check('sorting by node id and filtering', 3000, async () => {
+    await page.click('#relay-head [data-key="id"] button');
+    const up = await page.locator('#rows > .r').evaluateAll((trs) => trs.map((t) => t.dataset.id));
+    await page.click('#relay-head [data-key="id"] button');
+    const down = await page.locator('#rows > .r').evaluateAll((trs) => trs.map((t) => t.dataset.id));
+    const sorted = [...ids].sort();
+    if (JSON.stringify(up) !== JSON.stringify(sorted)) throw new Error(`ascending: ${up}`);
+    if (JSON.stringify(down) !== JSON.stringify([...sorted].reverse())) throw new Error(`descending: ${down}`);
+    const region = relays[0].region;
+    await page.fill('#filter', region);
+    const filtered = await rowCount(page);
+    const expected = relays.filter((r) => r.region.includes(region)).length;
+    if (filtered !== expected) throw new Error(`filter ${region}: ${filtered} rows, expected ${expected}`);
+    await page.fill('#filter', '');
+    await page.click('#relay-head [data-key="region"] button');
+  });
+  await shot(page, '1-initial');
+
+  // A key without the admin scope: the Drain button answers 403, the page says so and disables
+  // the buttons; nothing is drained.
+  await check('a key without the admin scope gets the 403 shown and no drain', 4000, async () => {
+    const { page: other } = await openDashboard(context, need('GEOTURN_APP_KEY'), 'app-key tab', /status of 403/);
+    await other.locator(`#rows > .r[data-id="${drainId}"] button.drain`).click({ timeout: 3000 });
+    await other.click('#confirm-drain');
+    await until(other, 3000, () => {
+      const t = document.getElementById('toast');
+      return !t.hidden && /no admin scope/.test(t.textContent);
+    });
+    const toast = await other.locator('#toast').textContent();
+    await until(other, 1000, () => [...document.querySelectorAll('#rows button.drain')].every((b) => b.disabled));
+    await other.close();
+    if (await statusOf(page, drainId) !== 'active') throw new Error(`${drainId} changed state`);
+    return { toast: toast.trim() };
+  });
+
+  // SIGKILL: the relay stops heartbeating; its row turns stale (greyed), then leaves.
+  const killPid = Number(need('GEOTURN_KILL_PID'));
+  const killedAt = performance.now();
+  process.kill(killPid, 'SIGKILL');
+  log(`SIGKILL sent to ${killId} (pid ${killPid})`);
+  await check(`killed relay ${killId} turns stale (from the kill)`, 5000, async () => {
+    await until(page, 5000, (id) => document.querySelector(`#rows > .r[data-id="${id}"]`)?.dataset.status === 'stale', killId);
+  }, killedAt);
+  await shot(page, '2-after-kill');
+  await check(`killed relay ${killId} disappears (from the kill)`, 15000, async () => {
+    await until(page, 15000, (id) => !document.querySelector(`#rows > .r[data-id="${id}"]`) && !document.querySelector(`#markers circle[data-id="${id}"]`), killId);
+  }, killedAt);
+
+  // Drain from the page, with the confirm step.
+  await check(`Drain on ${drainId} (confirmed) shows it draining`, 3000, async () => {
+    await page.locator(`#rows > .r[data-id="${drainId}"] button.drain`).click({ timeout: 2000 });
+    await page.locator('#confirm').waitFor({ state: 'visible', timeout: 1000 });
+    const asked = await page.locator('#confirm-id').textContent();
+    if (asked !== drainId) throw new Error(`the confirm names ${asked}`);
+    // Every state the row is rendered with from now on (a relay with no calls may drain and exit
+    // within a few hundred ms: the check must not miss a short 'draining').
+    await page.evaluate((id) => {
+      window.drainSeen = [];
+      const note = () => {
+        const s = document.querySelector(`#rows > .r[data-id="${id}"]`)?.dataset.status ?? 'no row';
+        if (window.drainSeen[window.drainSeen.length - 1] !== s) window.drainSeen.push(s);
+      };
+      new MutationObserver(note).observe(document.getElementById('rows'), { childList: true, subtree: true, attributes: true });
+    }, drainId);
+    await page.click('#confirm-drain');
+    try {
+      await until(page, 3000, () => window.drainSeen.includes('draining'));
+    } catch (e) {
+      const seen = await page.evaluate(() => ({
+        states: window.drainSeen,
+        toast: document.getElementById('toast').textContent,
+        dialogOpen: document.getElementById('confirm').open,
+      }));
+      throw new Error(`${e.message} (${JSON.stringify(seen)})`);
+    }
+    return { states: await page.evaluate(() => window.drainSeen) };
+  });
+  await shot(page, '3-after-drain');
+  await check(`drained relay ${drainId} exits and leaves the registry`, 10000, async () => {
+    await until(page, 10000, (id) => {
+      const tr = document.querySelector(`#rows > .r[data-id="${id}"]`);
+      return !tr || tr.dataset.status === 'drained';
+    }, drainId);
+    return { states: await page.evaluate(() => window.drainSeen) };
+  });
+  const remaining = ids.filter((id) => id !== killId && id !== drainId);
+  results.remaining = await page.locator('#rows > .r[data-status="active"]').evaluateAll((trs) => trs.map((t) => t.dataset.id));
+  if (JSON.stringify(results.remaining) !== JSON.stringify(remaining)) {
+    throw new Error(`active rows at the end: ${results.remaining}, expected ${remaining}`);
+  }
+
+  // Redis frozen (SIGSTOP: connections stay open, nothing answers): the API keeps its last
+  // snapshot and marks it stale; the page says so. SIGCONT brings it back.
+  const redisPid = Number(need('GEOTURN_REDIS_PID'));
+  const unreachable = () => document.getElementById('snapshot').textContent === 'registry unreachable'
+    && !document.getElementById('banner').hidden;
+  process.kill(redisPid, 'SIGSTOP');
+  try {
+    await check('Redis frozen: the page says the registry is unreachable', 8000, async () => {
+      await until(page, 8000, unreachable);
+      return { banner: (await page.locator('#banner').textContent()).trim() };
+    });
+    await shot(page, '3b-registry-unreachable');
+  } finally {
+    process.kill(redisPid, 'SIGCONT');
+  }
+  await check('Redis back: the page says the registry is readable again', 8000, async () => {
+    await until(page, 8000, () => document.getElementById('snapshot').textContent === 'registry ok'
+      && document.getElementById('banner').hidden);
+  });
+}
+
+async function scale(context) {
+  const minRows = Number(need('GEOTURN_MIN_ROWS'));
+  const filter = need('GEOTURN_FILTER');
+  const filterRows = Number(need('GEOTURN_FILTER_ROWS'));
+  const { page } = await openDashboard(context, need('GEOTURN_ADMIN_KEY'), 'scale tab');
+  await until(page, 20000, (n) => document.querySelectorAll('#rows > .r').length >= n, minRows);
+  // "Within a few seconds" of a page load (the key is in sessionStorage), timed in the page as
+  // in the fleet phase.
+  const allShown = (n) => {
+    const ok = document.querySelectorAll('#rows > .r').length >= n && document.querySelectorAll('#markers circle').length >= n;
+    if (ok && !window.shownAt) window.shownAt = performance.now();
+    return ok;
+  };
+  await check(`${minRows}+ relays rendered (from page load)`, 5000, async () => {
+    await page.reload({ waitUntil: 'commit' });
+    await until(page, 20000, allShown, minRows);
+    const marks = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType('mark')
+      .filter((m) => m.name.startsWith('geoturn:')).map((m) => [m.name.slice(8), Math.round(m.startTime)])));
+    return {
+      measuredMs: await page.evaluate(() => Math.round(window.shownAt)),
+      rows: await rowCount(page),
+      pageMarksMs: marks,
+      renderMs: Number(await page.evaluate(() => document.body.dataset.renderMs)),
+    };
+  });
+  // Let a few live updates arrive, then read how long one full render takes in the page.
+  await page.waitForTimeout(1500);
+  results.renderMs = Number(await page.evaluate(() => document.body.dataset.renderMs));
+  results.renders = Number(await page.evaluate(() => document.body.dataset.renders));
+  log(`one render of ${await rowCount(page)} rows: ${results.renderMs} ms (${results.renders} renders so far)`);
+
+  await check('sorting 500 rows by capacity used, twice (in the page)', 4000, async () => {
+    const clickMs = await page.evaluate(() => {
+      const t = performance.now();
+      document.querySelector('#relay-head [data-key="load"] button').click(); // ascending
+      document.querySelector('#relay-head [data-key="load"] button').click(); // descending
+      return performance.now() - t;
+    });
+    const loads = await page.locator('#rows .load').evaluateAll((s) => s.map((x) => parseFloat(x.textContent)));
+    for (let i = 1; i < loads.length; i++) {
+      if (loads[i] > loads[i - 1]) throw new Error(`not descending at row ${i}: ${loads[i - 1]} then ${loads[i]}`);
+    }
+    return { measuredMs: Math.round(clickMs), busiest: loads[0] };
+  });
+  await shot(page, '4-500-relays');
+
+  await check(`filter "${filter}" narrows to ${filterRows} rows`, 3000, async () => {
+    await page.fill('#filter', filter);
+    await until(page, 3000, (n) => document.querySelectorAll('#rows > .r').length === n, filterRows);
+    const shown = await page.locator('#shown').textContent();
+    return { shown };
+  });
+  await page.locator('.relays').scrollIntoViewIfNeeded();
+  await shot(page, '5-500-relays-filtered');
+  await page.fill('#filter', '');
+  await until(page, 2000, (n) => document.querySelectorAll('#rows > .r').length >= n, minRows);
+
+  // No per-row listeners: the rows are rebuilt on every update, one listener on the body serves
+  // them all (checked through the DevTools protocol).
+  await check('rows carry no event listeners of their own', 2000, async () => {
+    const cdp = await context.newCDPSession(page);
+    const listenersOf = async (expression) => {
+      const { result } = await cdp.send('Runtime.evaluate', { expression });
+      if (!result.objectId) throw new Error(`${expression} found nothing`);
+      const { listeners } = await cdp.send('DOMDebugger.getEventListeners', { objectId: result.objectId });
+      return listeners.length;
+    };
+    const onButton = await listenersOf('document.querySelector("#rows button.drain")');
+    const onRow = await listenersOf('document.querySelector("#rows > .r")');
+    const onBody = await listenersOf('document.getElementById("rows")');
+    await cdp.detach();
+    if (onButton !== 0 || onRow !== 0) throw new Error(`a row has ${onRow} and its button ${onButton} listeners`);
+    return { rowListeners: onRow, buttonListeners: onButton, tbodyListeners: onBody };
+  });
+}
+
+async function main() {
+  const phase = need('GEOTURN_PHASE');
+  mkdirSync(need('GEOTURN_SCREENSHOTS'), { recursive: true });
+  const profile = mkdtempSync(join(tmpdir(), 'geoturn-chromium-'));
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-dev-shm-usage',
+      ],
+      viewport: { width: 1440, height: 900 },
+      timeout: 30_000,
+    });
+    results.browser = context.browser()?.version() ?? 'chromium';
+    for (const p of context.pages()) await p.close();
+    if (phase === 'fleet') await fleet(context);
+    else if (phase === 'scale') await scale(context);
+    else throw new Error(`unknown GEOTURN_PHASE ${phase}`);
+    if (results.consoleErrors.length) throw new Error(`console errors: ${results.consoleErrors.join(' | ')}`);
+    results.ok = true;
+  } finally {
+    if (context) await context.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+const timer = setTimeout(() => {
+  results.error = `no result within ${OVERALL_TIMEOUT_MS} ms`;
+  process.stdout.write(`${JSON.stringify(results)}\n`);
+  process.exit(3);
+}, OVERALL_TIMEOUT_MS);
+
+try {
+  await main();
+  process.stdout.write(`${JSON.stringify(results)}\n`);
+  process.exitCode = 0;
+} catch (e) {
+  results.ok = false;
+  results.error = e.message;
+  log(`FAILED: ${e.message}`);
+  process.stdout.write(`${JSON.stringify(results)}\n`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(timer);
+}

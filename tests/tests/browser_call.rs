@@ -1,0 +1,235 @@
+//! A real browser call: Debian's headless Chromium (driven by playwright-core) fetches ICE
+//! servers from the credential API and completes a relay-only data channel between two
+//! RTCPeerConnections, through the relay the API ranked first. Then, given only the anycast
+//! URL, it follows the relay's 300 Try Alternate to a unicast relay, over UDP and over TCP.
+//!
+//! The service runs in a network namespace ("server") with 198.18.x addresses on its `lo`:
+//! Chromium refuses to follow a redirect to a loopback address. Chromium runs in a second
+//! namespace ("client", 10.0.0.2) routed to it, so it reaches every relay from one source
+//! address, as a real client does, and sees no interface of the host.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use geoturn_tests::http::{metric, request};
+use geoturn_tests::netns::{NetNs, veth};
+use geoturn_tests::process::{ChildGuard, geoturn_bin, require_tool};
+use mmdb_writer::{IpVersion, Writer};
+use serde_json::Value;
+
+const SECRET: &str = "browser-call-secret-0123456789abcdef";
+const APP_KEY: &str = "browser-app-key-0123456789";
+const API: &str = "198.18.0.2:8080";
+const ANYCAST: &str = "198.18.0.9:3478";
+
+#[derive(serde::Serialize)]
+struct City {
+    location: Loc,
+}
+
+#[derive(serde::Serialize)]
+struct Loc {
+    latitude: f64,
+    longitude: f64,
+}
+
+fn browser_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci --prefix tests/browser` (CI does)"
+    );
+    dir
+}
+
+fn wait_for(within: Duration, what: &str, mut pred: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !pred() {
+        assert!(t0.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One call from the client namespace; `only_urls` replaces the API's relays with these URLs.
+fn call(client: &NetNs, only_urls: Option<&str>) -> Value {
+    let mut cmd = client.command("node");
+    cmd.arg(browser_dir().join("call.mjs"))
+        .env("GEOTURN_API_URL", format!("http://{API}"))
+        .env("GEOTURN_APP_KEY", APP_KEY)
+        .env("GEOTURN_CLIENT_IP", "192.0.2.10")
+        .stderr(Stdio::inherit());
+    if let Some(urls) = only_urls {
+        cmd.env("GEOTURN_ONLY_URLS", urls);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "call.mjs failed ({})", out.status);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
+    require_tool("node", "apt-get install -y nodejs npm");
+    require_tool(
+        "chromium",
+        "apt-get install -y --no-install-recommends chromium",
+    );
+    require_tool("redis-server", "apt-get install -y redis-server");
+    browser_dir();
+    let ns = NetNs::new("srv");
+    let client = NetNs::new("cli");
+    veth(&ns, "to-cli", "10.0.0.1/24", &client, "eth0", "10.0.0.2/24");
+    client.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"]);
+    for ip in [
+        "198.18.0.2",
+        "198.18.0.9",
+        "198.18.1.1",
+        "198.18.1.2",
+        "198.18.2.1",
+    ] {
+        ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+    let dir = geoturn_tests::temp_dir("browser-call");
+    let mut w = Writer::builder("GeoIP2-City")
+        .ip_version(IpVersion::V4)
+        .build();
+    w.insert(
+        "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &City {
+            location: Loc {
+                latitude: 50.11,
+                longitude: 8.68,
+            },
+        },
+    )
+    .unwrap();
+    let geo = dir.join("city.mmdb");
+    std::fs::write(&geo, w.to_bytes().unwrap()).unwrap();
+
+    let quiet = |mut c: std::process::Command| {
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        ChildGuard::spawn(&mut c).unwrap()
+    };
+    let mut redis_cmd = ns.command("redis-server");
+    redis_cmd.args([
+        "--port",
+        "6390",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    let _redis = quiet(redis_cmd);
+    ns.enter(|| {
+        wait_for(Duration::from_secs(5), "redis", || {
+            TcpStream::connect("127.0.0.1:6390").is_ok()
+        })
+    });
+    let mut relays = Vec::new();
+    for (i, (id, region, ip, lat, lon, extra)) in [
+        (
+            "eu-1",
+            "eu-central",
+            "198.18.1.1",
+            50.1,
+            8.7,
+            vec!["--anycast-listen", ANYCAST],
+        ),
+        ("eu-2", "eu-central", "198.18.1.2", 50.1, 8.7, vec![]),
+        ("us-1", "us-east", "198.18.2.1", 39.0, -77.5, vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = ns.command(geoturn_bin());
+        c.args(["relay", "--listen", &format!("{ip}:3478")])
+            .args(["--http", &format!("127.0.0.1:{}", 9641 + i)])
+            .args(["--node-id", id, "--region", region])
+            .args(["--lat", &lat.to_string(), "--lon", &lon.to_string()])
+            .args(["--registry", "redis://127.0.0.1:6390", "--heartbeat", "0.3"])
+            .args(["--allow-peer", "198.18.0.0/15", "--drain-timeout", "1"])
+            .args(extra)
+            .env("GEOTURN_AUTH_SECRETS", SECRET);
+        relays.push(quiet(c));
+    }
+    let mut api = ns.command(geoturn_bin());
+    api.args([
+        "api",
+        "--listen",
+        API,
+        "--registry",
+        "redis://127.0.0.1:6390",
+    ])
+    .arg("--geoip")
+    .arg(&geo)
+    .args(["--heartbeat", "0.3", "--refresh-ms", "200"])
+    .env("GEOTURN_AUTH_SECRETS", SECRET)
+    .env("GEOTURN_API_KEYS", format!("app:{APP_KEY}"));
+    let _api = quiet(api);
+    let api_addr: SocketAddr = API.parse().unwrap();
+    ns.enter(move || {
+        wait_for(
+            Duration::from_secs(15),
+            "three relays behind the API",
+            || {
+                request(api_addr, "GET", "/readyz", &[], "").is_ok_and(|r| {
+                    serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 3)
+                })
+            },
+        )
+    });
+
+    // 1. The API's answer, in a browser: both ends on relay candidates of the top relay.
+    let first = call(&client, None);
+    eprintln!("browser call: {first}");
+    assert!(
+        first["rankedUrls"][0]
+            .as_str()
+            .unwrap()
+            .contains("198.18.1.1"),
+        "{first}"
+    );
+    for side in ["a", "b"] {
+        assert_eq!(first[side]["localType"], "relay", "{first}");
+        assert_eq!(first[side]["remoteType"], "relay", "{first}");
+    }
+    assert_eq!(first["a"]["localAddress"], "198.18.1.1", "{first}");
+    assert_eq!(first["echo"], "echo:hello through the relay");
+
+    // 2. Only the anycast URL: Chromium follows the 300 to a unicast relay of the region, over
+    // UDP and over TCP.
+    for transport in ["udp", "tcp"] {
+        let urls = format!("[\"turn:{ANYCAST}?transport={transport}\"]");
+        let r = call(&client, Some(&urls));
+        eprintln!("anycast {transport}: {r}");
+        for side in ["a", "b"] {
+            assert_eq!(r[side]["localType"], "relay", "{r}");
+            let addr = r[side]["localAddress"].as_str().unwrap();
+            assert!(
+                addr == "198.18.1.1" || addr == "198.18.1.2",
+                "{transport}: relayed on {addr}, not a unicast relay"
+            );
+        }
+        assert_eq!(r["got"], "hello through the relay");
+    }
+    let metrics = ns
+        .enter(|| {
+            request(
+                "127.0.0.1:9641".parse().unwrap(),
+                "GET",
+                "/metrics",
+                &[],
+                "",
+            )
+        })
+        .unwrap()
+        .body;
+    let redirects = metric(&metrics, "geoturn_redirects_total", "reason=\"anycast\"").unwrap();
+    eprintln!("eu-1 answered {redirects} anycast first contacts with 300");
+    assert!(redirects >= 4.0, "{redirects}");
+}
