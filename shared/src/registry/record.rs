@@ -81,9 +81,9 @@ pub struct RelayRecord {
     pub capacity_mbps: u64,
     /// Allocations held now.
     pub allocations: u64,
-    /// Bytes per second received (clients and peers).
+    /// Relayed payload bits per second, client → peer (what `capacity_mbps` is compared with).
     pub bps_in: u64,
-    /// Bytes per second sent.
+    /// Relayed payload bits per second, peer → client.
     pub bps_out: u64,
     /// Packets per second received.
     pub pps_in: u64,
