@@ -20,7 +20,8 @@
 #     middleware with a trivial handler, which separates framework cost from handler cost.
 #     Each target gets one short warm-up run first; then ROUNDS rounds interleave the targets
 #     (hello, api, healthz, hello, api, healthz, …) so machine noise hits all of them. Tables
-#     show the median over rounds.
+#     show the median over rounds, the ratio of those medians, and the "paired" ratio: the
+#     median over rounds of each round's own ratio.
 #   * Parsed from wrk: Requests/sec, the 50 % and 99 % latency lines, total requests, socket
 #     errors and "Non-2xx or 3xx responses". Any non-2xx response or socket error makes the run
 #     invalid (exit status 2, "valid": false in the JSON).
@@ -35,15 +36,22 @@
 #
 # Usage
 #   bench/api-wrk.sh [--json FILE] [--no-build]
+#   Installs wrk with apt-get when it is missing, then builds `geoturn` and the `hello` example
+#   in release (--no-build skips that), runs, prints a table; --json also writes the numbers.
+#   Exit status 2 when the run is invalid. Takes about 3 minutes after the build.
 #
 # Environment (all optional)
 #   THREADS=1 CONNS=32 DURATION=10s     wrk -t, -c, -d for measured runs
 #   WARMUP=3s                           wrk -d of the warm-up run per target
-#   ROUNDS=3                            interleaved rounds (medians over these)
+#   ROUNDS=5                            interleaved rounds (medians over these)
 #   HEALTHZ=1                           also measure the API's /healthz (0: only hello and api)
 #   GEOTURN_BIN=<repo>/target/release/geoturn
 #   HELLO_BIN=<repo>/target/release/examples/hello
 #   LOG_DIR=<mktemp -d>                 server logs and raw wrk output of every run
+#   GEOTURN_LOG                         passed through to the servers (default info, as in
+#                                       production: the API's per-request info span is then
+#                                       recorded by the log layer; GEOTURN_LOG=warn measures
+#                                       the API without it)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +59,7 @@ THREADS="${THREADS:-1}"
 CONNS="${CONNS:-32}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-3s}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 HEALTHZ="${HEALTHZ:-1}"
 GEOTURN_BIN="${GEOTURN_BIN:-$ROOT/target/release/geoturn}"
 HELLO_BIN="${HELLO_BIN:-$ROOT/target/release/examples/hello}"
@@ -136,14 +144,14 @@ PICKED=()
 port_busy() { # port -> 0 if anything listens on it (tcp or udp)
     [[ -n "$(ss -Hlnt "( sport = :$1 )" 2>/dev/null)$(ss -Hlnu "( sport = :$1 )" 2>/dev/null)" ]]
 }
-pick_port() { # a port in 20000-32767 free for tcp and udp and not handed out before
+pick_port() { # sets PORT: a port in 20000-32767 free for tcp and udp, not handed out before
     local p i
     for ((i = 0; i < 200; i++)); do
         p=$((20000 + RANDOM % 12768))
         [[ " ${PICKED[*]-} " == *" $p "* ]] && continue
         port_busy "$p" && continue
         PICKED+=("$p")
-        echo "$p"
+        PORT="$p"
         return 0
     done
     die "no free port found"
@@ -177,7 +185,7 @@ fail_with_log() { # name message
 }
 
 # ---- servers --------------------------------------------------------------------------------
-REDIS_PORT="$(pick_port)"
+pick_port; REDIS_PORT="$PORT"
 start redis redis-server --port "$REDIS_PORT" --bind "$HOST" --save "" --appendonly no
 REDIS_PID=$LAST_PID
 for ((i = 0; i < 50; i++)); do
@@ -193,8 +201,8 @@ RELAY_PORTS=()
 relay_n=0
 for spec in "bench-1 bench 50.1 8.7" "bench-2 bench-b 40.7 -74.0"; do
     read -r node region lat lon <<<"$spec"
-    relay_port="$(pick_port)"
-    relay_http="$(pick_port)"
+    pick_port; relay_port="$PORT"
+    pick_port; relay_http="$PORT"
     relay_n=$((relay_n + 1))
     start "relay-$relay_n" env GEOTURN_AUTH_SECRETS="$SECRET" "$GEOTURN_BIN" relay \
         --listen "$HOST:$relay_port" --http "$HOST:$relay_http" --workers 1 \
@@ -203,7 +211,7 @@ for spec in "bench-1 bench 50.1 8.7" "bench-2 bench-b 40.7 -74.0"; do
     RELAY_PORTS+=("$relay_port")
 done
 
-API_PORT="$(pick_port)"
+pick_port; API_PORT="$PORT"
 API="http://$HOST:$API_PORT"
 start api env GEOTURN_AUTH_SECRETS="$SECRET" GEOTURN_API_KEYS="bench:$API_KEY" \
     "$GEOTURN_BIN" api --listen "$HOST:$API_PORT" --registry "$REGISTRY" --rate-limit 0
@@ -227,7 +235,7 @@ done
 ((ready)) || fail_with_log api "/v1/ice-servers never answered 200 with both relays (last: $code $(head -c 300 "$LOG_DIR/ice.json"))"
 ICE_BYTES="$(wc -c <"$LOG_DIR/ice.json")"
 
-HELLO_PORT="$(pick_port)"
+pick_port; HELLO_PORT="$PORT"
 HELLO="http://$HOST:$HELLO_PORT"
 start hello "$HELLO_BIN" "$HOST:$HELLO_PORT"
 HELLO_PID=$LAST_PID
@@ -265,7 +273,7 @@ run_wrk() { # target round duration -> appends a line to RUNS_TSV (unless round 
     p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
     reqs="$(awk '/ requests in / {print $1}' "$out")"
     non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")"
-    sockerr="$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' "$out")"
+    sockerr="$(awk '/Socket errors:/ {for (i = 3; i <= NF; i++) s += $i + 0} END {print s + 0}' "$out")"
     [[ -n "$rps" && -n "$reqs" ]] || { cat "$out" >&2; die "cannot parse wrk output ($out)"; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$rps" "$p50" "$p99" \
         "$reqs" "${non2xx:-0}" "${sockerr:-0}" "$((c1 - c0))" >>"$RUNS_TSV"
@@ -273,11 +281,19 @@ run_wrk() { # target round duration -> appends a line to RUNS_TSV (unless round 
         "$round" "$target" "$rps" "$p50" "$p99" "${non2xx:-0}" "${sockerr:-0}" >&2
 }
 
+# How busy the machine is (other work on a shared VM moves every figure): load average and,
+# where the kernel has PSI, the share of time some task waited for a CPU over the last 60 s.
+cpu_pressure() { awk '/^some/ {sub("avg60=", "", $3); print $3}' /proc/pressure/cpu 2>/dev/null || true; }
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+PSI_BEFORE="$(cpu_pressure)"
 echo "api-wrk: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds of: ${TARGETS[*]} (logs: $LOG_DIR)" >&2
 for t in "${TARGETS[@]}"; do run_wrk "$t" warmup "$WARMUP"; done
 for ((r = 1; r <= ROUNDS; r++)); do
     for t in "${TARGETS[@]}"; do run_wrk "$t" "$r" "$DURATION"; done
 done
+
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+PSI_AFTER="$(cpu_pressure)"
 
 # The API's own view: status codes per route and mean in-router time.
 curl -s --max-time 5 "$API/metrics" >"$LOG_DIR/api-metrics.txt" || die "cannot scrape $API/metrics"
@@ -296,7 +312,7 @@ CPU_MODEL="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 NPROC="$(nproc)"
 WRK_VERSION="$(wrk -v 2>&1 | head -1 || true)"
 export RUNS_TSV CLK_TCK JSON_OUT THREADS CONNS DURATION WARMUP ROUNDS CPU_MODEL NPROC WRK_VERSION \
-    GIT_HEAD GIT_DIRTY ICE_BYTES ICE_NON200 ICE_ROUTER_US HEALTHZ_ROUTER_US LOG_DIR
+    GIT_HEAD GIT_DIRTY LOAD_BEFORE LOAD_AFTER PSI_BEFORE PSI_AFTER ICE_BYTES ICE_NON200 ICE_ROUTER_US HEALTHZ_ROUTER_US LOG_DIR
 python3 - <<'EOF'
 import json, os, statistics, sys, time
 
@@ -320,8 +336,16 @@ for t in targets:
               for k in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_req")}
 def ratio(a, b, k):
     return round(med[a][k] / med[b][k], 3) if med[b][k] else None
-ratios = {f"{t}/hello": {k: ratio(t, "hello", k) for k in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_req")}
-          for t in targets if t != "hello"}
+KEYS = ("req_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_req")
+ratios = {f"{t}/hello": {k: ratio(t, "hello", k) for k in KEYS} for t in targets if t != "hello"}
+# Paired: the ratio within each round (targets of one round ran back to back), then the median;
+# steadier than the ratio of medians when the machine's load moves between rounds.
+by = {(r["target"], r["round"]): r for r in runs}
+def paired(t, k):
+    xs = [by[(t, n)][k] / by[("hello", n)][k] for n in sorted({r["round"] for r in runs})
+          if (t, n) in by and ("hello", n) in by and by[("hello", n)][k]]
+    return round(statistics.median(xs), 3) if xs else None
+paired_ratios = {f"{t}/hello": {k: paired(t, k) for k in KEYS} for t in targets if t != "hello"}
 bad = [r for r in runs if r["non_2xx"] or r["socket_errors"]]
 ice_non200 = int(env["ICE_NON200"])
 valid = not bad and ice_non200 == 0
@@ -334,11 +358,15 @@ for t in targets:
     m = med[t]
     print(f"{names[t]:<26} {m['req_per_s']:>10.0f} {m['p50_ms']:>8.3f} {m['p99_ms']:>8.3f} "
           f"{m['server_cpu_us_per_req']:>11.1f}")
-for k, v in ratios.items():
-    print(f"{k + ' ratio':<26} {v['req_per_s']:>10.3f} {v['p50_ms']:>8.3f} {v['p99_ms']:>8.3f} "
-          f"{v['server_cpu_us_per_req']:>11.3f}")
+for label, rs in (("ratio", ratios), ("paired", paired_ratios)):
+    for k, v in rs.items():
+        print(f"{k + ' ' + label:<26} {v['req_per_s']:>10.3f} {v['p50_ms']:>8.3f} "
+              f"{v['p99_ms']:>8.3f} {v['server_cpu_us_per_req']:>11.3f}")
 print(f"API in-router mean: /v1/ice-servers {env['ICE_ROUTER_US']} µs, /healthz "
       f"{env['HEALTHZ_ROUTER_US']} µs; answer {env['ICE_BYTES']} bytes")
+print(f"load average before {env['LOAD_BEFORE']}, after {env['LOAD_AFTER']}; CPU pressure "
+      f"(some, avg60 %) before {env['PSI_BEFORE'] or '-'}, after {env['PSI_AFTER'] or '-'}; "
+      f"GEOTURN_LOG={env.get('GEOTURN_LOG', 'info (default)')}")
 if not valid:
     print(f"INVALID: {len(bad)} wrk runs with non-2xx or socket errors; "
           f"{ice_non200} non-200 /v1/ice-servers answers counted by the API", file=sys.stderr)
@@ -349,12 +377,16 @@ if env.get("JSON_OUT"):
         "benchmark": "bench/api-wrk.sh",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_head": env["GIT_HEAD"], "git_dirty_files": int(env["GIT_DIRTY"]),
-        "machine": {"nproc": int(env["NPROC"]), "cpu_model": env["CPU_MODEL"]},
+        "machine": {"nproc": int(env["NPROC"]), "cpu_model": env["CPU_MODEL"],
+                    "loadavg_before": env["LOAD_BEFORE"], "loadavg_after": env["LOAD_AFTER"],
+                    "cpu_pressure_some_avg60_before": env["PSI_BEFORE"] or None,
+                    "cpu_pressure_some_avg60_after": env["PSI_AFTER"] or None},
+        "geoturn_log": env.get("GEOTURN_LOG", "info (default)"),
         "wrk": {"version": env["WRK_VERSION"], "threads": int(env["THREADS"]),
                 "connections": int(env["CONNS"]), "duration": env["DURATION"],
                 "warmup": env["WARMUP"], "rounds": int(env["ROUNDS"]), "latency": True},
         "valid": valid,
-        "median": med, "ratios": ratios,
+        "median": med, "ratios": ratios, "paired_ratios_median": paired_ratios,
         "api_metrics": {"ice_servers_non_200": ice_non200,
                         "ice_servers_router_mean_us": num(env["ICE_ROUTER_US"]),
                         "healthz_router_mean_us": num(env["HEALTHZ_ROUTER_US"]),

@@ -74,10 +74,11 @@ pub fn init(json: bool, otlp_endpoint: Option<&str>, service: &str) -> anyhow::R
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("geoturn");
-    // Spans are exported at info level whatever GEOTURN_LOG says about log lines.
+    // Spans are exported whatever GEOTURN_LOG says about log lines: info everywhere, plus the
+    // API's per-request spans, which are at debug so they cost nothing without a collector.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(EnvFilter::new("info"));
+        .with_filter(EnvFilter::new("info,geoturn_api::server=debug"));
     tracing_subscriber::registry().with(fmt).with(otel).init();
     Ok(Telemetry(Some(provider)))
 }

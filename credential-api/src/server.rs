@@ -305,7 +305,9 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         .unwrap_or("unmatched");
     // One span per request (exported over OTLP when enabled); handlers record the routing
     // decision on it (`routes::credentials::mint`).
-    let span = tracing::info_span!(
+    // Debug level: only the OTLP layer asks for it, so without a collector the span is
+    // disabled and costs nothing (at info the log layer recorded it: ~12 µs a request).
+    let span = tracing::debug_span!(
         "http.request",
         otel.name = %format_args!("{} {route}", req.method()),
         otel.kind = "server",
