@@ -137,25 +137,36 @@ fn start_relay(
     lat: f64,
     lon: f64,
 ) -> Relay {
-    let (udp, http) = (geoturn_tests::free_udp_port(), free_port());
-    let child = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--node-id", id, "--region", region])
-            .args(["--lat", &lat.to_string(), "--lon", &lon.to_string()])
-            .args(["--capacity-allocations", "5000", "--capacity-mbps", "2000"])
-            .args(["--registry", &redis.url()])
-            .args(["--heartbeat", &HEARTBEAT.to_string()])
-            .args(["--drain-timeout", "30"])
-            .env("GEOTURN_SECRETS_KEY", SECRETS_KEY)
-            .env("GEOTURN_LOG_FORMAT", "text")
-            .env("NO_COLOR", "1")
-            .env_remove("GEOTURN_AUTH_SECRETS")
-            .stdout(Stdio::null())
-            .stderr(log_file(logs, id)),
-    )
-    .unwrap();
+    // A free port probed here can be taken by a parallel test before the relay binds it
+    // (UDP and TCP both): start again on other ports if the relay exits at once.
+    let mut attempt = 0;
+    let child = loop {
+        attempt += 1;
+        let (udp, http) = (geoturn_tests::free_udp_port(), free_port());
+        let mut child = ChildGuard::spawn(
+            Command::new(geoturn_bin())
+                .args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
+                .args(["--http", &format!("127.0.0.1:{http}")])
+                .args(["--node-id", id, "--region", region])
+                .args(["--lat", &lat.to_string(), "--lon", &lon.to_string()])
+                .args(["--capacity-allocations", "5000", "--capacity-mbps", "2000"])
+                .args(["--registry", &redis.url()])
+                .args(["--heartbeat", &HEARTBEAT.to_string()])
+                .args(["--drain-timeout", "30"])
+                .env("GEOTURN_SECRETS_KEY", SECRETS_KEY)
+                .env("GEOTURN_LOG_FORMAT", "text")
+                .env("NO_COLOR", "1")
+                .env_remove("GEOTURN_AUTH_SECRETS")
+                .stdout(Stdio::null())
+                .stderr(log_file(logs, id)),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        match child.0.try_wait() {
+            Ok(Some(_)) if attempt < 5 => continue,
+            _ => break child,
+        }
+    };
     Relay {
         id,
         region,
