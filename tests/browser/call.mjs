@@ -104,9 +104,21 @@ try {
         url: local.url, remoteType: remote.candidateType, remoteAddress: remote.address,
       };
     };
+    // ICE may nominate whichever relay pair answers first, then switch to the best one (the
+    // first TURN server's candidates have the highest priority): give it up to 5 s to settle on
+    // the top-ranked relay when it is in the answer.
+    const expected = onlyUrls ? null : turn[0].urls[0].replace(/^turns?:/, '').split('?')[0].replace(/:\d+$/, '');
+    let sa = await pair(a);
+    let sb = await pair(b);
+    const settle0 = performance.now();
+    while (expected && (sa.localAddress !== expected || sb.localAddress !== expected) && performance.now() - settle0 < 5000) {
+      await new Promise((r) => setTimeout(r, 100));
+      sa = await pair(a);
+      sb = await pair(b);
+    }
     const out = {
       rankedUrls: turn.map((s) => s.urls[0]), openMs, got, echo, errors,
-      a: await pair(a), b: await pair(b),
+      settleMs: Math.round(performance.now() - settle0), a: sa, b: sb,
     };
     a.close();
     b.close();

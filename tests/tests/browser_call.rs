@@ -199,6 +199,7 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
         assert_eq!(first[side]["remoteType"], "relay", "{first}");
     }
     assert_eq!(first["a"]["localAddress"], "198.18.1.1", "{first}");
+    assert_eq!(first["b"]["localAddress"], "198.18.1.1", "{first}");
     assert_eq!(first["echo"], "echo:hello through the relay");
 
     // 2. Only the anycast URL: Chromium follows the 300 to a unicast relay of the region, over
