@@ -35,6 +35,9 @@ enum Command {
     ApiKey(ApiKeyOptions),
     /// Show which relays a client address would be given, and why.
     Route(geoturn_api::route::RouteOptions),
+    /// Load generator: N allocations over UDP with timestamped traffic to in-process echo
+    /// peers; reports packets/s, loss, round-trip percentiles, allocation rate (see BENCHMARKS.md).
+    Bench(Box<geoturn_bench::BenchOptions>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Bench(opts) => Ok(geoturn_bench::run_and_print(&opts)?),
         Command::Route(opts) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

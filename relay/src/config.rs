@@ -165,6 +165,17 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_MAX_BPS")]
     pub max_bps: Option<u64>,
 
+    /// Receive and send buffer of each UDP listening socket in bytes; the kernel caps it at
+    /// net.core.rmem_max / wmem_max [default: 4194304; 0 = the system default].
+    #[arg(long, env = "GEOTURN_SOCKET_BUFFER")]
+    pub socket_buffer: Option<usize>,
+
+    /// Receive buffer of each relayed UDP socket in bytes, a limit the kernel charges only for
+    /// what is queued; raise it (and net.core.rmem_max) when peers send bursts faster than a
+    /// worker is scheduled [default: 0 = the system default].
+    #[arg(long, env = "GEOTURN_RELAY_SOCKET_BUFFER")]
+    pub relay_socket_buffer: Option<usize>,
+
     /// Responses to unauthenticated requests per second per source IP (bounds what a
     /// spoofed source can be sent; high enough for a busy office behind one NAT)
     /// [default: 100; 0 = unlimited].
@@ -324,6 +335,10 @@ pub struct RelayConfig {
     pub user_quota: u32,
     /// Per-allocation bandwidth limit in bit/s (0 = none).
     pub max_bps: u64,
+    /// Listening sockets' buffer size in bytes (0 = system default).
+    pub socket_buffer: usize,
+    /// Relayed sockets' receive buffer size in bytes (0 = system default).
+    pub relay_socket_buffer: usize,
     /// Unauthenticated responses per second per source (0 = no limit).
     pub unauth_rate: u32,
     /// Their burst.
@@ -402,6 +417,8 @@ impl RelayOptions {
             max_allocations: self.max_allocations.or(base.max_allocations),
             user_quota: self.user_quota.or(base.user_quota),
             max_bps: self.max_bps.or(base.max_bps),
+            socket_buffer: self.socket_buffer.or(base.socket_buffer),
+            relay_socket_buffer: self.relay_socket_buffer.or(base.relay_socket_buffer),
             unauth_rate: self.unauth_rate.or(base.unauth_rate),
             unauth_burst: self.unauth_burst.or(base.unauth_burst),
             default_lifetime: self.default_lifetime.or(base.default_lifetime),
@@ -661,6 +678,8 @@ impl RelayOptions {
             max_allocations: self.max_allocations.unwrap_or(0),
             user_quota: self.user_quota.unwrap_or(0),
             max_bps: self.max_bps.unwrap_or(0),
+            socket_buffer: self.socket_buffer.unwrap_or(4 << 20),
+            relay_socket_buffer: self.relay_socket_buffer.unwrap_or(0),
             unauth_rate: self.unauth_rate.unwrap_or(100),
             unauth_burst: self.unauth_burst.unwrap_or(200),
             default_lifetime: Duration::from_secs(default_lifetime),

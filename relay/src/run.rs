@@ -61,7 +61,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let mut anycast_addrs = Vec::new();
     let all_listen = config.listen.iter().map(|a| (a, false));
     for (addr, anycast) in all_listen.chain(config.anycast_listen.iter().map(|a| (a, true))) {
-        let first = worker::bind_reuseport(*addr)?;
+        let first = worker::bind_reuseport(*addr, config.socket_buffer)?;
         let local = first.local_addr()?;
         if anycast {
             anycast_addrs.push(local);
@@ -72,7 +72,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         for (udp, tcp) in udp_per_worker.iter_mut().zip(tcp_per_worker.iter_mut()) {
             let sock = match first.take() {
                 Some(s) => s,
-                None => worker::bind_reuseport(local)?,
+                None => worker::bind_reuseport(local, config.socket_buffer)?,
             };
             udp.push(sock);
             tcp.push(worker::bind_reuseport_tcp(local)?);
@@ -159,6 +159,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             shutdown: shutdown.subscribe(),
             snapshot,
             udp,
+            relay_socket_buffer: config.relay_socket_buffer,
             tcp: tcp_per_worker.next().unwrap_or_default(),
             peers: peers.clone(),
             tls: tls_per_worker.next().unwrap_or_default(),

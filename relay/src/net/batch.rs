@@ -1,12 +1,13 @@
 //! Batched datagram syscalls: `recvmmsg` / `sendmmsg` on Linux move up to [`BATCH`] datagrams
 //! per system call, which is most of the cost of relaying small packets. Other platforms fall
-//! back to one datagram per call.
+//! back to one datagram per call. Sockets are non-blocking `std` sockets (registered with the
+//! runtime through `AsyncFd`, which tracks readiness); these functions never wait.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
@@ -117,12 +118,14 @@ mod sys {
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams without blocking into the slots of `buf`.
+    /// Receives up to `out.len()` (at most [`BATCH`]) datagrams without blocking into the
+    /// slots of `buf`. The caller keeps track of readiness (a short count means the socket was
+    /// drained; `WouldBlock` that it was already empty).
     pub fn recv_batch(
         sock: &UdpSocket,
         buf: &mut [u8],
         layout: SlotLayout,
-        out: &mut [Option<Received>; BATCH],
+        out: &mut [Option<Received>],
     ) -> io::Result<usize> {
         // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
         let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
@@ -138,6 +141,7 @@ mod sys {
             .zip(hdrs.iter_mut())
             .zip(addrs.iter_mut())
             .enumerate()
+            .take(out.len())
         {
             let Some(area) = buf.get_mut(layout.range(i)) else {
                 break;
@@ -150,24 +154,24 @@ mod sys {
             hdr.msg_hdr.msg_iovlen = 1;
             n += 1;
         }
-        let got = sock.try_io(tokio::io::Interest::READABLE, || {
-            // SAFETY: the first `n` headers point at live iovecs into `buf` and at live address
-            // storage of this frame.
-            let r = unsafe {
-                libc::recvmmsg(
-                    sock.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    n as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(r as usize)
-            }
-        })?;
+        if n == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the first `n` headers point at live iovecs into `buf` and at live address
+        // storage of this frame.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = r as usize;
         for ((hdr, addr), slot) in hdrs.iter().zip(addrs.iter()).zip(out.iter_mut()).take(got) {
             *slot = from_storage(addr).map(|from| Received {
                 from,
@@ -205,9 +209,9 @@ mod sys {
                 hdr.msg_hdr.msg_iov = iov;
                 hdr.msg_hdr.msg_iovlen = 1;
             }
-            // Straight to the syscall, not through tokio's readiness: a datagram socket is almost
-            // always writable, a just-bound one has no readiness recorded yet, and a full buffer
-            // means the datagram is dropped anyway (UDP semantics).
+            // Straight to the syscall, not through the runtime's readiness: a datagram socket is
+            // almost always writable, and a full buffer means the datagram is dropped anyway
+            // (UDP semantics).
             // SAFETY: headers point at live iovecs, data and addresses; `n` is in bounds.
             let r = unsafe {
                 libc::sendmmsg(
@@ -237,19 +241,20 @@ mod sys {
 mod sys {
     use super::*;
 
-    /// Receives up to [`BATCH`] datagrams without blocking, one syscall each.
+    /// Receives up to `out.len()` datagrams without blocking, one syscall each (the socket is
+    /// non-blocking).
     pub fn recv_batch(
         sock: &UdpSocket,
         buf: &mut [u8],
         layout: SlotLayout,
-        out: &mut [Option<Received>; BATCH],
+        out: &mut [Option<Received>],
     ) -> io::Result<usize> {
         let mut got = 0;
-        for (i, slot) in out.iter_mut().enumerate() {
+        for (i, slot) in out.iter_mut().enumerate().take(BATCH) {
             let Some(area) = buf.get_mut(layout.range(i)) else {
                 break;
             };
-            match sock.try_recv_from(area) {
+            match sock.recv_from(area) {
                 Ok((len, from)) => {
                     *slot = Some(Received {
                         from,
@@ -280,6 +285,16 @@ mod sys {
 }
 
 pub use sys::{recv_batch, send_batch};
+
+/// Registers a non-blocking socket with the current runtime for read readiness.
+pub fn register(sock: UdpSocket) -> io::Result<tokio::io::unix::AsyncFd<UdpSocket>> {
+    // SAFETY: the socket owns its descriptor, which stays open and the same until the AsyncFd
+    // (now its owner) drops it; the relay only ever borrows it back with `get_ref`.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE)
+    };
+    Ok(fd?)
+}
 
 /// Sends one datagram now, without consulting tokio's readiness (see [`send_batch`]).
 pub fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {

@@ -7,11 +7,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use geoturn_relay_proto::allocation::hash::FoldMap;
 use geoturn_relay_proto::server::{
     Alternate, Drain, DropReason, PEER_HEADROOM, PEER_TAILROOM, ServerStats,
 };
@@ -19,8 +21,8 @@ use geoturn_relay_proto::types::FiveTuple;
 use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, Transport};
 use geoturn_shared::SecretSet;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
 use super::batch::{self, BATCH, Outgoing, Received, SlotLayout};
@@ -30,6 +32,9 @@ use super::sockopt;
 const SLOT: usize = 16 * 1024;
 /// Batches handled per wake-up before yielding, so one busy socket cannot starve the others.
 const MAX_BATCHES_PER_WAKE: usize = 8;
+/// Slots of the outbox: datagrams from peers framed for UDP clients wait there (across all
+/// relayed sockets that were ready in one turn of the runtime) for one `sendmmsg`.
+const OUTBOX_SLOTS: usize = 2 * BATCH;
 /// How often the worker updates wall-clock time, expiries and its published snapshot.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -82,6 +87,8 @@ pub struct WorkerContext {
     pub snapshot: Arc<Mutex<ShardSnapshot>>,
     /// UDP listening sockets, one per listen address.
     pub udp: Vec<std::net::UdpSocket>,
+    /// Receive buffer asked for each relayed socket, bytes; 0 keeps the system default.
+    pub relay_socket_buffer: usize,
     /// TCP listeners on the same addresses.
     pub tcp: Vec<std::net::TcpListener>,
     /// Peer TCP connections, shared by every worker.
@@ -90,8 +97,10 @@ pub struct WorkerContext {
     pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
-/// Binds a UDP socket with `SO_REUSEPORT` so every worker can listen on the same address.
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// Binds a UDP socket with `SO_REUSEPORT` so every worker can listen on the same address, with
+/// `buffer` bytes of receive and send buffer (the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`; 0 keeps the system default).
+pub fn bind_reuseport(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
@@ -100,19 +109,29 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;
     // Bursts of small packets from many clients: give the kernel room before it drops.
-    let _ = sock.set_recv_buffer_size(4 << 20);
-    let _ = sock.set_send_buffer_size(4 << 20);
+    if buffer > 0 {
+        let _ = sock.set_recv_buffer_size(buffer);
+        let _ = sock.set_send_buffer_size(buffer);
+    }
     sock.bind(&addr.into())?;
     Ok(sock.into())
 }
 
-fn bind_relay(relay: RelayAddr, dont_fragment: bool) -> io::Result<std::net::UdpSocket> {
+fn bind_relay(
+    relay: RelayAddr,
+    dont_fragment: bool,
+    buffer: usize,
+) -> io::Result<std::net::UdpSocket> {
     let addr = relay.0;
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
     sock.set_nonblocking(true)?;
+    if buffer > 0 {
+        // A limit, not an allocation: the kernel charges only what is queued.
+        let _ = sock.set_recv_buffer_size(buffer);
+    }
     if dont_fragment {
         sockopt::set_dont_fragment(&sock, addr.is_ipv6())?;
     }
@@ -144,7 +163,7 @@ pub(super) fn reuse_tcp_socket(addr: SocketAddr) -> io::Result<Socket> {
 
 struct RelaySocket {
     /// The UDP relayed socket; `None` for a TCP relayed address (RFC 6062).
-    socket: Option<Rc<UdpSocket>>,
+    socket: Option<Rc<AsyncFd<UdpSocket>>>,
     /// Its reader (UDP) or acceptor (TCP).
     reader: AbortHandle,
     /// The allocation's trace span: opened when the relayed address is bound, closed when it
@@ -157,7 +176,7 @@ fn allocation_span(relay: RelayAddr, transport: &'static str) -> tracing::Span {
 }
 
 impl Shard {
-    fn listener(&self, local: SocketAddr) -> Option<&Rc<UdpSocket>> {
+    fn listener(&self, local: SocketAddr) -> Option<&Rc<AsyncFd<UdpSocket>>> {
         self.listeners
             .iter()
             .find(|(addr, _)| *addr == local)
@@ -168,8 +187,8 @@ impl Shard {
 pub(super) struct Shard {
     pub(super) server: Server,
     /// UDP listening sockets by local address.
-    listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
-    relays: HashMap<RelayAddr, RelaySocket>,
+    listeners: Vec<(SocketAddr, Rc<AsyncFd<UdpSocket>>)>,
+    relays: FoldMap<RelayAddr, RelaySocket>,
     /// Writers of TCP/TLS clients, by 5-tuple.
     pub(super) streams: HashMap<FiveTuple, super::stream::StreamTx>,
     /// Data connections whose ConnectionBind succeeded: they become pipes to this peer
@@ -178,8 +197,28 @@ pub(super) struct Shard {
     /// Peer TCP connections, shared by every worker.
     pub(super) peers: Arc<super::tcp_relay::PeerConnections>,
     client_buf: Vec<u8>,
-    peer_buf: Vec<u8>,
+    outbox: Outbox,
+    /// What the last `recvmmsg` on a relayed socket got. Here rather than in each reader
+    /// task: kept across awaits it would cost every allocation 1.8 KB.
+    peer_received: [Option<Received>; BATCH],
+    /// Wakes the task that flushes the outbox.
+    flush: Rc<Notify>,
+    relay_socket_buffer: usize,
     pub(super) send_errors: u64,
+}
+
+/// Peer data framed in place for UDP clients, waiting to leave in one `sendmmsg` per listener.
+/// Relayed sockets receive straight into its free slots; the flush task sends and empties it
+/// once every relayed socket that was ready in this turn of the runtime has been read (or
+/// earlier, when it runs out of slots).
+struct Outbox {
+    buf: Vec<u8>,
+    /// Slots received into so far (the next receive starts at this slot).
+    used: usize,
+    /// (slot, framed bytes of the slot, client, listener address), in arrival order.
+    items: Vec<(usize, Range<usize>, SocketAddr, SocketAddr)>,
+    /// The flush task has been woken and has not run yet.
+    flush_pending: bool,
 }
 
 const CLIENT_LAYOUT: SlotLayout = SlotLayout {
@@ -211,8 +250,8 @@ pub fn run_worker(ctx: WorkerContext) -> io::Result<()> {
 async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     let mut listeners = Vec::new();
     for u in std::mem::take(&mut ctx.udp) {
-        let sock = Rc::new(UdpSocket::from_std(u)?);
-        listeners.push((sock.local_addr()?, sock));
+        let local = u.local_addr()?;
+        listeners.push((local, Rc::new(batch::register(u)?)));
     }
     let now = Instant::now();
     ctx.server.set_unix_time(now, unix_secs());
@@ -224,16 +263,29 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     let shard = Rc::new(RefCell::new(Shard {
         server: ctx.server,
         listeners: listeners.clone(),
-        relays: HashMap::new(),
+        relays: FoldMap::default(),
         streams: HashMap::new(),
         splices: HashMap::new(),
         peers: ctx.peers.clone(),
         client_buf: CLIENT_LAYOUT.buffer(),
-        peer_buf: PEER_LAYOUT.buffer(),
+        outbox: Outbox {
+            buf: vec![0; SLOT * OUTBOX_SLOTS],
+            used: 0,
+            items: Vec::with_capacity(OUTBOX_SLOTS),
+            flush_pending: false,
+        },
+        flush: Rc::new(Notify::new()),
+        peer_received: [None; BATCH],
+        relay_socket_buffer: ctx.relay_socket_buffer,
         send_errors: 0,
     }));
     let weak = Rc::downgrade(&shard);
     let mut acceptors = Vec::new();
+    let flush = shard.borrow().flush.clone();
+    acceptors.push(tokio::task::spawn_local(outbox_flusher(
+        weak.clone(),
+        flush,
+    )));
     for (index, (_, sock)) in listeners.iter().enumerate() {
         acceptors.push(tokio::task::spawn_local(client_reader(
             weak.clone(),
@@ -343,35 +395,59 @@ fn snapshot_of(s: &Shard, now: Instant) -> ShardSnapshot {
 }
 
 /// Reads one UDP listening socket until the task is aborted.
-async fn client_reader(weak: Weak<RefCell<Shard>>, sock: Rc<UdpSocket>, index: usize) {
+async fn client_reader(weak: Weak<RefCell<Shard>>, sock: Rc<AsyncFd<UdpSocket>>, index: usize) {
     loop {
-        if let Err(e) = sock.readable().await {
-            tracing::warn!(error = %e, "UDP listener failed");
-            return;
-        }
+        let mut ready = match sock.readable().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP listener failed");
+                return;
+            }
+        };
         let Some(shard) = weak.upgrade() else { return };
-        on_client_readable(&shard, &weak, index);
+        on_client_readable(&shard, &weak, index, &mut ready);
     }
 }
 
-fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>, index: usize) {
+/// A client datagram for a peer: (relayed address, peer, bytes of `client_buf`).
+type Forward = (RelayAddr, SocketAddr, Range<usize>);
+
+fn on_client_readable(
+    shard: &Rc<RefCell<Shard>>,
+    weak: &Weak<RefCell<Shard>>,
+    index: usize,
+    ready: &mut AsyncFdReadyGuard<'_, UdpSocket>,
+) {
     let mut guard = shard.borrow_mut();
     let s = &mut *guard;
-    let Some((local, sock)) = s.listeners.get(index).cloned() else {
+    let Some(local) = s.listeners.get(index).map(|(a, _)| *a) else {
         return;
     };
     let mut received: [Option<Received>; BATCH] = [None; BATCH];
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut forwards: [Forward; BATCH] =
+        std::array::from_fn(|_| (RelayAddr(unspecified), unspecified, 0..0));
     for _ in 0..MAX_BATCHES_PER_WAKE {
-        let got = match batch::recv_batch(&sock, &mut s.client_buf, CLIENT_LAYOUT, &mut received) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => {
+        let got = match ready.try_io(|inner| {
+            batch::recv_batch(
+                inner.get_ref(),
+                &mut s.client_buf,
+                CLIENT_LAYOUT,
+                &mut received,
+            )
+        }) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
                 // ICMP errors from earlier sends surface here on some systems; keep serving.
                 tracing::debug!(error = %e, "listener receive error");
                 break;
             }
+            // Already empty: the runtime forgets the readiness and waits for the next datagram.
+            Err(_would_block) => break,
         };
         let now = Instant::now();
+        let base = s.client_buf.as_ptr().addr();
+        let mut n_fwd = 0;
         for (i, r) in received.iter().take(got).enumerate() {
             let Some(r) = r else { continue };
             if r.truncated {
@@ -390,30 +466,72 @@ fn on_client_readable(shard: &Rc<RefCell<Shard>>, weak: &Weak<RefCell<Shard>>, i
                 server: local,
                 transport: Transport::Udp,
             };
-            if let Some(fwd) = s.server.handle_client_input(now, tuple, packet) {
-                s.send_errors += u64::from(!send_to_peer(&s.relays, &fwd));
+            if let Some(fwd) = s.server.handle_client_input(now, tuple, packet)
+                && let Some(slot) = forwards.get_mut(n_fwd)
+            {
+                // The payload is borrowed from the receive buffer: remember where it is.
+                let start = fwd.payload.as_ptr().addr() - base;
+                *slot = (fwd.relay, fwd.peer.0, start..start + fwd.payload.len());
+                n_fwd += 1;
             }
         }
+        // Forwards go out before the batch's commands run: a Refresh(0) later in the batch
+        // must not free a relayed socket that earlier data of the batch still needs.
+        send_forwards(s, forwards.get(..n_fwd).unwrap_or_default());
         run_commands(s, weak, now);
         if got < BATCH {
+            // A short batch drained the socket (no pending error: unconnected UDP sockets do
+            // not queue ICMP errors): anything newer raises a fresh edge, so the runtime may
+            // forget the readiness now instead of learning it from one more empty read.
+            ready.clear_ready();
             break;
         }
     }
 }
 
-/// Sends client data out of its allocation's relayed socket; false when it could not.
-pub(super) fn send_to_peer_from(s: &Shard, fwd: &geoturn_relay_proto::ToPeer<'_>) -> bool {
-    send_to_peer(&s.relays, fwd)
+/// Sends the forwards of one receive batch: one `sendmmsg` per relayed socket for what the
+/// batch holds for it (one `sendto` when it is a single datagram), in arrival order.
+fn send_forwards(s: &mut Shard, forwards: &[Forward]) {
+    let mut done = [false; BATCH];
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    for (i, (relay, _, _)) in forwards.iter().enumerate() {
+        if done.get(i).copied().unwrap_or(true) {
+            continue;
+        }
+        let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
+            to: unspecified,
+            data: &[],
+        }; BATCH];
+        let mut k = 0;
+        for ((r, peer, range), d) in forwards.iter().zip(done.iter_mut()).skip(i) {
+            if *d || r != relay {
+                continue;
+            }
+            *d = true;
+            if let Some(m) = msgs.get_mut(k) {
+                let data = s.client_buf.get(range.clone()).unwrap_or_default();
+                *m = Outgoing { to: *peer, data };
+                k += 1;
+            }
+        }
+        let batch = msgs.get(..k).unwrap_or_default();
+        let sent = match s.relays.get(relay).and_then(|r| r.socket.as_ref()) {
+            Some(sock) => match batch {
+                [one] => usize::from(batch::send_now(sock.get_ref(), one.data, one.to).is_ok()),
+                _ => batch::send_batch(sock.get_ref(), batch).unwrap_or(0),
+            },
+            None => 0,
+        };
+        s.send_errors += (k - sent) as u64;
+    }
 }
 
-fn send_to_peer(
-    relays: &HashMap<RelayAddr, RelaySocket>,
-    fwd: &geoturn_relay_proto::ToPeer<'_>,
-) -> bool {
-    relays
+/// Sends client data out of its allocation's relayed socket; false when it could not.
+pub(super) fn send_to_peer_from(s: &Shard, fwd: &geoturn_relay_proto::ToPeer<'_>) -> bool {
+    s.relays
         .get(&fwd.relay)
         .and_then(|r| r.socket.as_ref())
-        .is_some_and(|s| batch::send_now(s, fwd.payload, fwd.peer.0).is_ok())
+        .is_some_and(|sock| batch::send_now(sock.get_ref(), fwd.payload, fwd.peer.0).is_ok())
 }
 
 /// Sends a message to a client over whatever it is connected by; false when it could not.
@@ -421,7 +539,7 @@ fn send_to_client(s: &Shard, five_tuple: &FiveTuple, data: &[u8]) -> bool {
     match five_tuple.transport {
         Transport::Udp => s
             .listener(five_tuple.server)
-            .is_some_and(|l| batch::send_now(l, data, five_tuple.client.0).is_ok()),
+            .is_some_and(|l| batch::send_now(l.get_ref(), data, five_tuple.client.0).is_ok()),
         Transport::Tcp | Transport::Tls => s
             .streams
             .get(five_tuple)
@@ -468,8 +586,8 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                 dont_fragment,
                 tcp: false,
             } => {
-                let bound = bind_relay(relay, dont_fragment)
-                    .and_then(UdpSocket::from_std)
+                let bound = bind_relay(relay, dont_fragment, s.relay_socket_buffer)
+                    .and_then(batch::register)
                     .map(Rc::new);
                 match bound {
                     Ok(socket) => {
@@ -517,36 +635,45 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
     }
 }
 
-async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<UdpSocket>) {
-    let mut received: [Option<Received>; BATCH] = [None; BATCH];
-    // (slot, bytes of the slot, client, listener address): every datagram of one relayed
-    // socket goes to the same client through the same listener.
-    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    let mut out: [(usize, std::ops::Range<usize>, SocketAddr, SocketAddr); BATCH] =
-        std::array::from_fn(|_| (0, 0..0, unspecified, unspecified));
+/// Reads one relayed socket until the task is aborted: datagrams land in the outbox's free
+/// slots, are framed there for the client, and wait for the flush task.
+async fn relay_reader(
+    shard: Weak<RefCell<Shard>>,
+    relay: RelayAddr,
+    socket: Rc<AsyncFd<UdpSocket>>,
+) {
     loop {
-        if socket.readable().await.is_err() {
+        let Ok(mut ready) = socket.readable().await else {
             return;
-        }
+        };
         let Some(shard) = shard.upgrade() else { return };
         let mut guard = shard.borrow_mut();
         let s = &mut *guard;
         for _ in 0..MAX_BATCHES_PER_WAKE {
-            let got = match batch::recv_batch(&socket, &mut s.peer_buf, PEER_LAYOUT, &mut received)
+            if OUTBOX_SLOTS - s.outbox.used < BATCH {
+                flush_outbox(s);
+            }
+            let first = s.outbox.used;
+            let area = s.outbox.buf.get_mut(first * SLOT..).unwrap_or_default();
+            let received = &mut s.peer_received;
+            let got = match ready
+                .try_io(|inner| batch::recv_batch(inner.get_ref(), area, PEER_LAYOUT, received))
             {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) | Err(_) => break,
             };
+            s.outbox.used = first + got;
             let now = Instant::now();
-            let mut n_out = 0;
-            for (i, r) in received.iter().take(got).enumerate() {
-                let Some(r) = r else { continue };
+            for i in 0..got {
+                let Some(Some(r)) = s.peer_received.get(i).copied() else {
+                    continue;
+                };
                 if r.truncated {
                     s.server.stats_mut_drop(DropReason::TooLarge);
                     continue;
                 }
-                let Some(slot) = s.peer_buf.get_mut(PEER_LAYOUT.slot(i)) else {
+                let slot_index = first + i;
+                let Some(slot) = s.outbox.buf.get_mut(PEER_LAYOUT.slot(slot_index)) else {
                     continue;
                 };
                 let Some(to) =
@@ -558,8 +685,9 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
                 if to.five_tuple.transport != Transport::Udp {
                     // Stream clients get their own copy through the connection's writer.
                     let data = s
-                        .peer_buf
-                        .get(PEER_LAYOUT.slot(i))
+                        .outbox
+                        .buf
+                        .get(PEER_LAYOUT.slot(slot_index))
                         .and_then(|slot| slot.get(to.range))
                         .unwrap_or_default();
                     if !send_to_client(s, &to.five_tuple, data) {
@@ -567,38 +695,68 @@ async fn relay_reader(shard: Weak<RefCell<Shard>>, relay: RelayAddr, socket: Rc<
                     }
                     continue;
                 }
-                if let Some(o) = out.get_mut(n_out) {
-                    *o = (i, to.range, to.five_tuple.client.0, to.five_tuple.server);
-                    n_out += 1;
-                }
-            }
-            let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
-                to: SocketAddr::from(([0, 0, 0, 0], 0)),
-                data: &[],
-            }; BATCH];
-            for ((i, range, to, _), m) in out.iter().take(n_out).zip(msgs.iter_mut()) {
-                let data = s
-                    .peer_buf
-                    .get(PEER_LAYOUT.slot(*i))
-                    .and_then(|slot| slot.get(range.clone()))
-                    .unwrap_or_default();
-                *m = Outgoing { to: *to, data };
-            }
-            let batch = msgs.get(..n_out).unwrap_or_default();
-            let listener = out
-                .first()
-                .filter(|_| n_out > 0)
-                .and_then(|(_, _, _, server)| s.listener(*server));
-            let Some(listener) = listener else {
-                continue;
-            };
-            match batch::send_batch(listener, batch) {
-                Ok(sent) => s.send_errors += (n_out - sent) as u64,
-                Err(_) => s.send_errors += n_out as u64,
+                s.outbox.items.push((
+                    slot_index,
+                    to.range,
+                    to.five_tuple.client.0,
+                    to.five_tuple.server,
+                ));
             }
             if got < BATCH {
+                // Drained (see on_client_readable).
+                ready.clear_ready();
                 break;
             }
         }
+        if !s.outbox.items.is_empty() && !s.outbox.flush_pending {
+            s.outbox.flush_pending = true;
+            // The flush task runs after every task already woken in this turn, so the other
+            // ready relayed sockets add their datagrams to the same sendmmsg first.
+            s.flush.notify_one();
+        }
     }
+}
+
+/// Flushes the outbox whenever a relay reader asks.
+async fn outbox_flusher(shard: Weak<RefCell<Shard>>, flush: Rc<Notify>) {
+    loop {
+        flush.notified().await;
+        let Some(shard) = shard.upgrade() else { return };
+        flush_outbox(&mut shard.borrow_mut());
+    }
+}
+
+/// Sends everything in the outbox, one `sendmmsg` per listener (per [`BATCH`] datagrams), and
+/// empties it.
+fn flush_outbox(s: &mut Shard) {
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut msgs: [Outgoing<'_>; OUTBOX_SLOTS] = [Outgoing {
+        to: unspecified,
+        data: &[],
+    }; OUTBOX_SLOTS];
+    // Nearly always one listener; with several (dual stack), one pass each.
+    for (local, listener) in &s.listeners {
+        let mut k = 0;
+        for (slot, range, client, _) in s.outbox.items.iter().filter(|i| i.3 == *local) {
+            if let Some(m) = msgs.get_mut(k) {
+                let data = s
+                    .outbox
+                    .buf
+                    .get(PEER_LAYOUT.slot(*slot))
+                    .and_then(|b| b.get(range.clone()))
+                    .unwrap_or_default();
+                *m = Outgoing { to: *client, data };
+                k += 1;
+            }
+        }
+        if k == 0 {
+            continue;
+        }
+        let sent =
+            batch::send_batch(listener.get_ref(), msgs.get(..k).unwrap_or_default()).unwrap_or(0);
+        s.send_errors += (k - sent) as u64;
+    }
+    s.outbox.items.clear();
+    s.outbox.used = 0;
+    s.outbox.flush_pending = false;
 }

@@ -1,9 +1,10 @@
 //! Channel bindings: a 2-byte channel number standing for a peer transport address
 //! ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use super::hash::FoldMap;
 
 /// A binding lives 600 s unless refreshed.
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
@@ -20,8 +21,8 @@ struct Binding {
 /// The channel bindings of one allocation (at most 4096, the size of the number space).
 #[derive(Debug, Clone, Default)]
 pub struct Channels {
-    by_number: HashMap<u16, Binding>,
-    by_peer: HashMap<SocketAddr, u16>,
+    by_number: FoldMap<u16, Binding>,
+    by_peer: FoldMap<SocketAddr, u16>,
 }
 
 /// A ChannelBind that conflicts with an existing or cooling-down binding.

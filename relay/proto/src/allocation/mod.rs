@@ -2,6 +2,7 @@
 //! address, each allocation's permissions and channel bindings, relayed-port selection and quotas.
 
 pub mod channel;
+pub mod hash;
 pub mod permission;
 pub mod ports;
 pub mod quota;

@@ -1,9 +1,10 @@
 //! Permissions: which peer IP addresses may send to, and receive from, an allocation
 //! ([RFC 8656 §9](https://www.rfc-editor.org/rfc/rfc8656#section-9)). Ports are ignored.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use super::hash::FoldMap;
 
 /// A permission lives 300 s unless refreshed (RFC 8656 §9).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -13,7 +14,7 @@ pub const MAX_PERMISSIONS: usize = 128;
 /// The permissions of one allocation.
 #[derive(Debug, Clone, Default)]
 pub struct Permissions {
-    expires: HashMap<IpAddr, Instant>,
+    expires: FoldMap<IpAddr, Instant>,
 }
 
 /// The allocation already holds [`MAX_PERMISSIONS`] live permissions.

@@ -1,11 +1,11 @@
 //! The allocation table: O(1) lookup by client 5-tuple (client → peer) and by relayed address
 //! (peer → client).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::channel::Channels;
+use super::hash::FoldMap;
 use super::permission::Permissions;
 use crate::auth::IntegrityKey;
 use crate::types::{FiveTuple, RelayAddr};
@@ -79,8 +79,8 @@ impl Allocation {
 /// Every allocation of one shard.
 #[derive(Debug, Default)]
 pub struct AllocationTable {
-    by_tuple: HashMap<FiveTuple, Allocation>,
-    by_relay: HashMap<RelayAddr, FiveTuple>,
+    by_tuple: FoldMap<FiveTuple, Allocation>,
+    by_relay: FoldMap<RelayAddr, FiveTuple>,
 }
 
 impl AllocationTable {

@@ -94,7 +94,8 @@ impl Server {
             self.stats.drop_packet(DropReason::Malformed);
             return None;
         };
-        let Some(alloc) = self.allocations.get(&tuple) else {
+        // One lookup of the 5-tuple serves the channel and the forward.
+        let Some(alloc) = self.allocations.get_mut(&tuple) else {
             self.stats.drop_packet(DropReason::NoAllocation);
             return None;
         };
@@ -102,7 +103,7 @@ impl Server {
             self.stats.drop_packet(DropReason::NoChannel);
             return None;
         };
-        self.forward_to_peer(now, tuple, PeerSocket(peer), cd.payload)
+        forward(&mut self.stats, alloc, now, PeerSocket(peer), cd.payload)
     }
 
     fn forward_to_peer<'a>(
@@ -116,28 +117,7 @@ impl Server {
             self.stats.drop_packet(DropReason::NoAllocation);
             return None;
         };
-        // Permissions are only ever installed for peers the policy allows, so this one lookup
-        // also enforces the peer policy on the data path.
-        if !alloc.permissions.allows(peer.0.ip(), now) {
-            self.stats.drop_packet(DropReason::NoPermission);
-            return None;
-        }
-        if !alloc.within_bandwidth(payload.len(), now) {
-            self.stats.drop_packet(DropReason::OverBandwidth);
-            return None;
-        }
-        let len = payload.len() as u64;
-        alloc.counters.packets_to_peer += 1;
-        alloc.counters.bytes_to_peer += len;
-        self.stats.packets_to_peer += 1;
-        self.stats.bytes_to_peer += len;
-        // A dual-stack allocation sends from the relayed address of the peer's family.
-        let relay = alloc.relay_for(peer.0.ip())?;
-        Some(ToPeer {
-            relay,
-            peer,
-            payload,
-        })
+        forward(&mut self.stats, alloc, now, peer, payload)
     }
 
     /// Handles a datagram from `peer` on relayed address `relay`. The payload is at
@@ -180,6 +160,38 @@ impl Server {
         self.stats.bytes_to_client += len as u64;
         Some(ToClient { five_tuple, range })
     }
+}
+
+/// Checks and counts one client → peer datagram of `alloc`.
+fn forward<'a>(
+    stats: &mut super::ServerStats,
+    alloc: &mut crate::allocation::Allocation,
+    now: Instant,
+    peer: PeerSocket,
+    payload: &'a [u8],
+) -> Option<ToPeer<'a>> {
+    // Permissions are only ever installed for peers the policy allows, so this one lookup
+    // also enforces the peer policy on the data path.
+    if !alloc.permissions.allows(peer.0.ip(), now) {
+        stats.drop_packet(DropReason::NoPermission);
+        return None;
+    }
+    if !alloc.within_bandwidth(payload.len(), now) {
+        stats.drop_packet(DropReason::OverBandwidth);
+        return None;
+    }
+    let len = payload.len() as u64;
+    alloc.counters.packets_to_peer += 1;
+    alloc.counters.bytes_to_peer += len;
+    stats.packets_to_peer += 1;
+    stats.bytes_to_peer += len;
+    // A dual-stack allocation sends from the relayed address of the peer's family.
+    let relay = alloc.relay_for(peer.0.ip())?;
+    Some(ToPeer {
+        relay,
+        peer,
+        payload,
+    })
 }
 
 fn frame_channel_data(

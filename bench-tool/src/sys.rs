@@ -1,0 +1,291 @@
+//! The few system calls the load generator and the raw forwarder need beyond `std`: batched
+//! datagram I/O (`recvmmsg` / `sendmmsg`), `epoll` over many sockets, the open-file limit and the
+//! clock-tick rate. Linux only, like the relay's own `net/batch.rs`; every `unsafe` block says
+//! why it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Datagrams per `recvmmsg` / `sendmmsg`.
+pub const BATCH: usize = 64;
+
+/// One received datagram: who sent it and how long it is.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvMeta {
+    /// Sender (unspecified when the kernel gave none).
+    pub from: SocketAddr,
+    /// Bytes written into the slot.
+    pub len: usize,
+}
+
+impl Default for RecvMeta {
+    fn default() -> Self {
+        Self {
+            from: SocketAddr::from(([0, 0, 0, 0], 0)),
+            len: 0,
+        }
+    }
+}
+
+fn to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let sin = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above.
+            let sin6 = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Receives up to `out.len()` (at most [`BATCH`]) datagrams into consecutive `slot`-byte slots of
+/// `buf`. `wait` blocks for the first one (up to the socket's receive timeout) and takes the rest
+/// that are already queued (`MSG_WAITFORONE`); otherwise nothing blocks. Datagrams longer than a
+/// slot are cut (the caller sees `len == slot`).
+pub fn recv_mmsg(
+    sock: &impl AsRawFd,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut [RecvMeta],
+    wait: bool,
+) -> io::Result<usize> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    // SAFETY: mmsghdr is plain data; all-zero is a valid value.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    for ((area, iov), (hdr, addr)) in buf
+        .chunks_exact_mut(slot.max(1))
+        .zip(iovs.iter_mut())
+        .zip(hdrs.iter_mut().zip(addrs.iter_mut()))
+        .take(out.len())
+    {
+        iov.iov_base = area.as_mut_ptr().cast();
+        iov.iov_len = area.len();
+        hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        n += 1;
+    }
+    let flags = if wait {
+        libc::MSG_WAITFORONE
+    } else {
+        libc::MSG_DONTWAIT
+    };
+    // SAFETY: the first `n` headers point at live iovecs into `buf` (disjoint slots) and at live
+    // address storage of this frame; the kernel writes at most `iov_len` bytes into each.
+    let r = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as u32,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = r as usize;
+    for ((hdr, addr), meta) in hdrs.iter().zip(addrs.iter()).zip(out.iter_mut()).take(got) {
+        *meta = RecvMeta {
+            from: from_storage(addr).unwrap_or_else(|| RecvMeta::default().from),
+            len: hdr.msg_len as usize,
+        };
+    }
+    Ok(got)
+}
+
+/// Sends the datagrams in as few `sendmmsg` calls as possible (a connected socket takes `None`
+/// destinations). Never blocks; returns how many the kernel took (a full buffer stops early).
+pub fn send_mmsg(sock: &impl AsRawFd, msgs: &[(&[u8], Option<SocketAddr>)]) -> io::Result<usize> {
+    let mut sent = 0;
+    while let Some(chunk) = msgs.get(sent..).filter(|c| !c.is_empty()) {
+        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
+        // SAFETY: mmsghdr is plain data; all-zero is a valid value.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        for ((data, to), (iov, (hdr, addr))) in chunk
+            .iter()
+            .zip(iovs.iter_mut().zip(hdrs.iter_mut().zip(addrs.iter_mut())))
+        {
+            iov.iov_base = data.as_ptr() as *mut libc::c_void;
+            iov.iov_len = data.len();
+            if let Some(to) = to {
+                hdr.msg_hdr.msg_namelen = to_storage(*to, addr);
+                hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            }
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+            n += 1;
+        }
+        // SAFETY: the first `n` headers point at live iovecs over borrowed data and at live
+        // address storage of this frame; the kernel only reads them.
+        let r = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if sent > 0 || e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(sent);
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            break;
+        }
+        sent += r as usize;
+    }
+    Ok(sent)
+}
+
+/// An epoll instance: readiness of many sockets, each with a caller-chosen token.
+#[derive(Debug)]
+pub struct Epoll(OwnedFd);
+
+/// One ready socket: its token.
+pub type Token = u64;
+
+impl Epoll {
+    /// A new instance (close-on-exec).
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; on success it returns a new descriptor we then own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor nobody else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for input (level-triggered), reported with `token`.
+    pub fn add(&self, fd: RawFd, token: Token) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: both descriptors are valid; `ev` is a live event the kernel copies.
+        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Stops watching `fd`.
+    pub fn remove(&self, fd: RawFd) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: as in `add`; the event is ignored for EPOLL_CTL_DEL.
+        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout_ms` (0 = poll) and writes the ready tokens into `out`.
+    pub fn wait(&self, out: &mut [Token], timeout_ms: i32) -> io::Result<usize> {
+        const MAX: usize = 256;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        let max = out.len().min(MAX) as i32;
+        // SAFETY: `events` has room for `max` entries, which the kernel fills.
+        let r =
+            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        let n = r as usize;
+        for (ev, o) in events.iter().zip(out.iter_mut()).take(n) {
+            // Copy out of the (packed) event before use.
+            let token = ev.u64;
+            *o = token;
+        }
+        Ok(n)
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (thousands of allocations are thousands of
+/// sockets); returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel fills.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit with cur <= max.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
