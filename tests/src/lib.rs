@@ -3,6 +3,7 @@
 //! `turnutils_uclient`. Everything binds 127.0.0.1 only; every wait is bounded.
 
 pub mod client;
+pub mod geo;
 pub mod http;
 pub mod netns;
 pub mod peer;

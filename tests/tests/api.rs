@@ -16,7 +16,6 @@ use geoturn_tests::peer::EchoPeer;
 use geoturn_tests::process::{ChildGuard, geoturn_bin};
 use geoturn_tests::redis::{RedisServer, free_port};
 use hmac::{KeyInit as _, Mac as _};
-use mmdb_writer::{IpVersion, Writer};
 use serde_json::Value;
 
 const APP_KEY: &str = "app-key-0123456789abcdef";
@@ -43,40 +42,6 @@ struct Fleet {
     _api: ChildGuard,
     api_addr: SocketAddr,
     dir: std::path::PathBuf,
-}
-
-#[derive(serde::Serialize)]
-struct GeoCity {
-    location: GeoLocation,
-}
-
-#[derive(serde::Serialize)]
-struct GeoLocation {
-    latitude: f64,
-    longitude: f64,
-}
-
-/// A GeoIP2-City-shaped database: 192.0.2.0/24 in Frankfurt, 198.51.100.0/24 in Ashburn.
-fn write_geo_db(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut w = Writer::builder("GeoIP2-City")
-        .ip_version(IpVersion::V4)
-        .build();
-    for (net, lat, lon) in [
-        ("192.0.2.0/24", 50.11, 8.68),
-        ("198.51.100.0/24", 39.04, -77.49),
-    ] {
-        let city = GeoCity {
-            location: GeoLocation {
-                latitude: lat,
-                longitude: lon,
-            },
-        };
-        w.insert(net.parse::<ipnet::IpNet>().unwrap(), &city)
-            .unwrap();
-    }
-    let path = dir.join("city.mmdb");
-    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
-    path
 }
 
 fn start_relay(redis: &RedisServer, id: &str, region: &str, lat: f64, lon: f64) -> Relay {
@@ -141,7 +106,13 @@ fn start_api(
 /// Redis, relays eu-1 and eu-2 in Frankfurt, us-1 in Ashburn, and the API, all registered.
 fn fleet(name: &str, api_extra: &[&str]) -> Fleet {
     let dir = geoturn_tests::temp_dir(name);
-    let geo = write_geo_db(&dir);
+    let geo = geoturn_tests::geo::write_city_db(
+        &dir,
+        &[
+            ("192.0.2.0/24", 50.11, 8.68),
+            ("198.51.100.0/24", 39.04, -77.49),
+        ],
+    );
     let redis = RedisServer::start();
     // The API first: it creates the first TURN secret, which the relays then load.
     let (api, api_addr) = start_api(&redis, &geo, api_extra);

@@ -18,24 +18,12 @@ use std::time::{Duration, Instant};
 use geoturn_tests::http::{metric, request};
 use geoturn_tests::netns::{NetNs, veth};
 use geoturn_tests::process::{ChildGuard, geoturn_bin, require_tool};
-use mmdb_writer::{IpVersion, Writer};
 use serde_json::Value;
 
 const SECRET: &str = "browser-call-secret-0123456789abcdef";
 const APP_KEY: &str = "browser-app-key-0123456789";
 const API: &str = "198.18.0.2:8080";
 const ANYCAST: &str = "198.18.0.9:3478";
-
-#[derive(serde::Serialize)]
-struct City {
-    location: Loc,
-}
-
-#[derive(serde::Serialize)]
-struct Loc {
-    latitude: f64,
-    longitude: f64,
-}
 
 fn browser_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
@@ -93,21 +81,7 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
         ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
     }
     let dir = geoturn_tests::temp_dir("browser-call");
-    let mut w = Writer::builder("GeoIP2-City")
-        .ip_version(IpVersion::V4)
-        .build();
-    w.insert(
-        "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
-        &City {
-            location: Loc {
-                latitude: 50.11,
-                longitude: 8.68,
-            },
-        },
-    )
-    .unwrap();
-    let geo = dir.join("city.mmdb");
-    std::fs::write(&geo, w.to_bytes().unwrap()).unwrap();
+    let geo = geoturn_tests::geo::write_city_db(&dir, &[("192.0.2.0/24", 50.11, 8.68)]);
 
     let quiet = |mut c: std::process::Command| {
         c.stdout(Stdio::null()).stderr(Stdio::null());

@@ -18,7 +18,6 @@ use geoturn_tests::client::{Received, TurnClient, TurnError};
 use geoturn_tests::http::{HttpResponse, request};
 use geoturn_tests::process::{ChildGuard, geoturn_bin};
 use geoturn_tests::redis::{RedisServer, free_port};
-use mmdb_writer::{IpVersion, Writer};
 use serde_json::Value;
 
 const APP_KEY: &str = "e2e-app-key-0123456789abcdef";
@@ -40,40 +39,6 @@ const RELAYS: [(&str, &str, &str, f64, f64); 4] = [
     ("us-1", "us-east", "127.0.0.21", 39.0, -77.5),
     ("ap-1", "ap-southeast", "127.0.0.31", 1.35, 103.8),
 ];
-
-#[derive(serde::Serialize)]
-struct City {
-    location: Loc,
-}
-
-#[derive(serde::Serialize)]
-struct Loc {
-    latitude: f64,
-    longitude: f64,
-}
-
-fn geo_db(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut w = Writer::builder("GeoIP2-City")
-        .ip_version(IpVersion::V4)
-        .build();
-    for (net, lat, lon) in [
-        ("192.0.2.0/24", 50.11, 8.68),
-        ("198.51.100.0/24", 39.04, -77.49),
-        ("203.0.113.0/24", 1.29, 103.85),
-    ] {
-        let city = City {
-            location: Loc {
-                latitude: lat,
-                longitude: lon,
-            },
-        };
-        w.insert(net.parse::<ipnet::IpNet>().unwrap(), &city)
-            .unwrap();
-    }
-    let path = dir.join("city.mmdb");
-    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
-    path
-}
 
 fn start_relay(redis: &RedisServer, spec: (&'static str, &str, &'static str, f64, f64)) -> Relay {
     let (id, region, ip, lat, lon) = spec;
@@ -328,7 +293,14 @@ fn throw_garbage(relay_ip: &str, api: SocketAddr, seed: u64) {
 #[test]
 fn a_live_call_survives_rotation_drain_relay_loss_redis_loss_and_garbage() {
     let dir = geoturn_tests::temp_dir("e2e");
-    let geo = geo_db(&dir);
+    let geo = geoturn_tests::geo::write_city_db(
+        &dir,
+        &[
+            ("192.0.2.0/24", 50.11, 8.68),
+            ("198.51.100.0/24", 39.04, -77.49),
+            ("203.0.113.0/24", 1.29, 103.85),
+        ],
+    );
     let mut redis = RedisServer::start();
     let api: SocketAddr = format!("127.0.0.2:{}", free_port()).parse().unwrap();
     let mut api_child = ChildGuard::spawn(
