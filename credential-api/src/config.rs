@@ -14,42 +14,8 @@ use ipnet::IpNet;
 
 use crate::auth::{AuthConfig, Authenticator, JwtAlgorithm, JwtKeyConfig};
 
-/// A configuration problem, naming the option.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// An option has a value that cannot work.
-    #[error("invalid value for `{option}`: {reason}")]
-    Invalid {
-        /// The option's flag name.
-        option: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML for these options.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (names the key).
-        message: String,
-    },
-}
-
-fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        option,
-        reason: reason.into(),
-    }
-}
+pub use geoturn_shared::config::ConfigError;
+use geoturn_shared::config::invalid;
 
 /// One measured region-to-region round trip (config file `[[rtt]]`).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -294,14 +260,7 @@ impl ApiOptions {
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let file: ApiOptions = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let file: ApiOptions = geoturn_shared::config::read_file(&path, |t| toml::from_str(t))?;
         Ok(self.over(file))
     }
 
