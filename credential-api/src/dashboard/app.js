@@ -564,7 +564,9 @@
       const v = state.relays.get(id);
       if (v) derive(v);
       toast(`Drain of ${id} started: it takes no new allocations and exits when its calls end.`, 'ok');
-      queueRender();
+      // The operator's own action shows at once, not at the load-throttled render cadence: a
+      // relay without calls may drain and leave before the next throttled render.
+      if (state.holdRender) queueRender(); else render();
       return;
     }
     const message = await errorOf(res);
