@@ -8,8 +8,10 @@
 //! unchanged, from the flow's socket to the peer, and every datagram the peer sends back goes,
 //! unchanged, from the listening socket to the client. Datagrams move in batches: `recvmmsg` on
 //! the listener, one `sendmmsg` per flow for what a batch holds for it, and one `sendmmsg` on
-//! the listener for everything the ready flow sockets received in one `epoll_wait`. Each thread
-//! has its own `SO_REUSEPORT` listener and flows, like the relay's workers.
+//! the listener for everything the ready flow sockets received in one `epoll_wait`. Sends go
+//! through the relay's own `geoturn_relay::net::batch::send_batch`, with UDP GSO when
+//! [`ForwarderConfig::gso`] is on, so the forwarder and the relay differ only in TURN logic.
+//! Each thread has its own `SO_REUSEPORT` listener and flows, like the relay's workers.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use geoturn_relay::net::batch::{self as relay_batch, Gso, Outgoing};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::sys::{self, BATCH, Epoll, RecvMeta};
@@ -104,6 +107,8 @@ pub struct ForwarderConfig {
     pub socket_buffer: usize,
     /// The longest the forwarder runs, whatever happens.
     pub max_runtime: Duration,
+    /// Send runs of datagrams to one destination as one UDP GSO send, as the relay does.
+    pub gso: bool,
 }
 
 impl Default for ForwarderConfig {
@@ -114,6 +119,7 @@ impl Default for ForwarderConfig {
             max_flows: 20_000,
             socket_buffer: 4 << 20,
             max_runtime: Duration::from_secs(3600),
+            gso: true,
         }
     }
 }
@@ -156,12 +162,12 @@ impl Forwarder {
         let mut handles = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let (stop, forwarded) = (stop.clone(), forwarded.clone());
-            let (max_flows, buffer) = (config.max_flows, config.socket_buffer);
+            let (max_flows, buffer, gso) = (config.max_flows, config.socket_buffer, config.gso);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("raw-forwarder-{i}"))
                     .spawn(move || {
-                        FlowThread::new(listener, max_flows, buffer)?
+                        FlowThread::new(listener, max_flows, buffer, Gso::new(gso))?
                             .run(&stop, &forwarded, deadline)
                     })?,
             );
@@ -216,6 +222,7 @@ impl Drop for Forwarder {
 
 struct Flow {
     client: SocketAddr,
+    peer: SocketAddr,
     sock: UdpSocket,
 }
 
@@ -233,10 +240,11 @@ struct FlowThread {
     out_buf: Vec<u8>,
     /// Datagrams waiting in `out_buf` for the listener: (length, client).
     out: Vec<(usize, SocketAddr)>,
+    gso: Gso,
 }
 
 impl FlowThread {
-    fn new(listener: UdpSocket, max_flows: usize, buffer: usize) -> io::Result<Self> {
+    fn new(listener: UdpSocket, max_flows: usize, buffer: usize, gso: Gso) -> io::Result<Self> {
         let epoll = Epoll::new()?;
         epoll.add(listener.as_raw_fd(), LISTENER)?;
         Ok(Self {
@@ -251,6 +259,7 @@ impl FlowThread {
             in_meta: [RecvMeta::default(); BATCH],
             out_buf: vec![0; SLOT * BATCH],
             out: Vec::with_capacity(BATCH),
+            gso,
         })
     }
 
@@ -322,7 +331,11 @@ impl FlowThread {
             }
             let data = data.get_mut(..n_data).unwrap_or_default();
             data.sort_by_key(|(flow, _)| *flow);
-            let mut msgs: [(&[u8], Option<SocketAddr>); BATCH] = [(&[], None); BATCH];
+            let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+            let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
+                to: unspecified,
+                data: &[],
+            }; BATCH];
             let mut start = 0;
             while let Some(&(flow, _)) = data.get(start) {
                 let run = data
@@ -332,18 +345,22 @@ impl FlowThread {
                     .take_while(|(f, _)| *f == flow)
                     .count();
                 let mut n = 0;
-                for &(_, i) in data.get(start..start + run).unwrap_or_default() {
-                    let len = self.in_meta.get(i).map_or(0, |m| m.len.min(SLOT));
-                    if let (Some(p), Some(m)) =
-                        (self.in_buf.get(i * SLOT..i * SLOT + len), msgs.get_mut(n))
-                    {
-                        *m = (p, None);
-                        n += 1;
-                    }
-                }
                 if let Some(Some(f)) = self.flows.get(flow) {
+                    for &(_, i) in data.get(start..start + run).unwrap_or_default() {
+                        let len = self.in_meta.get(i).map_or(0, |m| m.len.min(SLOT));
+                        if let (Some(p), Some(m)) =
+                            (self.in_buf.get(i * SLOT..i * SLOT + len), msgs.get_mut(n))
+                        {
+                            *m = Outgoing {
+                                to: f.peer,
+                                data: p,
+                            };
+                            n += 1;
+                        }
+                    }
                     let batch = msgs.get(..n).unwrap_or_default();
-                    forwarded += sys::send_mmsg(&f.sock, batch).unwrap_or(0) as u64;
+                    forwarded +=
+                        relay_batch::send_batch(&f.sock, batch, &self.gso).unwrap_or(0) as u64;
                 }
                 start += run;
             }
@@ -397,7 +414,7 @@ impl FlowThread {
         let port = sock.local_addr()?.port();
         let index = self.free.pop().unwrap_or(self.flows.len());
         self.epoll.add(sock.as_raw_fd(), index as u64)?;
-        let flow = Some(Flow { client, sock });
+        let flow = Some(Flow { client, peer, sock });
         match self.flows.get_mut(index) {
             Some(slot) => *slot = flow,
             None => self.flows.push(flow),
@@ -454,17 +471,22 @@ impl FlowThread {
         if self.out.is_empty() {
             return 0;
         }
-        let mut msgs: [(&[u8], Option<SocketAddr>); BATCH] = [(&[], None); BATCH];
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
+            to: unspecified,
+            data: &[],
+        }; BATCH];
         let mut n = 0;
         for (i, (len, to)) in self.out.iter().enumerate() {
             if let (Some(d), Some(m)) =
                 (self.out_buf.get(i * SLOT..i * SLOT + len), msgs.get_mut(n))
             {
-                *m = (d, Some(*to));
+                *m = Outgoing { to: *to, data: d };
                 n += 1;
             }
         }
-        let sent = sys::send_mmsg(&self.listener, msgs.get(..n).unwrap_or_default()).unwrap_or(0);
+        let batch = msgs.get(..n).unwrap_or_default();
+        let sent = relay_batch::send_batch(&self.listener, batch, &self.gso).unwrap_or(0);
         self.out.clear();
         sent as u64
     }

@@ -142,6 +142,12 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_RELAY_SOCKET_BUFFER")]
     pub relay_socket_buffer: Option<usize>,
 
+    /// Send runs of datagrams to one destination (a video frame's packets, say) as one UDP
+    /// GSO send, where the kernel has it (Linux 4.18+); off sends every datagram on its own
+    /// [default: true].
+    #[arg(long, env = "GEOTURN_UDP_GSO", num_args = 0..=1, default_missing_value = "true")]
+    pub udp_gso: Option<bool>,
+
     /// Responses to unauthenticated requests per second per source IP (bounds what a
     /// spoofed source can be sent; high enough for a busy office behind one NAT)
     /// [default: 100; 0 = unlimited].
@@ -305,6 +311,8 @@ pub struct RelayConfig {
     pub socket_buffer: usize,
     /// Relayed sockets' receive buffer size in bytes (0 = system default).
     pub relay_socket_buffer: usize,
+    /// Batched sends use UDP GSO where the kernel has it.
+    pub udp_gso: bool,
     /// Unauthenticated responses per second per source (0 = no limit).
     pub unauth_rate: u32,
     /// Their burst.
@@ -378,6 +386,7 @@ impl RelayOptions {
             max_bps: self.max_bps.or(base.max_bps),
             socket_buffer: self.socket_buffer.or(base.socket_buffer),
             relay_socket_buffer: self.relay_socket_buffer.or(base.relay_socket_buffer),
+            udp_gso: self.udp_gso.or(base.udp_gso),
             unauth_rate: self.unauth_rate.or(base.unauth_rate),
             unauth_burst: self.unauth_burst.or(base.unauth_burst),
             default_lifetime: self.default_lifetime.or(base.default_lifetime),
@@ -639,6 +648,7 @@ impl RelayOptions {
             max_bps: self.max_bps.unwrap_or(0),
             socket_buffer: self.socket_buffer.unwrap_or(4 << 20),
             relay_socket_buffer: self.relay_socket_buffer.unwrap_or(0),
+            udp_gso: self.udp_gso.unwrap_or(true),
             unauth_rate: self.unauth_rate.unwrap_or(100),
             unauth_burst: self.unauth_burst.unwrap_or(200),
             default_lifetime: Duration::from_secs(default_lifetime),

@@ -160,6 +160,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             snapshot,
             udp,
             relay_socket_buffer: config.relay_socket_buffer,
+            udp_gso: config.udp_gso,
             tcp: tcp_per_worker.next().unwrap_or_default(),
             peers: peers.clone(),
             tls: tls_per_worker.next().unwrap_or_default(),

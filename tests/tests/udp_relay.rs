@@ -205,3 +205,51 @@ fn secret_rotation_takes_effect_without_restart() {
     let mut old = client(&relay, "ivan");
     old.allocate().unwrap();
 }
+
+/// A video frame's worth of datagrams in a burst each way, with UDP GSO on (the default) and
+/// off: the relay sends runs of equal-size datagrams to one destination as one GSO send, and
+/// each side must still get every datagram whole, separate and in order.
+#[test]
+fn bursts_arrive_whole_and_in_order_with_and_without_gso() {
+    for gso in [true, false] {
+        let relay = TestRelay::start(|o| o.udp_gso = Some(gso));
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        let mut c = client(&relay, "gso");
+        let relayed = c.allocate().unwrap();
+        c.channel_bind(0x4001, peer.local_addr().unwrap()).unwrap();
+        // 1200-byte packets with a shorter last one per frame, as a video encoder sends them.
+        let frame = |i: u8| -> Vec<u8> {
+            let len = if i % 10 == 9 { 333 } else { 1200 };
+            vec![i; len]
+        };
+        for i in 0..40u8 {
+            c.send_channel(0x4001, &frame(i)).unwrap();
+        }
+        let mut buf = [0u8; 2048];
+        for i in 0..40u8 {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(from, relayed, "gso={gso}");
+            // Not assert_eq: a merged datagram would print kilobytes.
+            assert!(
+                buf[..n] == frame(i)[..],
+                "client -> peer datagram {i}, gso={gso}: got {n} bytes of {}",
+                buf[0]
+            );
+        }
+        for i in 0..40u8 {
+            peer.send_to(&frame(i), relayed).unwrap();
+        }
+        for i in 0..40u8 {
+            let got = c.recv(WAIT).unwrap().expect("relayed to the client");
+            assert_eq!(
+                got,
+                Received::Channel {
+                    channel: 0x4001,
+                    payload: frame(i)
+                },
+                "peer -> client datagram {i}, gso={gso}"
+            );
+        }
+    }
+}

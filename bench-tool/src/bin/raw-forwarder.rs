@@ -26,6 +26,10 @@ struct Options {
     /// Socket buffer bytes for the listener (the kernel caps it at net.core.rmem_max).
     #[arg(long, default_value_t = 4 << 20)]
     socket_buffer: usize,
+    /// Send runs of datagrams to one destination as one UDP GSO send, as the relay does
+    /// (`--gso false`: one datagram per send).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    gso: bool,
     /// Stop after this many seconds whatever happens.
     #[arg(long, default_value_t = 3600)]
     max_seconds: u64,
@@ -40,6 +44,7 @@ fn main() -> std::io::Result<()> {
         max_flows: o.max_flows,
         socket_buffer: o.socket_buffer,
         max_runtime: Duration::from_secs(o.max_seconds),
+        gso: o.gso,
     })?;
     eprintln!("raw-forwarder listening on udp {}", fwd.addr());
     // SIGINT/SIGTERM end the process (default action); otherwise stop at the time limit.

@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
@@ -182,58 +183,167 @@ mod sys {
         Ok(got)
     }
 
+    /// `UDP_SEGMENT` of `<linux/udp.h>` (Linux 4.18+; the libc crate has it only for some
+    /// targets): the segment size of a GSO send, as a socket option or a `cmsg`.
+    const UDP_SEGMENT: libc::c_int = 103;
+
+    /// True when the kernel knows `UDP_SEGMENT` (it answers the socket option).
+    pub fn gso_supported() -> bool {
+        let Ok(sock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+            return false;
+        };
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid fd, and a c_int with its exact size to write the value into.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        r == 0
+    }
+
+    /// Room for one `cmsghdr` carrying a `u16`, aligned as the kernel reads it.
+    #[repr(C, align(8))]
+    #[derive(Clone, Copy)]
+    struct SegmentCmsg([u8; 32]);
+
+    /// Writes a `UDP_SEGMENT` control message of `size` into `buf`; returns its length.
+    fn segment_cmsg(buf: &mut SegmentCmsg, size: u16) -> usize {
+        let data_len = std::mem::size_of::<u16>() as u32;
+        // SAFETY: CMSG_SPACE / CMSG_LEN are pure arithmetic.
+        let (space, len) = unsafe { (libc::CMSG_SPACE(data_len), libc::CMSG_LEN(data_len)) };
+        let space = space as usize;
+        debug_assert!(space <= buf.0.len());
+        let hdr = libc::cmsghdr {
+            cmsg_len: len as _,
+            cmsg_level: libc::SOL_UDP,
+            cmsg_type: UDP_SEGMENT,
+        };
+        let hdr_size = std::mem::size_of::<libc::cmsghdr>();
+        // SAFETY: `buf` is 8-aligned and holds CMSG_SPACE(2) bytes (checked above), so the
+        // header fits at its start and the u16 right after it (where CMSG_DATA points).
+        unsafe {
+            std::ptr::write(buf.0.as_mut_ptr().cast::<libc::cmsghdr>(), hdr);
+            std::ptr::write_unaligned(buf.0.as_mut_ptr().add(hdr_size).cast::<u16>(), size);
+        }
+        space
+    }
+
     /// Sends the datagrams, as many per syscall as possible; returns how many were sent.
-    pub fn send_batch(sock: &UdpSocket, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+    /// With `gso` on, each run of datagrams that [`gso_run`] groups leaves as one GSO send: the
+    /// kernel walks its stack once for the run and cuts it into the original datagrams at
+    /// the end (in the NIC when it offloads UDP segmentation).
+    pub fn send_batch(sock: &UdpSocket, msgs: &[Outgoing<'_>], gso: &Gso) -> io::Result<usize> {
         let mut sent = 0;
         while sent < msgs.len() {
             let chunk = msgs.get(sent..).unwrap_or_default();
-            let n = chunk.len().min(BATCH);
-            // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-            let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; BATCH];
-            // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (i, m) in chunk.iter().take(n).enumerate() {
-                let (Some(iov), Some(hdr), Some(addr)) =
-                    (iovs.get_mut(i), hdrs.get_mut(i), addrs.get_mut(i))
-                else {
-                    break;
-                };
-                iov.iov_base = m.data.as_ptr() as *mut libc::c_void;
-                iov.iov_len = m.data.len();
-                hdr.msg_hdr.msg_namelen = to_storage(m.to, addr);
-                hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                hdr.msg_hdr.msg_iov = iov;
-                hdr.msg_hdr.msg_iovlen = 1;
-            }
-            // Straight to the syscall, not through the runtime's readiness: a datagram socket is
-            // almost always writable, and a full buffer means the datagram is dropped anyway
-            // (UDP semantics).
-            // SAFETY: headers point at live iovecs, data and addresses; `n` is in bounds.
-            let r = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    n as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            let r = if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(r as usize)
-            };
-            match r {
+            match send_chunk(sock, chunk, gso.enabled()) {
                 Ok(0) => break,
                 Ok(k) => sent += k,
-                Err(e) if sent > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if gso.enabled() && gso_run(chunk) > 1 && gso_refused(&e) => {
+                    // The kernel would not segment this run (EIO: the device cannot checksum
+                    // for GSO, and never will; EINVAL/EMSGSIZE: a segment above the route's
+                    // MTU): send it datagram by datagram.
+                    if e.raw_os_error() == Some(libc::EIO) {
+                        gso.disable();
+                        tracing::warn!(error = %e, "UDP GSO refused by the kernel; sending without it");
+                    }
+                    let run = chunk.get(..gso_run(chunk)).unwrap_or_default();
+                    match send_chunk(sock, run, false) {
+                        Ok(k) if k == run.len() => sent += k,
+                        Ok(k) => return Ok(sent + k),
+                        Err(_) if sent > 0 => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Whatever was sent counts; the rest is dropped (UDP semantics).
+                Err(_) if sent > 0 => break,
                 Err(e) => return Err(e),
             }
         }
         Ok(sent)
+    }
+
+    fn gso_refused(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+        )
+    }
+
+    /// One `sendmmsg` for the first [`BATCH`] datagrams of `msgs` (fewer headers when runs are
+    /// grouped for GSO); returns how many datagrams the kernel took.
+    fn send_chunk(sock: &UdpSocket, msgs: &[Outgoing<'_>], gso: bool) -> io::Result<usize> {
+        let msgs = msgs.get(..msgs.len().min(BATCH)).unwrap_or_default();
+        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
+        // SAFETY: mmsghdr is plain data; all-zero is a valid value.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let mut cmsgs = [SegmentCmsg([0; 32]); BATCH];
+        // Datagrams in each header, to count what a partial send took.
+        let mut run_lens = [0usize; BATCH];
+        for (iov, m) in iovs.iter_mut().zip(msgs) {
+            iov.iov_base = m.data.as_ptr() as *mut libc::c_void;
+            iov.iov_len = m.data.len();
+        }
+        let mut n_hdrs = 0;
+        let mut next = 0;
+        while next < msgs.len() {
+            let rest = msgs.get(next..).unwrap_or_default();
+            let run = if gso { gso_run(rest) } else { 1 };
+            let (Some(first), Some(hdr), Some(addr), Some(cmsg), Some(count)) = (
+                rest.first(),
+                hdrs.get_mut(n_hdrs),
+                addrs.get_mut(n_hdrs),
+                cmsgs.get_mut(n_hdrs),
+                run_lens.get_mut(n_hdrs),
+            ) else {
+                break;
+            };
+            let Some(iov) = iovs.get_mut(next) else { break };
+            hdr.msg_hdr.msg_namelen = to_storage(first.to, addr);
+            hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = run as _;
+            if run > 1 {
+                // gso_run keeps segments at most MAX_GSO_BYTES, far below u16::MAX.
+                let size = u16::try_from(first.data.len()).unwrap_or(u16::MAX);
+                hdr.msg_hdr.msg_controllen = segment_cmsg(cmsg, size) as _;
+                hdr.msg_hdr.msg_control = cmsg.0.as_mut_ptr().cast();
+            }
+            *count = run;
+            n_hdrs += 1;
+            next += run;
+        }
+        if n_hdrs == 0 {
+            return Ok(0);
+        }
+        // Straight to the syscall, not through the runtime's readiness: a datagram socket is
+        // almost always writable, and a full buffer means the datagram is dropped anyway
+        // (UDP semantics).
+        // SAFETY: the first `n_hdrs` headers point at live iovecs (each run's `run` of them are
+        // consecutive in `iovs`), data, addresses and control messages of this frame.
+        let r = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n_hdrs as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(run_lens.iter().take(r as usize).sum())
     }
 }
 
@@ -270,8 +380,13 @@ mod sys {
         Ok(got)
     }
 
+    /// No UDP GSO here.
+    pub fn gso_supported() -> bool {
+        false
+    }
+
     /// Sends the datagrams one syscall each.
-    pub fn send_batch(sock: &UdpSocket, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+    pub fn send_batch(sock: &UdpSocket, msgs: &[Outgoing<'_>], _gso: &Gso) -> io::Result<usize> {
         let mut sent = 0;
         for m in msgs {
             match super::send_now(sock, m.data, m.to) {
@@ -286,6 +401,69 @@ mod sys {
 
 pub use sys::{recv_batch, send_batch};
 
+/// Most datagrams in one GSO send: the kernel's `UDP_MAX_SEGMENTS` (64 on every kernel that has
+/// GSO; later ones allow more).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes in one GSO send: what one IP datagram carries (the kernel refuses more), less
+/// room for the IPv6 and UDP headers.
+pub const MAX_GSO_BYTES: usize = 65_535 - 48;
+
+/// Whether sends may use UDP generic segmentation offload (GSO, `UDP_SEGMENT`, Linux 4.18+):
+/// on when asked for and the kernel knows it, off for good once the kernel refuses it.
+#[derive(Debug)]
+pub struct Gso(AtomicBool);
+
+impl Gso {
+    /// GSO when `wanted` and this kernel has it.
+    pub fn new(wanted: bool) -> Self {
+        Self(AtomicBool::new(wanted && sys::gso_supported()))
+    }
+
+    /// Sends group runs of datagrams.
+    pub fn enabled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Stops grouping (the device cannot segment).
+    pub fn disable(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// How many datagrams from the start of `msgs` can leave as one GSO send: consecutive ones to
+/// the same destination, each as long as the first except the last, which may be shorter
+/// (the kernel cuts the run into segments of the first one's size), within
+/// [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`]. Never 0 unless `msgs` is empty; 1 means
+/// "send it alone". Order is kept: a run never skips over a datagram.
+pub fn gso_run(msgs: &[Outgoing<'_>]) -> usize {
+    let Some((first, rest)) = msgs.split_first() else {
+        return 0;
+    };
+    let size = first.data.len();
+    if size == 0 {
+        return 1;
+    }
+    let (mut n, mut total) = (1, size);
+    for m in rest {
+        let len = m.data.len();
+        if n == MAX_GSO_SEGMENTS
+            || m.to != first.to
+            || len == 0
+            || len > size
+            || total + len > MAX_GSO_BYTES
+        {
+            break;
+        }
+        n += 1;
+        total += len;
+        if len < size {
+            // A shorter datagram can only be the last segment.
+            break;
+        }
+    }
+    n
+}
+
 /// Registers a non-blocking socket with the current runtime for read readiness.
 pub fn register(sock: UdpSocket) -> io::Result<tokio::io::unix::AsyncFd<UdpSocket>> {
     // SAFETY: the socket owns its descriptor, which stays open and the same until the AsyncFd
@@ -299,4 +477,97 @@ pub fn register(sock: UdpSocket) -> io::Result<tokio::io::unix::AsyncFd<UdpSocke
 /// Sends one datagram now, without consulting tokio's readiness (see [`send_batch`]).
 pub fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
     socket2::SockRef::from(sock).send_to(data, &to.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(to: &str, len: usize) -> Outgoing<'static> {
+        static BYTES: [u8; 70_000] = [0; 70_000];
+        Outgoing {
+            to: to.parse().unwrap(),
+            data: &BYTES[..len],
+        }
+    }
+
+    #[test]
+    fn runs_group_equal_datagrams_to_one_destination() {
+        let a = "127.0.0.1:1000";
+        let b = "127.0.0.1:2000";
+        assert_eq!(gso_run(&[]), 0);
+        assert_eq!(gso_run(&[msg(a, 100)]), 1);
+        assert_eq!(gso_run(&[msg(a, 100), msg(a, 100), msg(a, 100)]), 3);
+        // Another destination ends the run; so does a longer datagram.
+        assert_eq!(gso_run(&[msg(a, 100), msg(a, 100), msg(b, 100)]), 2);
+        assert_eq!(gso_run(&[msg(a, 100), msg(a, 101)]), 1);
+        // A shorter one is the last segment.
+        assert_eq!(gso_run(&[msg(a, 100), msg(a, 60), msg(a, 100)]), 2);
+        assert_eq!(gso_run(&[msg(a, 100), msg(a, 60), msg(a, 60)]), 2);
+        // Empty datagrams never join a run.
+        assert_eq!(gso_run(&[msg(a, 0), msg(a, 0)]), 1);
+        assert_eq!(gso_run(&[msg(a, 10), msg(a, 0)]), 1);
+    }
+
+    #[test]
+    fn runs_stay_within_the_kernel_limits() {
+        let a = "[::1]:1000";
+        let many: Vec<_> = (0..100).map(|_| msg(a, 10)).collect();
+        assert_eq!(gso_run(&many), MAX_GSO_SEGMENTS);
+        let big: Vec<_> = (0..10).map(|_| msg(a, 16_000)).collect();
+        // 4 x 16 000 fits in MAX_GSO_BYTES, 5 would not.
+        assert_eq!(gso_run(&big), 4);
+        assert_eq!(gso_run(&[msg(a, 65_000), msg(a, 600)]), 1);
+    }
+
+    /// Real sockets: a run sent with GSO arrives as the original datagrams, in order, and
+    /// without GSO the same; the receiver never sees a merged datagram.
+    #[test]
+    fn gso_sends_arrive_as_the_original_datagrams() {
+        for wanted in [true, false] {
+            let gso = Gso::new(wanted);
+            if wanted && cfg!(target_os = "linux") {
+                assert!(gso.enabled(), "this Linux kernel should know UDP_SEGMENT");
+            }
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let rx2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (to, to2) = (rx.local_addr().unwrap(), rx2.local_addr().unwrap());
+            let payloads: Vec<Vec<u8>> = (0..40u8)
+                .map(|i| {
+                    let len = if i == 9 || i == 39 { 50 } else { 1200 };
+                    vec![i; len]
+                })
+                .collect();
+            let mut msgs: Vec<Outgoing<'_>> =
+                payloads.iter().map(|p| Outgoing { to, data: p }).collect();
+            // One datagram to another destination in the middle.
+            msgs.insert(
+                20,
+                Outgoing {
+                    to: to2,
+                    data: b"other",
+                },
+            );
+            assert_eq!(send_batch(&tx, &msgs, &gso).unwrap(), msgs.len());
+            rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 70_000];
+            for p in &payloads {
+                let n = rx.recv(&mut buf).unwrap();
+                // Not assert_eq: a merged datagram would print kilobytes.
+                assert!(
+                    buf[..n] == p[..],
+                    "wanted GSO: {wanted}: got {n} bytes of {}, sent {} of {}",
+                    buf[0],
+                    p.len(),
+                    p[0]
+                );
+            }
+            rx2.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let n = rx2.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"other");
+        }
+    }
 }

@@ -89,6 +89,8 @@ pub struct WorkerContext {
     pub udp: Vec<std::net::UdpSocket>,
     /// Receive buffer asked for each relayed socket, bytes; 0 keeps the system default.
     pub relay_socket_buffer: usize,
+    /// Send runs of datagrams to one destination as one UDP GSO send where the kernel can.
+    pub udp_gso: bool,
     /// TCP listeners on the same addresses.
     pub tcp: Vec<std::net::TcpListener>,
     /// Peer TCP connections, shared by every worker.
@@ -204,6 +206,8 @@ pub(super) struct Shard {
     /// Wakes the task that flushes the outbox.
     flush: Rc<Notify>,
     relay_socket_buffer: usize,
+    /// Whether batched sends group runs for UDP GSO.
+    gso: batch::Gso,
     pub(super) send_errors: u64,
 }
 
@@ -277,6 +281,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         flush: Rc::new(Notify::new()),
         peer_received: [None; BATCH],
         relay_socket_buffer: ctx.relay_socket_buffer,
+        gso: batch::Gso::new(ctx.udp_gso),
         send_errors: 0,
     }));
     let weak = Rc::downgrade(&shard);
@@ -518,7 +523,7 @@ fn send_forwards(s: &mut Shard, forwards: &[Forward]) {
         let sent = match s.relays.get(relay).and_then(|r| r.socket.as_ref()) {
             Some(sock) => match batch {
                 [one] => usize::from(batch::send_now(sock.get_ref(), one.data, one.to).is_ok()),
-                _ => batch::send_batch(sock.get_ref(), batch).unwrap_or(0),
+                _ => batch::send_batch(sock.get_ref(), batch, &s.gso).unwrap_or(0),
             },
             None => 0,
         };
@@ -752,8 +757,8 @@ fn flush_outbox(s: &mut Shard) {
         if k == 0 {
             continue;
         }
-        let sent =
-            batch::send_batch(listener.get_ref(), msgs.get(..k).unwrap_or_default()).unwrap_or(0);
+        let batch = msgs.get(..k).unwrap_or_default();
+        let sent = batch::send_batch(listener.get_ref(), batch, &s.gso).unwrap_or(0);
         s.send_errors += (k - sent) as u64;
     }
     s.outbox.items.clear();
