@@ -7,11 +7,17 @@
 #             127.0.0.x, and the default 100 unsigned responses/s per source IP would pace them)
 #   coturn    turnserver (Debian coturn) --relay-threads=1, UDP only, TURN REST secret
 #   raw       target/release/raw-forwarder --threads 1: recvmmsg/sendmmsg between a listening
-#             socket and one socket per client flow, no TURN logic — this machine's limit
+#             socket and one socket per client flow, no TURN logic — this machine's limit; it
+#             sends through the relay's own batched send code, with UDP GSO as geoturn does
+# and, when SYSTEMS names them, the same two without UDP GSO on their sends:
+#   geoturn-nogso  geoturn relay ... --udp-gso false
+#   raw-nogso      raw-forwarder ... --gso false
 # all on 127.0.0.1, with echo peers on 127.0.0.1 inside the load generator.
 #
 # Load: `geoturn bench` (target/release/geoturn bench): ALLOCS allocations (channels), each
-# sending timestamped packets to its echo peer, which echoes them back through the relay.
+# sending timestamped packets to its echo peer, which echoes them back through the relay. The
+# generator's own sends use UDP GSO (its default), which only makes it cheaper: every system
+# still receives separate datagrams.
 # Per payload size (PAYLOADS) and system:
 #   * step test: RATES packets/s per allocation, STEP_SECONDS each, ending after two steps in a
 #     row lose more than 0.1 %; "max pps" is the highest step with loss <= 0.1 % (and the
@@ -19,6 +25,7 @@
 #     datagrams delivered to the peers + echoes delivered back to the clients;
 #   * CPU: utime+stime of the relay process (/proc/PID/stat) during the step at REF_RATE per
 #     allocation (the same offered load for every system), divided by the packets it relayed;
+#     and the same at the highest step every system sustained in that rep ("common max");
 #   * added p99 latency: p99 round trip through the relay at REF_RATE minus p99 of the same
 #     load sent straight to the echo peers (`--target direct`), measured in the same rep;
 # and per system (payload 160 B):
@@ -37,8 +44,8 @@
 #   bench/side-by-side.sh                                 # or e.g. REPS=1 PAYLOADS=160 bench/side-by-side.sh
 #
 # Environment (all optional)
-#   REPS=3  PAYLOADS="160 1200"  ALLOCS=20  STEP_SECONDS=3
-#   RATES="500,1000,1500,2000,2500,3000,3500,4000,5000,6000"  REF_RATE=1000
+#   REPS=3  PAYLOADS="160 1200"  ALLOCS=20  STEP_SECONDS=3  SYSTEMS="geoturn coturn raw"
+#   RATES="500,1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000"  REF_RATE=1000
 #   MEM_ALLOCS=10000  UCLIENT=1 (0 skips uclient)  M=20 N=2000
 #   BOOST=1  OUT=bench/results/side-by-side-latest.json  LOG_DIR=<mktemp -d>
 #   GEOTURN_BIN=<repo>/target/release/geoturn  FORWARDER_BIN=<repo>/target/release/raw-forwarder
@@ -51,7 +58,14 @@ REPS="${REPS:-3}"
 PAYLOADS="${PAYLOADS:-160 1200}"
 ALLOCS="${ALLOCS:-20}"
 STEP_SECONDS="${STEP_SECONDS:-3}"
-RATES="${RATES:-500,1000,1500,2000,2500,3000,3500,4000,5000,6000}"
+RATES="${RATES:-500,1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000}"
+SYSTEMS="${SYSTEMS:-geoturn coturn raw}"
+for sys in $SYSTEMS; do
+    case "$sys" in geoturn | coturn | raw | geoturn-nogso | raw-nogso) ;; *) echo "side-by-side: unknown system '$sys' in SYSTEMS" >&2; exit 1 ;; esac
+done
+for sys in geoturn coturn raw; do
+    [[ " $SYSTEMS " == *" $sys "* ]] || { echo "side-by-side: SYSTEMS must include $sys" >&2; exit 1; }
+done
 REF_RATE="${REF_RATE:-1000}"
 MEM_ALLOCS="${MEM_ALLOCS:-10000}"
 UCLIENT="${UCLIENT:-1}"
@@ -131,10 +145,12 @@ cpu_ticks() { local s; s="$(cat "/proc/$1/stat")" || return 1; s="${s##*) }"; aw
 start_system() { # system port log -> SYS_PID
     local sys="$1" port="$2" log="$3"
     case "$sys" in
-    geoturn)
+    geoturn | geoturn-nogso)
+        local gso=true
+        [[ "$sys" == geoturn-nogso ]] && gso=false
         GEOTURN_AUTH_SECRETS="$SECRET" GEOTURN_LOG=warn GEOTURN_HTTP="$HOST:$(pick_port)" GEOTURN_DRAIN_TIMEOUT=1 \
             "$GEOTURN_BIN" relay --listen "$HOST:$port" --allow-peer 127.0.0.0/8 --relay-ports "$RELAY_PORTS" \
-            --workers 1 --unauth-rate 0 >"$log" 2>&1 &
+            --workers 1 --unauth-rate 0 --udp-gso "$gso" >"$log" 2>&1 &
         ;;
     coturn)
         turnserver -n --listening-ip="$HOST" --listening-port="$port" --relay-ip="$HOST" \
@@ -144,8 +160,10 @@ start_system() { # system port log -> SYS_PID
             --log-file=stdout --simple-log --no-stun-backward-compatibility \
             --pidfile="$LOG_DIR/turnserver.pid" --userdb="$LOG_DIR/turndb" >"$log" 2>&1 &
         ;;
-    raw)
-        "$FORWARDER_BIN" --listen "$HOST:$port" --threads 1 >"$log" 2>&1 &
+    raw | raw-nogso)
+        local gso=true
+        [[ "$sys" == raw-nogso ]] && gso=false
+        "$FORWARDER_BIN" --listen "$HOST:$port" --threads 1 --gso "$gso" >"$log" 2>&1 &
         ;;
     esac
     SYS_PID=$!
@@ -157,7 +175,7 @@ start_system() { # system port log -> SYS_PID
 bench() { # tag system port extra-args... -> appends {"tag","system",...,"report"} to RUNS
     local tag="$1" sys="$2" port="$3"; shift 3
     local target=turn
-    [[ "$sys" == raw ]] && target=raw
+    [[ "$sys" == raw* ]] && target=raw
     [[ "$sys" == direct ]] && target=direct
     local pidarg=()
     [[ -n "${SYS_PID:-}" && "$sys" != direct ]] && pidarg=(--server-pid "$SYS_PID")
@@ -195,12 +213,11 @@ uclient_run() { # tag system payload
         "$tag" "$sys" "$len" "$((t1 - t0))" "$CLK_TCK" "${send:-0}" "${recv:-0}" "${lost:-0}" >>"$RUNS"
 }
 
-rotate() { # rep -> system order
-    case $(($1 % 3)) in
-    1) echo "geoturn coturn raw" ;;
-    2) echo "coturn raw geoturn" ;;
-    0) echo "raw geoturn coturn" ;;
-    esac
+rotate() { # rep -> SYSTEMS rotated by rep - 1
+    local list=($SYSTEMS) n k i
+    n=${#list[@]}
+    k=$((($1 - 1) % n))
+    for ((i = 0; i < n; i++)); do printf '%s ' "${list[$(((i + k) % n))]}"; done
 }
 
 if [[ "${SUMMARY_ONLY:-0}" == 1 ]]; then
@@ -227,6 +244,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
         done
     done
     for sys in $(rotate "$rep"); do
+        # Memory and setup do not depend on how datagrams are sent.
+        [[ "$sys" == *-nogso ]] && continue
         port="$(pick_port)"
         start_system "$sys" "$port" "$LOG_DIR/mem-$sys-r$rep.relay.log"
         bench "mem-$sys-r$rep" "$sys" "$port" --allocations "$MEM_ALLOCS" --client-ip 127.0.0.2 \
@@ -237,7 +256,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     if [[ "$UCLIENT" == 1 ]]; then
         for len in $PAYLOADS; do
             for sys in $(rotate "$rep"); do
-                [[ "$sys" == raw ]] && continue
+                [[ "$sys" == raw* ]] && continue
                 uclient_run "uclient-$sys-l$len-r$rep" "$sys" "$len"
             done
         done
@@ -245,13 +264,14 @@ for ((rep = 1; rep <= REPS; rep++)); do
     fi
 done
 
-export RUNS OUT REF_RATE ALLOCS LOG_DIR GIT_HEAD GEOTURN_BIN REPS
+export RUNS OUT REF_RATE ALLOCS LOG_DIR GIT_HEAD GEOTURN_BIN REPS SYSTEMS
 python3 - <<'PY'
 import json, os, statistics, platform, datetime, subprocess
 
 runs = [json.loads(l) for l in open(os.environ["RUNS"])]
 ref = float(os.environ["REF_RATE"])
 systems = ["geoturn", "coturn", "raw"]
+variants = [s for s in os.environ["SYSTEMS"].split() if s not in systems]
 
 def med(xs):
     xs = [x for x in xs if x is not None]
@@ -269,8 +289,18 @@ for p in payloads:
     direct = [step_at(r["report"], ref) for r in runs if r["tag"].startswith(f"direct-l{p}-")]
     direct_p99 = med([s["rtt_us"]["p99"] for s in direct if s])
     direct_p50 = med([s["rtt_us"]["p50"] for s in direct if s])
-    for sys in systems:
-        reps = [r["report"] for r in runs if r["tag"].startswith(f"steps-{sys}-l{p}-")]
+    # CPU at the highest step every system (variants too) sustained in the same rep.
+    common = {}
+    for r in runs:
+        if r["tag"].startswith("steps-") and f"-l{p}-r" in r["tag"]:
+            rep_no = r["tag"].rsplit("-r", 1)[1]
+            m = (r["report"]["max_sustained"] or {}).get("rate_per_allocation", 0.0)
+            common[rep_no] = min(common.get(rep_no, m), m)
+    for sys in systems + variants:
+        reps = [r["report"] for r in runs if r["tag"].startswith(f"steps-{sys}-l{p}-r")]
+        rep_nos = [r["tag"].rsplit("-r", 1)[1] for r in runs if r["tag"].startswith(f"steps-{sys}-l{p}-r")]
+        at_common = [step_at(r, common.get(n, 0.0)) for r, n in zip(reps, rep_nos)]
+        cpu_common = [s["server_cpu_us_per_packet"] for s in at_common if s]
         maxes = [(r["max_sustained"] or {}).get("relayed_pps", 0.0) for r in reps]
         refs = [step_at(r, ref) for r in reps]
         cpu = [s["server_cpu_us_per_packet"] for s in refs if s]
@@ -287,6 +317,8 @@ for p in payloads:
             "direct_p50_us": direct_p50, "p50_runs": p50, "p99_runs": p99,
             "generator_cpu_percent_at_max": med(gen_at_max), "server_cpu_percent_at_max": med(srv_at_max),
             "ref_loss": [s["loss"] for s in refs if s],
+            "cpu_us_per_packet_at_common_max": med(cpu_common), "cpu_common_runs": cpu_common,
+            "common_max_rates": [common.get(n) for n in rep_nos],
         }
 mem = {}
 for sys in systems:
@@ -325,6 +357,10 @@ for p in payloads:
     g, c, r = (table[(s, p)] for s in systems)
     lines.append(f"| relay CPU µs per relayed packet (geoturn bench, reference load) | {p} B | {f(g['cpu_us_per_packet_at_ref'], '{:.2f}')} | {f(c['cpu_us_per_packet_at_ref'], '{:.2f}')} | {f(r['cpu_us_per_packet_at_ref'], '{:.2f}')} | {ratio(g['cpu_us_per_packet_at_ref'], c['cpu_us_per_packet_at_ref'])} | {ratio(g['cpu_us_per_packet_at_ref'], r['cpu_us_per_packet_at_ref'])} |")
 for p in payloads:
+    g, c, r = (table[(s, p)] for s in systems)
+    rates = sorted({x for x in g["common_max_rates"] if x})
+    lines.append(f"| relay CPU µs per relayed packet (geoturn bench, highest load all sustained: {'/'.join(f'{x:.0f}' for x in rates)} per allocation) | {p} B | {f(g['cpu_us_per_packet_at_common_max'], '{:.2f}')} | {f(c['cpu_us_per_packet_at_common_max'], '{:.2f}')} | {f(r['cpu_us_per_packet_at_common_max'], '{:.2f}')} | {ratio(g['cpu_us_per_packet_at_common_max'], c['cpu_us_per_packet_at_common_max'])} | {ratio(g['cpu_us_per_packet_at_common_max'], r['cpu_us_per_packet_at_common_max'])} |")
+for p in payloads:
     gu = med([x["us_per_packet"] for x in ucl.get(("geoturn", p), [])])
     cu = med([x["us_per_packet"] for x in ucl.get(("coturn", p), [])])
     if gu is not None or cu is not None:
@@ -338,12 +374,22 @@ for p in payloads:
 g, c, r = (mem[s] for s in systems)
 lines.append(f"| memory per allocation, bytes (RSS growth over {os.environ.get('MEM_ALLOCS', '10000')}) | 160 B | {f(g['bytes_per_allocation'])} | {f(c['bytes_per_allocation'])} | {f(r['bytes_per_allocation'])} | {ratio(g['bytes_per_allocation'], c['bytes_per_allocation'])} | {ratio(g['bytes_per_allocation'], r['bytes_per_allocation'])} |")
 lines.append(f"| allocations per second | 160 B | {f(g['allocations_per_second'])} | {f(c['allocations_per_second'])} | {f(r['allocations_per_second'])} | {ratio(g['allocations_per_second'], c['allocations_per_second'])} | {ratio(g['allocations_per_second'], r['allocations_per_second'])} |")
+if variants:
+    lines.append("")
+    lines.append("| variant | payload | max relayed packets/s | CPU µs/packet, reference load | CPU µs/packet, common max | uclient CPU µs/packet | max vs GSO on |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for v in variants:
+        base = v.split("-")[0]
+        for p in payloads:
+            t, b = table[(v, p)], table[(base, p)]
+            vu = med([x["us_per_packet"] for x in ucl.get((v, p), [])])
+            lines.append(f"| {v} | {p} B | {f(t['max_relayed_pps'])} | {f(t['cpu_us_per_packet_at_ref'], '{:.2f}')} | {f(t['cpu_us_per_packet_at_common_max'], '{:.2f}')} | {f(vu, '{:.2f}')} | {ratio(t['max_relayed_pps'], b['max_relayed_pps'])} |")
 text = "\n".join(lines)
 print(text)
 print()
 print("per-run max relayed packets/s:")
 for (s, p), v in sorted(table.items()):
-    print(f"  {s:<8} {p:>5} B: {[round(x) for x in v['max_relayed_pps_runs']]}  (server CPU % at max {f(v['server_cpu_percent_at_max'])}, generator CPU % {f(v['generator_cpu_percent_at_max'])}; loss at ref {v['ref_loss']}; p50/p99 µs at ref {[round(x) for x in v['p50_runs']]} / {[round(x) for x in v['p99_runs']]})")
+    print(f"  {s:<13} {p:>5} B: {[round(x) for x in v['max_relayed_pps_runs']]}  (server CPU % at max {f(v['server_cpu_percent_at_max'])}, generator CPU % {f(v['generator_cpu_percent_at_max'])}; loss at ref {v['ref_loss']}; p50/p99 µs at ref {[round(x) for x in v['p50_runs']]} / {[round(x) for x in v['p99_runs']]})")
 for s in systems:
     print(f"  memory {s}: {mem[s]['runs']}")
 for k, v in sorted(ucl.items()):

@@ -127,6 +127,11 @@ pub struct BenchOptions {
     /// net.core.rmem_max / wmem_max).
     #[arg(long, default_value_t = 4 << 20)]
     pub socket_buffer: usize,
+    /// The generator's own sends (clients and echo peers) use UDP GSO for each burst to one
+    /// address, so that it costs less CPU beside the server; the server still receives
+    /// separate datagrams (loopback has no GRO for them). `--gso false`: one datagram per send.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub gso: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -157,6 +162,7 @@ impl Default for BenchOptions {
             setup_window: 64,
             setup_timeout: 120.0,
             socket_buffer: 4 << 20,
+            gso: true,
             json: false,
         }
     }
@@ -432,6 +438,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         opts.peer_ip,
         opts.peers,
         opts.socket_buffer,
+        opts.gso,
         Duration::from_secs_f64(steps_time),
     )?;
     let peer_addrs = peers.addrs().to_vec();
@@ -555,7 +562,13 @@ fn run_steps(
     let epoch = Instant::now();
     let mut threads = Vec::new();
     for part in parts {
-        threads.push(ClientThread::new(part, framing, opts.payload, epoch)?);
+        threads.push(ClientThread::new(
+            part,
+            framing,
+            opts.payload,
+            epoch,
+            opts.gso,
+        )?);
     }
     let mut schedule = Vec::new();
     if opts.warmup > 0.0 {

@@ -1,6 +1,6 @@
-//! The few system calls the load generator and the raw forwarder need beyond `std`: batched
-//! datagram I/O (`recvmmsg` / `sendmmsg`), `epoll` over many sockets, the open-file limit and the
-//! clock-tick rate. Linux only, like the relay's own `net/batch.rs`; every `unsafe` block says
+//! The few system calls the load generator and the raw forwarder need beyond `std` and the
+//! relay's own batched sends (`geoturn_relay::net::batch::send_batch`, with GSO): `recvmmsg`,
+//! `epoll` over many sockets, the open-file limit and the clock-tick rate. Linux only, like the relay's own `net/batch.rs`; every `unsafe` block says
 //! why it is sound.
 #![allow(unsafe_code)]
 
@@ -8,7 +8,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Datagrams per `recvmmsg` / `sendmmsg`.
+/// Datagrams per `recvmmsg`.
 pub const BATCH: usize = 64;
 
 /// One received datagram: who sent it and how long it is.
@@ -25,29 +25,6 @@ impl Default for RecvMeta {
         Self {
             from: SocketAddr::from(([0, 0, 0, 0], 0)),
             len: 0,
-        }
-    }
-}
-
-fn to_storage(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            let sin = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above.
-            let sin6 = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr.s6_addr = a.ip().octets();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_scope_id = a.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
     }
 }
@@ -137,59 +114,6 @@ pub fn recv_mmsg(
         };
     }
     Ok(got)
-}
-
-/// Sends the datagrams in as few `sendmmsg` calls as possible (a connected socket takes `None`
-/// destinations). Never blocks; returns how many the kernel took (a full buffer stops early).
-pub fn send_mmsg(sock: &impl AsRawFd, msgs: &[(&[u8], Option<SocketAddr>)]) -> io::Result<usize> {
-    let mut sent = 0;
-    while let Some(chunk) = msgs.get(sent..).filter(|c| !c.is_empty()) {
-        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-        let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; BATCH];
-        // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        let mut n = 0;
-        for ((data, to), (iov, (hdr, addr))) in chunk
-            .iter()
-            .zip(iovs.iter_mut().zip(hdrs.iter_mut().zip(addrs.iter_mut())))
-        {
-            iov.iov_base = data.as_ptr() as *mut libc::c_void;
-            iov.iov_len = data.len();
-            if let Some(to) = to {
-                hdr.msg_hdr.msg_namelen = to_storage(*to, addr);
-                hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            }
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            n += 1;
-        }
-        // SAFETY: the first `n` headers point at live iovecs over borrowed data and at live
-        // address storage of this frame; the kernel only reads them.
-        let r = unsafe {
-            libc::sendmmsg(
-                sock.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                n as u32,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if sent > 0 || e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(sent);
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            break;
-        }
-        sent += r as usize;
-    }
-    Ok(sent)
 }
 
 /// An epoll instance: readiness of many sockets, each with a caller-chosen token.

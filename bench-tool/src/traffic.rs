@@ -23,6 +23,7 @@ use geoturn_relay_proto::stun::{
 
 use crate::histogram::Histogram;
 use crate::sys::{self, BATCH, Epoll, RecvMeta};
+use geoturn_relay::net::batch::{Gso, Outgoing, send_batch};
 
 /// Bytes of the payload the generator uses itself; payloads must be at least this long.
 pub const STAMP_LEN: usize = 24;
@@ -213,6 +214,9 @@ pub struct ClientThread {
     epoch: Instant,
     /// Where the next sending pass starts (round robin when the budget runs out).
     next_client: usize,
+    /// Where each client's socket is connected (its sends name it, for GSO runs).
+    targets: Vec<SocketAddr>,
+    gso: Gso,
 }
 
 impl ClientThread {
@@ -222,11 +226,14 @@ impl ClientThread {
         framing: Framing,
         payload: usize,
         epoch: Instant,
+        gso: bool,
     ) -> io::Result<Self> {
         let epoll = Epoll::new()?;
         let mut with_templates = Vec::with_capacity(clients.len());
+        let mut targets = Vec::with_capacity(clients.len());
         for (i, (index, c)) in clients.into_iter().enumerate() {
             epoll.add(c.sock.as_raw_fd(), i as u64)?;
+            targets.push(c.sock.peer_addr()?);
             let t = Template::new(framing, c.peer, payload)?;
             with_templates.push((index, c, t));
         }
@@ -244,6 +251,8 @@ impl ClientThread {
             meta: [RecvMeta::default(); BATCH],
             epoch,
             next_client: 0,
+            targets,
+            gso: Gso::new(gso),
         })
     }
 
@@ -301,9 +310,11 @@ impl ClientThread {
         // Start where the last pass stopped, so a short budget serves everyone in turn.
         for k in 0..n {
             let i = (self.next_client + k) % n;
-            let (Some((index, client, template)), Some(sent)) =
-                (self.clients.get(i), self.sent.get_mut(i))
-            else {
+            let (Some((index, client, template)), Some(sent), Some(&to)) = (
+                self.clients.get(i),
+                self.sent.get_mut(i),
+                self.targets.get(i),
+            ) else {
                 continue;
             };
             // Each allocation's schedule is offset by its share of one interval, so that
@@ -330,12 +341,12 @@ impl ClientThread {
                         write_stamp(p, step.tag, *index, *sent + j as u64, now_ns);
                     }
                 }
-                let mut msgs: [(&[u8], Option<SocketAddr>); BATCH] = [(&[], None); BATCH];
+                let mut msgs = [Outgoing { to, data: &[] }; BATCH];
                 for (m, slot) in msgs.iter_mut().zip(self.send_buf.chunks_exact(len)).take(k) {
-                    *m = (slot, None);
+                    m.data = slot;
                 }
-                let took =
-                    sys::send_mmsg(&client.sock, msgs.get(..k).unwrap_or_default()).unwrap_or(0);
+                let batch = msgs.get(..k).unwrap_or_default();
+                let took = send_batch(&client.sock, batch, &self.gso).unwrap_or(0);
                 counts.sent += took as u64;
                 counts.send_failed += (k - took) as u64;
                 *sent += k as u64;
@@ -404,6 +415,7 @@ impl EchoPeers {
         ip: std::net::IpAddr,
         count: usize,
         buffer: usize,
+        gso: bool,
         max_runtime: Duration,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -427,7 +439,7 @@ impl EchoPeers {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("bench-echo-{i}"))
-                    .spawn(move || echo_loop(&sock, &stop, &echoed, max_runtime))?,
+                    .spawn(move || echo_loop(&sock, &stop, &echoed, &Gso::new(gso), max_runtime))?,
             );
         }
         Ok(Self {
@@ -458,7 +470,13 @@ impl Drop for EchoPeers {
     }
 }
 
-fn echo_loop(sock: &UdpSocket, stop: &AtomicBool, echoed: &AtomicU64, max_runtime: Duration) {
+fn echo_loop(
+    sock: &UdpSocket,
+    stop: &AtomicBool,
+    echoed: &AtomicU64,
+    gso: &Gso,
+    max_runtime: Duration,
+) {
     const SLOT: usize = 2048;
     let started = Instant::now();
     let mut buf = vec![0u8; SLOT * BATCH];
@@ -468,19 +486,23 @@ fn echo_loop(sock: &UdpSocket, stop: &AtomicBool, echoed: &AtomicU64, max_runtim
             Ok(n) => n,
             Err(_) => continue,
         };
-        let mut msgs: [(&[u8], Option<SocketAddr>); BATCH] = [(&[], None); BATCH];
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut msgs = [Outgoing {
+            to: unspecified,
+            data: &[],
+        }; BATCH];
         for ((m, area), r) in msgs
             .iter_mut()
             .zip(buf.chunks_exact(SLOT))
             .zip(&meta)
             .take(got)
         {
-            *m = (
-                area.get(..r.len.min(SLOT)).unwrap_or_default(),
-                Some(r.from),
-            );
+            *m = Outgoing {
+                to: r.from,
+                data: area.get(..r.len.min(SLOT)).unwrap_or_default(),
+            };
         }
-        let _ = sys::send_mmsg(sock, msgs.get(..got).unwrap_or_default());
+        let _ = send_batch(sock, msgs.get(..got).unwrap_or_default(), gso);
         echoed.fetch_add(got as u64, Ordering::Relaxed);
     }
 }
