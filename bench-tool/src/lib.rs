@@ -1,8 +1,8 @@
 //! geoturn-bench: the load generator behind `geoturn bench`, and the raw UDP forwarder it is
 //! compared with (`raw-forwarder`, [`forwarder`]).
 //!
-//! The generator sets up N allocations on a TURN server over UDP (or N flows on the raw
-//! forwarder), binds a channel (or installs a permission) to one of its own in-process UDP echo
+//! The generator sets up N allocations on a TURN server over UDP, TCP or TLS ([`conn`]; or N
+//! flows on the raw forwarder), binds a channel (or installs a permission) to one of its own in-process UDP echo
 //! peers for each, then sends timestamped packets at a fixed rate per allocation for one or more
 //! steps of rising rate, and reports for each step what was sent and echoed back, the loss, the
 //! round-trip percentiles and, given the server's PID, the server's CPU time per relayed packet
@@ -14,6 +14,7 @@
 //! threads, so that on this 2-core machine the generator is not what limits a fast relay
 //! (coturn's `turnutils_uclient` stops near 130 k packets/s here).
 
+pub mod conn;
 pub mod forwarder;
 pub mod histogram;
 pub mod procfs;
@@ -30,6 +31,7 @@ use geoturn_relay_proto::client::encode_request;
 use geoturn_relay_proto::stun::{Attribute, Class, Method, TransactionId};
 use serde::Serialize;
 
+use crate::conn::{ClientConn, ClientTransport, StreamConn, TlsSettings};
 use crate::setup::SetupKind;
 use crate::traffic::{Client, ClientThread, EchoPeers, Framing, STAMP_LEN, Step, StepCounts};
 
@@ -58,6 +60,18 @@ pub struct BenchOptions {
     /// Allocations (each its own client socket, relayed address and echo-peer channel).
     #[arg(long, default_value_t = 10)]
     pub allocations: usize,
+    /// How clients reach a TURN server: `udp`, `tcp` (one connection per allocation) or `tls`
+    /// (`turns:`); relayed traffic to the echo peers is UDP either way.
+    #[arg(long, value_enum, default_value = "udp")]
+    pub transport: ClientTransport,
+    /// PEM file of the certificates that may sign the server's (`--transport tls`)
+    /// [default: /etc/ssl/certs/ca-certificates.crt]; a self-signed server certificate can be
+    /// given as its own root.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Name the server's certificate must carry [default: the --server IP].
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
     /// Send and receive data in Send/Data indications instead of ChannelData.
     #[arg(long)]
     pub send_indications: bool,
@@ -143,6 +157,9 @@ impl Default for BenchOptions {
             server: SocketAddr::from(([127, 0, 0, 1], 3478)),
             target: Target::Turn,
             allocations: 10,
+            transport: ClientTransport::Udp,
+            tls_ca: None,
+            tls_server_name: None,
             send_indications: false,
             payload: 160,
             rate: vec![50.0],
@@ -232,6 +249,11 @@ impl BenchOptions {
         }
         if self.server.port() == 0 && self.target != Target::Direct {
             return bad("--server needs a port".into());
+        }
+        if self.transport != ClientTransport::Udp && self.target != Target::Turn {
+            return bad(
+                "--transport tcp/tls needs --target turn (the raw forwarder is UDP)".into(),
+            );
         }
         if self.target == Target::Turn
             && self.secret.is_empty()
@@ -354,6 +376,8 @@ pub struct SetupReport {
 pub struct Report {
     /// What was driven.
     pub target: Target,
+    /// How the clients reached it.
+    pub transport: ClientTransport,
     /// `turn-channel`, `turn-send-indication`, `raw` or `direct`.
     pub mode: &'static str,
     /// The server's address.
@@ -392,19 +416,66 @@ fn credentials(opts: &BenchOptions) -> Option<(String, String)> {
     Some((c.username, c.password))
 }
 
-fn client_socket(
-    server: SocketAddr,
-    client_ip: Option<IpAddr>,
-    to: SocketAddr,
-    buffer: usize,
-) -> std::io::Result<UdpSocket> {
+/// How long a TCP connect plus TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The TLS client settings for `--transport tls`: the roots of `--tls-ca` and the name to
+/// check.
+fn tls_settings(opts: &BenchOptions) -> Result<Option<TlsSettings>, BenchError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    if opts.transport != ClientTransport::Tls {
+        return Ok(None);
+    }
+    let ca = opts
+        .tls_ca
+        .clone()
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    let bad_ca = |e: String| BenchError::Options(format!("--tls-ca {}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca).map_err(|e| bad_ca(e.to_string()))? {
+        let cert = cert.map_err(|e| bad_ca(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad_ca(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad_ca("no certificates".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BenchError::Options(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = match &opts.tls_server_name {
+        Some(n) => ServerName::try_from(n.clone())
+            .map_err(|e| BenchError::Options(format!("--tls-server-name {n}: {e}")))?,
+        None => ServerName::from(opts.server.ip()),
+    };
+    Ok(Some(TlsSettings {
+        config: Arc::new(config),
+        name,
+    }))
+}
+
+/// The address clients bind: `--client-ip`, or loopback for a loopback server (any address
+/// otherwise).
+fn client_ip(server: SocketAddr, client_ip: Option<IpAddr>) -> IpAddr {
     let default_ip = match (server.ip(), server.ip().is_loopback()) {
         (IpAddr::V4(_), true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
         (IpAddr::V6(_), true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         (IpAddr::V4(_), false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         (IpAddr::V6(_), false) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let addr = SocketAddr::new(client_ip.unwrap_or(default_ip), 0);
+    client_ip.unwrap_or(default_ip)
+}
+
+fn client_socket(
+    server: SocketAddr,
+    client_ip_opt: Option<IpAddr>,
+    to: SocketAddr,
+    buffer: usize,
+) -> std::io::Result<UdpSocket> {
+    let addr = SocketAddr::new(client_ip(server, client_ip_opt), 0);
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -442,6 +513,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         Duration::from_secs_f64(steps_time),
     )?;
     let peer_addrs = peers.addrs().to_vec();
+    let tls = tls_settings(opts)?;
     let mut clients = Vec::with_capacity(opts.allocations);
     for i in 0..opts.allocations {
         let peer = *peer_addrs
@@ -452,8 +524,24 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         } else {
             opts.server
         };
+        let conn = match opts.transport {
+            ClientTransport::Udp => ClientConn::Udp(client_socket(
+                opts.server,
+                opts.client_ip,
+                to,
+                opts.socket_buffer,
+            )?),
+            ClientTransport::Tcp | ClientTransport::Tls => {
+                let local = SocketAddr::new(client_ip(opts.server, opts.client_ip), 0);
+                let stream = StreamConn::connect(local, opts.server, tls.as_ref(), CONNECT_TIMEOUT)
+                    .map_err(|e| {
+                        BenchError::Setup(format!("connecting to {} failed: {e}", opts.server))
+                    })?;
+                ClientConn::Stream(Box::new(stream))
+            }
+        };
         clients.push(Client {
-            sock: client_socket(opts.server, opts.client_ip, to, opts.socket_buffer)?,
+            conn,
             peer,
             ready: opts.target == Target::Direct,
             auth: None,
@@ -513,6 +601,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         framing,
         peer_addrs.first().copied().unwrap_or(opts.server),
         opts.payload,
+        opts.transport != ClientTransport::Udp,
     )?
     .len();
     let (steps, mut clients) = run_steps(opts, clients, framing, &peers)?;
@@ -526,6 +615,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         .cloned();
     Ok(Report {
         target: opts.target,
+        transport: opts.transport,
         mode: opts.mode(),
         server: opts.server,
         payload: opts.payload,
@@ -739,7 +829,7 @@ fn step_report(
 /// Frees what the setup created (TURN: Refresh with LIFETIME 0; raw: a close request), one
 /// datagram per client without waiting for answers.
 fn free_allocations(opts: &BenchOptions, clients: &mut [Client]) {
-    for (i, c) in clients.iter().enumerate().filter(|(_, c)| c.ready) {
+    for (i, c) in clients.iter_mut().enumerate().filter(|(_, c)| c.ready) {
         let msg = match opts.target {
             Target::Direct => continue,
             Target::Raw => forwarder::close_request(),
@@ -762,7 +852,11 @@ fn free_allocations(opts: &BenchOptions, clients: &mut [Client]) {
                 }
             }
         };
-        let _ = c.sock.send(&msg);
+        let _ = c.conn.send(&msg);
+        if let ClientConn::Stream(s) = &mut c.conn {
+            // Closing the connection frees the allocation anyway; the Refresh says so first.
+            let _ = s.flush();
+        }
     }
 }
 
@@ -788,9 +882,16 @@ pub fn render_text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "geoturn bench: {} against {}, {} allocations, {} B payload ({} B packets), {} client \
-         thread(s), {} echo peer(s)",
-        r.mode, r.server, r.setup.requested, r.payload, r.packet_bytes, r.threads, r.peers
+        "geoturn bench: {} over {} against {}, {} allocations, {} B payload ({} B packets), \
+         {} client thread(s), {} echo peer(s)",
+        r.mode,
+        r.transport.as_str(),
+        r.server,
+        r.setup.requested,
+        r.payload,
+        r.packet_bytes,
+        r.threads,
+        r.peers
     );
     let _ = writeln!(
         s,

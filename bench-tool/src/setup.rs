@@ -1,7 +1,8 @@
 //! Setting allocations up, many at once: each client walks Allocate (401) → Allocate → ChannelBind
 //! or CreatePermission (a TURN server), or sends one open request (the raw forwarder). Up to a
-//! window of clients are in flight together; requests are retransmitted (RFC 8489 §6.2.1
-//! timing, shortened) and a client that gets no answer after a few tries counts as failed.
+//! window of clients are in flight together; over UDP requests are retransmitted (RFC 8489
+//! §6.2.1 timing, shortened; never over TCP or TLS, which are reliable) and a client that gets
+//! no answer in time counts as failed.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -80,7 +81,7 @@ pub fn set_up(
     let deadline = started + limit;
     let epoll = Epoll::new()?;
     for (i, c) in clients.iter().enumerate() {
-        epoll.add(c.sock.as_raw_fd(), i as u64)?;
+        epoll.add(c.conn.as_raw_fd(), i as u64)?;
     }
     let mut out = SetupOutcome::default();
     let mut pending: Vec<Pending> = clients
@@ -131,10 +132,20 @@ pub fn set_up(
             let (Some(c), Some(p)) = (clients.get_mut(i), pending.get_mut(i)) else {
                 continue;
             };
-            // Several datagrams may wait (a retransmission's second answer): read them all.
+            // Several messages may wait (a retransmission's second answer): read them all.
             for _ in 0..8 {
-                let len = match c.sock.recv(&mut buf) {
+                let len = match c.conn.recv(&mut buf) {
                     Ok(len) => len,
+                    Err(e) if c.conn.is_stream() && e.kind() != io::ErrorKind::WouldBlock => {
+                        // A closed or broken stream will not answer: fail the client now.
+                        if p.stage != Stage::Done {
+                            out.failed += 1;
+                            *out.errors.entry(format!("stream: {e}")).or_default() += 1;
+                            p.stage = Stage::Done;
+                        }
+                        let _ = epoll.remove(c.conn.as_raw_fd());
+                        break;
+                    }
                     Err(_) => break,
                 };
                 let Some(datagram) = buf.get(..len) else {
@@ -157,7 +168,7 @@ pub fn set_up(
         if now.duration_since(last_scan) >= Duration::from_millis(20) {
             last_scan = now;
             for &i in &active {
-                let (Some(c), Some(p)) = (clients.get(i), pending.get_mut(i)) else {
+                let (Some(c), Some(p)) = (clients.get_mut(i), pending.get_mut(i)) else {
                     continue;
                 };
                 if p.stage == Stage::Done || now < p.sent_at + RTO * (1 << (p.sends - 1)) {
@@ -169,7 +180,10 @@ pub fn set_up(
                     p.stage = Stage::Done;
                     continue;
                 }
-                let _ = c.sock.send(&p.request);
+                // A stream delivers or breaks: the timer only bounds the wait.
+                if !c.conn.is_stream() {
+                    let _ = c.conn.send(&p.request);
+                }
                 p.sends += 1;
                 p.sent_at = now;
             }
@@ -183,7 +197,7 @@ pub fn set_up(
     }
     out.elapsed = started.elapsed();
     for c in clients.iter() {
-        let _ = epoll.remove(c.sock.as_raw_fd());
+        let _ = epoll.remove(c.conn.as_raw_fd());
     }
     Ok(out)
 }
@@ -231,7 +245,7 @@ fn start_stage(
         Stage::Waiting | Stage::Done => return Ok(()),
     };
     // A full socket buffer is a lost request: the retransmission timer covers it.
-    let _ = c.sock.send(&request);
+    let _ = c.conn.send(&request);
     *p = Pending {
         stage,
         generation,

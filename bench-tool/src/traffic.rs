@@ -21,6 +21,7 @@ use geoturn_relay_proto::stun::{
     classify,
 };
 
+use crate::conn::ClientConn;
 use crate::histogram::Histogram;
 use crate::sys::{self, BATCH, Epoll, RecvMeta};
 use geoturn_relay::net::batch::{Gso, Outgoing, send_batch};
@@ -48,8 +49,9 @@ pub enum Framing {
 /// One client socket and what the generator knows about it.
 #[derive(Debug)]
 pub struct Client {
-    /// Its socket, connected to the server (or to the echo peer in direct mode).
-    pub sock: UdpSocket,
+    /// Its connection to the server (or, in direct mode, a UDP socket connected to the echo
+    /// peer).
+    pub conn: ClientConn,
     /// The echo peer its data goes to.
     pub peer: SocketAddr,
     /// Set up successfully: it takes part in the traffic.
@@ -66,8 +68,14 @@ pub struct Template {
 }
 
 impl Template {
-    /// The template of `payload`-byte packets to `peer` framed as `framing`.
-    pub fn new(framing: Framing, peer: SocketAddr, payload: usize) -> io::Result<Self> {
+    /// The template of `payload`-byte packets to `peer` framed as `framing`; on a `stream`
+    /// ChannelData is padded to 4 bytes (RFC 8656 §12.5).
+    pub fn new(
+        framing: Framing,
+        peer: SocketAddr,
+        payload: usize,
+        stream: bool,
+    ) -> io::Result<Self> {
         let zeros = vec![0u8; payload];
         match framing {
             Framing::Raw => Ok(Self {
@@ -76,7 +84,7 @@ impl Template {
             }),
             Framing::Channel(number) => {
                 let mut bytes = vec![0u8; payload + channel_data::HEADER_LEN + 3];
-                let n = channel_data::encode(&mut bytes, number, &zeros, false)
+                let n = channel_data::encode(&mut bytes, number, &zeros, stream)
                     .map_err(io::Error::other)?;
                 bytes.truncate(n);
                 Ok(Self {
@@ -232,9 +240,13 @@ impl ClientThread {
         let mut with_templates = Vec::with_capacity(clients.len());
         let mut targets = Vec::with_capacity(clients.len());
         for (i, (index, c)) in clients.into_iter().enumerate() {
-            epoll.add(c.sock.as_raw_fd(), i as u64)?;
-            targets.push(c.sock.peer_addr()?);
-            let t = Template::new(framing, c.peer, payload)?;
+            epoll.add(c.conn.as_raw_fd(), i as u64)?;
+            targets.push(match &c.conn {
+                ClientConn::Udp(sock) => sock.peer_addr()?,
+                // Streams name no address per message.
+                ClientConn::Stream(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            });
+            let t = Template::new(framing, c.peer, payload, c.conn.is_stream())?;
             with_templates.push((index, c, t));
         }
         let packet = with_templates.first().map_or(payload, |(_, _, t)| t.len());
@@ -311,7 +323,7 @@ impl ClientThread {
         for k in 0..n {
             let i = (self.next_client + k) % n;
             let (Some((index, client, template)), Some(sent), Some(&to)) = (
-                self.clients.get(i),
+                self.clients.get_mut(i),
                 self.sent.get_mut(i),
                 self.targets.get(i),
             ) else {
@@ -341,12 +353,23 @@ impl ClientThread {
                         write_stamp(p, step.tag, *index, *sent + j as u64, now_ns);
                     }
                 }
-                let mut msgs = [Outgoing { to, data: &[] }; BATCH];
-                for (m, slot) in msgs.iter_mut().zip(self.send_buf.chunks_exact(len)).take(k) {
-                    m.data = slot;
-                }
-                let batch = msgs.get(..k).unwrap_or_default();
-                let took = send_batch(&client.sock, batch, &self.gso).unwrap_or(0);
+                let took = match &mut client.conn {
+                    ClientConn::Udp(sock) => {
+                        let mut msgs = [Outgoing { to, data: &[] }; BATCH];
+                        for (m, slot) in msgs.iter_mut().zip(self.send_buf.chunks_exact(len)) {
+                            m.data = slot;
+                        }
+                        let batch = msgs.get(..k).unwrap_or_default();
+                        send_batch(sock, batch, &self.gso).unwrap_or(0)
+                    }
+                    // Frames back to back on the stream; a full stream refuses the rest.
+                    ClientConn::Stream(stream) => self
+                        .send_buf
+                        .chunks_exact(len)
+                        .take(k)
+                        .take_while(|frame| stream.send(frame).is_ok())
+                        .count(),
+                };
                 counts.sent += took as u64;
                 counts.send_failed += (k - took) as u64;
                 *sent += k as u64;
@@ -365,17 +388,30 @@ impl ClientThread {
     }
 
     fn receive(&mut self, i: usize, tag: u8, counts: &mut StepCounts) {
-        let Some((_, client, _)) = self.clients.get(i) else {
+        let Some((_, client, _)) = self.clients.get_mut(i) else {
             return;
         };
+        let client = match &mut client.conn {
+            ClientConn::Udp(sock) => &*sock,
+            ClientConn::Stream(stream) => {
+                let framing = self.framing;
+                if stream.fill().and_then(|()| stream.flush()).is_err() {
+                    // Closed or broken: no more readiness for it (its sends now fail).
+                    let _ = self.epoll.remove(stream.as_raw_fd());
+                }
+                let now_ns = self.epoch.elapsed().as_nanos() as u64;
+                // Bounded: the input buffer holds at most MAX_PENDING_IN bytes of frames.
+                while let Ok(Some(stamp)) =
+                    stream.take_frame(|frame| payload_of(framing, frame).and_then(read_stamp))
+                {
+                    count_echo(stamp, tag, now_ns, counts);
+                }
+                return;
+            }
+        };
         // Level-triggered: what one call leaves behind is reported again.
-        let Ok(got) = sys::recv_mmsg(
-            &client.sock,
-            &mut self.recv_buf,
-            self.slot,
-            &mut self.meta,
-            false,
-        ) else {
+        let Ok(got) = sys::recv_mmsg(client, &mut self.recv_buf, self.slot, &mut self.meta, false)
+        else {
             return;
         };
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
@@ -389,14 +425,19 @@ impl ClientThread {
                 .get(..meta.len.min(self.slot))
                 .and_then(|d| payload_of(self.framing, d))
                 .and_then(read_stamp);
-            match stamp {
-                Some((t, _, sent_ns)) if t == tag => {
-                    counts.received += 1;
-                    counts.rtt.record(now_ns.saturating_sub(sent_ns));
-                }
-                _ => counts.stray += 1,
-            }
+            count_echo(stamp, tag, now_ns, counts);
         }
+    }
+}
+
+/// Counts one message from the server: an echo of this step (with its round trip) or a stray.
+fn count_echo(stamp: Option<(u8, u32, u64)>, tag: u8, now_ns: u64, counts: &mut StepCounts) {
+    match stamp {
+        Some((t, _, sent_ns)) if t == tag => {
+            counts.received += 1;
+            counts.rtt.record(now_ns.saturating_sub(sent_ns));
+        }
+        _ => counts.stray += 1,
     }
 }
 
@@ -510,22 +551,32 @@ fn echo_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use geoturn_relay_proto::stun::framing::frame_len;
 
     #[test]
     fn stamps_survive_every_framing() {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        for framing in [
-            Framing::Raw,
-            Framing::Channel(0x4000),
-            Framing::SendIndication,
+        // 161 bytes: ChannelData needs padding on a stream.
+        for (framing, stream) in [
+            (Framing::Raw, false),
+            (Framing::Channel(0x4000), false),
+            (Framing::Channel(0x4000), true),
+            (Framing::SendIndication, false),
+            (Framing::SendIndication, true),
         ] {
-            let t = Template::new(framing, peer, 160).unwrap();
+            let t = Template::new(framing, peer, 161, stream).unwrap();
+            if stream {
+                assert_eq!(t.len() % 4, 0, "{framing:?} on a stream is padded");
+                assert_eq!(frame_len(&t.bytes), Ok(Some(t.len())), "{framing:?}");
+            } else if framing == Framing::Channel(0x4000) {
+                assert_eq!(t.len(), 4 + 161);
+            }
             let mut packet = t.bytes.clone();
             write_stamp(&mut packet[t.payload_at..], 3, 17, 99, 123_456);
             // What the server sends back: the same framing for channels; a Data indication
             // stands in for the Send indication (both carry DATA).
             let back = if framing == Framing::SendIndication {
-                let payload = &packet[t.payload_at..t.payload_at + 160];
+                let payload = &packet[t.payload_at..t.payload_at + 161];
                 let mut b = vec![0u8; 256];
                 let typ = MessageType::new(Method::Data, Class::Indication);
                 let mut w = MessageWriter::new(&mut b, typ, TransactionId([1; 12])).unwrap();
@@ -538,7 +589,7 @@ mod tests {
                 packet.clone()
             };
             let p = payload_of(framing, &back).unwrap();
-            assert_eq!(p.len(), 160, "{framing:?}");
+            assert_eq!(p.len(), 161, "{framing:?}");
             assert_eq!(read_stamp(p), Some((3, 17, 123_456)), "{framing:?}");
         }
         assert_eq!(read_stamp(&[0u8; 24]), None);

@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use geoturn_bench::conn::ClientTransport;
 use geoturn_bench::forwarder::{Forwarder, ForwarderConfig};
 use geoturn_bench::{BenchOptions, Report, Target};
 use geoturn_tests::TEST_SECRET;
@@ -145,4 +146,79 @@ fn loss_and_refusals_are_reported() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
+}
+
+/// Runs the generator on another thread and watches the relay meanwhile: the most live
+/// allocations it saw by client transport (UDP, TCP, TLS), and the report.
+fn run_watching(relay: &TestRelay, opts: BenchOptions) -> ([usize; 3], Report) {
+    let bench = std::thread::spawn(move || geoturn_bench::run(&opts));
+    let mut most = [0usize; 3];
+    while !bench.is_finished() {
+        let snap = relay.handle().snapshot();
+        for (m, n) in most.iter_mut().zip(snap.allocations_by_transport) {
+            *m = (*m).max(n);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (most, bench.join().unwrap().unwrap())
+}
+
+#[test]
+fn tcp_and_tls_clients_relay_through_geoturn() {
+    let dir = geoturn_tests::temp_dir("bench-streams");
+    let cert = geoturn_tests::tls::write_cert(&dir, "relay");
+    let relay = TestRelay::start(|o| {
+        o.tls_cert = Some(cert.cert_path.clone());
+        o.tls_key = Some(cert.key_path.clone());
+        o.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    });
+    let tls_addr = relay.handle().tls_addrs()[0];
+    let opts = |transport, server| BenchOptions {
+        transport,
+        duration: 1.0,
+        ..options(server)
+    };
+
+    // TCP on the relay's UDP/TCP port: every allocation is a TCP one.
+    let (most, r) = run_watching(&relay, opts(ClientTransport::Tcp, relay.addr()));
+    assert_eq!(r.transport, ClientTransport::Tcp);
+    assert_clean(&r, 4);
+    assert_eq!(most, [0, 4, 0], "live allocations by transport");
+    // ChannelData is padded to 4 bytes on a stream: 4 + 160 already is.
+    assert_eq!(r.packet_bytes, 164);
+
+    // TLS, trusting the relay's self-signed certificate.
+    let tls = BenchOptions {
+        tls_ca: Some(cert.cert_path.clone()),
+        tls_server_name: Some("localhost".into()),
+        ..opts(ClientTransport::Tls, tls_addr)
+    };
+    let (most, r) = run_watching(&relay, tls.clone());
+    assert_clean(&r, 4);
+    assert_eq!(most[2], 4, "live allocations by transport: {most:?}");
+    // Send indications over TLS too.
+    let (_, r) = run_watching(
+        &relay,
+        BenchOptions {
+            send_indications: true,
+            ..tls.clone()
+        },
+    );
+    assert_clean(&r, 4);
+
+    // A certificate the generator does not trust: refused, and the error says so.
+    let other = geoturn_tests::tls::write_cert(&dir, "other");
+    let err = geoturn_bench::run(&BenchOptions {
+        tls_ca: Some(other.cert_path),
+        ..tls.clone()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // TCP or TLS only towards a TURN server.
+    let err = geoturn_bench::run(&BenchOptions {
+        target: Target::Raw,
+        ..opts(ClientTransport::Tcp, relay.addr())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("--transport"), "{err}");
 }
