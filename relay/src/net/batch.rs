@@ -119,6 +119,21 @@ mod sys {
         }
     }
 
+    /// Empty address, iovec and header arrays for one `recvmmsg` / `sendmmsg` of [`BATCH`].
+    #[inline]
+    fn batch_arrays() -> (
+        [libc::sockaddr_storage; BATCH],
+        [libc::iovec; BATCH],
+        [libc::mmsghdr; BATCH],
+    ) {
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        // SAFETY: sockaddr_storage and mmsghdr are plain data; all-zero is a valid value.
+        unsafe { (std::mem::zeroed(), [iov; BATCH], std::mem::zeroed()) }
+    }
+
     /// Receives up to `out.len()` (at most [`BATCH`]) datagrams without blocking into the
     /// slots of `buf`. The caller keeps track of readiness (a short count means the socket was
     /// drained; `WouldBlock` that it was already empty).
@@ -128,14 +143,7 @@ mod sys {
         layout: SlotLayout,
         out: &mut [Option<Received>],
     ) -> io::Result<usize> {
-        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-        let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; BATCH];
-        // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let (mut addrs, mut iovs, mut hdrs) = batch_arrays();
         let mut n = 0;
         for (i, ((iov, hdr), addr)) in iovs
             .iter_mut()
@@ -280,14 +288,7 @@ mod sys {
     /// grouped for GSO); returns how many datagrams the kernel took.
     fn send_chunk(sock: &UdpSocket, msgs: &[Outgoing<'_>], gso: bool) -> io::Result<usize> {
         let msgs = msgs.get(..msgs.len().min(BATCH)).unwrap_or_default();
-        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-        let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; BATCH];
-        // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let (mut addrs, mut iovs, mut hdrs) = batch_arrays();
         let mut cmsgs = [SegmentCmsg([0; 32]); BATCH];
         // Datagrams in each header, to count what a partial send took.
         let mut run_lens = [0usize; BATCH];
