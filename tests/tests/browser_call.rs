@@ -1,6 +1,8 @@
 //! A real browser call: Debian's headless Chromium (driven by playwright-core) fetches ICE
 //! servers from the credential API and completes a relay-only data channel between two
-//! RTCPeerConnections, through the relay the API ranked first. Then, given only the anycast
+//! RTCPeerConnections: through any of the three relays the API ranks when given all three (which
+//! pair ICE nominates among them is Chromium's choice), and through the top-ranked one when the
+//! app asks for one relay. Then, given only the anycast
 //! URL, it follows the relay's 300 Try Alternate to a unicast relay, over UDP and over TCP.
 //!
 //! The service runs in a network namespace ("server") with 198.18.x addresses on its `lo`:
@@ -42,13 +44,15 @@ fn wait_for(within: Duration, what: &str, mut pred: impl FnMut() -> bool) {
     }
 }
 
-/// One call from the client namespace; `only_urls` replaces the API's relays with these URLs.
-fn call(client: &NetNs, only_urls: Option<&str>) -> Value {
+/// One call from the client namespace with `count` relays from the API; `only_urls` replaces
+/// the API's relays with these URLs.
+fn call(client: &NetNs, count: usize, only_urls: Option<&str>) -> Value {
     let mut cmd = client.command("node");
     cmd.arg(browser_dir().join("call.mjs"))
         .env("GEOTURN_API_URL", format!("http://{API}"))
         .env("GEOTURN_APP_KEY", APP_KEY)
         .env("GEOTURN_CLIENT_IP", "192.0.2.10")
+        .env("GEOTURN_COUNT", count.to_string())
         .stderr(Stdio::inherit());
     if let Some(urls) = only_urls {
         cmd.env("GEOTURN_ONLY_URLS", urls);
@@ -158,29 +162,56 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
         )
     });
 
-    // 1. The API's answer, in a browser: both ends on relay candidates of the top relay.
-    let first = call(&client, None);
-    eprintln!("browser call: {first}");
-    assert!(
-        first["rankedUrls"][0]
-            .as_str()
-            .unwrap()
-            .contains("198.18.1.1"),
-        "{first}"
+    // 1. The API's answer, in a browser: the caller (placed in Frankfurt) gets the two
+    // eu-central relays first, then us-east, and both ends talk over relay candidates of them.
+    let all = call(&client, 3, None);
+    eprintln!("browser call, three relays: {all}");
+    let ranked: Vec<&str> = all["rankedUrls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ranked,
+        [
+            "turn:198.18.1.1:3478?transport=udp",
+            "turn:198.18.1.2:3478?transport=udp",
+            "turn:198.18.2.1:3478?transport=udp"
+        ],
+        "{all}"
     );
     for side in ["a", "b"] {
-        assert_eq!(first[side]["localType"], "relay", "{first}");
-        assert_eq!(first[side]["remoteType"], "relay", "{first}");
+        assert_eq!(all[side]["localType"], "relay", "{all}");
+        assert_eq!(all[side]["remoteType"], "relay", "{all}");
+        let addr = all[side]["localAddress"].as_str().unwrap();
+        assert!(
+            ranked.iter().any(|u| u.contains(&format!(":{addr}:"))),
+            "relayed on {addr}, not a ranked relay: {all}"
+        );
     }
-    assert_eq!(first["a"]["localAddress"], "198.18.1.1", "{first}");
-    assert_eq!(first["b"]["localAddress"], "198.18.1.1", "{first}");
-    assert_eq!(first["echo"], "echo:hello through the relay");
+    assert_eq!(all["echo"], "echo:hello through the relay");
+    // Asked for one relay, the app gets the top-ranked one, and the call goes through it. The
+    // first call's allocations now load eu-1, so that may be eu-2: it is one of the region's.
+    let top = call(&client, 1, None);
+    eprintln!("browser call, one relay: {top}");
+    let top_url = top["rankedUrls"][0].as_str().unwrap();
+    let top_ip = ["198.18.1.1", "198.18.1.2"]
+        .into_iter()
+        .find(|ip| top_url == format!("turn:{ip}:3478?transport=udp"))
+        .unwrap_or_else(|| panic!("top relay {top_url} is not in eu-central: {top}"));
+    for side in ["a", "b"] {
+        assert_eq!(top[side]["localType"], "relay", "{top}");
+        assert_eq!(top[side]["localAddress"], top_ip, "{top}");
+        assert_eq!(top[side]["remoteAddress"], top_ip, "{top}");
+    }
+    assert_eq!(top["echo"], "echo:hello through the relay");
 
     // 2. Only the anycast URL: Chromium follows the 300 to a unicast relay of the region, over
     // UDP and over TCP.
     for transport in ["udp", "tcp"] {
         let urls = format!("[\"turn:{ANYCAST}?transport={transport}\"]");
-        let r = call(&client, Some(&urls));
+        let r = call(&client, 1, Some(&urls));
         eprintln!("anycast {transport}: {r}");
         for side in ["a", "b"] {
             assert_eq!(r[side]["localType"], "relay", "{r}");
