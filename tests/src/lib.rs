@@ -41,10 +41,26 @@ pub fn free_tcp_port() -> u16 {
         .expect("a free loopback TCP port")
 }
 
-/// A loopback UDP port nobody uses right now.
+/// A loopback port free for UDP and for TCP right now, for a relay's `--listen` (which binds
+/// both). It comes from 20000–29999: below the kernel's ephemeral range (32768–60999 by default)
+/// and outside every test relay's `--relay-ports`, so neither an outgoing connection's local
+/// port nor another relay's relayed socket can take it between this check and the relay's bind.
+/// A process-wide counter keeps this test binary's threads on different ports; the start
+/// depends on the PID, so concurrent test processes mostly do too (and a clash is a loud
+/// bind failure).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback UDP port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + start.wrapping_add(n) % SPAN).expect("below 30000");
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if udp.is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port in 20000-29999 is free for both UDP and TCP")
 }

@@ -44,8 +44,16 @@ struct Fleet {
     dir: std::path::PathBuf,
 }
 
-fn start_relay(redis: &RedisServer, id: &str, region: &str, lat: f64, lon: f64) -> Relay {
+/// Starts a relay whose log goes to `dir/relay-ID.log` (printed when the fleet does not form).
+fn start_relay(
+    redis: &RedisServer,
+    dir: &std::path::Path,
+    id: &str,
+    region: &str,
+    (lat, lon): (f64, f64),
+) -> Relay {
     let (udp, http) = (geoturn_tests::free_udp_port(), free_port());
+    let log = std::fs::File::create(dir.join(format!("relay-{id}.log"))).unwrap();
     let child = ChildGuard::spawn(
         Command::new(geoturn_bin())
             .args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
@@ -64,7 +72,7 @@ fn start_relay(redis: &RedisServer, id: &str, region: &str, lat: f64, lon: f64) 
             .env("GEOTURN_SECRETS_KEY", SECRETS_KEY)
             .env_remove("GEOTURN_AUTH_SECRETS")
             .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+            .stderr(log),
     )
     .unwrap();
     Relay {
@@ -120,9 +128,9 @@ fn fleet(name: &str, api_extra: &[&str]) -> Fleet {
         get(api_addr, "/readyz", None).is_some_and(|r| r.status == 200)
     });
     let relays = vec![
-        start_relay(&redis, "eu-1", "eu-central", 50.1, 8.7),
-        start_relay(&redis, "eu-2", "eu-central", 50.1, 8.7),
-        start_relay(&redis, "us-1", "us-east", 39.0, -77.5),
+        start_relay(&redis, &dir, "eu-1", "eu-central", (50.1, 8.7)),
+        start_relay(&redis, &dir, "eu-2", "eu-central", (50.1, 8.7)),
+        start_relay(&redis, &dir, "us-1", "us-east", (39.0, -77.5)),
     ];
     let fleet = Fleet {
         redis,
@@ -132,13 +140,37 @@ fn fleet(name: &str, api_extra: &[&str]) -> Fleet {
         dir,
     };
     // /readyz is not rate limited, so polling it leaves every caller's budget whole.
-    wait_for(Duration::from_secs(15), "three relays in /readyz", || {
-        get(fleet.api_addr, "/readyz", None).is_some_and(|r| json(&r)["relays"] == 3)
-    });
+    let t0 = Instant::now();
+    while !get(fleet.api_addr, "/readyz", None).is_some_and(|r| json(&r)["relays"] == 3) {
+        if t0.elapsed() > Duration::from_secs(15) {
+            fleet.fail_to_form();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
     fleet
 }
 
 impl Fleet {
+    /// Fails with what each relay did: whether it still runs, and the end of its log.
+    fn fail_to_form(mut self) -> ! {
+        let mut report = String::new();
+        for r in &mut self.relays {
+            let status = r.child.0.try_wait().ok().flatten();
+            let log = std::fs::read_to_string(self.dir.join(format!("relay-{}.log", r.id)))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            report += &format!(
+                "\n{} (udp {}): {}\n  {}",
+                r.id,
+                r.udp,
+                status.map_or("running".to_owned(), |s| format!("exited: {s}")),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+            );
+        }
+        let readyz = get(self.api_addr, "/readyz", None).map(|r| r.body);
+        panic!("timed out waiting for three relays in /readyz ({readyz:?}):{report}");
+    }
+
     fn udp_of(&self, id: &str) -> u16 {
         self.relays.iter().find(|r| r.id == id).unwrap().udp
     }
