@@ -1,12 +1,14 @@
 //! The few system calls the load generator and the raw forwarder need beyond `std` and the
-//! relay's own batched sends (`geoturn_relay::net::batch::send_batch`, with GSO): `recvmmsg`,
-//! `epoll` over many sockets, the open-file limit and the clock-tick rate. Linux only, like the relay's own `net/batch.rs`; every `unsafe` block says
-//! why it is sound.
+//! relay's own batched receives and sends (`geoturn_relay::net::batch`, with GSO): `epoll` over
+//! many sockets, the open-file limit and the clock-tick rate. Linux only, like the relay's
+//! `net/batch.rs`; every `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use geoturn_relay::net::batch::{self, Received, SlotLayout};
 
 /// Datagrams per `recvmmsg`.
 pub const BATCH: usize = 64;
@@ -29,89 +31,36 @@ impl Default for RecvMeta {
     }
 }
 
-fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
 /// Receives up to `out.len()` (at most [`BATCH`]) datagrams into consecutive `slot`-byte slots of
-/// `buf`. `wait` blocks for the first one (up to the socket's receive timeout) and takes the rest
-/// that are already queued (`MSG_WAITFORONE`); otherwise nothing blocks. Datagrams longer than a
-/// slot are cut (the caller sees `len == slot`).
+/// `buf`, with the relay's own batched receive. `wait` blocks for the first one (up to the
+/// socket's receive timeout) and takes the rest that are already queued (`MSG_WAITFORONE`);
+/// otherwise nothing blocks. Datagrams longer than a slot are cut (the caller sees `len == slot`).
 pub fn recv_mmsg(
-    sock: &impl AsRawFd,
+    sock: &UdpSocket,
     buf: &mut [u8],
     slot: usize,
     out: &mut [RecvMeta],
     wait: bool,
 ) -> io::Result<usize> {
-    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-    let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; BATCH];
-    // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    let mut n = 0;
-    for ((area, iov), (hdr, addr)) in buf
-        .chunks_exact_mut(slot.max(1))
-        .zip(iovs.iter_mut())
-        .zip(hdrs.iter_mut().zip(addrs.iter_mut()))
-        .take(out.len())
-    {
-        iov.iov_base = area.as_mut_ptr().cast();
-        iov.iov_len = area.len();
-        hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-        hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-        hdr.msg_hdr.msg_iov = iov;
-        hdr.msg_hdr.msg_iovlen = 1;
-        n += 1;
-    }
-    let flags = if wait {
-        libc::MSG_WAITFORONE
-    } else {
-        libc::MSG_DONTWAIT
+    let layout = SlotLayout {
+        size: slot,
+        head: 0,
+        tail: 0,
     };
-    // SAFETY: the first `n` headers point at live iovecs into `buf` (disjoint slots) and at live
-    // address storage of this frame; the kernel writes at most `iov_len` bytes into each.
-    let r = unsafe {
-        libc::recvmmsg(
-            sock.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            n as u32,
-            flags,
-            std::ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let got = r as usize;
-    for ((hdr, addr), meta) in hdrs.iter().zip(addrs.iter()).zip(out.iter_mut()).take(got) {
-        *meta = RecvMeta {
-            from: from_storage(addr).unwrap_or_else(|| RecvMeta::default().from),
-            len: hdr.msg_len as usize,
-        };
+    let mut received: [Option<Received>; BATCH] = [None; BATCH];
+    let n = out.len().min(BATCH);
+    let got = batch::recv_batch_of::<BATCH>(
+        sock,
+        buf,
+        layout,
+        received.get_mut(..n).unwrap_or_default(),
+        wait,
+    )?;
+    for (meta, r) in out.iter_mut().zip(&received).take(got) {
+        *meta = r.map_or_else(RecvMeta::default, |r| RecvMeta {
+            from: r.from,
+            len: r.len,
+        });
     }
     Ok(got)
 }

@@ -119,19 +119,19 @@ mod sys {
         }
     }
 
-    /// Empty address, iovec and header arrays for one `recvmmsg` / `sendmmsg` of [`BATCH`].
+    /// Empty address, iovec and header arrays for one `recvmmsg` / `sendmmsg` of `N`.
     #[inline]
-    fn batch_arrays() -> (
-        [libc::sockaddr_storage; BATCH],
-        [libc::iovec; BATCH],
-        [libc::mmsghdr; BATCH],
+    fn batch_arrays<const N: usize>() -> (
+        [libc::sockaddr_storage; N],
+        [libc::iovec; N],
+        [libc::mmsghdr; N],
     ) {
         let iov = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
         // SAFETY: sockaddr_storage and mmsghdr are plain data; all-zero is a valid value.
-        unsafe { (std::mem::zeroed(), [iov; BATCH], std::mem::zeroed()) }
+        unsafe { (std::mem::zeroed(), [iov; N], std::mem::zeroed()) }
     }
 
     /// Receives up to `out.len()` (at most [`BATCH`]) datagrams without blocking into the
@@ -143,7 +143,36 @@ mod sys {
         layout: SlotLayout,
         out: &mut [Option<Received>],
     ) -> io::Result<usize> {
-        let (mut addrs, mut iovs, mut hdrs) = batch_arrays();
+        recv_up_to::<BATCH>(sock, buf, layout, out, libc::MSG_DONTWAIT)
+    }
+
+    /// [`recv_batch`] for up to `N` datagrams per call, for callers outside the relay (the load
+    /// generator, the raw forwarder) that pick their own batch. With `wait` it blocks for the
+    /// first datagram (up to the socket's receive timeout, on a blocking socket) and takes the
+    /// rest that are already queued (`MSG_WAITFORONE`).
+    pub fn recv_batch_of<const N: usize>(
+        sock: &UdpSocket,
+        buf: &mut [u8],
+        layout: SlotLayout,
+        out: &mut [Option<Received>],
+        wait: bool,
+    ) -> io::Result<usize> {
+        let flags = if wait {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
+        recv_up_to::<N>(sock, buf, layout, out, flags)
+    }
+
+    fn recv_up_to<const N: usize>(
+        sock: &UdpSocket,
+        buf: &mut [u8],
+        layout: SlotLayout,
+        out: &mut [Option<Received>],
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        let (mut addrs, mut iovs, mut hdrs) = batch_arrays::<N>();
         let mut n = 0;
         for (i, ((iov, hdr), addr)) in iovs
             .iter_mut()
@@ -166,14 +195,14 @@ mod sys {
         if n == 0 {
             return Ok(0);
         }
-        // SAFETY: the first `n` headers point at live iovecs into `buf` and at live address
-        // storage of this frame.
+        // SAFETY: the first `n` headers point at live iovecs into `buf` (disjoint slots) and at
+        // live address storage of this frame; the kernel writes at most `iov_len` into each.
         let r = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 n as u32,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -288,7 +317,7 @@ mod sys {
     /// grouped for GSO); returns how many datagrams the kernel took.
     fn send_chunk(sock: &UdpSocket, msgs: &[Outgoing<'_>], gso: bool) -> io::Result<usize> {
         let msgs = msgs.get(..msgs.len().min(BATCH)).unwrap_or_default();
-        let (mut addrs, mut iovs, mut hdrs) = batch_arrays();
+        let (mut addrs, mut iovs, mut hdrs) = batch_arrays::<BATCH>();
         let mut cmsgs = [SegmentCmsg([0; 32]); BATCH];
         // Datagrams in each header, to count what a partial send took.
         let mut run_lens = [0usize; BATCH];
@@ -381,6 +410,19 @@ mod sys {
         Ok(got)
     }
 
+    /// Up to `N` (and [`BATCH`]) datagrams, one syscall each, on a non-blocking socket (`wait`
+    /// is not supported here: a blocking socket would block on the second datagram too).
+    pub fn recv_batch_of<const N: usize>(
+        sock: &UdpSocket,
+        buf: &mut [u8],
+        layout: SlotLayout,
+        out: &mut [Option<Received>],
+        _wait: bool,
+    ) -> io::Result<usize> {
+        let n = out.len().min(N);
+        recv_batch(sock, buf, layout, out.get_mut(..n).unwrap_or_default())
+    }
+
     /// No UDP GSO here.
     pub fn gso_supported() -> bool {
         false
@@ -400,7 +442,7 @@ mod sys {
     }
 }
 
-pub use sys::{recv_batch, send_batch};
+pub use sys::{recv_batch, recv_batch_of, send_batch};
 
 /// Most datagrams in one GSO send: the kernel's `UDP_MAX_SEGMENTS` (64 on every kernel that has
 /// GSO; later ones allow more).
