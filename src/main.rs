@@ -116,10 +116,15 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            // Before the API takes a request, so a SIGTERM never kills it unhandled.
+            let mut signals = {
+                let _runtime = rt.enter();
+                geoturn_relay::signal::ShutdownSignals::install()?
+            };
             rt.block_on(async {
                 let api = geoturn_api::start(config, None).await?;
                 eprintln!("credential API on http://{}", api.addr);
-                shutdown_signal().await?;
+                signals.recv().await;
                 tracing::info!("stopping");
                 drop(api);
                 anyhow::Ok(())
@@ -158,15 +163,6 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&cred)?);
             Ok(())
         }
-    }
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
     }
 }
 

@@ -64,6 +64,8 @@ fn relay_binary_relays_and_stops_on_sigterm() {
         Command::new(BIN)
             .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
             .args([
+                "--http",
+                "127.0.0.1:0",
                 "--allow-peer",
                 "127.0.0.0/8",
                 "--relay-ports",
@@ -107,10 +109,11 @@ fn relay_binary_relays_and_stops_on_sigterm() {
     // SIGTERM drains: the relay waits for the live allocation, then exits once it is gone.
     relay.terminate();
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        relay.0.try_wait().unwrap().is_none(),
-        "exited with a live allocation"
-    );
+    if let Some(status) = relay.0.try_wait().unwrap() {
+        let mut logs = String::new();
+        let _ = relay.0.stderr.take().unwrap().read_to_string(&mut logs);
+        panic!("exited ({status}) with a live allocation:\n{logs}");
+    }
     client.refresh(0).unwrap();
     let status = relay
         .wait_timeout(Duration::from_secs(10))
@@ -130,6 +133,47 @@ fn relay_binary_relays_and_stops_on_sigterm() {
     assert!(!logs.contains(SECRET), "{logs}");
     assert!(!logs.contains(&cred.password), "{logs}");
     assert!(!logs.contains(&client.local_addr().to_string()), "{logs}");
+}
+
+/// A SIGTERM that comes as soon as the relay answers (a rolling deploy that replaces a pod
+/// which just started) drains it: the handlers are in place before the first answer, so the
+/// kernel's default action (death, allocations dropped) never applies. A registry that
+/// accepts connections but never answers keeps the relay's start-up busy (loading secrets
+/// waits for its timeout) after the workers already answer, which is where the signal lands.
+#[test]
+fn sigterm_right_after_the_first_answer_drains() {
+    use std::os::unix::process::ExitStatusExt;
+    let silent_redis = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let registry = format!("redis://{}", silent_redis.local_addr().unwrap());
+    for round in 0..2 {
+        let port = geoturn_tests::free_udp_port();
+        let mut relay = ChildGuard::spawn(
+            Command::new(BIN)
+                .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--http", "127.0.0.1:0", "--relay-ports", "31000-31999"])
+                .args(["--registry", &registry, "--secrets-key", &"ab".repeat(32)])
+                .env("GEOTURN_AUTH_SECRETS", SECRET)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
+        let server = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut client = TurnClient::new(server, "nobody", "nothing").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.binding().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "relay did not answer within 10 s"
+            );
+        }
+        relay.terminate();
+        let status = relay
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("an idle relay exits once drained");
+        assert_eq!(status.signal(), None, "round {round}: killed by {status}");
+        assert!(status.success(), "round {round}: {status}");
+    }
 }
 
 #[test]

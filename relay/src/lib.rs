@@ -6,12 +6,14 @@
 //! - [`run`]: starting and stopping the relay's workers.
 //! - [`ops`]: metrics, status, health, drain over HTTP.
 //! - [`service`]: the relay as a process: workers + ops + signals + drain.
+//! - [`signal`]: SIGTERM/SIGINT handlers installed before any work is taken.
 
 pub mod config;
 pub mod net;
 pub mod ops;
 pub mod run;
 pub mod service;
+pub mod signal;
 
 pub use config::{RelayConfig, RelayOptions};
 pub use run::{RelayHandle, start};

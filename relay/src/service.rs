@@ -9,6 +9,7 @@ use geoturn_shared::registry::Registry;
 
 use crate::ops::{Ops, http, registry};
 use crate::run::{self, RelayHandle};
+use crate::signal::ShutdownSignals;
 
 /// Why the service could not run.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +48,16 @@ pub fn run_with_registry(
     shared_registry: Option<Registry>,
     on_ready: impl FnOnce(&RelayHandle, std::net::SocketAddr),
 ) -> Result<(), ServiceError> {
-    let relay = Arc::new(run::start(&config).map_err(io("starting the relay"))?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io("starting the ops runtime"))?;
+    // Before the workers answer a single Allocate: a SIGTERM from then on drains.
+    let mut signals = {
+        let _runtime = rt.enter();
+        ShutdownSignals::install().map_err(io("installing signal handlers"))?
+    };
+    let relay = Arc::new(run::start(&config).map_err(io("starting the relay"))?);
     let result = rt.block_on(async {
         let ops = Ops::new(relay.clone(), config.clone());
         let listener = tokio::net::TcpListener::bind(config.http)
@@ -95,16 +101,14 @@ pub fn run_with_registry(
         on_ready(&relay, http_addr);
 
         tokio::select! {
-            r = shutdown_signal() => {
-                r.map_err(io("installing signal handlers"))?;
+            () = signals.recv() => {
                 ops.drain.begin("signal");
             }
             () = ops.drain.started() => {}
         }
         tokio::select! {
             () = ops.drain.finished() => {}
-            r = shutdown_signal() => {
-                r.map_err(io("installing signal handlers"))?;
+            () = signals.recv() => {
                 tracing::warn!("second signal: stopping without waiting for allocations");
             }
         }
@@ -187,23 +191,5 @@ async fn reload_certs(store: std::sync::Arc<crate::net::tls::CertStore>) {
                 tracing::warn!(error = %e, "TLS certificate reload failed; keeping the old one")
             }
         }
-    }
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
     }
 }
