@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::response::Answer;
+use super::response::{Answer, Budget};
 use super::{Command, MAX_BIND_ATTEMPTS, PendingAllocation, Server};
 use crate::allocation::Allocation;
 use crate::allocation::channel::Channels;
@@ -101,10 +101,18 @@ impl Server {
                     AuthFailure::BadRequest => {
                         self.reply_unsigned(now, &to, Some(ErrorCode::BAD_REQUEST), &[]);
                     }
-                    AuthFailure::StaleNonce => {
-                        self.reply_challenge(now, &to, ErrorCode::STALE_NONCE);
+                    AuthFailure::StaleNonce if self.is_allocation_holder(tuple, msg) => {
+                        // The request's integrity verified and this 5-tuple holds that user's
+                        // allocation: the 438 is owed to a live session, so it does not
+                        // spend the source's unauthenticated budget. Otherwise anyone who
+                        // spoofs the client's address (or shares its NAT) could spend it, and
+                        // the session's Refresh would go unanswered until it expired.
+                        self.reply_challenge(now, &to, ErrorCode::STALE_NONCE, Budget::Exempt);
                     }
-                    _ => self.reply_challenge(now, &to, ErrorCode::UNAUTHENTICATED),
+                    AuthFailure::StaleNonce => {
+                        self.reply_challenge(now, &to, ErrorCode::STALE_NONCE, Budget::Spend);
+                    }
+                    _ => self.reply_challenge(now, &to, ErrorCode::UNAUTHENTICATED, Budget::Spend),
                 }
                 return;
             }
@@ -138,6 +146,17 @@ impl Server {
             Method::Connect => self.connect(now, &to, msg, auth),
             _ => {}
         }
+    }
+
+    /// True when `tuple` holds an allocation of the user named in `msg` (call only once the
+    /// message's integrity verified).
+    fn is_allocation_holder(&self, tuple: FiveTuple, msg: &Message<'_>) -> bool {
+        let Some(Ok(Attribute::Username(username))) = msg.attribute(types::USERNAME) else {
+            return false;
+        };
+        self.allocations
+            .get(&tuple)
+            .is_some_and(|a| a.username == username)
     }
 
     fn lifetime(&self, msg: &Message<'_>) -> Result<Duration, ()> {

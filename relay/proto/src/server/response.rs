@@ -23,6 +23,15 @@ pub(super) struct Answer {
     pub fingerprint: bool,
 }
 
+/// Whether an unsigned response spends its source's unauthenticated budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Budget {
+    /// Counted against the per-source limit (anyone can cause it with a spoofed source).
+    Spend,
+    /// Not counted: owed to a request whose integrity verified, from a live allocation.
+    Exempt,
+}
+
 impl Server {
     fn encode(
         &self,
@@ -115,7 +124,18 @@ impl Server {
         error: Option<ErrorCode>,
         attrs: &[Attribute<'_>],
     ) {
-        if !self.limiter.allow(to.five_tuple.client.0.ip(), now) {
+        self.reply_unsigned_with(now, to, error, attrs, Budget::Spend);
+    }
+
+    fn reply_unsigned_with(
+        &mut self,
+        now: Instant,
+        to: &Answer,
+        error: Option<ErrorCode>,
+        attrs: &[Attribute<'_>],
+        budget: Budget,
+    ) {
+        if budget == Budget::Spend && !self.limiter.allow(to.five_tuple.client.0.ip(), now) {
             self.stats.drop_packet(super::DropReason::RateLimited);
             return;
         }
@@ -125,11 +145,17 @@ impl Server {
     }
 
     /// 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4).
-    pub(super) fn reply_challenge(&mut self, now: Instant, to: &Answer, code: ErrorCode) {
+    pub(super) fn reply_challenge(
+        &mut self,
+        now: Instant,
+        to: &Answer,
+        code: ErrorCode,
+        budget: Budget,
+    ) {
         let client: SocketAddr = to.five_tuple.client.0;
         let nonce = self.nonces.issue(client, self.unix_now(now));
         let realm = self.config.realm.clone();
-        self.reply_unsigned(
+        self.reply_unsigned_with(
             now,
             to,
             Some(code),
@@ -138,6 +164,7 @@ impl Server {
                 Attribute::Nonce(&nonce),
                 Attribute::PasswordAlgorithms(&OFFERED_PASSWORD_ALGORITHMS),
             ],
+            budget,
         );
     }
 

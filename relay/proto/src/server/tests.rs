@@ -984,6 +984,72 @@ fn unauthenticated_responses_are_rate_limited_per_source() {
     h.request(Method::Binding, &[], None);
 }
 
+/// A spoofed flood from a client's address spends that address's unauthenticated budget; the
+/// client's own Refresh with a stale nonce still gets its 438 (its integrity verified and the
+/// 5-tuple holds the allocation), so the session survives. An Allocate with a stale nonce
+/// from a tuple without an allocation stays limited.
+#[test]
+fn a_flood_from_the_clients_address_does_not_starve_its_stale_nonce_challenge() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        unauth_rate: 10,
+        unauth_burst: 5,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let (mut auth, _) = h.allocate();
+    // Outlive the nonce (600 s), not the allocation.
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(3600)], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+    h.advance(601);
+    let spend_the_budget = |h: &mut Harness| {
+        let spoofed = FiveTuple {
+            client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], 9))),
+            ..h.tuple
+        };
+        for i in 0..20u8 {
+            let req = encode_request(
+                Method::Binding,
+                Class::Request,
+                TransactionId([i; 12]),
+                &[],
+                None,
+            )
+            .unwrap();
+            assert!(h.server.handle_client_input(h.now, spoofed, &req).is_none());
+        }
+        h.pump();
+    };
+    spend_the_budget(&mut h);
+    let limited = h.server.stats().drops(DropReason::RateLimited);
+    assert!(limited >= 15, "{limited}");
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(600)], Some(&auth));
+    let m = Message::parse(&resp).unwrap();
+    assert_eq!(error_code(&m), Some(438));
+    assert!(auth.update_from_challenge(&m));
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(600)], Some(&auth));
+    assert_eq!(code_of(&resp), None);
+
+    // Same user, same address, but a tuple with no allocation: its 438 is budgeted.
+    h.advance(601);
+    spend_the_budget(&mut h);
+    h.tuple = tuple(40001);
+    let tid = h.tid();
+    let req = encode_request(
+        Method::Allocate,
+        Class::Request,
+        tid,
+        &[Attribute::RequestedTransport(17)],
+        Some(&auth),
+    )
+    .unwrap();
+    assert!(h.input(&req).is_none());
+    assert!(
+        h.pump().is_empty(),
+        "a budgeted 438 was sent past the limit"
+    );
+}
+
 #[test]
 fn a_challenge_is_at_most_four_times_the_smallest_allocate() {
     let mut h = Harness::new();
