@@ -94,7 +94,10 @@ impl ApiSecrets {
 
     /// The registry holds no secret: a first start (create one), or a Redis that came back
     /// without its data (store ours again, so relays that restart meanwhile get them too;
-    /// relays keep theirs when they see an empty registry).
+    /// relays keep theirs when they see an empty registry). Ours go back in one write and
+    /// then `secret_rotated` is published: a relay that reloaded between the restart and now
+    /// reloads the whole set, and none ever reads a part of it that lacks the active secret
+    /// (it would replace its set and refuse every credential minted with that secret).
     async fn reseed(&self, registry: &Registry) -> Result<usize, RegistryError> {
         let current = self.snapshot();
         let ours: Vec<&Secret> = current
@@ -110,9 +113,12 @@ impl ApiSecrets {
             return Ok(0);
         }
         // Oldest first, so the stored creation order keeps the active one newest.
-        for s in ours.iter().rev() {
-            registry.store_secret(s).await?;
-        }
+        let oldest_first: Vec<Secret> = ours.iter().rev().map(|s| (*s).clone()).collect();
+        registry.store_secrets(&oldest_first).await?;
+        let active = ours.first().map(|s| s.id.clone()).unwrap_or_default();
+        registry
+            .publish(&RegistryEvent::SecretRotated { secret_id: active })
+            .await?;
         tracing::warn!(
             count = ours.len(),
             "the registry had lost its secrets: stored ours again"

@@ -177,6 +177,26 @@ async fn secrets_round_trip_newest_first(reg: &Registry) {
     );
 }
 
+async fn secrets_stored_together_keep_their_order(reg: &Registry) {
+    let mut old = Secret::new("old", "the retiring secret");
+    old.not_after = Some(1_900_000_000);
+    let set = [
+        old.clone(),
+        Secret::new("mid", "a middle secret"),
+        Secret::new("new", "the active secret"),
+    ];
+    // Stored in one write within one millisecond: the order still holds, newest first.
+    reg.store_secrets(&set).await.unwrap();
+    let loaded = reg.load_secrets().await.unwrap();
+    assert_eq!(
+        loaded,
+        SecretSet::new(vec![set[2].clone(), set[1].clone(), old])
+    );
+    assert_eq!(loaded.active(1_800_000_000).unwrap().id, "new");
+    reg.store_secrets(&[]).await.unwrap();
+    assert_eq!(reg.load_secrets().await.unwrap(), loaded);
+}
+
 // ---- backends ----
 
 fn memory() -> Registry {
@@ -219,6 +239,7 @@ on_both_backends!(
     invalid_records_are_refused,
     events_reach_subscribers,
     secrets_round_trip_newest_first,
+    secrets_stored_together_keep_their_order,
 );
 
 // ---- Redis only ----

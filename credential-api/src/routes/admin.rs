@@ -122,8 +122,10 @@ pub async fn revoke_user(
         .into_response())
 }
 
-/// `POST /v1/admin/relays/{id}/drain` → 202: the relay stops taking allocations, finishes
-/// the ones it has, and leaves; the API stops handing it out at its next heartbeat.
+/// `POST /v1/admin/relays/{id}/drain` → 202 once the request is published: from then on this
+/// API instance no longer hands the relay out (others as soon as the event reaches them).
+/// The relay stops taking allocations, finishes the ones it has, and leaves; its own registry
+/// record says `draining` once it has heard, normally within milliseconds.
 pub async fn drain_relay(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -147,6 +149,8 @@ pub async fn drain_relay(
         })
         .await
         .map_err(registry_error)?;
+    // Not only when our own subscription echoes the event: the answer's promise holds at once.
+    state.snapshot.mark_draining(&relay);
     tracing::info!(caller = %caller.name, %relay, "drain requested");
     Ok((
         StatusCode::ACCEPTED,

@@ -112,6 +112,22 @@ impl MemoryRegistry {
         Ok(())
     }
 
+    /// Stores `secrets`, oldest first, under one lock (see [`super::Registry::store_secrets`]).
+    pub fn store_secrets(&self, secrets: &[Secret]) -> Result<(), RegistryError> {
+        for secret in secrets {
+            check_name("secret id", &secret.id)?;
+        }
+        let mut state = self.state();
+        for secret in secrets {
+            let created = unix_ms().max(state.last_created + 1);
+            state.last_created = created;
+            state
+                .secrets
+                .insert(secret.id.clone(), (created, secret.clone()));
+        }
+        Ok(())
+    }
+
     /// Deletes a secret (one past its `not_after`, say).
     pub fn remove_secret(&self, id: &str) {
         self.state().secrets.remove(id);

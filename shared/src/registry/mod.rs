@@ -180,6 +180,17 @@ impl Registry {
         }
     }
 
+    /// Stores `secrets`, oldest first, in one write: a reader sees all of them or none (a
+    /// relay that reloads meanwhile never gets a partial set without the active secret).
+    /// Their creation times become now, one millisecond apart in the given order, so the last
+    /// stays the active one. For re-storing a set into a registry that lost it.
+    pub async fn store_secrets(&self, secrets: &[Secret]) -> Result<(), RegistryError> {
+        match self {
+            Self::Memory(m) => m.store_secrets(secrets),
+            Self::Redis(r) => r.store_secrets(secrets).await,
+        }
+    }
+
     /// Deletes a stored secret, e.g. once it is past its `not_after`: the registry keeps every
     /// secret until told otherwise. Unknown ids are fine.
     pub async fn remove_secret(&self, id: &str) -> Result<(), RegistryError> {

@@ -265,6 +265,28 @@ impl RedisRegistry {
         .await
     }
 
+    /// Stores `secrets`, oldest first, with one HSET of every field, so a reader sees all or
+    /// none of them (see [`super::Registry::store_secrets`]).
+    pub async fn store_secrets(&self, secrets: &[Secret]) -> Result<(), RegistryError> {
+        let key = self.key()?;
+        let first = unix_ms();
+        let mut fields = Vec::with_capacity(secrets.len());
+        for (created, secret) in (first..).zip(secrets) {
+            check_name("secret id", &secret.id)?;
+            let sealed = StoredSecret::seal(key, secret, created)?.to_json();
+            fields.push((secret.id.clone(), sealed));
+        }
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let fields = &fields;
+        self.call("store_secrets", |mut c| async move {
+            c.hset_multiple::<_, _, _, ()>(&self.keys.secrets, fields)
+                .await
+        })
+        .await
+    }
+
     /// Deletes a secret (one past its `not_after`, say); needs no secrets key.
     pub async fn remove_secret(&self, id: &str) -> Result<(), RegistryError> {
         self.call("remove_secret", |mut c| async move {
