@@ -1,6 +1,6 @@
 //! `geoturn`: one binary for every role. This file only parses subcommands and calls the crates.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use geoturn_shared::clock::unix_secs;
 
 mod telemetry;
 
@@ -89,12 +89,6 @@ struct CredsOptions {
     ttl: u64,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let otlp = cli.otlp_endpoint.as_deref();
@@ -159,7 +153,7 @@ fn main() -> anyhow::Result<()> {
                 .secret
                 .first()
                 .context("--secret (or GEOTURN_AUTH_SECRETS) is required")?;
-            let cred = RestCredential::mint(secret.as_bytes(), &opts.user, unix_now(), opts.ttl);
+            let cred = RestCredential::mint(secret.as_bytes(), &opts.user, unix_secs(), opts.ttl);
             println!("{}", serde_json::to_string(&cred)?);
             Ok(())
         }
@@ -235,7 +229,7 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     let api_addr = api_ready_rx.recv().context("the API thread stopped")??;
     geoturn_relay::service::run_with_registry(relay_config, Some(registry), move |relay, http| {
         let addr = relay.local_addr();
-        let cred = RestCredential::mint(secret.as_bytes(), "local", unix_now(), ttl);
+        let cred = RestCredential::mint(secret.as_bytes(), "local", unix_secs(), ttl);
         let ice = serde_json::json!({
             "iceServers": [{
                 "urls": [

@@ -49,7 +49,7 @@ fn creds_prints_a_valid_rest_credential() {
     let (expiry, user) = username.split_once(':').unwrap();
     assert_eq!(user, "mbzrxpgjys");
     let expiry: u64 = expiry.parse().unwrap();
-    let now = geoturn_tests::unix_now();
+    let now = geoturn_tests::unix_secs();
     assert!((now + 598..=now + 601).contains(&expiry));
     assert_eq!(
         password,
@@ -81,7 +81,7 @@ fn relay_binary_relays_and_stops_on_sigterm() {
     let cred = geoturn_shared::RestCredential::mint(
         SECRET.as_bytes(),
         "cli",
-        geoturn_tests::unix_now(),
+        geoturn_tests::unix_secs(),
         600,
     );
     let server = format!("127.0.0.1:{port}").parse().unwrap();

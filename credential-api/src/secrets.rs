@@ -106,7 +106,7 @@ impl ApiSecrets {
             .collect();
         if ours.is_empty() {
             if self.static_secrets.is_empty() {
-                let now = crate::routes::unix_now();
+                let now = geoturn_shared::clock::unix_secs();
                 let rotation = self.rotate(registry, now, 0).await?;
                 tracing::info!(secret_id = %rotation.id, "the registry held no secret: created the first");
             }

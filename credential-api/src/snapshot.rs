@@ -6,10 +6,11 @@
 //! freshness, never service). Heartbeat ages are measured when the records were read, so a
 //! stale snapshot does not age every relay out while Redis is away.
 
+use geoturn_shared::clock::unix_ms;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use geoturn_geo::Candidate;
 use geoturn_shared::registry::{Registry, RelayRecord};
@@ -224,13 +225,6 @@ pub async fn refresh_loop(store: Arc<SnapshotStore>, registry: Registry, period:
         tick.tick().await;
         store.refresh(&registry).await;
     }
-}
-
-/// Wall-clock Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

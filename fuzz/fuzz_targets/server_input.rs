@@ -16,7 +16,7 @@ use geoturn_relay_proto::server::PEER_HEADROOM;
 use geoturn_relay_proto::stun::{Attribute, Class, Message, Method, MessageType, MessageWriter, TransactionId};
 use geoturn_relay_proto::stun::integrity::long_term_key_md5;
 use geoturn_relay_proto::types::FiveTuple;
-use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, ServerConfig, Transport};
+use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, ServerConfig, SharedTables, Transport, WallClock};
 use geoturn_shared::{RestCredential, SecretSet};
 use libfuzzer_sys::fuzz_target;
 
@@ -63,11 +63,16 @@ fuzz_target!(|data: &[u8]| {
     let mut server = Server::new(
         config,
         SecretSet::from_values([SECRET]),
-        Arc::new(Quota::new(4, 16)),
-        Arc::new(PortPool::new(50000..=50015, 1)),
-        Arc::new(TcpConnections::new(3)),
+        SharedTables {
+            quota: Arc::new(Quota::new(4, 16)),
+            ports: Arc::new(PortPool::new(50000..=50015, 1)),
+            tcp: Arc::new(TcpConnections::new(3)),
+        },
+        WallClock {
+            at: now,
+            unix_secs: UNIX,
+        },
     );
-    server.set_unix_time(now, UNIX);
     let cred = RestCredential::mint(SECRET, "fuzz", UNIX, 3600);
     let mut auth = ClientAuth {
         username: cred.username,

@@ -10,7 +10,7 @@ use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
 use geoturn_relay_proto::allocation::tcp::TcpConnections;
 use geoturn_relay_proto::server::{Alternate, Drain, DropReason};
-use geoturn_relay_proto::{Server, ServerConfig};
+use geoturn_relay_proto::{Server, ServerConfig, SharedTables, WallClock};
 use geoturn_shared::SecretSet;
 use rand::Rng;
 use tokio::sync::watch;
@@ -149,9 +149,15 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             server: Server::new(
                 server_config,
                 config.secrets.clone(),
-                quota.clone(),
-                ports.clone(),
-                tcp_connections.clone(),
+                SharedTables {
+                    quota: quota.clone(),
+                    ports: ports.clone(),
+                    tcp: tcp_connections.clone(),
+                },
+                WallClock {
+                    at: std::time::Instant::now(),
+                    unix_secs: geoturn_shared::clock::unix_secs(),
+                },
             ),
             secrets: secrets.subscribe(),
             drain: drain.subscribe(),

@@ -1,5 +1,6 @@
 //! geoturn-shared: the types the relay, the credential API and the tools agree on.
 //!
+//! - [`clock`]: the wall clock (unix seconds and milliseconds), read in one place.
 //! - [`config`]: the configuration error type and `--config` file reading.
 //! - [`credentials`]: the TURN REST API credential scheme (coturn's `use-auth-secret`).
 //! - [`secret_set`]: several live shared secrets at once, so secrets rotate without restarts.
@@ -8,6 +9,7 @@
 //!   or in Redis. Behind a feature so the sans-IO core, which depends on this crate, stays free
 //!   of tokio and sockets.
 
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod pii;

@@ -15,12 +15,8 @@ pub mod tls;
 /// A secret long enough for the relay's validation.
 pub const TEST_SECRET: &str = "geoturn-test-secret-0123456789";
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// The wall clock, as the relay and the API read it.
+pub use geoturn_shared::clock::{unix_ms, unix_secs};
 
 /// A fresh, empty directory under the system temp dir for one test.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use geoturn_relay::{RelayHandle, RelayOptions};
 use geoturn_shared::RestCredential;
 
-use crate::{TEST_SECRET, unix_now};
+use crate::{TEST_SECRET, unix_secs};
 
 /// A running in-process relay; stopped when dropped.
 #[derive(Debug)]
@@ -47,7 +47,7 @@ impl TestRelay {
 
     /// Credentials for `user` valid `ttl` seconds.
     pub fn credentials(user: &str, ttl: u64) -> RestCredential {
-        RestCredential::mint(TEST_SECRET.as_bytes(), user, unix_now(), ttl)
+        RestCredential::mint(TEST_SECRET.as_bytes(), user, unix_secs(), ttl)
     }
 }
 

@@ -103,7 +103,7 @@ fn client(t: &Topology, server: SocketAddr) -> TurnClient {
     let c = geoturn_shared::RestCredential::mint(
         SECRET.as_bytes(),
         "anycaster",
-        geoturn_tests::unix_now(),
+        geoturn_tests::unix_secs(),
         600,
     );
     t.client

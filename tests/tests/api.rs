@@ -289,7 +289,7 @@ fn jwt(header: &Value, claims: &Value, secret: &str) -> String {
 }
 
 fn claims(sub: &str, exp_in: i64) -> Value {
-    let now = geoturn_tests::unix_now() as i64;
+    let now = geoturn_tests::unix_secs() as i64;
     serde_json::json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now + exp_in, "iat": now})
 }
 
@@ -458,7 +458,7 @@ fn drained_stale_and_killed_relays_leave_the_answers() {
     let reg = rt
         .block_on(Registry::connect(&f.redis.url(), "geoturn:", None))
         .unwrap();
-    let now_ms = geoturn_tests::unix_now() * 1000;
+    let now_ms = geoturn_tests::unix_secs() * 1000;
     let ghost = RelayRecord {
         id: "ghost".into(),
         region: "eu-central".into(),
@@ -670,7 +670,7 @@ fn secret_rotation_and_revocation_reach_every_relay() {
     let minted = geoturn_shared::RestCredential::mint(
         list[0]["secret"].as_str().unwrap().as_bytes(),
         "self-minted",
-        geoturn_tests::unix_now(),
+        geoturn_tests::unix_secs(),
         300,
     );
     let mut c = TurnClient::new(
@@ -719,7 +719,7 @@ fn secret_rotation_and_revocation_reach_every_relay() {
 #[test]
 fn every_jwt_failure_is_a_json_401() {
     let f = fleet("api-jwt", &[]);
-    let now = geoturn_tests::unix_now() as i64;
+    let now = geoturn_tests::unix_secs() as i64;
     let bearer = |t: &str| format!("Bearer {t}");
     let try_token = |token: &str| {
         call(

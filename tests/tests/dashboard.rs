@@ -208,13 +208,6 @@ fn ready_relays(api: SocketAddr) -> Option<u64> {
     serde_json::from_str::<Value>(&r.body).ok()?["relays"].as_u64()
 }
 
-/// Wall-clock Unix milliseconds (heartbeat ages are compared with a 0.9 s stale limit).
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn wait_for(within: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     loop {
@@ -459,7 +452,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
     let registry = rt
         .block_on(Registry::connect(&redis.url(), "geoturn:", None))
         .unwrap();
-    let records = synthetic_records(unix_ms());
+    let records = synthetic_records(geoturn_tests::unix_ms());
     let filter = "sa-east";
     let filter_rows = records.iter().filter(|r| r.region == filter).count();
     let stop = Arc::new(AtomicBool::new(false));
@@ -486,7 +479,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
                     for (r, lag) in chunk {
                         let (mut r, lag, registry) = (r.clone(), *lag, registry.clone());
                         writes.spawn(async move {
-                            r.updated_at_ms = unix_ms() - lag;
+                            r.updated_at_ms = geoturn_tests::unix_ms() - lag;
                             registry.heartbeat(&r, Duration::from_secs(60)).await
                         });
                     }

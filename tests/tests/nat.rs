@@ -63,7 +63,7 @@ fn client_in(ns: &NetNs, user: &str) -> TurnClient {
     let c = geoturn_shared::RestCredential::mint(
         SECRET.as_bytes(),
         user,
-        geoturn_tests::unix_now(),
+        geoturn_tests::unix_secs(),
         600,
     );
     let server: SocketAddr = RELAY.parse().unwrap();

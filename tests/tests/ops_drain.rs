@@ -40,7 +40,7 @@ fn client_for(udp: u16, user: &str) -> TurnClient {
     let cred = geoturn_shared::RestCredential::mint(
         SECRET.as_bytes(),
         user,
-        geoturn_tests::unix_now(),
+        geoturn_tests::unix_secs(),
         600,
     );
     TurnClient::new(

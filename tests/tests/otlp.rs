@@ -144,7 +144,7 @@ fn api_requests_and_relay_allocations_are_exported_as_spans() {
     let cred = geoturn_shared::RestCredential::mint(
         secret.as_bytes(),
         "traced",
-        geoturn_tests::unix_now(),
+        geoturn_tests::unix_secs(),
         300,
     );
     let server = format!("127.0.0.1:{udp}").parse().unwrap();

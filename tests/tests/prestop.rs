@@ -100,7 +100,7 @@ fn prestop_waits_for_the_last_allocation_then_both_exit_cleanly() {
     let cred = geoturn_shared::RestCredential::mint(
         SECRET.as_bytes(),
         "caller",
-        geoturn_tests::unix_now(),
+        geoturn_tests::unix_secs(),
         600,
     );
     let mut live = TurnClient::new(

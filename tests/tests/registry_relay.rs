@@ -94,7 +94,7 @@ fn wait_registry(
 }
 
 fn client(udp: u16, secret: &str, user: &str) -> TurnClient {
-    let c = RestCredential::mint(secret.as_bytes(), user, geoturn_tests::unix_now(), 600);
+    let c = RestCredential::mint(secret.as_bytes(), user, geoturn_tests::unix_secs(), 600);
     TurnClient::new(
         format!("127.0.0.1:{udp}").parse().unwrap(),
         &c.username,

@@ -113,7 +113,7 @@ fn wrong_password_and_expired_username_are_refused() {
     assert_eq!(c.allocate(), Err(TurnError::Code(401)));
 
     // Correctly signed, but expired a minute ago.
-    let now = geoturn_tests::unix_now();
+    let now = geoturn_tests::unix_secs();
     let old = geoturn_shared::RestCredential::mint(
         geoturn_tests::TEST_SECRET.as_bytes(),
         "eve",
@@ -198,7 +198,7 @@ fn secret_rotation_takes_effect_without_restart() {
             geoturn_shared::Secret::new("old", geoturn_tests::TEST_SECRET),
         ]));
     std::thread::sleep(Duration::from_millis(700)); // one worker tick
-    let now = geoturn_tests::unix_now();
+    let now = geoturn_tests::unix_secs();
     let fresh = geoturn_shared::RestCredential::mint(new_secret.as_bytes(), "heidi", now, 600);
     let mut c = TurnClient::new(relay.addr(), &fresh.username, &fresh.password).unwrap();
     c.allocate().unwrap();

@@ -1,6 +1,7 @@
 //! Operator and signaling-server endpoints: secret rotation and listing, user revocation,
 //! relay drain (admin scope), and the fleet snapshot (any API key).
 
+use geoturn_shared::clock::unix_secs;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,9 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use geoturn_shared::registry::{RegistryError, RegistryEvent, RelayState};
 
-use super::{
-    authenticate, credential_headers, request_ip, require_admin, require_api_key, unix_now,
-};
+use super::{authenticate, credential_headers, request_ip, require_admin, require_api_key};
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::snapshot::Snapshot;
@@ -53,7 +52,7 @@ pub async fn rotate_secret(
     }
     let rotation = state
         .secrets
-        .rotate(&state.registry, unix_now(), state.config.max_ttl)
+        .rotate(&state.registry, unix_secs(), state.config.max_ttl)
         .await
         .map_err(registry_error)?;
     state.metrics.rotation();
@@ -77,7 +76,7 @@ pub async fn list_secrets(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
     require_admin(&caller)?;
-    let now = unix_now();
+    let now = unix_secs();
     let set = state.secrets.snapshot();
     let active = set.active(now).map(|s| s.id.clone());
     let secrets: Vec<_> = set

@@ -6,6 +6,7 @@
 //! All three go the same way: authenticate, find the client's address and place, rank the
 //! snapshot's relays, mint one credential with the active secret.
 
+use geoturn_shared::clock::unix_secs;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -21,7 +22,6 @@ use serde::Deserialize;
 
 use super::{
     authenticate, authenticate_key, credential_headers, json_body, request_ip, require_api_key,
-    unix_now,
 };
 use crate::auth::{Caller, CallerKind};
 use crate::config::MAX_RELAYS_PER_ANSWER;
@@ -112,7 +112,7 @@ fn mint(
             "no live relay can take new allocations right now",
         ));
     }
-    let now = unix_now();
+    let now = unix_secs();
     let secrets = state.secrets.snapshot();
     let Some(secret) = secrets.active(now) else {
         return Err(ApiError::unavailable(

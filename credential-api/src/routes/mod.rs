@@ -6,9 +6,9 @@ pub mod admin;
 pub mod credentials;
 pub mod ops;
 
+use geoturn_shared::clock::unix_secs;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -19,13 +19,6 @@ use serde::de::DeserializeOwned;
 use crate::auth::{Caller, CallerKind};
 use crate::error::ApiError;
 use crate::server::{AppState, SNAPSHOT_HEADER};
-
-/// Wall-clock Unix seconds.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The address the request is about: the socket peer, or the X-Forwarded-For client when the
 /// peer is a trusted proxy.
@@ -50,7 +43,7 @@ pub(crate) fn authenticate(
     let value = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let result = state.config.auth.authenticate(value, unix_now());
+    let result = state.config.auth.authenticate(value, unix_secs());
     charge(state, result, ip)
 }
 
@@ -134,7 +127,7 @@ pub(crate) fn credential_headers(response: &mut Response, state: &Arc<AppState>)
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let snap = state.snapshot.get();
-    let age = snap.age(crate::snapshot::unix_ms()).as_secs();
+    let age = snap.age(geoturn_shared::clock::unix_ms()).as_secs();
     let value = match &snap.stale {
         None => format!("fresh; age={age}"),
         Some(_) => format!("stale; age={age}"),

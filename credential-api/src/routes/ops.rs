@@ -8,10 +8,10 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::unix_now;
 use crate::metrics::Gauges;
 use crate::server::AppState;
-use crate::snapshot::unix_ms;
+use geoturn_shared::clock::unix_ms;
+use geoturn_shared::clock::unix_secs;
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> &'static str {
@@ -23,7 +23,7 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let snap = state.snapshot.get();
     let secrets = state.secrets.snapshot();
-    let can_mint = secrets.active(unix_now()).is_some();
+    let can_mint = secrets.active(unix_secs()).is_some();
     let ready = snap.loaded() && can_mint;
     let body = serde_json::json!({
         "ready": ready,
@@ -31,7 +31,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "snapshot": if snap.stale.is_some() { "stale" } else { "fresh" },
         "snapshotAgeMs": snap.age(unix_ms()).as_millis() as u64,
         "relays": snap.relays.len(),
-        "secrets": secrets.live(unix_now()).count(),
+        "secrets": secrets.live(unix_secs()).count(),
         "error": snap.stale.as_ref().map(|s| s.error.clone()),
     });
     let status = if ready {
@@ -60,7 +60,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         snapshot_age: snap.age(unix_ms()),
         snapshot_stale: snap.stale.is_some(),
         relays: vec![("active", active), ("draining", draining), ("stale", stale)],
-        secrets: state.secrets.snapshot().live(unix_now()).count() as u64,
+        secrets: state.secrets.snapshot().live(unix_secs()).count() as u64,
     };
     let mut response = state.metrics.render(&gauges).into_response();
     response.headers_mut().insert(

@@ -28,7 +28,8 @@ use geoturn_relay_proto::stun::channel_data;
 use geoturn_relay_proto::stun::{Attribute, Class, Message, Method, TransactionId};
 use geoturn_relay_proto::types::FiveTuple;
 use geoturn_relay_proto::{
-    ClientSocket, Command, PeerSocket, RelayAddr, Server, ServerConfig, Transport,
+    ClientSocket, Command, PeerSocket, RelayAddr, Server, ServerConfig, SharedTables, Transport,
+    WallClock,
 };
 use geoturn_shared::{RestCredential, SecretSet};
 
@@ -207,11 +208,16 @@ fn main() {
     let mut server = Server::new(
         config,
         SecretSet::from_values([SECRET]),
-        Arc::new(Quota::new(0, 0)),
-        Arc::new(PortPool::new(50000..=50099, 7)),
-        Arc::new(TcpConnections::new(7)),
+        SharedTables {
+            quota: Arc::new(Quota::new(0, 0)),
+            ports: Arc::new(PortPool::new(50000..=50099, 7)),
+            tcp: Arc::new(TcpConnections::new(7)),
+        },
+        WallClock {
+            at: now,
+            unix_secs: UNIX,
+        },
     );
-    server.set_unix_time(now, UNIX);
     let peer = SocketAddr::from(([203, 0, 113, 50], 7000));
     let (with_channel, with_permission) = (tuple(40000), tuple(40001));
     let relay_c = allocate(&mut server, now, with_channel, peer, true);

@@ -17,7 +17,7 @@ pub mod stun;
 pub mod transaction_cache;
 pub mod types;
 
-pub use server::{Command, Server, ServerConfig, ToClient, ToPeer};
+pub use server::{Command, Server, ServerConfig, SharedTables, ToClient, ToPeer, WallClock};
 
 pub use types::{ClientSocket, PeerSocket, RelayAddr, Transport};
 

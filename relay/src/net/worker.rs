@@ -4,6 +4,7 @@
 //! socket and every packet of it stay on one thread: no lock and no cross-thread hop on the
 //! data path.
 
+use geoturn_shared::clock::unix_secs;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -11,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use geoturn_relay_proto::allocation::hash::FoldMap;
 use geoturn_relay_proto::server::{
@@ -235,12 +236,6 @@ const PEER_LAYOUT: SlotLayout = SlotLayout {
     head: PEER_HEADROOM,
     tail: PEER_TAILROOM,
 };
-
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Runs a worker on the current thread until shutdown.
 pub fn run_worker(ctx: WorkerContext) -> io::Result<()> {

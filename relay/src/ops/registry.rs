@@ -4,10 +4,11 @@
 //! Redis being down costs freshness, never relaying: every failure here is logged once per
 //! outage and retried on the next beat.
 
+use geoturn_shared::clock::unix_ms;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use geoturn_relay_proto::Transport;
 use geoturn_relay_proto::server::Alternate;
@@ -55,12 +56,6 @@ impl RegistryHealth {
         let new = if ok { Self::OK } else { Self::UNAVAILABLE };
         self.0.swap(new, Ordering::Relaxed) != new
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn url_host(ops: &Ops, listen: SocketAddr) -> String {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use super::record::check_name;
-use super::{EVENT_CAPACITY, RegistryError, RegistryEvent, RelayRecord, unix_ms};
+use super::{EVENT_CAPACITY, RegistryError, RegistryEvent, RelayRecord};
+use crate::clock::unix_ms;
 use crate::secret_set::{Secret, SecretSet};
 
 /// The monotonic clock expiry is measured against.

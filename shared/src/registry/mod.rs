@@ -18,7 +18,7 @@ mod record;
 mod redis;
 mod subscriber;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
@@ -248,13 +248,6 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_owned(),
     }
-}
-
-/// Wall-clock Unix milliseconds (record timestamps, index scores, secret creation).
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

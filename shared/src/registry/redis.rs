@@ -30,7 +30,8 @@ use tokio::time::timeout;
 use super::crypto::{SecretsKey, StoredSecret};
 use super::record::check_name;
 use super::subscriber::{self, AbortOnDrop};
-use super::{EVENT_CAPACITY, RegistryError, RegistryEvent, RelayRecord, redact_url, unix_ms};
+use super::{EVENT_CAPACITY, RegistryError, RegistryEvent, RelayRecord, redact_url};
+use crate::clock::unix_ms;
 use crate::secret_set::{Secret, SecretSet};
 
 /// Time to open a TCP (and TLS) connection to Redis.

@@ -225,7 +225,7 @@ pub struct Server {
     connecting: HashMap<u32, (response::Answer, crate::auth::IntegrityKey)>,
     transactions: TransactionCache,
     commands: VecDeque<Command>,
-    clock: Option<(Instant, u64)>,
+    clock: WallClock,
     next_sweep: Option<Instant>,
     drain: Option<Drain>,
     /// Where Allocates on anycast listeners are sent, best first.
@@ -249,16 +249,40 @@ pub struct Drain {
     pub alternates: Vec<std::net::SocketAddr>,
 }
 
+/// What the shards (worker threads) of one relay share, and why: a user's quota and the
+/// relay's allocation cap count across every shard; a relayed port must be unique on the host;
+/// an RFC 6062 CONNECTION-ID arrives on a new TCP connection that may land on any shard.
+#[derive(Debug, Clone)]
+pub struct SharedTables {
+    /// Allocations per user and in all.
+    pub quota: Arc<Quota>,
+    /// Relayed ports and EVEN-PORT reservations.
+    pub ports: Arc<PortPool>,
+    /// RFC 6062 peer connections waiting for their ConnectionBind.
+    pub tcp: Arc<crate::allocation::tcp::TcpConnections>,
+}
+
+/// The wall-clock time (unix seconds) at a monotonic instant: what credential and nonce
+/// expiry are checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// The monotonic instant.
+    pub at: Instant,
+    /// Unix seconds at `at`.
+    pub unix_secs: u64,
+}
+
 impl Server {
-    /// A server with `config`, accepting credentials from `secrets`, counting allocations in
-    /// `quota` and taking relayed ports from `ports` (both shared with sibling shards).
+    /// A server with `config`, accepting credentials from `secrets`, sharing `shared` with its
+    /// sibling shards. There is no server without a wall clock: one that assumed unix time 0
+    /// would take every expired credential as valid.
     pub fn new(
         config: ServerConfig,
         secrets: SecretSet,
-        quota: Arc<Quota>,
-        ports: Arc<PortPool>,
-        tcp: Arc<crate::allocation::tcp::TcpConnections>,
+        shared: SharedTables,
+        clock: WallClock,
     ) -> Self {
+        let SharedTables { quota, ports, tcp } = shared;
         let nonces = Nonces::new(config.nonce_key, config.nonce_lifetime.as_secs());
         let transactions = TransactionCache::new(config.transaction_cache_size);
         let limiter =
@@ -275,7 +299,7 @@ impl Server {
             connecting: HashMap::new(),
             transactions,
             commands: VecDeque::new(),
-            clock: None,
+            clock,
             next_sweep: None,
             drain: None,
             first_contact: Vec::new(),
@@ -285,17 +309,15 @@ impl Server {
         }
     }
 
-    /// Tells the server the wall-clock time (unix seconds) at monotonic instant `now`; used for
-    /// credential and nonce expiry. Call at start and then about once a second.
+    /// Tells the server the wall-clock time again (the wall clock may step, the monotonic one
+    /// does not); used for credential and nonce expiry. Call about once a second.
     pub fn set_unix_time(&mut self, now: Instant, unix_secs: u64) {
-        self.clock = Some((now, unix_secs));
+        self.clock = WallClock { at: now, unix_secs };
     }
 
     fn unix_now(&self, now: Instant) -> u64 {
-        match self.clock {
-            Some((at, unix)) => unix.saturating_add(now.saturating_duration_since(at).as_secs()),
-            None => 0,
-        }
+        let WallClock { at, unix_secs } = self.clock;
+        unix_secs.saturating_add(now.saturating_duration_since(at).as_secs())
     }
 
     /// Replaces the secret set (rotation without restart).

@@ -47,14 +47,19 @@ fn peer() -> SocketAddr {
 impl Harness {
     fn with(config: ServerConfig, quota: Quota, ports: std::ops::RangeInclusive<u16>) -> Self {
         let now = crate::test_epoch();
-        let mut server = Server::new(
+        let server = Server::new(
             config,
             SecretSet::from_values([SECRET]),
-            Arc::new(quota),
-            Arc::new(PortPool::new(ports, 42)),
-            Arc::new(crate::allocation::tcp::TcpConnections::new(9)),
+            SharedTables {
+                quota: Arc::new(quota),
+                ports: Arc::new(PortPool::new(ports, 42)),
+                tcp: Arc::new(crate::allocation::tcp::TcpConnections::new(9)),
+            },
+            WallClock {
+                at: now,
+                unix_secs: UNIX_START,
+            },
         );
-        server.set_unix_time(now, UNIX_START);
         Self {
             server,
             now,
