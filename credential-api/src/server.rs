@@ -26,6 +26,7 @@ use crate::rate_limit::RateLimiter;
 use crate::routes;
 use crate::secrets::ApiSecrets;
 use crate::snapshot::SnapshotStore;
+use crate::state::{AppState, SNAPSHOT_HEADER};
 
 /// Largest request body: ICE-server requests are a few small fields.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -36,9 +37,6 @@ const MAX_RATE_KEYS: usize = 100_000;
 /// Secrets are reloaded this often even without events (an event lost while the subscription
 /// was down, a secret deleted by hand).
 const SECRET_RELOAD: Duration = Duration::from_secs(30);
-
-/// Header saying whether the relays in an answer come from a fresh or a stale snapshot.
-pub const SNAPSHOT_HEADER: &str = "x-geoturn-snapshot";
 
 /// Every route, as matched (metric labels and the OpenAPI test use this list).
 pub const ROUTES: &[&str] = &[
@@ -58,27 +56,6 @@ pub const ROUTES: &[&str] = &[
     "/dashboard/{asset}",
     "/v1/events",
 ];
-
-/// Everything a request handler needs.
-#[derive(Debug)]
-pub struct AppState {
-    /// The configuration.
-    pub config: ApiConfig,
-    /// The registry (events, secrets, relays).
-    pub registry: Registry,
-    /// GeoIP databases.
-    pub geo: GeoIp,
-    /// TURN secrets for minting.
-    pub secrets: ApiSecrets,
-    /// The fleet as last read.
-    pub snapshot: Arc<SnapshotStore>,
-    /// Requests per caller.
-    pub limiter: RateLimiter,
-    /// Counters.
-    pub metrics: ApiMetrics,
-    /// Process start, for the rate limiter's clock.
-    pub started: Instant,
-}
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]

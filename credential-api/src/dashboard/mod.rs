@@ -16,22 +16,21 @@
 //! [`MAX_STREAM_LIFETIME`] (the page reconnects), with a keep-alive comment every
 //! [`KEEP_ALIVE`] so proxies keep idle streams open.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::caller::{ApiCaller, require_api_key};
 use crate::error::ApiError;
-use crate::routes::admin::fleet_json;
-use crate::routes::{authenticate, credential_headers, request_ip, require_api_key};
-use crate::server::AppState;
+use crate::fleet::fleet_json;
+use crate::state::{AppState, credential_headers};
 
 /// Event streams open at once in this process; more get 503 (a reconnect loop or a crowd of
 /// tabs cannot exhaust the server's connections).
@@ -170,10 +169,8 @@ impl Feed {
 /// `GET /v1/events`: the load snapshot as server-sent events (API keys, as `GET /v1/relays`).
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ApiCaller(caller): ApiCaller,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
     require_api_key(&caller, "the event stream")?;
     let Some(slot) = StreamSlot::take() else {
         tracing::warn!(max = MAX_STREAMS, "event stream refused: too many open");

@@ -2,19 +2,18 @@
 //! relay drain (admin scope), and the fleet snapshot (any API key).
 
 use geoturn_shared::clock::unix_secs;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use geoturn_shared::registry::{RegistryError, RegistryEvent, RelayState};
+use geoturn_shared::registry::{RegistryError, RegistryEvent};
 
-use super::{authenticate, credential_headers, request_ip, require_admin, require_api_key};
+use crate::caller::{Admin, ApiCaller, require_api_key};
 use crate::error::ApiError;
-use crate::server::AppState;
-use crate::snapshot::Snapshot;
+use crate::fleet::fleet_json;
+use crate::state::{AppState, credential_headers};
 
 fn registry_error(e: RegistryError) -> ApiError {
     tracing::warn!(error = %e, "registry call failed");
@@ -38,11 +37,8 @@ fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
 /// `POST /v1/admin/secrets/rotate` → 201 with the new secret's id and the retiring ones.
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
-    require_admin(&caller)?;
     if !state.secrets.registry_backed() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -71,11 +67,8 @@ pub async fn rotate_secret(
 /// mint credentials themselves.
 pub async fn list_secrets(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
-    require_admin(&caller)?;
     let now = unix_secs();
     let set = state.secrets.snapshot();
     let active = set.active(now).map(|s| s.id.clone());
@@ -101,12 +94,9 @@ pub async fn list_secrets(
 /// credentials from now on.
 pub async fn revoke_user(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Admin(caller): Admin,
     Path(user): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
-    require_admin(&caller)?;
     check_id(&user, "user id")?;
     state
         .registry
@@ -127,12 +117,9 @@ pub async fn revoke_user(
 /// record says `draining` once it has heard, normally within milliseconds.
 pub async fn drain_relay(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Admin(caller): Admin,
     Path(relay): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
-    require_admin(&caller)?;
     check_id(&relay, "relay id")?;
     if !state.snapshot.get().relays.iter().any(|r| r.id == relay) {
         return Err(ApiError::new(
@@ -162,49 +149,10 @@ pub async fn drain_relay(
 /// the fleet's addresses and load).
 pub async fn relays(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ApiCaller(caller): ApiCaller,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, &headers, request_ip(&state, peer, &headers))?;
     require_api_key(&caller, "the relay list")?;
     let mut response = Json(fleet_json(&state, &state.snapshot.get())).into_response();
     credential_headers(&mut response, &state);
     Ok(response)
-}
-
-/// The load snapshot as `GET /v1/relays` answers it and `GET /v1/events` pushes it: every
-/// record plus its heartbeat age and staleness at the read, a relay the API was told is
-/// draining shown draining before its own heartbeat says so, the stale limit, and whether the
-/// registry could be read.
-pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value {
-    let stale_after = state.config.rank.stale_after;
-    let relays: Vec<_> = snap
-        .relays
-        .iter()
-        .zip(&snap.candidates)
-        .map(|(r, c)| {
-            let mut v = serde_json::to_value(r).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.insert(
-                    "heartbeat_age_ms".into(),
-                    u64::try_from(c.heartbeat_age.as_millis())
-                        .unwrap_or(u64::MAX)
-                        .into(),
-                );
-                o.insert("stale".into(), (c.heartbeat_age > stale_after).into());
-                if c.draining && r.state == RelayState::Active {
-                    o.insert("state".into(), RelayState::Draining.as_str().into());
-                }
-            }
-            v
-        })
-        .collect();
-    serde_json::json!({
-        "relays": relays,
-        "fetchedAt": crate::rfc3339::format_utc(snap.fetched_at_ms / 1000),
-        "fetchedAtMs": snap.fetched_at_ms,
-        "staleAfterMs": u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
-        "stale": snap.stale.is_some(),
-        "error": snap.stale.as_ref().map(|s| s.error.clone()),
-    })
 }

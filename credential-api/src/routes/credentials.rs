@@ -20,14 +20,14 @@ use geoturn_geo::{ClientLocation, rank_relays};
 use geoturn_shared::RestCredential;
 use serde::Deserialize;
 
-use super::{
-    authenticate, authenticate_key, credential_headers, json_body, request_ip, require_api_key,
-};
+use super::json_body;
 use crate::auth::{Caller, CallerKind};
+use crate::caller::{authenticate, authenticate_key, request_ip, require_api_key};
 use crate::config::MAX_RELAYS_PER_ANSWER;
 use crate::error::ApiError;
 use crate::ice::{IceServer, chosen, ice_servers, turn_uris};
-use crate::server::AppState;
+use crate::state::AppState;
+use crate::state::credential_headers;
 
 /// Longest user id put into a username.
 const MAX_USER_LEN: usize = 128;

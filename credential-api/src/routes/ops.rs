@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::metrics::Gauges;
-use crate::server::AppState;
+use crate::state::AppState;
 use geoturn_shared::clock::unix_ms;
 use geoturn_shared::clock::unix_secs;
 

@@ -1,0 +1,55 @@
+//! What every request handler shares ([`AppState`]), and the response headers that say how
+//! fresh the relays in an answer are.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use geoturn_geo::GeoIp;
+use geoturn_shared::registry::Registry;
+
+use crate::config::ApiConfig;
+use crate::metrics::ApiMetrics;
+use crate::rate_limit::RateLimiter;
+use crate::secrets::ApiSecrets;
+use crate::snapshot::SnapshotStore;
+
+/// Header saying whether the relays in an answer come from a fresh or a stale snapshot.
+pub const SNAPSHOT_HEADER: &str = "x-geoturn-snapshot";
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration.
+    pub config: ApiConfig,
+    /// The registry (events, secrets, relays).
+    pub registry: Registry,
+    /// GeoIP databases.
+    pub geo: GeoIp,
+    /// TURN secrets for minting.
+    pub secrets: ApiSecrets,
+    /// The fleet as last read.
+    pub snapshot: Arc<SnapshotStore>,
+    /// Requests per caller.
+    pub limiter: RateLimiter,
+    /// Counters.
+    pub metrics: ApiMetrics,
+    /// Process start, for the rate limiter's clock.
+    pub started: Instant,
+}
+
+/// Marks a response as never cacheable (it holds credentials) and says how fresh its relays are.
+pub(crate) fn credential_headers(response: &mut Response, state: &Arc<AppState>) {
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let snap = state.snapshot.get();
+    let age = snap.age(geoturn_shared::clock::unix_ms()).as_secs();
+    let value = match &snap.stale {
+        None => format!("fresh; age={age}"),
+        Some(_) => format!("stale; age={age}"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(SNAPSHOT_HEADER, v);
+    }
+}
