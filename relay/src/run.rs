@@ -9,7 +9,7 @@ use geoturn_relay_proto::Transport;
 use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
 use geoturn_relay_proto::allocation::tcp::TcpConnections;
-use geoturn_relay_proto::server::{Alternate, Drain, DropReason};
+use geoturn_relay_proto::server::{Alternate, Drain};
 use geoturn_relay_proto::{Server, ServerConfig, SharedTables, WallClock};
 use geoturn_shared::SecretSet;
 use rand::Rng;
@@ -291,24 +291,7 @@ impl RelayHandle {
             total.permissions += s.permissions;
             total.channels += s.channels;
             total.send_errors += s.send_errors;
-            let t = &mut total.stats;
-            t.allocations_created += s.stats.allocations_created;
-            t.allocations_deleted += s.stats.allocations_deleted;
-            t.allocations_expired += s.stats.allocations_expired;
-            t.peers_denied += s.stats.peers_denied;
-            t.redirects += s.stats.redirects;
-            t.first_contact_redirects += s.stats.first_contact_redirects;
-            t.first_contact_refused += s.stats.first_contact_refused;
-            for reason in DropReason::ALL {
-                t.add_drops(reason, s.stats.drops(reason));
-            }
-            t.packets_to_peer += s.stats.packets_to_peer;
-            t.bytes_to_peer += s.stats.bytes_to_peer;
-            t.packets_to_client += s.stats.packets_to_client;
-            t.bytes_to_client += s.stats.bytes_to_client;
-            for (k, v) in &s.stats.auth_failures {
-                *t.auth_failures.entry(k).or_default() += v;
-            }
+            total.stats.merge(&s.stats);
         }
         // RFC 6062 data connections bypass the shards: their bytes are counted at the splice.
         use std::sync::atomic::Ordering::Relaxed;

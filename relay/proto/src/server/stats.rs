@@ -95,15 +95,99 @@ impl ServerStats {
         }
     }
 
-    /// Adds `n` drops for `reason` (when summing shards).
-    pub fn add_drops(&mut self, reason: DropReason, n: u64) {
-        if let Some(c) = self.drops.get_mut(reason.index()) {
-            *c += n;
+    /// Adds another shard's counters to these. Every field is named in the destructuring
+    /// below, so a counter added to the struct and forgotten here does not compile.
+    pub fn merge(&mut self, other: &ServerStats) {
+        let ServerStats {
+            allocations_created,
+            allocations_deleted,
+            allocations_expired,
+            auth_failures,
+            peers_denied,
+            redirects,
+            first_contact_redirects,
+            first_contact_refused,
+            packets_to_peer,
+            bytes_to_peer,
+            packets_to_client,
+            bytes_to_client,
+            drops,
+        } = other;
+        self.allocations_created += allocations_created;
+        self.allocations_deleted += allocations_deleted;
+        self.allocations_expired += allocations_expired;
+        for (reason, n) in auth_failures {
+            *self.auth_failures.entry(reason).or_default() += n;
+        }
+        self.peers_denied += peers_denied;
+        self.redirects += redirects;
+        self.first_contact_redirects += first_contact_redirects;
+        self.first_contact_refused += first_contact_refused;
+        self.packets_to_peer += packets_to_peer;
+        self.bytes_to_peer += bytes_to_peer;
+        self.packets_to_client += packets_to_client;
+        self.bytes_to_client += bytes_to_client;
+        for (sum, n) in self.drops.iter_mut().zip(drops) {
+            *sum += n;
         }
     }
 
     /// Packets dropped for `reason`.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops.get(reason.index()).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_adds_every_counter() {
+        let mut a = ServerStats {
+            allocations_created: 1,
+            packets_to_peer: 10,
+            ..ServerStats::default()
+        };
+        a.drop_packet(DropReason::NoPermission);
+        a.auth_failures.insert("expired", 2);
+        let mut b = ServerStats {
+            allocations_created: 2,
+            allocations_deleted: 3,
+            allocations_expired: 4,
+            peers_denied: 5,
+            redirects: 6,
+            first_contact_redirects: 7,
+            first_contact_refused: 8,
+            packets_to_peer: 9,
+            bytes_to_peer: 11,
+            packets_to_client: 12,
+            bytes_to_client: 13,
+            ..ServerStats::default()
+        };
+        b.drop_packet(DropReason::NoPermission);
+        b.drop_packet(DropReason::RateLimited);
+        b.auth_failures.insert("expired", 1);
+        b.auth_failures.insert("bad_integrity", 1);
+        a.merge(&b);
+        assert_eq!(
+            (
+                a.allocations_created,
+                a.allocations_deleted,
+                a.allocations_expired
+            ),
+            (3, 3, 4)
+        );
+        assert_eq!(
+            (a.peers_denied, a.redirects, a.first_contact_redirects),
+            (5, 6, 7)
+        );
+        assert_eq!(a.first_contact_refused, 8);
+        assert_eq!((a.packets_to_peer, a.bytes_to_peer), (19, 11));
+        assert_eq!((a.packets_to_client, a.bytes_to_client), (12, 13));
+        assert_eq!(a.drops(DropReason::NoPermission), 2);
+        assert_eq!(a.drops(DropReason::RateLimited), 1);
+        assert_eq!(a.auth_failures.get("expired"), Some(&3));
+        assert_eq!(a.auth_failures.get("bad_integrity"), Some(&1));
     }
 }
