@@ -16,6 +16,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::config::RelayConfig;
+use crate::net::listen;
 use crate::net::tls::{self, CertStore};
 use crate::net::worker::{self, ShardSnapshot, WorkerContext, WorkerControl};
 
@@ -61,57 +62,45 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let mut anycast_addrs = Vec::new();
     let all_listen = config.listen.iter().map(|a| (a, false));
     for (addr, anycast) in all_listen.chain(config.anycast_listen.iter().map(|a| (a, true))) {
-        let first = worker::bind_reuseport(*addr, config.socket_buffer)?;
-        let local = first.local_addr()?;
+        let local = listen::claim(*addr, listen::Protocols::UdpAndTcp)?;
         if anycast {
             anycast_addrs.push(local);
         } else {
             local_addrs.push(local);
         }
-        let mut first = Some(first);
         for (udp, tcp) in udp_per_worker.iter_mut().zip(tcp_per_worker.iter_mut()) {
-            let sock = match first.take() {
-                Some(s) => s,
-                None => worker::bind_reuseport(local, config.socket_buffer)?,
-            };
-            udp.push(sock);
+            udp.push(worker::bind_reuseport(local, config.socket_buffer)?);
             tcp.push(worker::bind_reuseport_tcp(local)?);
         }
     }
     if local_addrs.is_empty() {
         return Err(std::io::Error::other("no listen address"));
     }
-    let (cert_store, tls_acceptor, mut tls_addrs) = match &config.tls {
+    let (cert_store, tls_acceptor, tls_addrs) = match &config.tls {
         None => (None, None, Vec::new()),
         Some(t) => {
             let store = CertStore::load(&t.cert, &t.key).map_err(std::io::Error::other)?;
             let server_config = tls::server_config(store.clone()).map_err(std::io::Error::other)?;
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-            // The first worker's bind fixes the port when 0 was asked for.
             let mut addrs = Vec::new();
             for addr in t.listen.iter().chain(&t.anycast_listen) {
-                let l = worker::bind_reuseport_tcp(*addr)?;
-                addrs.push((l.local_addr()?, Some(l)));
+                addrs.push(listen::claim(*addr, listen::Protocols::Tcp)?);
             }
             (Some(store), Some(acceptor), addrs)
         }
     };
     let mut tls_per_worker: Vec<Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>> =
         Vec::new();
-    for i in 0..config.workers {
+    for _ in 0..config.workers {
         let mut mine = Vec::new();
         if let Some(acceptor) = &tls_acceptor {
-            for (addr, first) in tls_addrs.iter_mut() {
-                let l = match (i, first.take()) {
-                    (0, Some(l)) => l,
-                    _ => worker::bind_reuseport_tcp(*addr)?,
-                };
-                mine.push((l, acceptor.clone()));
+            for addr in &tls_addrs {
+                mine.push((worker::bind_reuseport_tcp(*addr)?, acceptor.clone()));
             }
         }
         tls_per_worker.push(mine);
     }
-    let mut tls_local: Vec<SocketAddr> = tls_addrs.iter().map(|(a, _)| *a).collect();
+    let mut tls_local = tls_addrs;
     let unicast_tls = config.tls.as_ref().map_or(0, |t| t.listen.len());
     let anycast_tls = tls_local.split_off(unicast_tls.min(tls_local.len()));
     let anycast: Vec<SocketAddr> = anycast_addrs.iter().chain(&anycast_tls).copied().collect();

@@ -1,7 +1,9 @@
-//! Sockets: UDP listener workers, relayed sockets, batched syscalls, interface discovery.
+//! Sockets: UDP listener workers, relayed sockets, batched syscalls, interface discovery,
+//! claiming listen addresses.
 
 pub mod batch;
 pub mod interfaces;
+pub mod listen;
 pub mod sockopt;
 pub mod stream;
 pub mod tcp_relay;
