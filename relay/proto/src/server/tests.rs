@@ -83,6 +83,18 @@ impl Harness {
         Self::with(config, Quota::new(0, 0), 50000..=50099)
     }
 
+    /// A server answering each source at most `rate` unsigned responses a second, `burst`
+    /// at once.
+    fn with_unauth_limit(rate: u32, burst: u32) -> Self {
+        let config = ServerConfig {
+            relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+            unauth_rate: rate,
+            unauth_burst: burst,
+            ..ServerConfig::default()
+        };
+        Self::with(config, Quota::new(0, 0), 50000..=50099)
+    }
+
     fn tid(&mut self) -> TransactionId {
         self.next_tid += 1;
         TransactionId([self.next_tid; 12])
@@ -962,13 +974,7 @@ fn revoked_users_lose_allocations_and_are_refused() {
 
 #[test]
 fn unauthenticated_responses_are_rate_limited_per_source() {
-    let config = ServerConfig {
-        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-        unauth_rate: 10,
-        unauth_burst: 5,
-        ..ServerConfig::default()
-    };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut h = Harness::with_unauth_limit(10, 5);
     let mut answered = 0;
     for _ in 0..10 {
         let tid = h.tid();
@@ -995,13 +1001,7 @@ fn unauthenticated_responses_are_rate_limited_per_source() {
 /// from a tuple without an allocation stays limited.
 #[test]
 fn a_flood_from_the_clients_address_does_not_starve_its_stale_nonce_challenge() {
-    let config = ServerConfig {
-        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-        unauth_rate: 10,
-        unauth_burst: 5,
-        ..ServerConfig::default()
-    };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut h = Harness::with_unauth_limit(10, 5);
     let (mut auth, _) = h.allocate();
     // Outlive the nonce (600 s), not the allocation.
     let resp = h.request(Method::Refresh, &[Attribute::Lifetime(3600)], Some(&auth));
