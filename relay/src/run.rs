@@ -16,9 +16,9 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::config::RelayConfig;
-use crate::net::listen;
 use crate::net::tls::{self, CertStore};
 use crate::net::worker::{self, ShardSnapshot, WorkerContext, WorkerControl};
+use crate::net::{listen, socket};
 
 /// A running relay.
 #[derive(Debug)]
@@ -69,8 +69,8 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             local_addrs.push(local);
         }
         for (udp, tcp) in udp_per_worker.iter_mut().zip(tcp_per_worker.iter_mut()) {
-            udp.push(worker::bind_reuseport(local, config.socket_buffer)?);
-            tcp.push(worker::bind_reuseport_tcp(local)?);
+            udp.push(socket::bind_reuseport(local, config.socket_buffer)?);
+            tcp.push(socket::bind_reuseport_tcp(local)?);
         }
     }
     if local_addrs.is_empty() {
@@ -95,7 +95,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         let mut mine = Vec::new();
         if let Some(acceptor) = &tls_acceptor {
             for addr in &tls_addrs {
-                mine.push((worker::bind_reuseport_tcp(*addr)?, acceptor.clone()));
+                mine.push((socket::bind_reuseport_tcp(*addr)?, acceptor.clone()));
             }
         }
         tls_per_worker.push(mine);

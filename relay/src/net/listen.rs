@@ -106,12 +106,12 @@ mod tests {
     fn a_port_held_with_reuseport_by_someone_else_is_refused() {
         // What another relay's worker holds: SO_REUSEPORT, which would let a second
         // SO_REUSEPORT bind share the port silently.
-        let other = crate::net::worker::bind_reuseport(LOOPBACK.parse().unwrap(), 0).unwrap();
+        let other = crate::net::socket::bind_reuseport(LOOPBACK.parse().unwrap(), 0).unwrap();
         let taken = other.local_addr().unwrap();
         let e = claim(taken, Protocols::UdpAndTcp).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         assert!(e.to_string().contains("another relay"), "{e}");
-        let listener = crate::net::worker::bind_reuseport_tcp(LOOPBACK.parse().unwrap()).unwrap();
+        let listener = crate::net::socket::bind_reuseport_tcp(LOOPBACK.parse().unwrap()).unwrap();
         let taken = listener.local_addr().unwrap();
         assert_eq!(
             claim(taken, Protocols::Tcp).unwrap_err().kind(),

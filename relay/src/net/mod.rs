@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod interfaces;
 pub mod listen;
+pub mod socket;
 pub mod sockopt;
 pub mod stream;
 pub mod tcp_relay;

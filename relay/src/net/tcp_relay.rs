@@ -17,7 +17,8 @@ use geoturn_relay_proto::{PeerSocket, RelayAddr};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use super::worker::{Shard, reuse_tcp_socket, run_commands};
+use super::socket::reuse_tcp_socket;
+use super::worker::{Shard, run_commands};
 
 /// How long a Connect may take (RFC 6062 §5.2 suggests at least 30 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

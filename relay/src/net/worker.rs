@@ -21,13 +21,11 @@ use geoturn_relay_proto::server::{
 use geoturn_relay_proto::types::FiveTuple;
 use geoturn_relay_proto::{ClientSocket, Command, PeerSocket, RelayAddr, Server, Transport};
 use geoturn_shared::SecretSet;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
 use super::batch::{self, BATCH, Outgoing, Received, SlotLayout};
-use super::sockopt;
 
 /// Largest datagram relayed; larger ones are dropped (counted as too large).
 const SLOT: usize = 16 * 1024;
@@ -98,70 +96,6 @@ pub struct WorkerContext {
     pub peers: Arc<super::tcp_relay::PeerConnections>,
     /// TLS listeners with their acceptor.
     pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
-}
-
-/// Binds a UDP socket with `SO_REUSEPORT` so every worker can listen on the same address, with
-/// `buffer` bytes of receive and send buffer (the kernel caps it at `net.core.rmem_max` /
-/// `wmem_max`; 0 keeps the system default).
-pub fn bind_reuseport(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    // Bursts of small packets from many clients: give the kernel room before it drops.
-    if buffer > 0 {
-        let _ = sock.set_recv_buffer_size(buffer);
-        let _ = sock.set_send_buffer_size(buffer);
-    }
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
-}
-
-fn bind_relay(
-    relay: RelayAddr,
-    dont_fragment: bool,
-    buffer: usize,
-) -> io::Result<std::net::UdpSocket> {
-    let addr = relay.0;
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_nonblocking(true)?;
-    if buffer > 0 {
-        // A limit, not an allocation: the kernel charges only what is queued.
-        let _ = sock.set_recv_buffer_size(buffer);
-    }
-    if dont_fragment {
-        sockopt::set_dont_fragment(&sock, addr.is_ipv6())?;
-    }
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
-}
-
-/// Binds a TCP listening socket with `SO_REUSEPORT`.
-pub fn bind_reuseport_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let sock = reuse_tcp_socket(addr)?;
-    sock.bind(&addr.into())?;
-    sock.listen(1024)?;
-    Ok(sock.into())
-}
-
-/// A non-blocking TCP socket for `addr`'s family with address and port reuse: every worker
-/// listens on the client port, and a TCP relayed address both listens and connects out.
-pub(super) fn reuse_tcp_socket(addr: SocketAddr) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_reuse_address(true)?;
-    #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    Ok(sock)
 }
 
 struct RelaySocket {
@@ -586,7 +520,7 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                 dont_fragment,
                 tcp: false,
             } => {
-                let bound = bind_relay(relay, dont_fragment, s.relay_socket_buffer)
+                let bound = super::socket::bind_relay(relay, dont_fragment, s.relay_socket_buffer)
                     .and_then(batch::register)
                     .map(Rc::new);
                 match bound {
