@@ -2,6 +2,7 @@
 //! claiming listen addresses.
 
 pub mod batch;
+pub mod event;
 pub mod interfaces;
 pub mod listen;
 pub mod socket;

@@ -1,35 +1,72 @@
 //! TCP and TLS clients: accepting connections, splitting the byte stream into STUN and
-//! ChannelData frames for the shard's server, and writing responses and relayed data back
-//! through a bounded per-connection queue. When a connection closes, its allocation goes too.
+//! ChannelData frames posted to the worker's loop (which feeds the shard's server), and
+//! writing responses and relayed data back through a bounded per-connection queue. When a
+//! connection closes, its allocation goes too.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::io;
-use std::rc::Weak;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use geoturn_relay_proto::stun::framing::{MAX_FRAME, frame_len};
+use geoturn_relay_proto::stun::{Class, MessageType, Method};
 use geoturn_relay_proto::types::FiveTuple;
 use geoturn_relay_proto::{ClientSocket, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::worker::{Shard, run_commands, send_to_peer_from};
-
-/// The queue to one stream client; full means the client reads too slowly and frames drop
-/// (relayed media is datagram-like: late is as bad as lost).
-pub type StreamTx = mpsc::Sender<Vec<u8>>;
+use super::event::{EventTx, ShardEvent};
+use super::tcp_relay::PeerConnections;
 
 const QUEUE: usize = 256;
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that has sent nothing for this long and holds no allocation is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most simultaneous stream clients per worker; bounds file descriptors and memory.
+/// Most simultaneous stream clients per worker, TLS handshakes included; bounds file
+/// descriptors and memory.
 const MAX_CONNECTIONS: usize = 20_000;
+
+/// Stream clients open on one worker, counted from accept (so handshakes count), shared by
+/// the worker's accept loops.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OpenStreams(Rc<Cell<usize>>);
+
+/// One open stream client; closing it (dropping this) frees its place.
+struct OpenStream(Rc<Cell<usize>>);
+
+impl OpenStreams {
+    fn open(&self) -> Option<OpenStream> {
+        let n = self.0.get();
+        if n >= MAX_CONNECTIONS {
+            return None;
+        }
+        self.0.set(n + 1);
+        Some(OpenStream(self.0.clone()))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// What a stream task needs from its worker.
+#[derive(Clone)]
+pub(super) struct StreamContext {
+    /// The worker loop's event queue.
+    pub events: EventTx,
+    /// Peer connections (RFC 6062), for splicing data connections.
+    pub peers: Arc<PeerConnections>,
+    /// The worker's open stream count.
+    pub open: OpenStreams,
+}
 
 /// Accepts connections until the task is aborted.
 pub(super) async fn accept_loop(
-    shard: Weak<RefCell<Shard>>,
+    ctx: StreamContext,
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
@@ -51,28 +88,25 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
-        let Some(strong) = shard.upgrade() else {
-            return;
-        };
-        if strong.borrow().streams.len() >= MAX_CONNECTIONS {
+        let Some(place) = ctx.open.open() else {
             drop(stream);
             continue;
-        }
-        drop(strong);
+        };
         let _ = stream.set_nodelay(true);
         let tuple = FiveTuple {
             client: ClientSocket(peer),
             server: local,
             transport,
         };
-        let shard = shard.clone();
+        let ctx = ctx.clone();
         let tls = tls.clone();
         tokio::task::spawn_local(async move {
+            let _place = place;
             match tls {
-                None => serve(shard, stream, tuple).await,
+                None => serve(ctx, stream, tuple).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve(shard, tls_stream, tuple).await,
+                        Ok(Ok(tls_stream)) => serve(ctx, tls_stream, tuple).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -91,20 +125,23 @@ enum Ended {
     Splice { id: u32, leftover: Vec<u8> },
 }
 
-async fn serve<S>(shard: Weak<RefCell<Shard>>, stream: S, tuple: FiveTuple)
+async fn serve<S>(ctx: StreamContext, stream: S, tuple: FiveTuple)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    if ctx
+        .events
+        .send(ShardEvent::StreamOpened { tuple, tx })
+        .await
+        .is_err()
     {
-        let Some(strong) = shard.upgrade() else {
-            return;
-        };
-        strong.borrow_mut().streams.insert(tuple, tx);
+        return;
     }
-    // The writer hands the write half back when its queue closes, so a data connection can be
-    // spliced after its ConnectionBind response has gone out.
+    // The writer hands the write half back when its queue closes (the loop drops the sender
+    // on StreamClosed), so a data connection can be spliced after its ConnectionBind response
+    // has gone out.
     let writer = tokio::task::spawn_local(async move {
         while let Some(frame) = rx.recv().await {
             if wr.write_all(&frame).await.is_err() {
@@ -113,28 +150,20 @@ where
         }
         Some(wr)
     });
-    let ended = match read_frames(&shard, &mut rd, tuple).await {
+    let ended = match read_frames(&ctx.events, &mut rd, tuple).await {
         Ok(ended) => ended,
         Err(e) => {
             tracing::debug!(error = %e, transport = tuple.transport.as_str(), "stream client closed");
             Ended::Closed
         }
     };
-    let peers = shard.upgrade().map(|strong| {
-        let mut s = strong.borrow_mut();
-        // Dropping the sender lets the writer finish what is queued and return.
-        s.streams.remove(&tuple);
-        s.splices.remove(&tuple);
-        s.server.handle_client_disconnected(&tuple);
-        run_commands(&mut s, &shard, Instant::now());
-        s.peers.clone()
-    });
+    let _ = ctx.events.send(ShardEvent::StreamClosed { tuple }).await;
     let wr = writer.await.ok().flatten();
-    match (ended, wr, peers) {
-        (Ended::Splice { id, leftover }, Some(wr), Some(peers)) => {
-            splice(rd.unsplit(wr), id, leftover, peers).await;
+    match (ended, wr) {
+        (Ended::Splice { id, leftover }, Some(wr)) => {
+            splice(rd.unsplit(wr), id, leftover, ctx.peers).await;
         }
-        (_, Some(mut wr), _) => {
+        (_, Some(mut wr)) => {
             let _ = wr.shutdown().await;
         }
         _ => {}
@@ -142,12 +171,8 @@ where
 }
 
 /// Pipes a data connection to its peer connection until either side closes.
-async fn splice<S>(
-    client: S,
-    id: u32,
-    leftover: Vec<u8>,
-    peers: std::sync::Arc<super::tcp_relay::PeerConnections>,
-) where
+async fn splice<S>(client: S, id: u32, leftover: Vec<u8>, peers: Arc<PeerConnections>)
+where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let Some(std) = peers.take_pending(id) else {
@@ -195,15 +220,22 @@ where
     let _ = to.shutdown().await;
 }
 
+/// True for a ConnectionBind request (RFC 6062 §6.2.3): after a successful one, the stream's
+/// bytes are the peer's.
+fn is_connection_bind(frame: &[u8]) -> bool {
+    let kind = MessageType::new(Method::ConnectionBind, Class::Request).to_u16();
+    frame.get(..2) == Some(&kind.to_be_bytes()[..])
+}
+
 async fn read_frames<R: AsyncRead + Unpin>(
-    shard: &Weak<RefCell<Shard>>,
+    events: &EventTx,
     rd: &mut R,
     tuple: FiveTuple,
 ) -> io::Result<Ended> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0usize;
     loop {
-        // Hand every complete frame to the server.
+        // Hand every complete frame to the loop.
         let mut start = 0usize;
         loop {
             let pending = buf.get(start..filled).unwrap_or_default();
@@ -215,20 +247,24 @@ async fn read_frames<R: AsyncRead + Unpin>(
             let Some(frame) = pending.get(..len) else {
                 break;
             };
-            let Some(strong) = shard.upgrade() else {
-                return Ok(Ended::Closed);
+            let (bound, answer) = if is_connection_bind(frame) {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
             };
-            let mut guard = strong.borrow_mut();
-            let s = &mut *guard;
-            let now = Instant::now();
-            if let Some(fwd) = s.server.handle_client_input(now, tuple, frame)
-                && !send_to_peer_from(s, &fwd)
-            {
-                s.send_errors += 1;
+            let event = ShardEvent::StreamFrame {
+                tuple,
+                frame: frame.to_vec(),
+                bound,
+            };
+            if events.send(event).await.is_err() {
+                return Ok(Ended::Closed);
             }
-            run_commands(s, shard, now);
             start += len;
-            if let Some(id) = s.splices.remove(&tuple) {
+            if let Some(answer) = answer
+                && let Ok(Some(id)) = answer.await
+            {
                 let leftover = buf.get(start..filled).unwrap_or_default().to_vec();
                 return Ok(Ended::Splice { id, leftover });
             }
@@ -246,10 +282,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
         let n = match tokio::time::timeout(IDLE_TIMEOUT, rd.read(area)).await {
             Ok(r) => r?,
             Err(_) => {
-                let has_allocation = shard
-                    .upgrade()
-                    .is_some_and(|s| s.borrow().server.allocations().get(&tuple).is_some());
-                if has_allocation {
+                let (tx, rx) = oneshot::channel();
+                let asked = ShardEvent::StreamIdle {
+                    tuple,
+                    holds_allocation: tx,
+                };
+                if events.send(asked).await.is_ok() && rx.await == Ok(true) {
                     continue;
                 }
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));

@@ -5,20 +5,18 @@
 //! connection lands wherever the kernel puts it), so the table is shared across threads and
 //! holds plain std sockets, re-registered with the binding worker's runtime.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::rc::Weak;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use geoturn_relay_proto::{PeerSocket, RelayAddr};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
+use super::event::{EventTx, ShardEvent};
 use super::socket::reuse_tcp_socket;
-use super::worker::{Shard, run_commands};
 
 /// How long a Connect may take (RFC 6062 §5.2 suggests at least 30 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,7 +51,8 @@ impl PeerConnections {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert_pending(&self, id: u32, stream: TcpStream) -> io::Result<()> {
+    /// Parks a peer connection until its ConnectionBind.
+    pub fn insert_pending(&self, id: u32, stream: TcpStream) -> io::Result<()> {
         // Deregister from this worker's runtime so any worker can take it.
         let std = stream.into_std()?;
         self.lock().insert(id, PeerConnection::Pending(std));
@@ -101,14 +100,9 @@ pub fn bind_listener(relay: RelayAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-/// Accepts peers on a TCP relayed address until aborted; each is kept only if the server
-/// finds a permission for it.
-pub(super) async fn accept_peers(
-    shard: Weak<RefCell<Shard>>,
-    relay: RelayAddr,
-    listener: TcpListener,
-    peers: std::sync::Arc<PeerConnections>,
-) {
+/// Accepts peers on a TCP relayed address until aborted and hands each to the worker's loop,
+/// which keeps it only if the server finds a permission for it.
+pub(super) async fn accept_peers(events: EventTx, relay: RelayAddr, listener: TcpListener) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(c) => c,
@@ -118,23 +112,14 @@ pub(super) async fn accept_peers(
                 continue;
             }
         };
-        let Some(strong) = shard.upgrade() else {
-            return;
+        let accepted = ShardEvent::PeerAccepted {
+            relay,
+            from: PeerSocket(from),
+            stream,
         };
-        let mut s = strong.borrow_mut();
-        let now = Instant::now();
-        match s
-            .server
-            .handle_peer_tcp_accepted(now, relay, PeerSocket(from))
-        {
-            Some(id) => {
-                if peers.insert_pending(id, stream).is_err() {
-                    s.server.handle_peer_tcp_closed(id);
-                }
-            }
-            None => drop(stream),
+        if events.send(accepted).await.is_err() {
+            return;
         }
-        run_commands(&mut s, &shard, now);
     }
 }
 
@@ -146,9 +131,10 @@ async fn connect_from(local: SocketAddr, peer: SocketAddr) -> io::Result<TcpStre
         .await
 }
 
-/// Opens the connection for a Connect request and reports the outcome to the server.
+/// Opens the connection for a Connect request, parks it in `peers`, and reports the outcome
+/// to the worker's loop.
 pub(super) async fn connect_peer(
-    shard: Weak<RefCell<Shard>>,
+    events: EventTx,
     id: u32,
     relay: RelayAddr,
     peer: PeerSocket,
@@ -172,11 +158,7 @@ pub(super) async fn connect_peer(
         }
         Err(_) => false,
     };
-    let Some(strong) = shard.upgrade() else {
-        return;
-    };
-    let mut s = strong.borrow_mut();
-    let now = Instant::now();
-    s.server.handle_peer_connect_result(now, id, connected);
-    run_commands(&mut s, &shard, now);
+    let _ = events
+        .send(ShardEvent::PeerConnectResult { id, connected })
+        .await;
 }

@@ -26,6 +26,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
 use super::batch::{self, BATCH, Outgoing, Received, SlotLayout};
+use super::event::{EVENT_QUEUE, EventTx, ShardEvent, StreamTx};
+use super::stream::{OpenStreams, StreamContext};
 
 /// Largest datagram relayed; larger ones are dropped (counted as too large).
 const SLOT: usize = 16 * 1024;
@@ -121,18 +123,20 @@ impl Shard {
     }
 }
 
-pub(super) struct Shard {
-    pub(super) server: Server,
+struct Shard {
+    server: Server,
     /// UDP listening sockets by local address.
     listeners: Vec<(SocketAddr, Rc<AsyncFd<UdpSocket>>)>,
     relays: FoldMap<RelayAddr, RelaySocket>,
     /// Writers of TCP/TLS clients, by 5-tuple.
-    pub(super) streams: HashMap<FiveTuple, super::stream::StreamTx>,
+    streams: HashMap<FiveTuple, StreamTx>,
     /// Data connections whose ConnectionBind succeeded: they become pipes to this peer
     /// connection once the response is out.
-    pub(super) splices: HashMap<FiveTuple, u32>,
+    splices: HashMap<FiveTuple, u32>,
     /// Peer TCP connections, shared by every worker.
-    pub(super) peers: Arc<super::tcp_relay::PeerConnections>,
+    peers: Arc<super::tcp_relay::PeerConnections>,
+    /// The loop's event queue, for the tasks the shard starts (RFC 6062 peers).
+    events: EventTx,
     client_buf: Vec<u8>,
     outbox: Outbox,
     /// What the last `recvmmsg` on a relayed socket got. Here rather than in each reader
@@ -143,7 +147,7 @@ pub(super) struct Shard {
     relay_socket_buffer: usize,
     /// Whether batched sends group runs for UDP GSO.
     gso: batch::Gso,
-    pub(super) send_errors: u64,
+    send_errors: u64,
 }
 
 /// Peer data framed in place for UDP clients, waiting to leave in one `sendmmsg` per listener.
@@ -193,6 +197,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     ctx.server.set_drain(ctx.drain.borrow_and_update().clone());
     ctx.server
         .set_first_contact(ctx.first_contact.borrow_and_update().clone());
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let shard = Rc::new(RefCell::new(Shard {
         server: ctx.server,
         listeners: listeners.clone(),
@@ -200,6 +205,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         streams: HashMap::new(),
         splices: HashMap::new(),
         peers: ctx.peers.clone(),
+        events: events_tx.clone(),
         client_buf: CLIENT_LAYOUT.buffer(),
         outbox: Outbox {
             buf: vec![0; SLOT * OUTBOX_SLOTS],
@@ -227,10 +233,15 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
             index,
         )));
     }
+    let streams = StreamContext {
+        events: events_tx,
+        peers: ctx.peers.clone(),
+        open: OpenStreams::default(),
+    };
     for tcp in ctx.tcp {
         let listener = tokio::net::TcpListener::from_std(tcp)?;
         acceptors.push(tokio::task::spawn_local(super::stream::accept_loop(
-            weak.clone(),
+            streams.clone(),
             listener,
             None,
         )));
@@ -238,16 +249,21 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     for (tls, acceptor) in ctx.tls {
         let listener = tokio::net::TcpListener::from_std(tls)?;
         acceptors.push(tokio::task::spawn_local(super::stream::accept_loop(
-            weak.clone(),
+            streams.clone(),
             listener,
             Some(acceptor),
         )));
     }
+    drop(streams);
     let mut tick = tokio::time::interval(TICK);
     let mut shutdown = ctx.shutdown;
     let mut control = ctx.control;
     loop {
         tokio::select! {
+            Some(event) = events.recv() => {
+                let mut s = shard.borrow_mut();
+                handle_event(&mut s, &weak, event, Instant::now());
+            }
             Some(ctl) = control.recv() => {
                 let mut s = shard.borrow_mut();
                 let now = Instant::now();
@@ -303,6 +319,64 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     }
     s.streams.clear();
     Ok(())
+}
+
+/// Feeds the server what a stream or RFC 6062 task reported, runs the commands that follow,
+/// and answers the task where it waits for an answer.
+fn handle_event(s: &mut Shard, weak: &Weak<RefCell<Shard>>, event: ShardEvent, now: Instant) {
+    match event {
+        ShardEvent::StreamOpened { tuple, tx } => {
+            s.streams.insert(tuple, tx);
+        }
+        ShardEvent::StreamFrame {
+            tuple,
+            frame,
+            bound,
+        } => {
+            if let Some(fwd) = s.server.handle_client_input(now, tuple, &frame)
+                && !send_to_peer_from(s, &fwd)
+            {
+                s.send_errors += 1;
+            }
+            run_commands(s, weak, now);
+            if let Some(answer) = bound {
+                // A successful ConnectionBind queued SpliceData while its commands ran.
+                let _ = answer.send(s.splices.remove(&tuple));
+            }
+        }
+        ShardEvent::StreamIdle {
+            tuple,
+            holds_allocation,
+        } => {
+            let _ = holds_allocation.send(s.server.allocations().get(&tuple).is_some());
+        }
+        ShardEvent::StreamClosed { tuple } => {
+            // Dropping the sender lets the stream's writer finish what is queued and return.
+            s.streams.remove(&tuple);
+            s.splices.remove(&tuple);
+            s.server.handle_client_disconnected(&tuple);
+            run_commands(s, weak, now);
+        }
+        ShardEvent::PeerAccepted {
+            relay,
+            from,
+            stream,
+        } => {
+            match s.server.handle_peer_tcp_accepted(now, relay, from) {
+                Some(id) => {
+                    if s.peers.insert_pending(id, stream).is_err() {
+                        s.server.handle_peer_tcp_closed(id);
+                    }
+                }
+                None => drop(stream),
+            }
+            run_commands(s, weak, now);
+        }
+        ShardEvent::PeerConnectResult { id, connected } => {
+            s.server.handle_peer_connect_result(now, id, connected);
+            run_commands(s, weak, now);
+        }
+    }
 }
 
 fn snapshot_of(s: &Shard, now: Instant) -> ShardSnapshot {
@@ -461,7 +535,7 @@ fn send_forwards(s: &mut Shard, forwards: &[Forward]) {
 }
 
 /// Sends client data out of its allocation's relayed socket; false when it could not.
-pub(super) fn send_to_peer_from(s: &Shard, fwd: &geoturn_relay_proto::ToPeer<'_>) -> bool {
+fn send_to_peer_from(s: &Shard, fwd: &geoturn_relay_proto::ToPeer<'_>) -> bool {
     s.relays
         .get(&fwd.relay)
         .and_then(|r| r.socket.as_ref())
@@ -481,7 +555,7 @@ fn send_to_client(s: &Shard, five_tuple: &FiveTuple, data: &[u8]) -> bool {
     }
 }
 
-pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Instant) {
+fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Instant) {
     while let Some(cmd) = s.server.poll_command() {
         match cmd {
             Command::SendToClient { five_tuple, data } => {
@@ -494,10 +568,9 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
             } => match super::tcp_relay::bind_listener(relay) {
                 Ok(listener) => {
                     let reader = tokio::task::spawn_local(super::tcp_relay::accept_peers(
-                        weak.clone(),
+                        s.events.clone(),
                         relay,
                         listener,
-                        s.peers.clone(),
                     ))
                     .abort_handle();
                     s.relays.insert(
@@ -549,7 +622,7 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
             }
             Command::ConnectPeer { id, relay, peer } => {
                 tokio::task::spawn_local(super::tcp_relay::connect_peer(
-                    weak.clone(),
+                    s.events.clone(),
                     id,
                     relay,
                     peer,
