@@ -6,7 +6,8 @@
 //!
 //! This module is the worker's event loop: it starts the shard's readers and acceptors, then
 //! waits for events from stream and RFC 6062 tasks ([`ShardEvent`]), control messages, drain,
-//! secret and first-contact updates, and the tick that advances time.
+//! secret and first-contact updates, the server's own timer ([`Server::poll_timeout`]), and
+//! the publish interval (wall clock, snapshot).
 
 use std::cell::RefCell;
 use std::io;
@@ -26,7 +27,7 @@ use super::shard::{Shard, run_commands, send_to_peer_from};
 use super::stream::{OpenStreams, StreamContext};
 
 /// How often the worker updates wall-clock time, expiries and its published snapshot.
-const TICK: Duration = Duration::from_millis(500);
+const PUBLISH: Duration = Duration::from_millis(500);
 
 /// What a worker publishes for status and tests.
 #[derive(Debug, Clone, Default)]
@@ -156,11 +157,21 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         )));
     }
     drop(streams);
-    let mut tick = tokio::time::interval(TICK);
+    let mut publish = tokio::time::interval(PUBLISH);
     let mut shutdown = ctx.shutdown;
     let mut control = ctx.control;
     loop {
+        // Recomputed every turn. The UDP readers feed the server outside this loop and can
+        // move the deadline earlier (a first allocation starts the sweep) without waking it;
+        // the publish interval bounds that delay.
+        let timer = shard.borrow().server.poll_timeout();
         tokio::select! {
+            () = sleep_until(timer) => {
+                let mut s = shard.borrow_mut();
+                let now = Instant::now();
+                s.server.handle_timeout(now);
+                run_commands(&mut s, &weak, now);
+            }
             Some(event) = events.recv() => {
                 let mut s = shard.borrow_mut();
                 handle_event(&mut s, &weak, event, Instant::now());
@@ -196,13 +207,11 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
                 let secrets = ctx.secrets.borrow_and_update().clone();
                 shard.borrow_mut().server.set_secrets(secrets);
             }
-            _ = tick.tick() => {
-                let mut s = shard.borrow_mut();
+            _ = publish.tick() => {
+                let s = &mut *shard.borrow_mut();
                 let now = Instant::now();
                 s.server.set_unix_time(now, unix_secs());
-                s.server.handle_timeout(now);
-                run_commands(&mut s, &weak, now);
-                let snap = snapshot_of(&s, now);
+                let snap = snapshot_of(s, now);
                 if let Ok(mut shared) = ctx.snapshot.lock() {
                     *shared = snap;
                 }
@@ -220,6 +229,14 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     }
     s.streams.clear();
     Ok(())
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Feeds the server what a stream or RFC 6062 task reported, runs the commands that follow,
