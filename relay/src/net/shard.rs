@@ -13,7 +13,7 @@ use std::time::Instant;
 use geoturn_relay_proto::allocation::hash::FoldMap;
 use geoturn_relay_proto::server::{DropReason, PEER_HEADROOM, PEER_TAILROOM};
 use geoturn_relay_proto::types::FiveTuple;
-use geoturn_relay_proto::{Command, PeerSocket, RelayAddr, Server, Transport};
+use geoturn_relay_proto::{Command, PeerSocket, RelayAddr, Server, ToPeer, Transport};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -140,12 +140,16 @@ pub(super) const PEER_LAYOUT: SlotLayout = SlotLayout {
     tail: PEER_TAILROOM,
 };
 
-/// Sends client data out of its allocation's relayed socket; false when it could not.
-pub(super) fn send_to_peer_from(s: &Shard, fwd: &geoturn_relay_proto::ToPeer<'_>) -> bool {
+/// Sends client data (`packet[fwd.range]`) out of its allocation's relayed socket; false when
+/// it could not.
+pub(super) fn send_to_peer_from(s: &Shard, fwd: &ToPeer, packet: &[u8]) -> bool {
+    let Some(payload) = packet.get(fwd.range.clone()) else {
+        return false;
+    };
     s.relays
         .get(&fwd.relay)
         .and_then(|r| r.socket.as_ref())
-        .is_some_and(|sock| batch::send_now(sock.get_ref(), fwd.payload, fwd.peer.0).is_ok())
+        .is_some_and(|sock| batch::send_now(sock.get_ref(), payload, fwd.peer.0).is_ok())
 }
 
 /// Sends a message to a client over whatever it is connected by; false when it could not.

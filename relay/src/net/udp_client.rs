@@ -72,7 +72,6 @@ fn on_client_readable(
             Err(_would_block) => break,
         };
         let now = Instant::now();
-        let base = s.client_buf.as_ptr().addr();
         let mut n_fwd = 0;
         for (i, r) in received.iter().take(got).enumerate() {
             let Some(r) = r else { continue };
@@ -80,11 +79,9 @@ fn on_client_readable(
                 s.server.stats_mut_drop(DropReason::TooLarge);
                 continue;
             }
-            let Some(packet) = s
-                .client_buf
-                .get(CLIENT_LAYOUT.range(i))
-                .and_then(|area| area.get(..r.len))
-            else {
+            let area = CLIENT_LAYOUT.range(i);
+            let slot_start = area.start;
+            let Some(packet) = s.client_buf.get(area).and_then(|a| a.get(..r.len)) else {
                 continue;
             };
             let tuple = FiveTuple {
@@ -95,9 +92,9 @@ fn on_client_readable(
             if let Some(fwd) = s.server.handle_client_input(now, tuple, packet)
                 && let Some(slot) = forwards.get_mut(n_fwd)
             {
-                // The payload is borrowed from the receive buffer: remember where it is.
-                let start = fwd.payload.as_ptr().addr() - base;
-                *slot = (fwd.relay, fwd.peer.0, start..start + fwd.payload.len());
+                // The payload stays in the receive buffer: remember where.
+                let range = slot_start + fwd.range.start..slot_start + fwd.range.end;
+                *slot = (fwd.relay, fwd.peer.0, range);
                 n_fwd += 1;
             }
         }

@@ -252,7 +252,7 @@ fn handle_event(s: &mut Shard, weak: &Weak<RefCell<Shard>>, event: ShardEvent, n
             bound,
         } => {
             if let Some(fwd) = s.server.handle_client_input(now, tuple, &frame)
-                && !send_to_peer_from(s, &fwd)
+                && !send_to_peer_from(s, &fwd, &frame)
             {
                 s.send_errors += 1;
             }

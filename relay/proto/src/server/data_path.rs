@@ -1,6 +1,7 @@
 //! The data path: packets from clients (STUN, Send indications, ChannelData) and datagrams from
 //! peers. Nothing here allocates; peer data is framed in place in the driver's buffer.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use super::{DropReason, Server, ToClient, ToPeer};
@@ -19,15 +20,23 @@ pub const PEER_HEADROOM: usize = HEADER_LEN + 4 + 20 + 4;
 /// Bytes the driver must leave free after peer data for padding.
 pub const PEER_TAILROOM: usize = 3;
 
+/// Where `part`, a subslice of `whole`, lies in it. The STUN parser hands out subslices of the
+/// packet; the driver wants positions, to send from its own buffer without a copy.
+fn range_within(whole: &[u8], part: &[u8]) -> Option<Range<usize>> {
+    let start = part.as_ptr().addr().checked_sub(whole.as_ptr().addr())?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
+}
+
 impl Server {
     /// Handles one packet from a client. Returns the data to forward to a peer, if any; replies
     /// and other work are queued as commands.
-    pub fn handle_client_input<'a>(
+    pub fn handle_client_input(
         &mut self,
         now: Instant,
         tuple: FiveTuple,
-        packet: &'a [u8],
-    ) -> Option<ToPeer<'a>> {
+        packet: &[u8],
+    ) -> Option<ToPeer> {
         match classify(packet) {
             PacketKind::ChannelData => self.client_channel_data(now, tuple, packet),
             PacketKind::Stun => self.client_stun(now, tuple, packet),
@@ -38,12 +47,7 @@ impl Server {
         }
     }
 
-    fn client_stun<'a>(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        packet: &'a [u8],
-    ) -> Option<ToPeer<'a>> {
+    fn client_stun(&mut self, now: Instant, tuple: FiveTuple, packet: &[u8]) -> Option<ToPeer> {
         let msg = match Message::parse(packet) {
             Ok(m) => m,
             Err(_) => {
@@ -60,7 +64,7 @@ impl Server {
                 self.handle_request(now, tuple, &msg);
                 None
             }
-            (Class::Indication, Method::Send) => self.send_indication(now, tuple, &msg),
+            (Class::Indication, Method::Send) => self.send_indication(now, tuple, &msg, packet),
             _ => {
                 self.stats.drop_packet(DropReason::UnexpectedMessage);
                 None
@@ -68,12 +72,13 @@ impl Server {
         }
     }
 
-    fn send_indication<'a>(
+    fn send_indication(
         &mut self,
         now: Instant,
         tuple: FiveTuple,
-        msg: &Message<'a>,
-    ) -> Option<ToPeer<'a>> {
+        msg: &Message<'_>,
+        packet: &[u8],
+    ) -> Option<ToPeer> {
         let (Some(Ok(Attribute::XorPeerAddress(peer))), Some(Ok(Attribute::Data(payload)))) = (
             msg.attribute(types::XOR_PEER_ADDRESS),
             msg.attribute(types::DATA),
@@ -81,15 +86,19 @@ impl Server {
             self.stats.drop_packet(DropReason::Malformed);
             return None;
         };
-        self.forward_to_peer(now, tuple, PeerSocket(peer), payload)
+        let Some(range) = range_within(packet, payload) else {
+            self.stats.drop_packet(DropReason::Malformed);
+            return None;
+        };
+        self.forward_to_peer(now, tuple, PeerSocket(peer), range)
     }
 
-    fn client_channel_data<'a>(
+    fn client_channel_data(
         &mut self,
         now: Instant,
         tuple: FiveTuple,
-        packet: &'a [u8],
-    ) -> Option<ToPeer<'a>> {
+        packet: &[u8],
+    ) -> Option<ToPeer> {
         let Ok(cd) = ChannelData::parse(packet) else {
             self.stats.drop_packet(DropReason::Malformed);
             return None;
@@ -103,21 +112,23 @@ impl Server {
             self.stats.drop_packet(DropReason::NoChannel);
             return None;
         };
-        forward(&mut self.stats, alloc, now, PeerSocket(peer), cd.payload)
+        // The payload follows the 4-byte header (RFC 8656 §12.4).
+        let range = channel_data::HEADER_LEN..channel_data::HEADER_LEN + cd.payload.len();
+        forward(&mut self.stats, alloc, now, PeerSocket(peer), range)
     }
 
-    fn forward_to_peer<'a>(
+    fn forward_to_peer(
         &mut self,
         now: Instant,
         tuple: FiveTuple,
         peer: PeerSocket,
-        payload: &'a [u8],
-    ) -> Option<ToPeer<'a>> {
+        range: Range<usize>,
+    ) -> Option<ToPeer> {
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             self.stats.drop_packet(DropReason::NoAllocation);
             return None;
         };
-        forward(&mut self.stats, alloc, now, peer, payload)
+        forward(&mut self.stats, alloc, now, peer, range)
     }
 
     /// Handles a datagram from `peer` on relayed address `relay`. The payload is at
@@ -162,36 +173,32 @@ impl Server {
     }
 }
 
-/// Checks and counts one client → peer datagram of `alloc`.
-fn forward<'a>(
+/// Checks and counts one client → peer datagram of `alloc`, `range` of the client's packet.
+fn forward(
     stats: &mut super::ServerStats,
     alloc: &mut crate::allocation::Allocation,
     now: Instant,
     peer: PeerSocket,
-    payload: &'a [u8],
-) -> Option<ToPeer<'a>> {
+    range: Range<usize>,
+) -> Option<ToPeer> {
     // Permissions are only ever installed for peers the policy allows, so this one lookup
     // also enforces the peer policy on the data path.
     if !alloc.permissions.allows(peer.0.ip(), now) {
         stats.drop_packet(DropReason::NoPermission);
         return None;
     }
-    if !alloc.within_bandwidth(payload.len(), now) {
+    let len = range.len();
+    if !alloc.within_bandwidth(len, now) {
         stats.drop_packet(DropReason::OverBandwidth);
         return None;
     }
-    let len = payload.len() as u64;
     alloc.counters.packets_to_peer += 1;
-    alloc.counters.bytes_to_peer += len;
+    alloc.counters.bytes_to_peer += len as u64;
     stats.packets_to_peer += 1;
-    stats.bytes_to_peer += len;
+    stats.bytes_to_peer += len as u64;
     // A dual-stack allocation sends from the relayed address of the peer's family.
     let relay = alloc.relay_for(peer.0.ip())?;
-    Some(ToPeer {
-        relay,
-        peer,
-        payload,
-    })
+    Some(ToPeer { relay, peer, range })
 }
 
 fn frame_channel_data(

@@ -157,15 +157,17 @@ pub enum Command {
     },
 }
 
-/// Data from a client to forward to a peer; borrows the client's packet (no copy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ToPeer<'a> {
+/// Data from a client to forward to a peer: where it lies in the client's packet (no copy),
+/// as [`ToClient`] says where peer data lies in the driver's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToPeer {
     /// The relayed socket to send from.
     pub relay: RelayAddr,
     /// The peer to send to.
     pub peer: PeerSocket,
-    /// The application data.
-    pub payload: &'a [u8],
+    /// The application data: `packet[range]` of the packet given to
+    /// [`Server::handle_client_input`].
+    pub range: Range<usize>,
 }
 
 /// Data from a peer framed for the client, in place in the driver's buffer.

@@ -137,7 +137,7 @@ impl Harness {
         let tuple = self.tuple;
         self.server
             .handle_client_input(self.now, tuple, bytes)
-            .map(|f| (f.relay, f.peer, f.payload.to_vec()))
+            .map(|f| (f.relay, f.peer, bytes[f.range].to_vec()))
     }
 
     fn request_raw(&mut self, bytes: &[u8]) -> Vec<u8> {
