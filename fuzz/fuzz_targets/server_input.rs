@@ -25,7 +25,7 @@ const UNIX: u64 = 1_800_000_000;
 
 fn tuple(i: u8) -> FiveTuple {
     FiveTuple {
-        client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], 40000 + u16::from(i % 4)))),
+        client: ClientSocket::new(SocketAddr::from(([198, 51, 100, 7], 40000 + u16::from(i % 4)))),
         server: SocketAddr::from(([192, 0, 2, 1], 3478)),
         transport: if i % 2 == 0 { Transport::Udp } else { Transport::Tcp },
     }
@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
             // A datagram from a peer on a bound relayed address.
             2 if !bound.is_empty() => {
                 let relay = bound[usize::from(op >> 3) % bound.len()];
-                let peer = PeerSocket(SocketAddr::from(([203, 0, 113, body.first().copied().unwrap_or(1)], 7000)));
+                let peer = PeerSocket::new(SocketAddr::from(([203, 0, 113, body.first().copied().unwrap_or(1)], 7000)));
                 let n = body.len().min(2048);
                 buf[PEER_HEADROOM..PEER_HEADROOM + n].copy_from_slice(&body[..n]);
                 if let Some(out) = server.handle_peer_input(now, relay, peer, &mut buf, n) {
@@ -139,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
             // A TCP peer connecting to a relayed address.
             3 if !bound.is_empty() => {
                 let relay = bound[usize::from(op >> 3) % bound.len()];
-                let peer = PeerSocket(SocketAddr::from(([203, 0, 113, 9], 80)));
+                let peer = PeerSocket::new(SocketAddr::from(([203, 0, 113, 9], 80)));
                 server.handle_peer_tcp_accepted(now, relay, peer);
             }
             // Time passes.

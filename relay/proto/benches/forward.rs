@@ -40,7 +40,7 @@ const CHANNEL: u16 = 0x4000;
 
 fn tuple(port: u16) -> FiveTuple {
     FiveTuple {
-        client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], port))),
+        client: ClientSocket::new(SocketAddr::from(([198, 51, 100, 7], port))),
         server: SocketAddr::from(([192, 0, 2, 1], 3478)),
         transport: Transport::Udp,
     }
@@ -248,13 +248,27 @@ fn main() {
         client_channel_data(&mut server, now, with_channel, frame, n)
     });
     timed("peer_to_channel_data", &mut || {
-        peer_to_channel_data(&mut server, now, relay_c, PeerSocket(peer), &mut buf, n)
+        peer_to_channel_data(
+            &mut server,
+            now,
+            relay_c,
+            PeerSocket::new(peer),
+            &mut buf,
+            n,
+        )
     });
     timed("client_send_indication", &mut || {
         client_send_indication(&mut server, now, with_permission, &send, n)
     });
     timed("peer_to_data_indication", &mut || {
-        peer_to_data_indication(&mut server, now, relay_p, PeerSocket(peer), &mut buf, n)
+        peer_to_data_indication(
+            &mut server,
+            now,
+            relay_p,
+            PeerSocket::new(peer),
+            &mut buf,
+            n,
+        )
     });
     let stats = server.stats();
     assert_eq!(stats.packets_to_peer, 2 * n);

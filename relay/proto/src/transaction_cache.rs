@@ -84,7 +84,7 @@ mod tests {
 
     fn tuple(port: u16) -> FiveTuple {
         FiveTuple {
-            client: ClientSocket(([203, 0, 113, 1], port).into()),
+            client: ClientSocket::new(([203, 0, 113, 1], port).into()),
             server: ([203, 0, 113, 9], 3478).into(),
             transport: Transport::Udp,
         }

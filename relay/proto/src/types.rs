@@ -32,15 +32,15 @@ impl Transport {
 
 /// A TURN client's transport address as the relay sees it (after any NAT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientSocket(pub SocketAddr);
+pub struct ClientSocket(SocketAddr);
 
 /// A peer's transport address, on the far side of a relayed address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerSocket(pub SocketAddr);
+pub struct PeerSocket(SocketAddr);
 
 /// A relayed transport address owned by one allocation (the local bind address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RelayAddr(pub SocketAddr);
+pub struct RelayAddr(SocketAddr);
 
 /// The 5-tuple that names an allocation (RFC 8656 §2.2): client, server listener, transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +52,24 @@ pub struct FiveTuple {
     /// Transport protocol between client and server.
     pub transport: Transport,
 }
+
+macro_rules! socket_newtype {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// Wraps an address known to be of this kind.
+            pub const fn new(addr: SocketAddr) -> Self {
+                Self(addr)
+            }
+
+            /// The address itself, for the socket call that needs it.
+            pub const fn addr(self) -> SocketAddr {
+                self.0
+            }
+        }
+    )*};
+}
+
+socket_newtype!(ClientSocket, PeerSocket, RelayAddr);
 
 impl fmt::Display for ClientSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

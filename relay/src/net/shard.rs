@@ -111,7 +111,7 @@ pub(super) struct RelaySocket {
 }
 
 fn allocation_span(relay: RelayAddr, transport: &'static str) -> tracing::Span {
-    tracing::info_span!("allocation", relayed = %relay.0, peer_transport = transport)
+    tracing::info_span!("allocation", relayed = %relay.addr(), peer_transport = transport)
 }
 
 /// Peer data framed in place for UDP clients, waiting to leave in one `sendmmsg` per listener.
@@ -149,7 +149,7 @@ pub(super) fn send_to_peer_from(s: &Shard, fwd: &ToPeer, packet: &[u8]) -> bool 
     s.relays
         .get(&fwd.relay)
         .and_then(|r| r.socket.as_ref())
-        .is_some_and(|sock| batch::send_now(sock.get_ref(), payload, fwd.peer.0).is_ok())
+        .is_some_and(|sock| batch::send_now(sock.get_ref(), payload, fwd.peer.addr()).is_ok())
 }
 
 /// Sends a message to a client over whatever it is connected by; false when it could not.
@@ -157,7 +157,7 @@ pub(super) fn send_to_client(s: &Shard, five_tuple: &FiveTuple, data: &[u8]) -> 
     match five_tuple.transport {
         Transport::Udp => s
             .listener(five_tuple.server)
-            .is_some_and(|l| batch::send_now(l.get_ref(), data, five_tuple.client.0).is_ok()),
+            .is_some_and(|l| batch::send_now(l.get_ref(), data, five_tuple.client.addr()).is_ok()),
         Transport::Tcp | Transport::Tls => s
             .streams
             .get(five_tuple)
@@ -295,7 +295,7 @@ async fn relay_reader(
                 };
                 let Some(to) =
                     s.server
-                        .handle_peer_input(now, relay, PeerSocket(r.from), slot, r.len)
+                        .handle_peer_input(now, relay, PeerSocket::new(r.from), slot, r.len)
                 else {
                     continue;
                 };
@@ -315,7 +315,7 @@ async fn relay_reader(
                 s.outbox.items.push((
                     slot_index,
                     to.range,
-                    to.five_tuple.client.0,
+                    to.five_tuple.client.addr(),
                     to.five_tuple.server,
                 ));
             }

@@ -34,7 +34,7 @@ pub(super) fn bind_relay(
     dont_fragment: bool,
     buffer: usize,
 ) -> io::Result<std::net::UdpSocket> {
-    let addr = relay.0;
+    let addr = relay.addr();
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;

@@ -94,7 +94,7 @@ pub(super) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let tuple = FiveTuple {
-            client: ClientSocket(peer),
+            client: ClientSocket::new(peer),
             server: local,
             transport,
         };

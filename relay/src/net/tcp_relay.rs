@@ -94,8 +94,8 @@ impl PeerConnections {
 
 /// Binds and listens on a TCP relayed address.
 pub fn bind_listener(relay: RelayAddr) -> io::Result<TcpListener> {
-    let sock = reuse_tcp_socket(relay.0)?;
-    sock.bind(&relay.0.into())?;
+    let sock = reuse_tcp_socket(relay.addr())?;
+    sock.bind(&relay.addr().into())?;
     sock.listen(128)?;
     TcpListener::from_std(sock.into())
 }
@@ -114,7 +114,7 @@ pub(super) async fn accept_peers(events: EventTx, relay: RelayAddr, listener: Tc
         };
         let accepted = ShardEvent::PeerAccepted {
             relay,
-            from: PeerSocket(from),
+            from: PeerSocket::new(from),
             stream,
         };
         if events.send(accepted).await.is_err() {
@@ -144,9 +144,9 @@ pub(super) async fn connect_peer(
         // From the relayed address when the kernel allows it (it may refuse the 4-tuple with
         // EADDRNOTAVAIL, e.g. against another relayed address of this host); from the relay
         // IP with a fresh port otherwise.
-        match connect_from(relay.0, peer.0).await {
+        match connect_from(relay.addr(), peer.addr()).await {
             Ok(stream) => Ok(stream),
-            Err(_) => connect_from(SocketAddr::new(relay.0.ip(), 0), peer.0).await,
+            Err(_) => connect_from(SocketAddr::new(relay.addr().ip(), 0), peer.addr()).await,
         }
     })
     .await;

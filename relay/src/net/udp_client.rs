@@ -52,7 +52,7 @@ fn on_client_readable(
     let mut received: [Option<Received>; BATCH] = [None; BATCH];
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let mut forwards: [Forward; BATCH] =
-        std::array::from_fn(|_| (RelayAddr(unspecified), unspecified, 0..0));
+        std::array::from_fn(|_| (RelayAddr::new(unspecified), unspecified, 0..0));
     for _ in 0..MAX_BATCHES_PER_WAKE {
         let got = match ready.try_io(|inner| {
             batch::recv_batch(
@@ -85,7 +85,7 @@ fn on_client_readable(
                 continue;
             };
             let tuple = FiveTuple {
-                client: ClientSocket(r.from),
+                client: ClientSocket::new(r.from),
                 server: local,
                 transport: Transport::Udp,
             };
@@ -94,7 +94,7 @@ fn on_client_readable(
             {
                 // The payload stays in the receive buffer: remember where.
                 let range = slot_start + fwd.range.start..slot_start + fwd.range.end;
-                *slot = (fwd.relay, fwd.peer.0, range);
+                *slot = (fwd.relay, fwd.peer.addr(), range);
                 n_fwd += 1;
             }
         }

@@ -72,7 +72,7 @@ impl Allocation {
 
     /// The relayed address that talks to peers of `ip`'s family.
     pub fn relay_for(&self, ip: std::net::IpAddr) -> Option<RelayAddr> {
-        self.relays().find(|r| r.0.is_ipv4() == ip.is_ipv4())
+        self.relays().find(|r| r.addr().is_ipv4() == ip.is_ipv4())
     }
 }
 

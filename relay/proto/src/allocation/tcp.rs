@@ -144,7 +144,7 @@ mod tests {
     fn conn(user: &str, now: Instant) -> PendingConnection {
         PendingConnection {
             owner: FiveTuple {
-                client: ClientSocket(([198, 51, 100, 1], 5000).into()),
+                client: ClientSocket::new(([198, 51, 100, 1], 5000).into()),
                 server: ([192, 0, 2, 1], 3478).into(),
                 transport: Transport::Tcp,
             },

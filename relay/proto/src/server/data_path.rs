@@ -90,7 +90,7 @@ impl Server {
             self.stats.drop_packet(DropReason::Malformed);
             return None;
         };
-        self.forward_to_peer(now, tuple, PeerSocket(peer), range)
+        self.forward_to_peer(now, tuple, PeerSocket::new(peer), range)
     }
 
     fn client_channel_data(
@@ -114,7 +114,7 @@ impl Server {
         };
         // The payload follows the 4-byte header (RFC 8656 §12.4).
         let range = channel_data::HEADER_LEN..channel_data::HEADER_LEN + cd.payload.len();
-        forward(&mut self.stats, alloc, now, PeerSocket(peer), range)
+        forward(&mut self.stats, alloc, now, PeerSocket::new(peer), range)
     }
 
     fn forward_to_peer(
@@ -146,7 +146,7 @@ impl Server {
             self.stats.drop_packet(DropReason::NoAllocation);
             return None;
         };
-        if !alloc.permissions.allows(peer.0.ip(), now) {
+        if !alloc.permissions.allows(peer.addr().ip(), now) {
             self.stats.drop_packet(DropReason::NoPermission);
             return None;
         }
@@ -156,7 +156,7 @@ impl Server {
         }
         let stream = alloc.five_tuple.transport.is_stream();
         let five_tuple = alloc.five_tuple;
-        let channel = alloc.channels.number(peer.0, now);
+        let channel = alloc.channels.number(peer.addr(), now);
         let framed = match channel {
             Some(number) => frame_channel_data(buf, number, len, stream),
             None => frame_data_indication(buf, peer, len),
@@ -183,7 +183,7 @@ fn forward(
 ) -> Option<ToPeer> {
     // Permissions are only ever installed for peers the policy allows, so this one lookup
     // also enforces the peer policy on the data path.
-    if !alloc.permissions.allows(peer.0.ip(), now) {
+    if !alloc.permissions.allows(peer.addr().ip(), now) {
         stats.drop_packet(DropReason::NoPermission);
         return None;
     }
@@ -197,7 +197,7 @@ fn forward(
     stats.packets_to_peer += 1;
     stats.bytes_to_peer += len as u64;
     // A dual-stack allocation sends from the relayed address of the peer's family.
-    let relay = alloc.relay_for(peer.0.ip())?;
+    let relay = alloc.relay_for(peer.addr().ip())?;
     Some(ToPeer { relay, peer, range })
 }
 
@@ -224,7 +224,7 @@ fn frame_data_indication(
     peer: PeerSocket,
     len: usize,
 ) -> Option<std::ops::Range<usize>> {
-    let addr_len = if peer.0.is_ipv4() { 8 } else { 20 };
+    let addr_len = if peer.addr().is_ipv4() { 8 } else { 20 };
     let padded_len = (len + 3) & !3;
     let body_len = 4 + addr_len + 4 + padded_len;
     let msg_len = u16::try_from(body_len).ok()?;
@@ -241,7 +241,7 @@ fn frame_data_indication(
     w.put(&tid.0).ok()?;
     w.u16(types::XOR_PEER_ADDRESS).ok()?;
     w.u16(addr_len as u16).ok()?;
-    encode_address(&mut w, peer.0, Some(&tid)).ok()?;
+    encode_address(&mut w, peer.addr(), Some(&tid)).ok()?;
     w.u16(types::DATA).ok()?;
     w.u16(data_len).ok()?;
     let end = PEER_HEADROOM.checked_add(len)?;

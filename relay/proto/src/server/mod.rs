@@ -423,7 +423,7 @@ impl Server {
 
     fn release_allocation_resources(&mut self, alloc: &crate::allocation::Allocation) {
         for relay in alloc.relays() {
-            self.ports.release(relay.0.port());
+            self.ports.release(relay.addr().port());
             self.commands.push_back(Command::FreeRelay { relay });
         }
         for &id in &alloc.tcp_connections {

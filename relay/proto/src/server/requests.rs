@@ -63,7 +63,7 @@ impl Server {
                     now,
                     &to,
                     None,
-                    &[Attribute::XorMappedAddress(tuple.client.0)],
+                    &[Attribute::XorMappedAddress(tuple.client.addr())],
                 );
                 return;
             }
@@ -84,7 +84,7 @@ impl Server {
         }
         let auth = match authenticate(
             msg,
-            tuple.client.0,
+            tuple.client.addr(),
             &self.config.realm,
             &self.secrets,
             &self.nonces,
@@ -371,7 +371,7 @@ impl Server {
                 &pending.auth.key,
             );
         };
-        let relay = RelayAddr(SocketAddr::new(relay_ip, port));
+        let relay = RelayAddr::new(SocketAddr::new(relay_ip, port));
         self.commands.push_back(Command::BindRelay {
             relay,
             dont_fragment: pending.dont_fragment,
@@ -391,13 +391,13 @@ impl Server {
         };
         if !bound {
             // Someone else holds the port (the ephemeral range overlaps ours); pick another.
-            self.ports.release(relay.0.port());
+            self.ports.release(relay.addr().port());
             if pending.first.is_none()
                 && let Some(token) = pending.issued_token.take()
             {
                 self.ports.cancel_reservation(&token);
             }
-            return self.try_bind(now, pending, relay.0.ip());
+            return self.try_bind(now, pending, relay.addr().ip());
         }
         match (pending.first, pending.additional) {
             // First socket bound, a second family wanted: bind it next.
@@ -415,12 +415,12 @@ impl Server {
     }
 
     fn advertised(&self, relay: RelayAddr) -> SocketAddr {
-        let external = if relay.0.is_ipv4() {
+        let external = if relay.addr().is_ipv4() {
             self.config.external_ip_v4
         } else {
             self.config.external_ip_v6
         };
-        SocketAddr::new(external.unwrap_or(relay.0.ip()), relay.0.port())
+        SocketAddr::new(external.unwrap_or(relay.addr().ip()), relay.addr().port())
     }
 
     fn finish_allocation(
@@ -456,7 +456,7 @@ impl Server {
         };
         tracing::info!(
             relay = %relay,
-            second = ?second.map(|(r, _)| r.0),
+            second = ?second.map(|(r, _)| r.addr()),
             client = %geoturn_shared::pii::Pii(pending.five_tuple.client),
             transport = pending.five_tuple.transport.as_str(),
             lifetime_s = pending.lifetime.as_secs(),
@@ -473,7 +473,9 @@ impl Server {
             attrs.push(Attribute::XorRelayedAddress(adv));
         }
         attrs.push(Attribute::Lifetime(lifetime));
-        attrs.push(Attribute::XorMappedAddress(pending.five_tuple.client.0));
+        attrs.push(Attribute::XorMappedAddress(
+            pending.five_tuple.client.addr(),
+        ));
         if let Some(token) = pending.issued_token {
             attrs.push(Attribute::ReservationToken(token));
         }
@@ -507,7 +509,7 @@ impl Server {
             let has = self
                 .allocations
                 .get(&tuple)
-                .is_some_and(|a| a.relays().any(|r| AddressFamily::of(r.0.ip()) == f));
+                .is_some_and(|a| a.relays().any(|r| AddressFamily::of(r.addr().ip()) == f));
             if !has {
                 return self.reply_error(
                     now,
@@ -524,7 +526,7 @@ impl Server {
             && let Some(alloc) = self.allocations.get_mut(&tuple)
             && let Some((second, second_adv)) = alloc.second
         {
-            let dropped = if AddressFamily::of(second.0.ip()) == f {
+            let dropped = if AddressFamily::of(second.addr().ip()) == f {
                 second
             } else {
                 let primary = alloc.relay;
@@ -534,7 +536,7 @@ impl Server {
             };
             alloc.second = None;
             self.allocations.forget_relay(&dropped);
-            self.ports.release(dropped.0.port());
+            self.ports.release(dropped.addr().port());
             self.commands
                 .push_back(Command::FreeRelay { relay: dropped });
             return self.reply_signed(now, to, None, &[Attribute::Lifetime(0)], &auth.key);
@@ -697,7 +699,7 @@ impl Server {
         self.commands.push_back(Command::ConnectPeer {
             id,
             relay,
-            peer: crate::types::PeerSocket(peer),
+            peer: crate::types::PeerSocket::new(peer),
         });
     }
 
@@ -728,14 +730,14 @@ impl Server {
         peer: crate::types::PeerSocket,
     ) -> Option<u32> {
         let alloc = self.allocations.by_relay_mut(&relay)?;
-        if !alloc.tcp || !alloc.permissions.allows(peer.0.ip(), now) {
+        if !alloc.tcp || !alloc.permissions.allows(peer.addr().ip(), now) {
             return None;
         }
         let owner = alloc.five_tuple;
         let id = self.tcp.insert(crate::allocation::tcp::PendingConnection {
             owner,
             username: alloc.username.clone(),
-            peer: peer.0,
+            peer: peer.addr(),
             ready: true,
             expires: now + crate::allocation::tcp::BIND_TIMEOUT,
         })?;
@@ -752,7 +754,7 @@ impl Server {
                 ),
                 tid,
             )?;
-            w.add(&Attribute::XorPeerAddress(peer.0))?;
+            w.add(&Attribute::XorPeerAddress(peer.addr()))?;
             w.add(&Attribute::ConnectionId(id))?;
             w.add_fingerprint()?;
             Ok::<usize, crate::stun::EncodeError>(w.finish())

@@ -135,7 +135,7 @@ impl Server {
         attrs: &[Attribute<'_>],
         budget: Budget,
     ) {
-        if budget == Budget::Spend && !self.limiter.allow(to.five_tuple.client.0.ip(), now) {
+        if budget == Budget::Spend && !self.limiter.allow(to.five_tuple.client.addr().ip(), now) {
             self.stats.drop_packet(super::DropReason::RateLimited);
             return;
         }
@@ -152,7 +152,7 @@ impl Server {
         code: ErrorCode,
         budget: Budget,
     ) {
-        let client: SocketAddr = to.five_tuple.client.0;
+        let client: SocketAddr = to.five_tuple.client.addr();
         let nonce = self.nonces.issue(client, self.unix_now(now));
         let realm = self.config.realm.clone();
         self.reply_unsigned_with(

@@ -34,7 +34,7 @@ struct Harness {
 
 fn tuple(port: u16) -> FiveTuple {
     FiveTuple {
-        client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], port))),
+        client: ClientSocket::new(SocketAddr::from(([198, 51, 100, 7], port))),
         server: SocketAddr::from(([192, 0, 2, 1], 3478)),
         transport: Transport::Udp,
     }
@@ -113,7 +113,7 @@ impl Harness {
             match cmd {
                 Command::SendToClient { data, .. } => out.push(data),
                 Command::BindRelay { relay, .. } => {
-                    let ok = if self.fail_v6 && relay.0.is_ipv6() {
+                    let ok = if self.fail_v6 && relay.addr().is_ipv6() {
                         false
                     } else if self.fail_binds > 0 {
                         self.fail_binds -= 1;
@@ -242,7 +242,7 @@ fn binding_reports_reflexive_address() {
     assert!(m.has_fingerprint() && m.fingerprint_ok());
     assert_eq!(
         m.attribute(types::XOR_MAPPED_ADDRESS).unwrap().unwrap(),
-        Attribute::XorMappedAddress(h.tuple.client.0)
+        Attribute::XorMappedAddress(h.tuple.client.addr())
     );
 }
 
@@ -269,7 +269,7 @@ fn allocate_challenge_then_success() {
         "192.0.2.1".parse::<std::net::IpAddr>().unwrap()
     );
     assert!((50000..=50099).contains(&relayed.port()));
-    assert_eq!(h.bound, vec![RelayAddr(relayed)]);
+    assert_eq!(h.bound, vec![RelayAddr::new(relayed)]);
     assert_eq!(h.server.allocations().len(), 1);
 }
 
@@ -425,8 +425,8 @@ fn send_indication_and_data_indication_round_trip() {
     assert_eq!(h.server.stats().drops(DropReason::NoPermission), 1);
     h.allow_peer(&auth, peer());
     let (relay, to, payload) = h.input(&send).unwrap();
-    assert_eq!(relay.0, relayed);
-    assert_eq!(to.0, peer());
+    assert_eq!(relay.addr(), relayed);
+    assert_eq!(to.addr(), peer());
     assert_eq!(payload, b"hello");
 
     // The peer answers: the client gets a Data indication.
@@ -434,7 +434,7 @@ fn send_indication_and_data_indication_round_trip() {
     buf[PEER_HEADROOM..PEER_HEADROOM + 3].copy_from_slice(b"hey");
     let out = h
         .server
-        .handle_peer_input(h.now, relay, PeerSocket(peer()), &mut buf, 3)
+        .handle_peer_input(h.now, relay, PeerSocket::new(peer()), &mut buf, 3)
         .unwrap();
     assert_eq!(out.five_tuple, h.tuple);
     let m = Message::parse(&buf[out.range]).unwrap();
@@ -452,14 +452,14 @@ fn send_indication_and_data_indication_round_trip() {
     let stranger = SocketAddr::from(([203, 0, 113, 51], 7000));
     assert!(
         h.server
-            .handle_peer_input(h.now, relay, PeerSocket(stranger), &mut buf, 3)
+            .handle_peer_input(h.now, relay, PeerSocket::new(stranger), &mut buf, 3)
             .is_none()
     );
     // A different port on the permitted IP is fine: permissions ignore ports.
     let other_port = SocketAddr::from(([203, 0, 113, 50], 7001));
     assert!(
         h.server
-            .handle_peer_input(h.now, relay, PeerSocket(other_port), &mut buf, 3)
+            .handle_peer_input(h.now, relay, PeerSocket::new(other_port), &mut buf, 3)
             .is_some()
     );
 }
@@ -504,7 +504,7 @@ fn data_indication_for_ipv6_peer_and_odd_length() {
     buf[PEER_HEADROOM..PEER_HEADROOM + 5].copy_from_slice(b"odd!!");
     let out = h
         .server
-        .handle_peer_input(h.now, relay, PeerSocket(v6peer), &mut buf, 5)
+        .handle_peer_input(h.now, relay, PeerSocket::new(v6peer), &mut buf, 5)
         .unwrap();
     let m = Message::parse(&buf[out.range]).unwrap();
     assert_eq!(
@@ -579,7 +579,7 @@ fn channel_bind_and_channel_data_both_ways() {
     let mut frame = [0u8; 64];
     let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"media", false).unwrap();
     let (relay, to, payload) = h.input(&frame[..n]).unwrap();
-    assert_eq!((to.0, payload.as_slice()), (peer(), &b"media"[..]));
+    assert_eq!((to.addr(), payload.as_slice()), (peer(), &b"media"[..]));
     // Unbound channel: dropped.
     let n = crate::stun::channel_data::encode(&mut frame, 0x4009, b"media", false).unwrap();
     assert!(h.input(&frame[..n]).is_none());
@@ -589,7 +589,7 @@ fn channel_bind_and_channel_data_both_ways() {
     buf[PEER_HEADROOM..PEER_HEADROOM + 4].copy_from_slice(b"back");
     let out = h
         .server
-        .handle_peer_input(h.now, relay, PeerSocket(peer()), &mut buf, 4)
+        .handle_peer_input(h.now, relay, PeerSocket::new(peer()), &mut buf, 4)
         .unwrap();
     let cd = ChannelData::parse(&buf[out.range]).unwrap();
     assert_eq!((cd.channel, cd.payload), (0x4001, &b"back"[..]));
@@ -619,7 +619,7 @@ fn lifetimes_expire_on_the_virtual_clock() {
     assert_eq!(h.server.allocations().len(), 1);
     h.advance(2);
     assert!(h.server.allocations().is_empty());
-    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+    assert_eq!(h.freed, vec![RelayAddr::new(relayed)]);
     assert_eq!(h.server.stats().allocations_expired, 1);
 }
 
@@ -643,7 +643,7 @@ fn refresh_extends_and_zero_deletes() {
     let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&auth));
     assert_eq!(code_of(&resp), None);
     assert!(h.server.allocations().is_empty());
-    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+    assert_eq!(h.freed, vec![RelayAddr::new(relayed)]);
     // Refresh without an allocation: 437.
     let resp = h.request(Method::Refresh, &[], Some(&auth));
     assert_eq!(code_of(&resp), Some(437));
@@ -943,7 +943,7 @@ fn a_closed_stream_connection_takes_its_allocation_along() {
     h.server.handle_client_disconnected(&t);
     h.pump();
     assert!(h.server.allocations().is_empty());
-    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+    assert_eq!(h.freed, vec![RelayAddr::new(relayed)]);
 }
 
 #[test]
@@ -960,7 +960,7 @@ fn revoked_users_lose_allocations_and_are_refused() {
     h.server.revoke_user(h.now, "alice", until);
     h.pump();
     assert!(h.server.allocations().is_empty());
-    assert_eq!(h.freed, vec![RelayAddr(relayed)]);
+    assert_eq!(h.freed, vec![RelayAddr::new(relayed)]);
     h.tuple = tuple(40001);
     let mut auth = ClientAuth { ..auth };
     h.challenge(&mut auth, 17);
@@ -986,7 +986,7 @@ fn unauthenticated_responses_are_rate_limited_per_source() {
     assert_eq!(h.server.stats().drops(DropReason::RateLimited), 5);
     // Another source is not affected, and the first recovers with time.
     h.tuple = FiveTuple {
-        client: ClientSocket(SocketAddr::from(([198, 51, 100, 99], 1))),
+        client: ClientSocket::new(SocketAddr::from(([198, 51, 100, 99], 1))),
         ..h.tuple
     };
     h.request(Method::Binding, &[], None);
@@ -1009,7 +1009,7 @@ fn a_flood_from_the_clients_address_does_not_starve_its_stale_nonce_challenge() 
     h.advance(601);
     let spend_the_budget = |h: &mut Harness| {
         let spoofed = FiveTuple {
-            client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], 9))),
+            client: ClientSocket::new(SocketAddr::from(([198, 51, 100, 7], 9))),
             ..h.tuple
         };
         for i in 0..20u8 {
@@ -1111,7 +1111,7 @@ fn allocation_bandwidth_is_limited_in_both_directions() {
     let mut buf = [0u8; 2048];
     assert!(
         h.server
-            .handle_peer_input(h.now, relay, PeerSocket(peer()), &mut buf, 1000)
+            .handle_peer_input(h.now, relay, PeerSocket::new(peer()), &mut buf, 1000)
             .is_none()
     );
     assert_eq!(h.server.stats().drops(DropReason::OverBandwidth), 15);
@@ -1166,15 +1166,15 @@ fn dual_stack_allocation_relays_both_families() {
         )
         .unwrap();
         let (r, to, _) = h.input(&send).unwrap();
-        assert_eq!((r.0, to.0), (relay, p));
+        assert_eq!((r.addr(), to.addr()), (relay, p));
     }
     let mut buf = [0u8; 2048];
     let out = h
         .server
         .handle_peer_input(
             h.now,
-            RelayAddr(relayed[1]),
-            PeerSocket(v6peer),
+            RelayAddr::new(relayed[1]),
+            PeerSocket::new(v6peer),
             &mut buf,
             0,
         )
@@ -1191,11 +1191,14 @@ fn dual_stack_allocation_relays_both_families() {
     );
     assert_eq!(code_of(&resp), None);
     h.pump();
-    assert_eq!(h.freed, vec![RelayAddr(relayed[1])]);
+    assert_eq!(h.freed, vec![RelayAddr::new(relayed[1])]);
     assert_eq!(h.server.allocations().len(), 1);
     let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&auth));
     assert_eq!(code_of(&resp), None);
-    assert_eq!(h.freed, vec![RelayAddr(relayed[1]), RelayAddr(relayed[0])]);
+    assert_eq!(
+        h.freed,
+        vec![RelayAddr::new(relayed[1]), RelayAddr::new(relayed[0])]
+    );
 }
 
 #[test]
@@ -1272,7 +1275,7 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
     assert!(h.input(&req).is_none());
     assert!(h.pump().is_empty());
     let (id, from, to) = h.connects[0];
-    assert_eq!((from, to.0), (relay, peer()));
+    assert_eq!((from, to.addr()), (relay, peer()));
     // A second Connect to the same peer: 446.
     let resp = h.request(
         Method::Connect,
@@ -1291,7 +1294,7 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
 
     // ConnectionBind on a new data connection, by another user: 441; by the owner: spliced.
     h.tuple = FiveTuple {
-        client: ClientSocket(SocketAddr::from(([198, 51, 100, 7], 40500))),
+        client: ClientSocket::new(SocketAddr::from(([198, 51, 100, 7], 40500))),
         ..control
     };
     let data_conn = h.tuple;
@@ -1326,12 +1329,12 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
     assert_eq!(code_of(&resp), Some(400));
 
     // An incoming peer without permission is refused; with one, the client hears of it.
-    let stranger = PeerSocket(SocketAddr::from(([203, 0, 113, 77], 1234)));
+    let stranger = PeerSocket::new(SocketAddr::from(([203, 0, 113, 77], 1234)));
     assert_eq!(
         h.server.handle_peer_tcp_accepted(h.now, relay, stranger),
         None
     );
-    let incoming = PeerSocket(SocketAddr::from(([203, 0, 113, 50], 9999)));
+    let incoming = PeerSocket::new(SocketAddr::from(([203, 0, 113, 50], 9999)));
     let id2 = h
         .server
         .handle_peer_tcp_accepted(h.now, relay, incoming)
