@@ -306,7 +306,7 @@ fn snapshot_of(s: &Shard, now: Instant) -> ShardSnapshot {
         ..ShardSnapshot::default()
     };
     for a in s.server.allocations().iter() {
-        let t = match a.five_tuple.transport {
+        let t = match a.five_tuple().transport {
             Transport::Udp => 0,
             Transport::Tcp => 1,
             Transport::Tls => 2,

@@ -26,15 +26,16 @@ pub struct TrafficCounters {
 /// One allocation (RFC 8656 §5).
 #[derive(Debug, Clone)]
 pub struct Allocation {
-    /// The 5-tuple that owns it.
-    pub five_tuple: FiveTuple,
+    /// The 5-tuple that owns it; the table's key, so it never changes.
+    five_tuple: FiveTuple,
     /// The local address of the relayed socket (of the requested address family).
-    pub relay: RelayAddr,
+    relay: RelayAddr,
     /// The relayed address told to the client (external IP when behind 1:1 NAT).
-    pub advertised: SocketAddr,
+    advertised: SocketAddr,
     /// The second relayed address of a dual-stack allocation (ADDITIONAL-ADDRESS-FAMILY,
-    /// RFC 8656 §7.2), local and advertised.
-    pub second: Option<(RelayAddr, SocketAddr)>,
+    /// RFC 8656 §7.2), local and advertised. The table indexes every relayed address, so
+    /// only the table changes these (see [`AllocationTable::drop_family`]).
+    second: Option<(RelayAddr, SocketAddr)>,
     /// The username that created it; later requests must use the same.
     pub username: String,
     /// The key that authenticated the Allocate, reused to check later requests cheaply.
@@ -57,7 +58,73 @@ pub struct Allocation {
     pub tcp_connections: Vec<u32>,
 }
 
+/// What identifies a new allocation: its 5-tuple and relayed addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct AllocationAddrs {
+    /// The 5-tuple that owns it.
+    pub five_tuple: FiveTuple,
+    /// The local address of the relayed socket.
+    pub relay: RelayAddr,
+    /// The relayed address told to the client.
+    pub advertised: SocketAddr,
+    /// A dual-stack allocation's second relayed address, local and advertised.
+    pub second: Option<(RelayAddr, SocketAddr)>,
+}
+
 impl Allocation {
+    /// A new allocation at `addrs` for `username` (authenticated with `key`), living
+    /// `lifetime` from `now`, with no permission, channel or traffic yet.
+    pub fn new(
+        addrs: AllocationAddrs,
+        username: String,
+        key: IntegrityKey,
+        now: Instant,
+        lifetime: std::time::Duration,
+    ) -> Self {
+        let AllocationAddrs {
+            five_tuple,
+            relay,
+            advertised,
+            second,
+        } = addrs;
+        Self {
+            five_tuple,
+            relay,
+            advertised,
+            second,
+            username,
+            key,
+            expires: now + lifetime,
+            created: now,
+            permissions: Permissions::default(),
+            channels: Channels::default(),
+            counters: TrafficCounters::default(),
+            bandwidth: None,
+            tcp: false,
+            tcp_connections: Vec::new(),
+        }
+    }
+
+    /// The 5-tuple that owns it.
+    pub fn five_tuple(&self) -> FiveTuple {
+        self.five_tuple
+    }
+
+    /// The relayed socket's local address (the first family's, for dual stack).
+    pub fn relay(&self) -> RelayAddr {
+        self.relay
+    }
+
+    /// The relayed address told to the client.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    /// The second relayed address of a dual-stack allocation, local and advertised.
+    pub fn second(&self) -> Option<(RelayAddr, SocketAddr)> {
+        self.second
+    }
+
     /// Every relayed address of the allocation (one, or two for dual stack).
     pub fn relays(&self) -> impl Iterator<Item = RelayAddr> + '_ {
         std::iter::once(self.relay).chain(self.second.map(|(r, _)| r))
@@ -92,10 +159,22 @@ impl AllocationTable {
         self.by_tuple.insert(alloc.five_tuple, alloc);
     }
 
-    /// Forgets one relayed address of a dual-stack allocation (the caller updated the
-    /// allocation itself).
-    pub fn forget_relay(&mut self, relay: &RelayAddr) {
-        self.by_relay.remove(relay);
+    /// Drops the relayed address of family `ipv4` (true) or IPv6 from the dual-stack allocation
+    /// of `tuple` (RFC 8656 §7.3, Refresh(0) naming one family), keeping the other as its
+    /// only one; returns the dropped address. `None` when the allocation is not dual stack.
+    pub fn drop_family(&mut self, tuple: &FiveTuple, ipv4: bool) -> Option<RelayAddr> {
+        let alloc = self.by_tuple.get_mut(tuple)?;
+        let (second, second_adv) = alloc.second.take()?;
+        let dropped = if second.addr().is_ipv4() == ipv4 {
+            second
+        } else {
+            let primary = alloc.relay;
+            alloc.relay = second;
+            alloc.advertised = second_adv;
+            primary
+        };
+        self.by_relay.remove(&dropped);
+        Some(dropped)
     }
 
     /// The allocation of a 5-tuple.
@@ -147,5 +226,61 @@ impl AllocationTable {
     /// Iterates allocations.
     pub fn iter(&self) -> impl Iterator<Item = &Allocation> {
         self.by_tuple.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ClientSocket, Transport};
+
+    fn dual_stack() -> (AllocationTable, FiveTuple, RelayAddr, RelayAddr) {
+        let tuple = FiveTuple {
+            client: ClientSocket::new(SocketAddr::from(([198, 51, 100, 7], 40000))),
+            server: SocketAddr::from(([192, 0, 2, 1], 3478)),
+            transport: Transport::Udp,
+        };
+        let v4 = RelayAddr::new(SocketAddr::from(([192, 0, 2, 1], 50000)));
+        let v6 = RelayAddr::new("[2001:db8::1]:50002".parse().unwrap());
+        let alloc = Allocation::new(
+            AllocationAddrs {
+                five_tuple: tuple,
+                relay: v4,
+                advertised: v4.addr(),
+                second: Some((v6, v6.addr())),
+            },
+            "1800000000:alice".into(),
+            IntegrityKey::Md5Sha1([7; 16]),
+            crate::test_epoch(),
+            std::time::Duration::from_secs(600),
+        );
+        let mut table = AllocationTable::default();
+        table.insert(alloc);
+        (table, tuple, v4, v6)
+    }
+
+    #[test]
+    fn dropping_the_first_family_keeps_the_second_indexed_as_the_only_one() {
+        let (mut table, tuple, v4, v6) = dual_stack();
+        assert_eq!(table.drop_family(&tuple, true), Some(v4));
+        assert!(table.by_relay_mut(&v4).is_none());
+        let alloc = table
+            .by_relay_mut(&v6)
+            .expect("the IPv6 address still leads to it");
+        assert_eq!((alloc.relay(), alloc.advertised()), (v6, v6.addr()));
+        assert_eq!(alloc.second(), None);
+        // Not dual stack any more: nothing left to drop by family.
+        assert_eq!(table.drop_family(&tuple, false), None);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn dropping_the_second_family_keeps_the_first() {
+        let (mut table, tuple, v4, v6) = dual_stack();
+        assert_eq!(table.drop_family(&tuple, false), Some(v6));
+        assert!(table.by_relay_mut(&v6).is_none());
+        assert_eq!(table.by_relay_mut(&v4).map(|a| a.relay()), Some(v4));
+        assert_eq!(table.remove(&tuple).map(|a| a.relays().count()), Some(1));
+        assert!(table.by_relay_mut(&v4).is_none());
     }
 }

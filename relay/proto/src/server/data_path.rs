@@ -154,8 +154,8 @@ impl Server {
             self.stats.drop_packet(DropReason::OverBandwidth);
             return None;
         }
-        let stream = alloc.five_tuple.transport.is_stream();
-        let five_tuple = alloc.five_tuple;
+        let stream = alloc.five_tuple().transport.is_stream();
+        let five_tuple = alloc.five_tuple();
         let channel = alloc.channels.number(peer.addr(), now);
         let framed = match channel {
             Some(number) => frame_channel_data(buf, number, len, stream),

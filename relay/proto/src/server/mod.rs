@@ -365,8 +365,8 @@ impl Server {
         }
         for alloc in self.allocations.drain_expired(now) {
             tracing::info!(
-                relay = %alloc.relay,
-                client = %geoturn_shared::pii::Pii(alloc.five_tuple.client),
+                relay = %alloc.relay(),
+                client = %geoturn_shared::pii::Pii(alloc.five_tuple().client),
                 "allocation expired"
             );
             self.stats.allocations_expired += 1;
@@ -397,11 +397,11 @@ impl Server {
             .allocations
             .iter()
             .filter(|a| user_of(&a.username) == user)
-            .map(|a| a.five_tuple)
+            .map(|a| a.five_tuple())
             .collect();
         for t in doomed {
             if let Some(alloc) = self.allocations.remove(&t) {
-                tracing::info!(relay = %alloc.relay, "allocation closed: user revoked");
+                tracing::info!(relay = %alloc.relay(), "allocation closed: user revoked");
                 self.stats.allocations_deleted += 1;
                 self.release_allocation_resources(&alloc);
             }
@@ -415,7 +415,7 @@ impl Server {
     /// A TCP/TLS client's connection closed: its allocation goes with it (RFC 8656 §5).
     pub fn handle_client_disconnected(&mut self, five_tuple: &FiveTuple) {
         if let Some(alloc) = self.allocations.remove(five_tuple) {
-            tracing::info!(relay = %alloc.relay, "allocation closed with its connection");
+            tracing::info!(relay = %alloc.relay(), "allocation closed with its connection");
             self.stats.allocations_deleted += 1;
             self.release_allocation_resources(&alloc);
         }

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::response::{Answer, Budget};
 use super::{Command, MAX_BIND_ATTEMPTS, PendingAllocation, Server};
-use crate::allocation::Allocation;
-use crate::allocation::channel::Channels;
-use crate::allocation::permission::Permissions;
 use crate::allocation::quota::QuotaExceeded;
+use crate::allocation::{Allocation, AllocationAddrs};
 use crate::auth::{AuthFailure, Authenticated, authenticate};
 use crate::rate_limit::TokenBucket;
 use crate::stun::attribute::types;
@@ -434,26 +432,24 @@ impl Server {
         let to = answer_for(&pending);
         let advertised = self.advertised(relay);
         let second = second.map(|r| (r, self.advertised(r)));
-        let alloc = Allocation {
-            five_tuple: pending.five_tuple,
-            relay,
-            advertised,
-            second,
-            username: pending.auth.username.clone(),
-            key: pending.auth.key.clone(),
-            expires: now + pending.lifetime,
-            created: now,
-            permissions: Permissions::default(),
-            channels: Channels::default(),
-            counters: Default::default(),
-            bandwidth: (self.config.allocation_bps > 0).then(|| {
-                let bytes_per_sec = self.config.allocation_bps as f64 / 8.0;
-                // One second of traffic, at least 16 KiB: a video keyframe must get through.
-                TokenBucket::new(bytes_per_sec, bytes_per_sec.max(16_384.0), now)
-            }),
-            tcp: pending.tcp,
-            tcp_connections: Vec::new(),
-        };
+        let mut alloc = Allocation::new(
+            AllocationAddrs {
+                five_tuple: pending.five_tuple,
+                relay,
+                advertised,
+                second,
+            },
+            pending.auth.username.clone(),
+            pending.auth.key.clone(),
+            now,
+            pending.lifetime,
+        );
+        alloc.bandwidth = (self.config.allocation_bps > 0).then(|| {
+            let bytes_per_sec = self.config.allocation_bps as f64 / 8.0;
+            // One second of traffic, at least 16 KiB: a video keyframe must get through.
+            TokenBucket::new(bytes_per_sec, bytes_per_sec.max(16_384.0), now)
+        });
+        alloc.tcp = pending.tcp;
         tracing::info!(
             relay = %relay,
             second = ?second.map(|(r, _)| r.addr()),
@@ -523,19 +519,8 @@ impl Server {
         // (RFC 8656 §7.3).
         if lifetime.is_zero()
             && let Some(f) = family
-            && let Some(alloc) = self.allocations.get_mut(&tuple)
-            && let Some((second, second_adv)) = alloc.second
+            && let Some(dropped) = self.allocations.drop_family(&tuple, f == AddressFamily::V4)
         {
-            let dropped = if AddressFamily::of(second.addr().ip()) == f {
-                second
-            } else {
-                let primary = alloc.relay;
-                alloc.relay = second;
-                alloc.advertised = second_adv;
-                primary
-            };
-            alloc.second = None;
-            self.allocations.forget_relay(&dropped);
             self.ports.release(dropped.addr().port());
             self.commands
                 .push_back(Command::FreeRelay { relay: dropped });
@@ -543,7 +528,7 @@ impl Server {
         }
         if lifetime.is_zero() {
             if let Some(alloc) = self.allocations.remove(&tuple) {
-                tracing::info!(relay = %alloc.relay, "allocation deleted by client");
+                tracing::info!(relay = %alloc.relay(), "allocation deleted by client");
                 self.stats.allocations_deleted += 1;
                 self.release_allocation_resources(&alloc);
             }
@@ -733,7 +718,7 @@ impl Server {
         if !alloc.tcp || !alloc.permissions.allows(peer.addr().ip(), now) {
             return None;
         }
-        let owner = alloc.five_tuple;
+        let owner = alloc.five_tuple();
         let id = self.tcp.insert(crate::allocation::tcp::PendingConnection {
             owner,
             username: alloc.username.clone(),
