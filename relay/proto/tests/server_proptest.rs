@@ -14,6 +14,8 @@
 //! At the end, every allocation is deleted or expires, and ports, quota and connections return
 //! to zero.
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // a panic in a test is a failed test
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
