@@ -6,9 +6,11 @@
 //! and closing relayed sockets) is queued as [`Command`]s the driver drains with
 //! [`Server::poll_command`]. Time only advances through the `now` arguments.
 
+mod allocate;
 mod data_path;
 mod requests;
 mod response;
+mod rfc6062;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
