@@ -172,7 +172,7 @@ pub fn rank_relays(
     let mut excluded = Vec::new();
     let mut scored = Vec::with_capacity(candidates.len());
     for (index, candidate) in candidates.iter().enumerate() {
-        let load = Load::of(candidate);
+        let load = load_of(candidate);
         match exclusion(candidate, load, config) {
             Some(reason) => excluded.push(Excluded {
                 id: candidate.id.clone(),
@@ -220,30 +220,11 @@ fn on_globe(lat: f64, lon: f64) -> bool {
     (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)
 }
 
-/// Utilisation and which resource it comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Load {
-    value: f64,
-    by_bandwidth: bool,
-}
+/// The one load formula, shared with the relay's choice of siblings.
+type Load = geoturn_shared::load::Load;
 
-impl Load {
-    fn of(c: &Candidate) -> Self {
-        let allocations = utilisation(c.allocations, c.capacity_allocations);
-        let bandwidth = utilisation(c.bps, c.capacity_bps);
-        Self {
-            value: allocations.max(bandwidth),
-            by_bandwidth: bandwidth > allocations,
-        }
-    }
-}
-
-fn utilisation(used: u64, capacity: u64) -> f64 {
-    if capacity == 0 {
-        0.0
-    } else {
-        used as f64 / capacity as f64
-    }
+fn load_of(c: &Candidate) -> Load {
+    Load::of(c.allocations, c.capacity_allocations, c.bps, c.capacity_bps)
 }
 
 /// Where the RTT estimate of a relay came from.

@@ -146,13 +146,12 @@ pub fn alternates(me: &str, region: &str, records: &[RelayRecord]) -> Vec<Socket
     let mut candidates: Vec<&RelayRecord> = records
         .iter()
         .filter(|r| r.id != me && r.state == RelayState::Active)
-        .filter(|r| r.allocations < r.capacity_allocations)
+        .filter(|r| r.load().value < 1.0)
         .collect();
     candidates.sort_by(|a, b| {
-        let load = |r: &RelayRecord| r.allocations as f64 / r.capacity_allocations.max(1) as f64;
         (a.region != region)
             .cmp(&(b.region != region))
-            .then(load(a).total_cmp(&load(b)))
+            .then(a.load().value.total_cmp(&b.load().value))
             .then(a.id.cmp(&b.id))
     });
     candidates.into_iter().filter_map(udp_address).collect()
@@ -230,11 +229,13 @@ pub fn first_contact_targets(region: &str, records: &[RelayRecord]) -> Vec<Alter
     let mut candidates: Vec<&RelayRecord> = records
         .iter()
         .filter(|r| r.region == region && r.state == RelayState::Active)
-        .filter(|r| r.allocations < r.capacity_allocations)
+        .filter(|r| r.load().value < 1.0)
         .collect();
     candidates.sort_by(|a, b| {
-        let load = |r: &RelayRecord| r.allocations as f64 / r.capacity_allocations.max(1) as f64;
-        load(a).total_cmp(&load(b)).then(a.id.cmp(&b.id))
+        a.load()
+            .value
+            .total_cmp(&b.load().value)
+            .then(a.id.cmp(&b.id))
     });
     candidates.into_iter().flat_map(record_targets).collect()
 }
@@ -418,6 +419,32 @@ mod tests {
         let alts = alternates("me", "eu", &records);
         let ports: Vec<u16> = alts.iter().map(|a| a.port()).collect();
         assert_eq!(ports, vec![3, 2, 4]);
+    }
+
+    #[test]
+    fn siblings_are_ranked_by_the_routers_load_bandwidth_included() {
+        // Few allocations but 90 of 100 Mbit/s relayed: busier than eu-half; a sibling at
+        // its full bandwidth is not a sibling to send clients to at all.
+        let mut eu_streaming = rec("eu-streaming", "eu", 5, RelayState::Active, 2);
+        eu_streaming.bps_in = 45_000_000;
+        eu_streaming.bps_out = 45_000_000;
+        let mut eu_saturated = rec("eu-saturated", "eu", 0, RelayState::Active, 4);
+        eu_saturated.bps_out = 100_000_000;
+        let records = vec![
+            eu_streaming,
+            rec("eu-half", "eu", 50, RelayState::Active, 3),
+            eu_saturated,
+        ];
+        let ports: Vec<u16> = alternates("me", "eu", &records)
+            .iter()
+            .map(|a| a.port())
+            .collect();
+        assert_eq!(ports, vec![3, 2]);
+        let first: Vec<u16> = first_contact_targets("eu", &records)
+            .iter()
+            .map(|a| a.addr.port())
+            .collect();
+        assert_eq!(first, vec![3, 3, 2, 2]);
     }
 
     #[test]

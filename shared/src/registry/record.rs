@@ -102,6 +102,17 @@ pub struct RelayRecord {
 }
 
 impl RelayRecord {
+    /// The relay's load ([`crate::load::Load`]): relayed bandwidth both ways against
+    /// `capacity_mbps`, allocations against `capacity_allocations`.
+    pub fn load(&self) -> crate::load::Load {
+        crate::load::Load::of(
+            self.allocations,
+            self.capacity_allocations,
+            self.bps_in.saturating_add(self.bps_out),
+            self.capacity_mbps.saturating_mul(1_000_000),
+        )
+    }
+
     /// The Redis hash fields, in a fixed order.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         // serde_json cannot fail on a Vec<String>; an empty array is the harmless fallback.
