@@ -4,6 +4,7 @@
 //! - [`config`]: the configuration error type and `--config` file reading.
 //! - [`credentials`]: the TURN REST API credential scheme (coturn's `use-auth-secret`).
 //! - [`secret_set`]: several live shared secrets at once, so secrets rotate without restarts.
+//! - [`http_error`]: the JSON error body of every HTTP surface.
 //! - [`load`]: a relay's load, the one formula ranking and sibling choice use.
 //! - [`pii`]: a redacting wrapper for client addresses and user ids in logs.
 //! - `registry` (feature `registry`): relay records, events and encrypted secrets, in memory
@@ -13,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod http_error;
 pub mod load;
 pub mod pii;
 #[cfg(feature = "registry")]

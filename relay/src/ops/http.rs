@@ -32,8 +32,11 @@ pub async fn serve(listener: tokio::net::TcpListener, ops: Arc<Ops>) -> std::io:
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"error": {"code": code, "message": message}});
-    (status, Json(body)).into_response()
+    (
+        status,
+        Json(geoturn_shared::http_error::error_body(code, message)),
+    )
+        .into_response()
 }
 
 async fn get_metrics(State(ops): State<Arc<Ops>>) -> Response {
