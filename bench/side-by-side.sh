@@ -12,6 +12,8 @@
 # and, when SYSTEMS names them, the same two without UDP GSO on their sends:
 #   geoturn-nogso  geoturn relay ... --udp-gso false
 #   raw-nogso      raw-forwarder ... --gso false
+# and geoturn-base: the geoturn relay of another build (BASE_GEOTURN_BIN, e.g. the last
+# release's), to compare a change with what it changes in one run.
 # all on 127.0.0.1, with echo peers on 127.0.0.1 inside the load generator.
 #
 # Load: `geoturn bench` (target/release/geoturn bench): ALLOCS allocations (channels), each
@@ -49,6 +51,7 @@
 #   MEM_ALLOCS=10000  UCLIENT=1 (0 skips uclient)  M=20 N=2000
 #   BOOST=1  OUT=bench/results/side-by-side-latest.json  LOG_DIR=<mktemp -d>
 #   GEOTURN_BIN=<repo>/target/release/geoturn  FORWARDER_BIN=<repo>/target/release/raw-forwarder
+#   BASE_GEOTURN_BIN (needed with geoturn-base; the load generator stays GEOTURN_BIN)
 #   RELAY_PORTS=10000-29999 (relayed ports of geoturn and coturn; below the ephemeral range)
 #   SUMMARY_ONLY=1 with LOG_DIR of an earlier run: print its tables again, run nothing
 set -euo pipefail
@@ -61,7 +64,7 @@ STEP_SECONDS="${STEP_SECONDS:-3}"
 RATES="${RATES:-500,1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000}"
 SYSTEMS="${SYSTEMS:-geoturn coturn raw}"
 for sys in $SYSTEMS; do
-    case "$sys" in geoturn | coturn | raw | geoturn-nogso | raw-nogso) ;; *) echo "side-by-side: unknown system '$sys' in SYSTEMS" >&2; exit 1 ;; esac
+    case "$sys" in geoturn | coturn | raw | geoturn-nogso | raw-nogso | geoturn-base) ;; *) echo "side-by-side: unknown system '$sys' in SYSTEMS" >&2; exit 1 ;; esac
 done
 for sys in geoturn coturn raw; do
     [[ " $SYSTEMS " == *" $sys "* ]] || { echo "side-by-side: SYSTEMS must include $sys" >&2; exit 1; }
@@ -81,6 +84,10 @@ REALM=geoturn
 
 die() { echo "side-by-side: $*" >&2; exit 1; }
 
+BASE_GEOTURN_BIN="${BASE_GEOTURN_BIN:-}"
+if [[ " $SYSTEMS " == *" geoturn-base "* ]]; then
+    [[ -x "$BASE_GEOTURN_BIN" ]] || die "geoturn-base needs BASE_GEOTURN_BIN, an executable geoturn of the build to compare with"
+fi
 for b in "$GEOTURN_BIN" "$FORWARDER_BIN"; do
     [[ -x "$b" ]] || die "$b not found; run \`cargo build --release -p geoturn -p geoturn-bench\` in $ROOT first"
 done
@@ -145,11 +152,12 @@ cpu_ticks() { local s; s="$(cat "/proc/$1/stat")" || return 1; s="${s##*) }"; aw
 start_system() { # system port log -> SYS_PID
     local sys="$1" port="$2" log="$3"
     case "$sys" in
-    geoturn | geoturn-nogso)
-        local gso=true
+    geoturn | geoturn-nogso | geoturn-base)
+        local gso=true bin="$GEOTURN_BIN"
         [[ "$sys" == geoturn-nogso ]] && gso=false
+        [[ "$sys" == geoturn-base ]] && bin="$BASE_GEOTURN_BIN"
         GEOTURN_AUTH_SECRETS="$SECRET" GEOTURN_LOG=warn GEOTURN_HTTP="$HOST:$(pick_port)" GEOTURN_DRAIN_TIMEOUT=1 \
-            "$GEOTURN_BIN" relay --listen "$HOST:$port" --allow-peer 127.0.0.0/8 --relay-ports "$RELAY_PORTS" \
+            "$bin" relay --listen "$HOST:$port" --allow-peer 127.0.0.0/8 --relay-ports "$RELAY_PORTS" \
             --workers 1 --unauth-rate 0 --udp-gso "$gso" >"$log" 2>&1 &
         ;;
     coturn)
