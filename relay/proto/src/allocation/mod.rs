@@ -9,4 +9,4 @@ pub mod quota;
 pub mod table;
 pub mod tcp;
 
-pub use table::{Allocation, AllocationAddrs, AllocationTable};
+pub use table::{Allocation, AllocationAddrs, AllocationTable, PeerTransport};

@@ -52,10 +52,21 @@ pub struct Allocation {
     pub counters: TrafficCounters,
     /// The bandwidth limit, when one is configured.
     pub bandwidth: Option<crate::rate_limit::TokenBucket>,
-    /// A TCP allocation (RFC 6062): peers connect by TCP, data flows on data connections.
-    pub tcp: bool,
-    /// Peer connections of a TCP allocation, closed with it.
-    pub tcp_connections: Vec<u32>,
+    /// How peers are reached: UDP datagrams, or TCP connections (RFC 6062).
+    peers: PeerTransport,
+}
+
+/// How an allocation reaches its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerTransport {
+    /// UDP: datagrams through the relayed socket (channels, Send/Data indications).
+    Udp,
+    /// TCP (RFC 6062): peers connect to or are connected from the relayed address, and data
+    /// flows on the client's data connections.
+    Tcp {
+        /// CONNECTION-IDs of the peer connections, closed with the allocation.
+        connections: Vec<u32>,
+    },
 }
 
 /// What identifies a new allocation: its 5-tuple and relayed addresses.
@@ -73,13 +84,15 @@ pub struct AllocationAddrs {
 
 impl Allocation {
     /// A new allocation at `addrs` for `username` (authenticated with `key`), living
-    /// `lifetime` from `now`, with no permission, channel or traffic yet.
+    /// `lifetime` from `now`, reaching peers by `peers`, with no permission, channel, peer
+    /// connection or traffic yet.
     pub fn new(
         addrs: AllocationAddrs,
         username: String,
         key: IntegrityKey,
         now: Instant,
         lifetime: std::time::Duration,
+        peers: PeerTransport,
     ) -> Self {
         let AllocationAddrs {
             five_tuple,
@@ -100,8 +113,7 @@ impl Allocation {
             channels: Channels::default(),
             counters: TrafficCounters::default(),
             bandwidth: None,
-            tcp: false,
-            tcp_connections: Vec::new(),
+            peers,
         }
     }
 
@@ -123,6 +135,37 @@ impl Allocation {
     /// The second relayed address of a dual-stack allocation, local and advertised.
     pub fn second(&self) -> Option<(RelayAddr, SocketAddr)> {
         self.second
+    }
+
+    /// True for a TCP allocation (RFC 6062).
+    pub fn is_tcp(&self) -> bool {
+        matches!(self.peers, PeerTransport::Tcp { .. })
+    }
+
+    /// CONNECTION-IDs of a TCP allocation's peer connections (none for UDP).
+    pub fn tcp_connections(&self) -> &[u32] {
+        match &self.peers {
+            PeerTransport::Tcp { connections } => connections,
+            PeerTransport::Udp => &[],
+        }
+    }
+
+    /// Records a peer connection of a TCP allocation; false (nothing recorded) for UDP.
+    pub fn add_tcp_connection(&mut self, id: u32) -> bool {
+        match &mut self.peers {
+            PeerTransport::Tcp { connections } => {
+                connections.push(id);
+                true
+            }
+            PeerTransport::Udp => false,
+        }
+    }
+
+    /// Forgets a peer connection (it failed or closed).
+    pub fn remove_tcp_connection(&mut self, id: u32) {
+        if let PeerTransport::Tcp { connections } = &mut self.peers {
+            connections.retain(|c| *c != id);
+        }
     }
 
     /// Every relayed address of the allocation (one, or two for dual stack).
@@ -253,6 +296,7 @@ mod tests {
             IntegrityKey::Md5Sha1([7; 16]),
             crate::test_epoch(),
             std::time::Duration::from_secs(600),
+            PeerTransport::Udp,
         );
         let mut table = AllocationTable::default();
         table.insert(alloc);

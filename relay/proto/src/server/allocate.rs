@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::response::Answer;
 use super::{Command, MAX_BIND_ATTEMPTS, PendingAllocation, Server};
 use crate::allocation::quota::QuotaExceeded;
-use crate::allocation::{Allocation, AllocationAddrs};
+use crate::allocation::{Allocation, AllocationAddrs, PeerTransport};
 use crate::auth::Authenticated;
 use crate::rate_limit::TokenBucket;
 use crate::stun::attribute::types;
@@ -318,13 +318,19 @@ impl Server {
             pending.auth.key.clone(),
             now,
             pending.lifetime,
+            if pending.tcp {
+                PeerTransport::Tcp {
+                    connections: Vec::new(),
+                }
+            } else {
+                PeerTransport::Udp
+            },
         );
         alloc.bandwidth = (self.config.allocation_bps > 0).then(|| {
             let bytes_per_sec = self.config.allocation_bps as f64 / 8.0;
             // One second of traffic, at least 16 KiB: a video keyframe must get through.
             TokenBucket::new(bytes_per_sec, bytes_per_sec.max(16_384.0), now)
         });
-        alloc.tcp = pending.tcp;
         tracing::info!(
             relay = %relay,
             second = ?second.map(|(r, _)| r.addr()),

@@ -428,7 +428,7 @@ impl Server {
             self.ports.release(relay.addr().port());
             self.commands.push_back(Command::FreeRelay { relay });
         }
-        for &id in &alloc.tcp_connections {
+        for &id in alloc.tcp_connections() {
             self.tcp.remove(id);
             self.commands.push_back(Command::ClosePeerConnection { id });
         }

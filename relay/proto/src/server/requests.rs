@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::response::{Answer, Budget};
 use super::{Command, Server};
+use crate::allocation::Allocation;
 use crate::auth::{AuthFailure, Authenticated, authenticate};
 use crate::stun::attribute::types;
 use crate::stun::channel_data::{MAX_CHANNEL, MIN_CHANNEL};
@@ -286,7 +287,11 @@ impl Server {
         msg: &Message<'_>,
         auth: &Authenticated,
     ) -> Result<(), ErrorCode> {
-        if self.allocations.get(&to.five_tuple).is_some_and(|a| a.tcp) {
+        if self
+            .allocations
+            .get(&to.five_tuple)
+            .is_some_and(Allocation::is_tcp)
+        {
             // Channels carry datagrams; a TCP allocation has none (RFC 6062 §5).
             return Err(ErrorCode::BAD_REQUEST);
         }

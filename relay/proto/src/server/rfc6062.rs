@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::response::Answer;
 use super::{Command, Server};
+use crate::allocation::Allocation;
 use crate::auth::Authenticated;
 use crate::stun::attribute::types;
 use crate::stun::{Attribute, ErrorCode, Message, Method};
@@ -19,7 +20,7 @@ impl Server {
         auth: &Authenticated,
     ) -> Result<(), ErrorCode> {
         let tuple = to.five_tuple;
-        if !self.allocations.get(&tuple).is_some_and(|a| a.tcp) {
+        if !self.allocations.get(&tuple).is_some_and(Allocation::is_tcp) {
             return Err(ErrorCode::BAD_REQUEST);
         }
         let Some(Ok(Attribute::XorPeerAddress(peer))) = msg.attribute(types::XOR_PEER_ADDRESS)
@@ -32,7 +33,7 @@ impl Server {
         };
         // One connection per peer address and allocation (RFC 6062 §5.2: 446).
         let duplicate = alloc
-            .tcp_connections
+            .tcp_connections()
             .iter()
             .any(|id| self.tcp.peer_of(*id) == Some(peer));
         if duplicate {
@@ -53,7 +54,7 @@ impl Server {
         };
         // Data will flow to this peer: the permission comes with the connection.
         alloc.permissions.install(peer.ip(), now);
-        alloc.tcp_connections.push(id);
+        alloc.add_tcp_connection(id);
         self.connecting.insert(id, (*to, auth.key.clone()));
         self.commands.push_back(Command::ConnectPeer {
             id,
@@ -75,7 +76,7 @@ impl Server {
         } else {
             self.tcp.remove(id);
             if let Some(alloc) = self.allocations.get_mut(&to.five_tuple) {
-                alloc.tcp_connections.retain(|c| *c != id);
+                alloc.remove_tcp_connection(id);
             }
             self.reply_signed(now, &to, Some(ErrorCode::CONNECTION_TIMEOUT), &[], &key);
         }
@@ -90,7 +91,7 @@ impl Server {
         peer: crate::types::PeerSocket,
     ) -> Option<u32> {
         let alloc = self.allocations.by_relay_mut(&relay)?;
-        if !alloc.tcp || !alloc.permissions.allows(peer.addr().ip(), now) {
+        if !alloc.is_tcp() || !alloc.permissions.allows(peer.addr().ip(), now) {
             return None;
         }
         let owner = alloc.five_tuple();
@@ -101,7 +102,7 @@ impl Server {
             ready: true,
             expires: now + crate::allocation::tcp::BIND_TIMEOUT,
         })?;
-        alloc.tcp_connections.push(id);
+        alloc.add_tcp_connection(id);
         // ConnectionAttempt tells the client to open a data connection (RFC 6062 §5.4).
         let mut buf = [0u8; 128];
         let tid = crate::stun::TransactionId(self.attempt_tid(id));
