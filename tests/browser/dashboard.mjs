@@ -116,8 +116,11 @@ async function fleet(context) {
     await until(page, 10000, threeShown, arg);
     return { measuredMs: await page.evaluate(() => Math.round(window.shownAt - performance.getEntriesByName('geoturn:connect')[0].startTime)) };
   });
-  // A page load: the key is in the tab's sessionStorage, so the page connects by itself.
-  await check('table, map and regions show the 3 registrations (from page load)', 3000, async () => {
+  // A page load: the key is in the tab's sessionStorage, so the page connects by itself. The
+  // limit is the wait's own bound: a page load is Chromium parsing, laying out and running the
+  // page, which on a CI VM with both cores busy took 4.6 s once (115-230 ms usually). What this
+  // checks is that the page shows the fleet by itself after a reload; the figure is reported.
+  await check('table, map and regions show the 3 registrations (from page load)', 10000, async () => {
     await page.reload({ waitUntil: 'commit' });
     await until(page, 10000, threeShown, arg);
     return { measuredMs: await page.evaluate(() => Math.round(window.shownAt)) };
@@ -161,7 +164,9 @@ async function fleet(context) {
 
   // A key without the admin scope: the Drain button answers 403, the page says so and disables
   // the buttons; nothing is drained.
-  await check('a key without the admin scope gets the 403 shown and no drain', 4000, async () => {
+  // Wall time of opening a tab and clicking through it: bounded like the waits inside, not a
+  // figure of the product's (3.7 s once on a busy CI VM, ~0.4 s usually).
+  await check('a key without the admin scope gets the 403 shown and no drain', 10000, async () => {
     const { page: other } = await openDashboard(context, need('GEOTURN_APP_KEY'), 'app-key tab', /status of 403/);
     await other.locator(`#rows > .r[data-id="${drainId}"] button.drain`).click({ timeout: 3000 });
     await other.click('#confirm-drain');
@@ -266,7 +271,9 @@ async function scale(context) {
     if (ok && !window.shownAt) window.shownAt = performance.now();
     return ok;
   };
-  await check(`${minRows}+ relays rendered (from page load)`, 5000, async () => {
+  // A page load again (0.3-0.7 s on an idle CI VM, 2.4 s with both cores busy): bounded by a
+  // functional limit; how fast the page handles 500 rows is the in-page sorting check below.
+  await check(`${minRows}+ relays rendered (from page load)`, 10000, async () => {
     await page.reload({ waitUntil: 'commit' });
     await until(page, 20000, allShown, minRows);
     const marks = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType('mark')
