@@ -7,6 +7,7 @@
 //! [`Server::poll_command`]. Time only advances through the `now` arguments.
 
 mod allocate;
+mod config;
 mod data_path;
 mod requests;
 mod response;
@@ -14,13 +15,14 @@ mod rfc6062;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geoturn_shared::SecretSet;
 
+pub use self::config::ServerConfig;
 pub use self::data_path::{PEER_HEADROOM, PEER_TAILROOM};
 pub use self::stats::{DropReason, ServerStats};
 
@@ -28,74 +30,9 @@ use crate::allocation::AllocationTable;
 use crate::allocation::ports::{PortPool, Token};
 use crate::allocation::quota::Quota;
 use crate::auth::{Authenticated, Nonces};
-use crate::peer_policy::PeerPolicy;
 use crate::stun::{AddressFamily, TransactionId};
 use crate::transaction_cache::TransactionCache;
 use crate::types::{FiveTuple, PeerSocket, RelayAddr, Transport};
-
-/// Settings of one server (one shard of a relay).
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// REALM sent in challenges and expected back.
-    pub realm: String,
-    /// SOFTWARE attribute in responses; `None` sends none (no version disclosure).
-    pub software: Option<String>,
-    /// Local IPv4 address relayed sockets bind to; `None` disables IPv4 relaying.
-    pub relay_ip_v4: Option<IpAddr>,
-    /// Local IPv6 address relayed sockets bind to; `None` disables IPv6 relaying.
-    pub relay_ip_v6: Option<IpAddr>,
-    /// IPv4 address advertised in XOR-RELAYED-ADDRESS when the relay is behind 1:1 NAT.
-    pub external_ip_v4: Option<IpAddr>,
-    /// IPv6 address advertised in XOR-RELAYED-ADDRESS.
-    pub external_ip_v6: Option<IpAddr>,
-    /// Allocation lifetime when the client asks for none (RFC 8656: 10 minutes).
-    pub default_lifetime: Duration,
-    /// Longest allocation lifetime granted (RFC 8656 recommends 1 hour).
-    pub max_lifetime: Duration,
-    /// How long a nonce stays valid.
-    pub nonce_lifetime: Duration,
-    /// Which peers may be reached.
-    pub peer_policy: PeerPolicy,
-    /// Key for stateless nonces (random per node).
-    pub nonce_key: [u8; 32],
-    /// Responses remembered for retransmissions.
-    pub transaction_cache_size: usize,
-    /// Unsigned responses (challenges, Binding, errors before authentication) per second per
-    /// source IP; 0 disables the limit.
-    pub unauth_rate: u32,
-    /// Burst of unsigned responses per source IP.
-    pub unauth_burst: u32,
-    /// Relayed payload bits per second per allocation, both directions together; 0 = no limit.
-    pub allocation_bps: u64,
-    /// Listener addresses shared by several sites (anycast): first contact only. An Allocate
-    /// arriving on one is answered, once authenticated, with 300 Try Alternate to a unicast
-    /// relay (see [`Server::set_first_contact`]) and never creates state here, because the
-    /// next route change could carry the client's packets to another site.
-    pub anycast: Vec<SocketAddr>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            realm: "geoturn".into(),
-            software: None,
-            relay_ip_v4: Some(IpAddr::from([127, 0, 0, 1])),
-            relay_ip_v6: None,
-            external_ip_v4: None,
-            external_ip_v6: None,
-            default_lifetime: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(3600),
-            nonce_lifetime: Duration::from_secs(600),
-            peer_policy: PeerPolicy::default(),
-            nonce_key: [0; 32],
-            transaction_cache_size: 8192,
-            unauth_rate: 100,
-            unauth_burst: 200,
-            allocation_bps: 0,
-            anycast: Vec::new(),
-        }
-    }
-}
 
 /// A unicast relay an anycast first contact is sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
