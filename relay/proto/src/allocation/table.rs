@@ -150,14 +150,11 @@ impl Allocation {
         }
     }
 
-    /// Records a peer connection of a TCP allocation; false (nothing recorded) for UDP.
-    pub fn add_tcp_connection(&mut self, id: u32) -> bool {
-        match &mut self.peers {
-            PeerTransport::Tcp { connections } => {
-                connections.push(id);
-                true
-            }
-            PeerTransport::Udp => false,
+    /// Records a peer connection of a TCP allocation (callers check [`Self::is_tcp`] first;
+    /// a UDP allocation has no peer connections to record).
+    pub fn add_tcp_connection(&mut self, id: u32) {
+        if let PeerTransport::Tcp { connections } = &mut self.peers {
+            connections.push(id);
         }
     }
 
