@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
-use geoturn_relay_proto::allocation::tcp::TcpConnections;
+use geoturn_relay_proto::allocation::tcp::{PeerHandle, TcpConnections};
 use geoturn_relay_proto::client::{ClientAuth, encode_request};
 use geoturn_relay_proto::server::PEER_HEADROOM;
 use geoturn_relay_proto::stun::{Attribute, Class, Message, Method, MessageType, MessageWriter, TransactionId};
@@ -44,7 +44,10 @@ fn drain(server: &mut Server, now: Instant, bound: &mut Vec<RelayAddr>, ok: bool
                 }
                 server.handle_relay_bound(now, relay, ok);
             }
-            Command::ConnectPeer { id, .. } => server.handle_peer_connect_result(now, id, ok),
+            Command::ConnectPeer { id, .. } => {
+                let socket = ok.then(|| PeerHandle::new(()));
+                server.handle_peer_connect_result(now, id, socket);
+            }
             _ => {}
         }
     }
@@ -140,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
             3 if !bound.is_empty() => {
                 let relay = bound[usize::from(op >> 3) % bound.len()];
                 let peer = PeerSocket::new(SocketAddr::from(([203, 0, 113, 9], 80)));
-                server.handle_peer_tcp_accepted(now, relay, peer);
+                server.handle_peer_tcp_accepted(now, relay, peer, PeerHandle::new(()));
             }
             // Time passes.
             4 => {

@@ -34,7 +34,7 @@ pub struct RelayHandle {
     first_contact: watch::Sender<Vec<Alternate>>,
     snapshots: Vec<Arc<Mutex<ShardSnapshot>>>,
     controls: Vec<tokio::sync::mpsc::Sender<WorkerControl>>,
-    peers: Arc<crate::net::tcp_relay::PeerConnections>,
+    tcp_relay: Arc<crate::net::tcp_relay::TcpRelay>,
 }
 
 /// Binds and starts a relay with `config`.
@@ -46,7 +46,9 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let quota = Arc::new(Quota::new(config.user_quota, config.max_allocations));
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
     let tcp_connections = Arc::new(TcpConnections::new(rng.random()));
-    let peers = Arc::new(crate::net::tcp_relay::PeerConnections::default());
+    let tcp_relay = Arc::new(crate::net::tcp_relay::TcpRelay::new(
+        tcp_connections.clone(),
+    ));
     let (shutdown, _) = watch::channel(false);
     let (secrets, _) = watch::channel(config.secrets.clone());
     let (drain, _) = watch::channel(None);
@@ -157,7 +159,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             relay_socket_buffer: config.relay_socket_buffer,
             udp_gso: config.udp_gso,
             tcp: tcp_per_worker.next().unwrap_or_default(),
-            peers: peers.clone(),
+            tcp_relay: tcp_relay.clone(),
             tls: tls_per_worker.next().unwrap_or_default(),
         };
         let handle = std::thread::Builder::new()
@@ -187,7 +189,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         drain,
         snapshots,
         controls,
-        peers,
+        tcp_relay,
     })
 }
 
@@ -284,8 +286,8 @@ impl RelayHandle {
         }
         // RFC 6062 data connections bypass the shards: their bytes are counted at the splice.
         use std::sync::atomic::Ordering::Relaxed;
-        total.stats.bytes_to_peer += self.peers.bytes_to_peer.load(Relaxed);
-        total.stats.bytes_to_client += self.peers.bytes_to_client.load(Relaxed);
+        total.stats.bytes_to_peer += self.tcp_relay.bytes_to_peer.load(Relaxed);
+        total.stats.bytes_to_client += self.tcp_relay.bytes_to_client.load(Relaxed);
         total
     }
 

@@ -19,7 +19,7 @@ pub mod types;
 
 pub use server::{Command, Server, ServerConfig, SharedTables, ToClient, ToPeer, WallClock};
 
-pub use types::{ClientSocket, PeerSocket, RelayAddr, Transport};
+pub use types::{ClientSocket, ConnectionId, PeerSocket, RelayAddr, Transport};
 
 /// The origin of the virtual clock in unit tests: any instant works, time then only moves
 /// by the durations a test adds.

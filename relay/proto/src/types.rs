@@ -88,3 +88,26 @@ impl fmt::Display for RelayAddr {
         self.0.fmt(f)
     }
 }
+
+/// An RFC 6062 CONNECTION-ID: names one peer TCP connection relay-wide, from Connect or a
+/// peer's connection to ConnectionBind and through the splice that follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u32);
+
+impl ConnectionId {
+    /// The id carried in a CONNECTION-ID attribute.
+    pub const fn new(wire: u32) -> Self {
+        Self(wire)
+    }
+
+    /// The value for the CONNECTION-ID attribute.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

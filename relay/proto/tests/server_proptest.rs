@@ -9,7 +9,8 @@
 //!   belongs to exactly one allocation, and the port pool counts exactly those in use;
 //! - the quota counts exactly the live allocations;
 //! - no allocation outlives its lifetime (time moves in steps of at least the sweep interval);
-//! - with no allocation left, no RFC 6062 connection is left either.
+//! - every RFC 6062 connection belongs to a live TCP allocation, and the sockets the driver
+//!   handed to the server are open exactly while the server's table holds them.
 //!
 //! At the end, every allocation is deleted or expires, and ports, quota and connections return
 //! to zero.
@@ -19,11 +20,12 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
-use geoturn_relay_proto::allocation::tcp::TcpConnections;
+use geoturn_relay_proto::allocation::tcp::{PeerHandle, TcpConnections};
 use geoturn_relay_proto::client::{ClientAuth, encode_request, error_code};
 use geoturn_relay_proto::peer_policy::PeerPolicy;
 use geoturn_relay_proto::stun::{Attribute, Class, Message, Method, TransactionId};
@@ -103,6 +105,24 @@ struct World {
     auth: Vec<ClientAuth>,
     /// Relayed addresses the driver holds open.
     bound: BTreeSet<RelayAddr>,
+    /// Peer sockets the driver handed over and that are not closed (dropped) yet.
+    open_sockets: Arc<AtomicUsize>,
+}
+
+/// A stand-in peer socket: counted open until dropped.
+struct Socket(Arc<AtomicUsize>);
+
+impl Socket {
+    fn open(count: &Arc<AtomicUsize>) -> PeerHandle {
+        count.fetch_add(1, Ordering::SeqCst);
+        PeerHandle::new(Self(count.clone()))
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn tuple(client: u8) -> FiveTuple {
@@ -176,6 +196,7 @@ impl World {
             tid: 0,
             auth,
             bound: BTreeSet::new(),
+            open_sockets: Arc::new(AtomicUsize::new(0)),
         };
         for c in 0..CLIENTS {
             // The 401 an unauthenticated Allocate earns carries the realm and nonce.
@@ -226,10 +247,10 @@ impl World {
                     assert!(self.bound.remove(&relay), "{relay} freed but not bound");
                 }
                 Command::ConnectPeer { id, .. } => {
-                    self.server
-                        .handle_peer_connect_result(self.now, id, connects);
+                    let socket = connects.then(|| Socket::open(&self.open_sockets));
+                    self.server.handle_peer_connect_result(self.now, id, socket);
                 }
-                Command::ClosePeerConnection { .. } | Command::SpliceData { .. } => {}
+                Command::SpliceData { .. } => {}
             }
         }
         out
@@ -297,8 +318,13 @@ impl World {
             Op::PeerConnects { client, peer: p } => {
                 if let Some(a) = self.server.allocations().get(&tuple(client)) {
                     let relay = a.relay();
-                    self.server
-                        .handle_peer_tcp_accepted(self.now, relay, PeerSocket::new(peer(p)));
+                    let socket = Socket::open(&self.open_sockets);
+                    self.server.handle_peer_tcp_accepted(
+                        self.now,
+                        relay,
+                        PeerSocket::new(peer(p)),
+                        socket,
+                    );
                     self.pump(None, true);
                 }
             }
@@ -332,13 +358,22 @@ impl World {
         prop_assert_eq!(&relays, &self.bound, "driver's sockets vs allocations");
         prop_assert_eq!(self.ports.in_use(), relays.len(), "ports in use");
         prop_assert_eq!(self.quota.total(), allocations.len(), "quota");
-        if allocations.is_empty() {
-            prop_assert_eq!(
-                self.tcp.len(),
-                0,
-                "RFC 6062 connections without allocations"
-            );
-        }
+        let owned: usize = allocations
+            .iter()
+            .filter(|a| a.is_tcp())
+            .map(|a| self.tcp.owned_by(&a.five_tuple()))
+            .sum();
+        prop_assert_eq!(
+            owned,
+            self.tcp.len(),
+            "RFC 6062 connections without allocations"
+        );
+        // The stand-in driver answers Connects at once, so every entry holds its socket.
+        prop_assert_eq!(
+            self.open_sockets.load(Ordering::SeqCst),
+            self.tcp.len(),
+            "peer sockets open vs the server's table"
+        );
         Ok(())
     }
 }
@@ -365,6 +400,7 @@ proptest! {
         prop_assert_eq!(w.ports.in_use(), 0);
         prop_assert_eq!(w.quota.total(), 0);
         prop_assert_eq!(w.tcp.len(), 0);
+        prop_assert_eq!(w.open_sockets.load(Ordering::SeqCst), 0);
         prop_assert!(w.bound.is_empty());
     }
 }

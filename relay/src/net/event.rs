@@ -4,8 +4,9 @@
 //! commands it queues (the way quinn's `Connection`s and `Endpoint` trade events). Answers the
 //! loop owes a task travel back on a oneshot channel.
 
+use geoturn_relay_proto::allocation::tcp::PeerHandle;
 use geoturn_relay_proto::types::FiveTuple;
-use geoturn_relay_proto::{PeerSocket, RelayAddr};
+use geoturn_relay_proto::{ConnectionId, PeerSocket, RelayAddr};
 use tokio::sync::{mpsc, oneshot};
 
 /// The queue of frames to one stream client; full means the client reads too slowly and
@@ -37,7 +38,7 @@ pub enum ShardEvent {
         /// Set for a ConnectionBind request: the loop answers with the peer connection the
         /// stream now belongs to (RFC 6062 §5.4), or `None`; the reader reads no further
         /// frame until then, since the bytes after a successful bind are the peer's.
-        bound: Option<oneshot::Sender<Option<u32>>>,
+        bound: Option<oneshot::Sender<Option<ConnectionId>>>,
     },
     /// A stream client sent nothing for the idle timeout: the loop answers whether it holds an
     /// allocation (then the connection stays open).
@@ -59,13 +60,13 @@ pub enum ShardEvent {
         /// The peer.
         from: PeerSocket,
         /// The connection, kept only if the server finds a permission.
-        stream: tokio::net::TcpStream,
+        socket: PeerHandle,
     },
     /// A Connect's outgoing connection (RFC 6062 §5.2) finished.
     PeerConnectResult {
         /// The CONNECTION-ID.
-        id: u32,
-        /// Whether it connected and waits in the peer table.
-        connected: bool,
+        id: ConnectionId,
+        /// The connection, or `None` when it could not be made.
+        socket: Option<PeerHandle>,
     },
 }

@@ -7,20 +7,20 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 use std::time::Instant;
 
 use geoturn_relay_proto::allocation::hash::FoldMap;
 use geoturn_relay_proto::server::{DropReason, PEER_HEADROOM, PEER_TAILROOM};
 use geoturn_relay_proto::types::FiveTuple;
-use geoturn_relay_proto::{Command, PeerSocket, RelayAddr, Server, ToPeer, Transport};
+use geoturn_relay_proto::{
+    Command, ConnectionId, PeerSocket, RelayAddr, Server, ToPeer, Transport,
+};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::batch::{self, BATCH, Outgoing, Received, SlotLayout};
 use super::event::{EventTx, StreamTx};
-use super::tcp_relay::PeerConnections;
 
 /// Largest datagram relayed; larger ones are dropped (counted as too large).
 pub(super) const SLOT: usize = 16 * 1024;
@@ -41,9 +41,7 @@ pub(super) struct Shard {
     pub(super) streams: HashMap<FiveTuple, StreamTx>,
     /// Data connections whose ConnectionBind succeeded: they become pipes to this peer
     /// connection once the response is out.
-    pub(super) splices: HashMap<FiveTuple, u32>,
-    /// Peer TCP connections, shared by every worker.
-    pub(super) peers: Arc<super::tcp_relay::PeerConnections>,
+    pub(super) splices: HashMap<FiveTuple, ConnectionId>,
     /// The loop's event queue, for the tasks the shard starts (RFC 6062 peers).
     pub(super) events: EventTx,
     pub(super) client_buf: Vec<u8>,
@@ -64,7 +62,6 @@ impl Shard {
     pub(super) fn new(
         server: Server,
         listeners: Vec<(SocketAddr, Rc<AsyncFd<UdpSocket>>)>,
-        peers: Arc<PeerConnections>,
         events: EventTx,
         relay_socket_buffer: usize,
         udp_gso: bool,
@@ -75,7 +72,6 @@ impl Shard {
             relays: FoldMap::default(),
             streams: HashMap::new(),
             splices: HashMap::new(),
-            peers,
             events,
             client_buf: CLIENT_LAYOUT.buffer(),
             outbox: Outbox {
@@ -236,10 +232,8 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
                     id,
                     relay,
                     peer,
-                    s.peers.clone(),
                 ));
             }
-            Command::ClosePeerConnection { id } => s.peers.close(id),
             Command::SpliceData { five_tuple, id } => {
                 s.splices.insert(five_tuple, id);
             }

@@ -12,12 +12,12 @@ use std::time::Duration;
 use geoturn_relay_proto::stun::framing::{MAX_FRAME, frame_len};
 use geoturn_relay_proto::stun::{Class, MessageType, Method};
 use geoturn_relay_proto::types::FiveTuple;
-use geoturn_relay_proto::{ClientSocket, Transport};
+use geoturn_relay_proto::{ClientSocket, ConnectionId, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::event::{EventTx, ShardEvent};
-use super::tcp_relay::PeerConnections;
+use super::tcp_relay::TcpRelay;
 
 const QUEUE: usize = 256;
 /// A TLS handshake must finish within this.
@@ -58,8 +58,8 @@ impl Drop for OpenStream {
 pub(super) struct StreamContext {
     /// The worker loop's event queue.
     pub events: EventTx,
-    /// Peer connections (RFC 6062), for splicing data connections.
-    pub peers: Arc<PeerConnections>,
+    /// RFC 6062 peer connections, for splicing data connections.
+    pub tcp_relay: Arc<TcpRelay>,
     /// The worker's open stream count.
     pub open: OpenStreams,
 }
@@ -122,7 +122,7 @@ enum Ended {
     Closed,
     /// ConnectionBind succeeded: pipe the rest of the stream to peer connection `id`
     /// (RFC 6062 §5.3), starting with the bytes already read past the ConnectionBind.
-    Splice { id: u32, leftover: Vec<u8> },
+    Splice { id: ConnectionId, leftover: Vec<u8> },
 }
 
 async fn serve<S>(ctx: StreamContext, stream: S, tuple: FiveTuple)
@@ -161,63 +161,14 @@ where
     let wr = writer.await.ok().flatten();
     match (ended, wr) {
         (Ended::Splice { id, leftover }, Some(wr)) => {
-            splice(rd.unsplit(wr), id, leftover, ctx.peers).await;
+            super::tcp_relay::splice(rd.unsplit(wr), id, leftover, ctx.tcp_relay).await;
         }
-        (_, Some(mut wr)) => {
+        (Ended::Splice { id, .. }, None) => ctx.tcp_relay.connections.close(id),
+        (Ended::Closed, Some(mut wr)) => {
             let _ = wr.shutdown().await;
         }
-        _ => {}
+        (Ended::Closed, None) => {}
     }
-}
-
-/// Pipes a data connection to its peer connection until either side closes.
-async fn splice<S>(client: S, id: u32, leftover: Vec<u8>, peers: Arc<PeerConnections>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let Some(std) = peers.take_pending(id) else {
-        return;
-    };
-    let Ok(mut peer) = tokio::net::TcpStream::from_std(std) else {
-        return;
-    };
-    let counters = peers.clone();
-    let task = tokio::task::spawn_local(async move {
-        if !leftover.is_empty() && peer.write_all(&leftover).await.is_err() {
-            return;
-        }
-        let (client_rd, client_wr) = tokio::io::split(client);
-        let (peer_rd, peer_wr) = peer.into_split();
-        // Either side closing ends both (RFC 6062 §5.5); bytes are counted as they pass.
-        tokio::select! {
-            () = pump(client_rd, peer_wr, &counters.bytes_to_peer) => {}
-            () = pump(peer_rd, client_wr, &counters.bytes_to_client) => {}
-        }
-    });
-    peers.set_spliced(id, task.abort_handle());
-    let _ = task.await;
-    peers.forget(id);
-}
-
-/// Copies `from` to `to` until either ends, adding every chunk to `counter`.
-async fn pump<R, W>(mut from: R, mut to: W, counter: &std::sync::atomic::AtomicU64)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let Some(chunk) = buf.get(..n) else { break };
-        if to.write_all(chunk).await.is_err() {
-            break;
-        }
-        counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-    let _ = to.shutdown().await;
 }
 
 /// True for a ConnectionBind request (RFC 6062 §6.2.3): after a successful one, the stream's

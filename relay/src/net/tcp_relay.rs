@@ -1,94 +1,62 @@
 //! The driver side of TCP relaying ([RFC 6062](https://www.rfc-editor.org/rfc/rfc6062)):
 //! TCP relayed addresses that peers connect to, outgoing connections for Connect, and the
 //! splice of a client's data connection with its peer connection once ConnectionBind succeeds.
-//! A peer connection waits here between the two; it may be bound from any worker (the data
-//! connection lands wherever the kernel puts it), so the table is shared across threads and
-//! holds plain std sockets, re-registered with the binding worker's runtime.
+//! Every socket and splice is handed to the core's table of peer connections, which owns them:
+//! when the core removes a connection (its allocation ended, nobody bound it in time) the
+//! socket closes or the splice ends, with no command to keep a second table in step. A waiting
+//! socket is held as a plain std socket, since the data connection that binds it may land on
+//! any worker; that worker registers it with its own runtime.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use geoturn_relay_proto::{PeerSocket, RelayAddr};
+use geoturn_relay_proto::allocation::tcp::{CONNECT_TIMEOUT, PeerHandle, TcpConnections};
+use geoturn_relay_proto::{ConnectionId, PeerSocket, RelayAddr};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 use super::event::{EventTx, ShardEvent};
 use super::socket::reuse_tcp_socket;
 
-/// How long a Connect may take (RFC 6062 §5.2 suggests at least 30 s).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-enum PeerConnection {
-    /// Waiting for ConnectionBind.
-    Pending(std::net::TcpStream),
-    /// Spliced with a data connection; aborting the task closes both.
-    Spliced(AbortHandle),
-}
-
-/// Peer TCP connections by CONNECTION-ID, shared by every worker.
-#[derive(Default)]
-pub struct PeerConnections {
-    map: Mutex<HashMap<u32, PeerConnection>>,
-    /// Bytes spliced from clients' data connections to peers, counted as they flow.
-    pub bytes_to_peer: std::sync::atomic::AtomicU64,
+/// What every worker shares for TCP relaying: the core's table of peer connections (which
+/// owns their sockets and splices) and the bytes spliced, counted as they flow.
+#[derive(Debug)]
+pub struct TcpRelay {
+    /// Every peer connection, by CONNECTION-ID.
+    pub connections: Arc<TcpConnections>,
+    /// Bytes spliced from clients' data connections to peers.
+    pub bytes_to_peer: AtomicU64,
     /// Bytes spliced from peers to clients' data connections.
-    pub bytes_to_client: std::sync::atomic::AtomicU64,
+    pub bytes_to_client: AtomicU64,
 }
 
-impl std::fmt::Debug for PeerConnections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerConnections")
-            .field("len", &self.lock().len())
-            .finish()
+impl TcpRelay {
+    /// The driver side around the core's `connections`.
+    pub fn new(connections: Arc<TcpConnections>) -> Self {
+        Self {
+            connections,
+            bytes_to_peer: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+        }
     }
 }
 
-impl PeerConnections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, PeerConnection>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// A peer socket as the core's table holds it: a std socket, not registered with any runtime,
+/// so the worker where the data connection lands can take it.
+fn socket_handle(stream: TcpStream) -> Option<PeerHandle> {
+    stream.into_std().ok().map(PeerHandle::new)
+}
 
-    /// Parks a peer connection until its ConnectionBind.
-    pub fn insert_pending(&self, id: u32, stream: TcpStream) -> io::Result<()> {
-        // Deregister from this worker's runtime so any worker can take it.
-        let std = stream.into_std()?;
-        self.lock().insert(id, PeerConnection::Pending(std));
-        Ok(())
-    }
+/// A splice as the core's table holds it: removing the entry ends the task.
+struct AbortOnDrop(AbortHandle);
 
-    /// Takes a waiting peer connection for the worker that binds it.
-    pub fn take_pending(&self, id: u32) -> Option<std::net::TcpStream> {
-        match self.lock().remove(&id) {
-            Some(PeerConnection::Pending(s)) => Some(s),
-            Some(other) => {
-                // Not pending: put it back untouched.
-                self.lock().insert(id, other);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Records the task that now carries connection `id`.
-    pub fn set_spliced(&self, id: u32, task: AbortHandle) {
-        self.lock().insert(id, PeerConnection::Spliced(task));
-    }
-
-    /// Closes connection `id`, waiting or spliced.
-    pub fn close(&self, id: u32) {
-        match self.lock().remove(&id) {
-            Some(PeerConnection::Spliced(task)) => task.abort(),
-            Some(PeerConnection::Pending(stream)) => drop(stream),
-            None => {}
-        }
-    }
-
-    /// Forgets a finished splice (its task ended by itself).
-    pub fn forget(&self, id: u32) {
-        self.lock().remove(&id);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -112,10 +80,13 @@ pub(super) async fn accept_peers(events: EventTx, relay: RelayAddr, listener: Tc
                 continue;
             }
         };
+        let Some(socket) = socket_handle(stream) else {
+            continue;
+        };
         let accepted = ShardEvent::PeerAccepted {
             relay,
             from: PeerSocket::new(from),
-            stream,
+            socket,
         };
         if events.send(accepted).await.is_err() {
             return;
@@ -131,14 +102,12 @@ async fn connect_from(local: SocketAddr, peer: SocketAddr) -> io::Result<TcpStre
         .await
 }
 
-/// Opens the connection for a Connect request, parks it in `peers`, and reports the outcome
-/// to the worker's loop.
+/// Opens the connection for a Connect request and reports the outcome to the worker's loop.
 pub(super) async fn connect_peer(
     events: EventTx,
-    id: u32,
+    id: ConnectionId,
     relay: RelayAddr,
     peer: PeerSocket,
-    peers: std::sync::Arc<PeerConnections>,
 ) {
     let result = tokio::time::timeout(CONNECT_TIMEOUT, async {
         // From the relayed address when the kernel allows it (it may refuse the 4-tuple with
@@ -150,15 +119,69 @@ pub(super) async fn connect_peer(
         }
     })
     .await;
-    let connected = match result {
-        Ok(Ok(stream)) => peers.insert_pending(id, stream).is_ok(),
+    let socket = match result {
+        Ok(Ok(stream)) => socket_handle(stream),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "Connect to peer failed");
-            false
+            None
         }
-        Err(_) => false,
+        Err(_) => None,
     };
     let _ = events
-        .send(ShardEvent::PeerConnectResult { id, connected })
+        .send(ShardEvent::PeerConnectResult { id, socket })
         .await;
+}
+
+/// Pipes a data connection to bound peer connection `id` until either side closes, or until
+/// the core closes the connection (its allocation ended), starting with `leftover`, the bytes
+/// read past the ConnectionBind.
+pub(super) async fn splice<S>(client: S, id: ConnectionId, leftover: Vec<u8>, relay: Arc<TcpRelay>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let table = relay.connections.clone();
+    let socket = table
+        .take_socket(id)
+        .and_then(|h| h.downcast::<std::net::TcpStream>());
+    let Some(mut peer) = socket.and_then(|s| TcpStream::from_std(s).ok()) else {
+        table.close(id);
+        return;
+    };
+    let task = tokio::task::spawn_local(async move {
+        if !leftover.is_empty() && peer.write_all(&leftover).await.is_err() {
+            return;
+        }
+        let (client_rd, client_wr) = tokio::io::split(client);
+        let (peer_rd, peer_wr) = peer.into_split();
+        // Either side closing ends both (RFC 6062 §5.5); bytes are counted as they pass.
+        tokio::select! {
+            () = pump(client_rd, peer_wr, &relay.bytes_to_peer) => {}
+            () = pump(peer_rd, client_wr, &relay.bytes_to_client) => {}
+        }
+    });
+    // Refused when the allocation ended meanwhile: dropping the handle then ends the task.
+    let _ = table.set_splice(id, PeerHandle::new(AbortOnDrop(task.abort_handle())));
+    let _ = task.await;
+    table.close(id);
+}
+
+/// Copies `from` to `to` until either ends, adding every chunk to `counter`.
+async fn pump<R, W>(mut from: R, mut to: W, counter: &AtomicU64)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Some(chunk) = buf.get(..n) else { break };
+        if to.write_all(chunk).await.is_err() {
+            break;
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    let _ = to.shutdown().await;
 }

@@ -84,8 +84,8 @@ pub struct WorkerContext {
     pub udp_gso: bool,
     /// TCP listeners on the same addresses.
     pub tcp: Vec<std::net::TcpListener>,
-    /// Peer TCP connections, shared by every worker.
-    pub peers: Arc<super::tcp_relay::PeerConnections>,
+    /// RFC 6062 peer connections and splice counters, shared by every worker.
+    pub tcp_relay: Arc<super::tcp_relay::TcpRelay>,
     /// TLS listeners with their acceptor.
     pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
 }
@@ -116,7 +116,6 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     let shard = Rc::new(RefCell::new(Shard::new(
         ctx.server,
         listeners.clone(),
-        ctx.peers.clone(),
         events_tx.clone(),
         ctx.relay_socket_buffer,
         ctx.udp_gso,
@@ -137,7 +136,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     }
     let streams = StreamContext {
         events: events_tx,
-        peers: ctx.peers.clone(),
+        tcp_relay: ctx.tcp_relay.clone(),
         open: OpenStreams::default(),
     };
     for tcp in ctx.tcp {
@@ -278,20 +277,13 @@ fn handle_event(s: &mut Shard, weak: &Weak<RefCell<Shard>>, event: ShardEvent, n
         ShardEvent::PeerAccepted {
             relay,
             from,
-            stream,
+            socket,
         } => {
-            match s.server.handle_peer_tcp_accepted(now, relay, from) {
-                Some(id) => {
-                    if s.peers.insert_pending(id, stream).is_err() {
-                        s.server.handle_peer_tcp_closed(id);
-                    }
-                }
-                None => drop(stream),
-            }
+            s.server.handle_peer_tcp_accepted(now, relay, from, socket);
             run_commands(s, weak, now);
         }
-        ShardEvent::PeerConnectResult { id, connected } => {
-            s.server.handle_peer_connect_result(now, id, connected);
+        ShardEvent::PeerConnectResult { id, socket } => {
+            s.server.handle_peer_connect_result(now, id, socket);
             run_commands(s, weak, now);
         }
     }

@@ -57,16 +57,14 @@ pub struct Allocation {
 }
 
 /// How an allocation reaches its peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerTransport {
     /// UDP: datagrams through the relayed socket (channels, Send/Data indications).
     Udp,
     /// TCP (RFC 6062): peers connect to or are connected from the relayed address, and data
-    /// flows on the client's data connections.
-    Tcp {
-        /// CONNECTION-IDs of the peer connections, closed with the allocation.
-        connections: Vec<u32>,
-    },
+    /// flows on the client's data connections. The connections themselves live in
+    /// [`crate::allocation::tcp::TcpConnections`], under the allocation's 5-tuple.
+    Tcp,
 }
 
 /// What identifies a new allocation: its 5-tuple and relayed addresses.
@@ -139,30 +137,7 @@ impl Allocation {
 
     /// True for a TCP allocation (RFC 6062).
     pub fn is_tcp(&self) -> bool {
-        matches!(self.peers, PeerTransport::Tcp { .. })
-    }
-
-    /// CONNECTION-IDs of a TCP allocation's peer connections (none for UDP).
-    pub fn tcp_connections(&self) -> &[u32] {
-        match &self.peers {
-            PeerTransport::Tcp { connections } => connections,
-            PeerTransport::Udp => &[],
-        }
-    }
-
-    /// Records a peer connection of a TCP allocation (callers check [`Self::is_tcp`] first;
-    /// a UDP allocation has no peer connections to record).
-    pub fn add_tcp_connection(&mut self, id: u32) {
-        if let PeerTransport::Tcp { connections } = &mut self.peers {
-            connections.push(id);
-        }
-    }
-
-    /// Forgets a peer connection (it failed or closed).
-    pub fn remove_tcp_connection(&mut self, id: u32) {
-        if let PeerTransport::Tcp { connections } = &mut self.peers {
-            connections.retain(|c| *c != id);
-        }
+        self.peers == PeerTransport::Tcp
     }
 
     /// Every relayed address of the allocation (one, or two for dual stack).

@@ -1,50 +1,150 @@
-//! TCP relaying state shared by every shard ([RFC 6062](https://www.rfc-editor.org/rfc/rfc6062)):
-//! peer connections waiting for the client's ConnectionBind. The data connection that binds one
-//! may land on any worker (the kernel spreads new TCP connections over `SO_REUSEPORT`
-//! sockets), so the table is shared; it is touched per connection, never per byte.
+//! Every RFC 6062 peer connection of the relay, in one table
+//! ([RFC 6062](https://www.rfc-editor.org/rfc/rfc6062)): from Connect or a peer's connection,
+//! through ConnectionBind, to the splice that carries its bytes. The table owns each
+//! connection's driver resource (a [`PeerHandle`]: the socket, later the task splicing it), so
+//! removing an entry closes the connection; nothing else has to be kept in step.
+//!
+//! Shared by every shard: the data connection that binds a peer connection may land on any
+//! worker (the kernel spreads new TCP connections over `SO_REUSEPORT` sockets). It is touched
+//! per connection, never per byte.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::types::FiveTuple;
+use crate::types::{ConnectionId, FiveTuple};
 
 /// A peer connection not bound by ConnectionBind within this is closed (RFC 6062 §5.3, §5.4).
 pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most peer connections waiting at once, relay-wide.
-pub const MAX_PENDING: usize = 10_000;
+/// How long the driver tries to connect for a Connect (RFC 6062 §5.2 suggests at least 30 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A Connect whose outcome the driver has not reported by then is forgotten (its socket, should
+/// it still connect, is closed on arrival): the driver's own timeout plus slack.
+const CONNECT_FORGET: Duration = Duration::from_secs(35);
+/// Most connections connecting or waiting for ConnectionBind at once, relay-wide.
+pub const MAX_UNBOUND: usize = 10_000;
+/// Most peer connections one allocation holds, in any state.
+pub const MAX_PER_ALLOCATION: usize = 64;
 
-/// A peer connection waiting for its data connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingConnection {
-    /// The allocation's control connection.
-    pub owner: FiveTuple,
+/// The driver's resource for one peer connection: its socket while it waits, the task splicing
+/// it once bound. The core never looks inside; dropping it closes the connection.
+pub struct PeerHandle(Box<dyn Any + Send>);
+
+impl PeerHandle {
+    /// Wraps the driver's resource.
+    pub fn new<T: Any + Send>(resource: T) -> Self {
+        Self(Box::new(resource))
+    }
+
+    /// The resource back, when it is a `T`.
+    pub fn downcast<T: Any>(self) -> Option<T> {
+        self.0.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl fmt::Debug for PeerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerHandle")
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// The driver is connecting for a Connect; no handle yet.
+    Connecting,
+    /// Connected, waiting for ConnectionBind.
+    Waiting(PeerHandle),
+    /// Bound to a data connection: the driver takes the socket, then hands back the splice.
+    Bound(Option<PeerHandle>),
+}
+
+#[derive(Debug)]
+struct Entry {
+    owner: FiveTuple,
     /// Who created the allocation; ConnectionBind must come from the same user.
-    pub username: String,
-    /// The peer.
-    pub peer: SocketAddr,
-    /// False while the relay is still connecting to the peer (Connect).
-    pub ready: bool,
-    /// When it is closed if nobody binds it.
-    pub expires: Instant,
+    username: String,
+    peer: SocketAddr,
+    phase: Phase,
+    /// When an unbound connection is dropped; unused once bound (it then lives as long as its
+    /// allocation, RFC 6062 §5.5).
+    expires: Instant,
+}
+
+impl Entry {
+    fn is_unbound(&self) -> bool {
+        !matches!(self.phase, Phase::Bound(_))
+    }
+}
+
+/// Why a Connect or an incoming peer connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddError {
+    /// The allocation already has a connection to this peer address (RFC 6062 §5.2: 446).
+    Duplicate,
+    /// The relay or the allocation holds as many connections as it may (508).
+    Full,
 }
 
 /// Why a ConnectionBind fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindError {
-    /// No such connection id (or it expired, or is still connecting): 400.
+    /// No such connection id (or it expired, or is still connecting, or is bound): 400.
     Unknown,
     /// Another user's connection: 441.
     WrongUser,
 }
 
-/// Pending peer connections by CONNECTION-ID.
-#[derive(Debug)]
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<ConnectionId, Entry>,
+    /// The connections of each allocation, so it can close them all and check duplicates.
+    by_owner: HashMap<FiveTuple, Vec<ConnectionId>>,
+    /// Entries connecting or waiting (the ones a client can pile up without binding).
+    unbound: usize,
+}
+
+impl Inner {
+    fn add(&mut self, id: ConnectionId, entry: Entry) {
+        self.unbound += usize::from(entry.is_unbound());
+        self.by_owner.entry(entry.owner).or_default().push(id);
+        self.entries.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: ConnectionId) -> Option<Entry> {
+        let entry = self.entries.remove(&id)?;
+        self.unbound -= usize::from(entry.is_unbound());
+        if let Some(ids) = self.by_owner.get_mut(&entry.owner) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_owner.remove(&entry.owner);
+            }
+        }
+        Some(entry)
+    }
+
+    fn room_for(&self, owner: &FiveTuple) -> bool {
+        let owned = self.by_owner.get(owner).map_or(0, Vec::len);
+        self.unbound < MAX_UNBOUND && owned < MAX_PER_ALLOCATION
+    }
+}
+
+/// Every peer connection by CONNECTION-ID.
 pub struct TcpConnections {
     next: AtomicU32,
-    pending: Mutex<HashMap<u32, PendingConnection>>,
+    inner: Mutex<Inner>,
+}
+
+impl fmt::Debug for TcpConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpConnections")
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 impl TcpConnections {
@@ -52,148 +152,307 @@ impl TcpConnections {
     pub fn new(seed: u32) -> Self {
         Self {
             next: AtomicU32::new(seed | 1),
-            pending: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, PendingConnection>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a connection; its id, or `None` when the table is full.
-    pub fn insert(&self, conn: PendingConnection) -> Option<u32> {
-        let mut map = self.lock();
-        if map.len() >= MAX_PENDING {
-            return None;
-        }
+    fn fresh_id(&self, inner: &Inner) -> ConnectionId {
         loop {
             // A Weyl sequence over u32 visits every value once before repeating; skip 0 and
-            // ids still in use.
+            // ids still in use (the table holds far fewer than 2^32, so this ends).
             let id = self.next.fetch_add(0x9E37_79B9, Ordering::Relaxed);
-            if id != 0 && !map.contains_key(&id) {
-                map.insert(id, conn);
-                return Some(id);
+            if id != 0 && !inner.entries.contains_key(&ConnectionId::new(id)) {
+                return ConnectionId::new(id);
             }
         }
     }
 
-    /// The relay finished connecting to the peer: the connection may now be bound.
-    pub fn set_ready(&self, id: u32, expires: Instant) {
-        if let Some(c) = self.lock().get_mut(&id) {
-            c.ready = true;
-            c.expires = expires;
-        }
-    }
-
-    /// Takes a ready connection for a ConnectionBind by `username`.
-    pub fn take_for_bind(
+    /// A Connect from `owner`'s allocation to `peer`: the driver connects next and reports
+    /// with [`TcpConnections::connected`].
+    pub fn connect(
         &self,
-        id: u32,
+        owner: FiveTuple,
         username: &str,
+        peer: SocketAddr,
         now: Instant,
-    ) -> Result<PendingConnection, BindError> {
-        let mut map = self.lock();
-        match map.get(&id) {
-            Some(c) if c.ready && now < c.expires && c.username == username => {}
-            Some(c) if c.ready && now < c.expires => return Err(BindError::WrongUser),
-            _ => return Err(BindError::Unknown),
+    ) -> Result<ConnectionId, AddError> {
+        let mut inner = self.lock();
+        let duplicate = inner.by_owner.get(&owner).is_some_and(|ids| {
+            ids.iter()
+                .any(|id| inner.entries.get(id).is_some_and(|e| e.peer == peer))
+        });
+        if duplicate {
+            return Err(AddError::Duplicate);
         }
-        map.remove(&id).ok_or(BindError::Unknown)
-    }
-
-    /// The peer of a pending connection.
-    pub fn peer_of(&self, id: u32) -> Option<SocketAddr> {
-        self.lock().get(&id).map(|c| c.peer)
-    }
-
-    /// Forgets a connection (closed, failed, or its allocation ended).
-    pub fn remove(&self, id: u32) -> Option<PendingConnection> {
-        self.lock().remove(&id)
-    }
-
-    /// Removes and returns the ids of connections nobody bound in time.
-    pub fn expire(&self, now: Instant) -> Vec<u32> {
-        let mut map = self.lock();
-        let expired: Vec<u32> = map
-            .iter()
-            .filter(|(_, c)| c.ready && c.expires <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &expired {
-            map.remove(id);
+        if !inner.room_for(&owner) {
+            return Err(AddError::Full);
         }
-        expired
+        let id = self.fresh_id(&inner);
+        let entry = Entry {
+            owner,
+            username: username.to_owned(),
+            peer,
+            phase: Phase::Connecting,
+            expires: now + CONNECT_FORGET,
+        };
+        inner.add(id, entry);
+        Ok(id)
     }
 
-    /// Connections waiting.
+    /// The driver connected for Connect `id`: the connection may now be bound. False when the
+    /// Connect was forgotten meanwhile (its allocation ended, or it took too long); the handle
+    /// is then dropped, which closes the socket.
+    pub fn connected(&self, id: ConnectionId, peer: PeerHandle, now: Instant) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return false;
+        };
+        if !matches!(entry.phase, Phase::Connecting) {
+            return false;
+        }
+        entry.phase = Phase::Waiting(peer);
+        entry.expires = now + BIND_TIMEOUT;
+        true
+    }
+
+    /// A peer connected to `owner`'s relayed address; it waits for the client's
+    /// ConnectionBind. When refused, the handle is dropped and the connection closed.
+    pub fn accepted(
+        &self,
+        owner: FiveTuple,
+        username: &str,
+        peer: SocketAddr,
+        handle: PeerHandle,
+        now: Instant,
+    ) -> Result<ConnectionId, AddError> {
+        let mut inner = self.lock();
+        if !inner.room_for(&owner) {
+            return Err(AddError::Full);
+        }
+        let id = self.fresh_id(&inner);
+        let entry = Entry {
+            owner,
+            username: username.to_owned(),
+            peer,
+            phase: Phase::Waiting(handle),
+            expires: now + BIND_TIMEOUT,
+        };
+        inner.add(id, entry);
+        Ok(id)
+    }
+
+    /// ConnectionBind by `username`: a waiting connection becomes bound; the driver then takes
+    /// its socket with [`TcpConnections::take_socket`].
+    pub fn bind(&self, id: ConnectionId, username: &str, now: Instant) -> Result<(), BindError> {
+        let mut inner = self.lock();
+        let entry = inner.entries.get_mut(&id).ok_or(BindError::Unknown)?;
+        if !matches!(entry.phase, Phase::Waiting(_)) || now >= entry.expires {
+            return Err(BindError::Unknown);
+        }
+        if entry.username != username {
+            return Err(BindError::WrongUser);
+        }
+        if let Phase::Waiting(socket) = std::mem::replace(&mut entry.phase, Phase::Bound(None)) {
+            entry.phase = Phase::Bound(Some(socket));
+        }
+        inner.unbound -= 1;
+        Ok(())
+    }
+
+    /// The driver takes a bound connection's socket to splice it.
+    pub fn take_socket(&self, id: ConnectionId) -> Option<PeerHandle> {
+        match &mut self.lock().entries.get_mut(&id)?.phase {
+            Phase::Bound(handle) => handle.take(),
+            _ => None,
+        }
+    }
+
+    /// The driver hands back what now carries connection `id` (the splice). When the
+    /// connection was closed meanwhile, the handle comes back to be dropped.
+    pub fn set_splice(&self, id: ConnectionId, splice: PeerHandle) -> Result<(), PeerHandle> {
+        let mut inner = self.lock();
+        match inner.entries.get_mut(&id).map(|e| &mut e.phase) {
+            Some(Phase::Bound(slot)) => {
+                *slot = Some(splice);
+                Ok(())
+            }
+            _ => Err(splice),
+        }
+    }
+
+    /// Closes connection `id` (a splice ended, a Connect failed).
+    pub fn close(&self, id: ConnectionId) {
+        let removed = self.lock().remove(id);
+        // Dropped outside the lock: closing a socket is a syscall.
+        drop(removed);
+    }
+
+    /// Closes every connection of an allocation that ended (RFC 6062 §5.5).
+    pub fn close_owned_by(&self, owner: &FiveTuple) {
+        let removed: Vec<Entry> = {
+            let mut inner = self.lock();
+            let ids = inner.by_owner.get(owner).cloned().unwrap_or_default();
+            ids.into_iter().filter_map(|id| inner.remove(id)).collect()
+        };
+        drop(removed);
+    }
+
+    /// Closes connections nobody bound in time and Connects the driver never reported.
+    pub fn expire(&self, now: Instant) {
+        let removed: Vec<Entry> = {
+            let mut inner = self.lock();
+            let expired: Vec<ConnectionId> = inner
+                .entries
+                .iter()
+                .filter(|(_, e)| e.is_unbound() && e.expires <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            expired
+                .into_iter()
+                .filter_map(|id| inner.remove(id))
+                .collect()
+        };
+        drop(removed);
+    }
+
+    /// Connections of `owner`'s allocation, in any state.
+    pub fn owned_by(&self, owner: &FiveTuple) -> usize {
+        self.lock().by_owner.get(owner).map_or(0, Vec::len)
+    }
+
+    /// Connections in the table, in any state.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
-    /// True when none wait.
+    /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
     use crate::types::{ClientSocket, Transport};
 
-    fn conn(user: &str, now: Instant) -> PendingConnection {
-        PendingConnection {
-            owner: FiveTuple {
-                client: ClientSocket::new(([198, 51, 100, 1], 5000).into()),
-                server: ([192, 0, 2, 1], 3478).into(),
-                transport: Transport::Tcp,
-            },
-            username: user.into(),
-            peer: ([203, 0, 113, 9], 80).into(),
-            ready: true,
-            expires: now + BIND_TIMEOUT,
+    /// A resource that records being closed (dropped).
+    struct Flag(Arc<AtomicBool>);
+
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
         }
+    }
+
+    fn handle() -> (PeerHandle, Arc<AtomicBool>) {
+        let closed = Arc::new(AtomicBool::new(false));
+        (PeerHandle::new(Flag(closed.clone())), closed)
+    }
+
+    fn owner(port: u16) -> FiveTuple {
+        FiveTuple {
+            client: ClientSocket::new(([198, 51, 100, 1], port).into()),
+            server: ([192, 0, 2, 1], 3478).into(),
+            transport: Transport::Tcp,
+        }
+    }
+
+    fn peer(port: u16) -> SocketAddr {
+        ([203, 0, 113, 9], port).into()
     }
 
     #[test]
     fn bind_once_by_the_same_user_before_expiry() {
         let t0 = crate::test_epoch();
         let table = TcpConnections::new(7);
-        let a = table.insert(conn("1:alice", t0)).unwrap();
-        let b = table.insert(conn("1:alice", t0)).unwrap();
+        let (h1, closed1) = handle();
+        let (h2, closed2) = handle();
+        let a = table
+            .accepted(owner(1), "1:alice", peer(80), h1, t0)
+            .unwrap();
+        let b = table
+            .accepted(owner(1), "1:alice", peer(81), h2, t0)
+            .unwrap();
         assert_ne!(a, b);
-        assert_eq!(
-            table.take_for_bind(a, "1:bob", t0),
-            Err(BindError::WrongUser)
-        );
-        assert!(table.take_for_bind(a, "1:alice", t0).is_ok());
-        assert_eq!(
-            table.take_for_bind(a, "1:alice", t0),
-            Err(BindError::Unknown)
-        );
-        assert_eq!(table.expire(t0 + BIND_TIMEOUT), vec![b]);
+        assert_eq!(table.bind(a, "1:bob", t0), Err(BindError::WrongUser));
+        assert_eq!(table.bind(a, "1:alice", t0), Ok(()));
+        assert_eq!(table.bind(a, "1:alice", t0), Err(BindError::Unknown));
+        table.expire(t0 + BIND_TIMEOUT);
+        assert!(closed2.load(Ordering::SeqCst), "unbound b expired");
+        assert!(!closed1.load(Ordering::SeqCst), "bound a lives on");
+        assert_eq!(table.len(), 1);
+        // The driver takes the socket, splices it, and the splice ends.
+        let socket = table.take_socket(a).unwrap();
+        assert!(table.set_splice(a, socket).is_ok());
+        table.close(a);
+        assert!(closed1.load(Ordering::SeqCst));
         assert!(table.is_empty());
     }
 
     #[test]
-    fn connecting_connections_cannot_be_bound_yet() {
+    fn connecting_connections_cannot_be_bound_and_a_late_socket_is_closed() {
         let t0 = crate::test_epoch();
         let table = TcpConnections::new(7);
-        let id = table
-            .insert(PendingConnection {
-                ready: false,
-                ..conn("1:alice", t0)
-            })
-            .unwrap();
+        let id = table.connect(owner(1), "1:alice", peer(80), t0).unwrap();
+        assert_eq!(table.bind(id, "1:alice", t0), Err(BindError::Unknown));
         assert_eq!(
-            table.take_for_bind(id, "1:alice", t0),
-            Err(BindError::Unknown)
+            table.connect(owner(1), "1:alice", peer(80), t0),
+            Err(AddError::Duplicate)
         );
-        assert!(
-            table.expire(t0 + BIND_TIMEOUT * 10).is_empty(),
-            "connect has its own timeout"
+        let (h, closed) = handle();
+        assert!(table.connected(id, h, t0));
+        assert!(!closed.load(Ordering::SeqCst));
+        assert_eq!(table.bind(id, "1:alice", t0), Ok(()));
+
+        // The allocation ends while a second Connect is under way: its socket, when it comes,
+        // is closed at once rather than left ESTABLISHED with no owner.
+        let late = table.connect(owner(1), "1:alice", peer(81), t0).unwrap();
+        table.close_owned_by(&owner(1));
+        assert!(closed.load(Ordering::SeqCst), "the bound one closed too");
+        let (h, closed) = handle();
+        assert!(!table.connected(late, h, t0));
+        assert!(closed.load(Ordering::SeqCst));
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn connects_never_reported_are_forgotten() {
+        let t0 = crate::test_epoch();
+        let table = TcpConnections::new(7);
+        table.connect(owner(1), "1:alice", peer(80), t0).unwrap();
+        table.expire(t0 + CONNECT_TIMEOUT);
+        assert_eq!(table.len(), 1, "the driver's own timeout comes first");
+        table.expire(t0 + CONNECT_FORGET);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn one_allocation_holds_a_bounded_number() {
+        let t0 = crate::test_epoch();
+        let table = TcpConnections::new(7);
+        for p in 0..MAX_PER_ALLOCATION as u16 {
+            table.connect(owner(1), "1:alice", peer(p), t0).unwrap();
+        }
+        assert_eq!(
+            table.connect(owner(1), "1:alice", peer(9999), t0),
+            Err(AddError::Full)
         );
-        table.set_ready(id, t0 + BIND_TIMEOUT);
-        assert!(table.take_for_bind(id, "1:alice", t0).is_ok());
+        let (h, closed) = handle();
+        assert_eq!(
+            table.accepted(owner(1), "1:alice", peer(9999), h, t0),
+            Err(AddError::Full)
+        );
+        assert!(closed.load(Ordering::SeqCst), "a refused peer is closed");
+        // Another allocation is not affected.
+        assert!(table.connect(owner(2), "1:alice", peer(1), t0).is_ok());
+        assert_eq!(table.owned_by(&owner(1)), MAX_PER_ALLOCATION);
     }
 }

@@ -319,9 +319,7 @@ impl Server {
             now,
             pending.lifetime,
             if pending.tcp {
-                PeerTransport::Tcp {
-                    connections: Vec::new(),
-                }
+                PeerTransport::Tcp
             } else {
                 PeerTransport::Udp
             },

@@ -32,7 +32,7 @@ use crate::allocation::quota::Quota;
 use crate::auth::{Authenticated, Nonces};
 use crate::stun::{AddressFamily, TransactionId};
 use crate::transaction_cache::TransactionCache;
-use crate::types::{FiveTuple, PeerSocket, RelayAddr, Transport};
+use crate::types::{ConnectionId, FiveTuple, PeerSocket, RelayAddr, Transport};
 
 /// A unicast relay an anycast first contact is sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,24 +70,20 @@ pub enum Command {
     /// [`Server::handle_peer_connect_result`].
     ConnectPeer {
         /// CONNECTION-ID.
-        id: u32,
+        id: ConnectionId,
         /// Source address (the relayed address).
         relay: RelayAddr,
         /// Destination.
         peer: PeerSocket,
     },
-    /// Close the peer TCP connection `id`, bound or not.
-    ClosePeerConnection {
-        /// CONNECTION-ID.
-        id: u32,
-    },
     /// After the queued ConnectionBind success response, turn the data connection of
-    /// `five_tuple` into a raw pipe to peer connection `id`.
+    /// `five_tuple` into a raw pipe to peer connection `id`, whose socket the driver takes
+    /// from [`crate::allocation::tcp::TcpConnections::take_socket`].
     SpliceData {
         /// The client's data connection.
         five_tuple: FiveTuple,
         /// CONNECTION-ID.
-        id: u32,
+        id: ConnectionId,
     },
     /// Close the relayed socket on `relay`.
     FreeRelay {
@@ -163,7 +159,7 @@ pub struct Server {
     ports: Arc<PortPool>,
     tcp: Arc<crate::allocation::tcp::TcpConnections>,
     /// Connect requests waiting for the driver to reach the peer, by CONNECTION-ID.
-    connecting: HashMap<u32, (response::Answer, crate::auth::IntegrityKey)>,
+    connecting: HashMap<ConnectionId, (response::Answer, crate::auth::IntegrityKey)>,
     transactions: TransactionCache,
     commands: VecDeque<Command>,
     clock: WallClock,
@@ -199,7 +195,7 @@ pub struct SharedTables {
     pub quota: Arc<Quota>,
     /// Relayed ports and EVEN-PORT reservations.
     pub ports: Arc<PortPool>,
-    /// RFC 6062 peer connections waiting for their ConnectionBind.
+    /// Every RFC 6062 peer connection, and the socket or splice that carries it.
     pub tcp: Arc<crate::allocation::tcp::TcpConnections>,
 }
 
@@ -299,9 +295,7 @@ impl Server {
             return;
         }
         self.next_sweep = Some(now + SWEEP_INTERVAL);
-        for id in self.tcp.expire(now) {
-            self.commands.push_back(Command::ClosePeerConnection { id });
-        }
+        self.tcp.expire(now);
         for alloc in self.allocations.drain_expired(now) {
             tracing::info!(
                 relay = %alloc.relay(),
@@ -365,9 +359,9 @@ impl Server {
             self.ports.release(relay.addr().port());
             self.commands.push_back(Command::FreeRelay { relay });
         }
-        for &id in alloc.tcp_connections() {
-            self.tcp.remove(id);
-            self.commands.push_back(Command::ClosePeerConnection { id });
+        if alloc.is_tcp() {
+            // Dropping the connections closes their sockets and splices (RFC 6062 §5.5).
+            self.tcp.close_owned_by(&alloc.five_tuple());
         }
         self.quota.release(user_of(&alloc.username));
     }

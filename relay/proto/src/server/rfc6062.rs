@@ -6,10 +6,11 @@ use std::time::Instant;
 use super::response::Answer;
 use super::{Command, Server};
 use crate::allocation::Allocation;
+use crate::allocation::tcp::{AddError, BindError, PeerHandle};
 use crate::auth::Authenticated;
 use crate::stun::attribute::types;
 use crate::stun::{Attribute, ErrorCode, Message, Method};
-use crate::types::RelayAddr;
+use crate::types::{ConnectionId, PeerSocket, RelayAddr};
 
 impl Server {
     pub(super) fn connect(
@@ -31,78 +32,73 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         };
-        // One connection per peer address and allocation (RFC 6062 §5.2: 446).
-        let duplicate = alloc
-            .tcp_connections()
-            .iter()
-            .any(|id| self.tcp.peer_of(*id) == Some(peer));
-        if duplicate {
-            return Err(ErrorCode::CONNECTION_ALREADY_EXISTS);
-        }
         let Some(relay) = alloc.relay_for(peer.ip()) else {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         };
-        let pending = crate::allocation::tcp::PendingConnection {
-            owner: tuple,
-            username: auth.username.clone(),
-            peer,
-            ready: false,
-            expires: now + crate::allocation::tcp::BIND_TIMEOUT,
-        };
-        let Some(id) = self.tcp.insert(pending) else {
-            return Err(ErrorCode::INSUFFICIENT_CAPACITY);
-        };
+        let id = self
+            .tcp
+            .connect(tuple, &auth.username, peer, now)
+            .map_err(|e| match e {
+                // One connection per peer address and allocation (RFC 6062 §5.2: 446).
+                AddError::Duplicate => ErrorCode::CONNECTION_ALREADY_EXISTS,
+                AddError::Full => ErrorCode::INSUFFICIENT_CAPACITY,
+            })?;
         // Data will flow to this peer: the permission comes with the connection.
         alloc.permissions.install(peer.ip(), now);
-        alloc.add_tcp_connection(id);
         self.connecting.insert(id, (*to, auth.key.clone()));
         self.commands.push_back(Command::ConnectPeer {
             id,
             relay,
-            peer: crate::types::PeerSocket::new(peer),
+            peer: PeerSocket::new(peer),
         });
         Ok(())
     }
 
-    /// The driver reports whether the TCP connection for Connect `id` was established.
-    pub fn handle_peer_connect_result(&mut self, now: Instant, id: u32, connected: bool) {
+    /// The driver reports the TCP connection for Connect `id`: its socket, or `None` when it
+    /// could not connect.
+    pub fn handle_peer_connect_result(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        socket: Option<PeerHandle>,
+    ) {
         let Some((to, key)) = self.connecting.remove(&id) else {
             return;
         };
-        if connected {
-            self.tcp
-                .set_ready(id, now + crate::allocation::tcp::BIND_TIMEOUT);
-            self.reply_signed(now, &to, None, &[Attribute::ConnectionId(id)], &key);
+        // False when the allocation ended meanwhile: the table closed the socket.
+        let kept = socket.is_some_and(|s| self.tcp.connected(id, s, now));
+        if kept {
+            let attrs = [Attribute::ConnectionId(id.get())];
+            self.reply_signed(now, &to, None, &attrs, &key);
         } else {
-            self.tcp.remove(id);
-            if let Some(alloc) = self.allocations.get_mut(&to.five_tuple) {
-                alloc.remove_tcp_connection(id);
-            }
+            self.tcp.close(id);
             self.reply_signed(now, &to, Some(ErrorCode::CONNECTION_TIMEOUT), &[], &key);
         }
     }
 
-    /// A peer connected to the TCP relayed address `relay`. Returns the CONNECTION-ID to keep
-    /// the connection under, or `None` when it must be closed (no permission, no allocation).
+    /// A peer connected to the TCP relayed address `relay`. The connection is kept (until its
+    /// ConnectionBind) only when an allocation there permits the peer; otherwise `socket` is
+    /// dropped, which closes it.
     pub fn handle_peer_tcp_accepted(
         &mut self,
         now: Instant,
         relay: RelayAddr,
-        peer: crate::types::PeerSocket,
-    ) -> Option<u32> {
-        let alloc = self.allocations.by_relay_mut(&relay)?;
+        peer: PeerSocket,
+        socket: PeerHandle,
+    ) {
+        let Some(alloc) = self.allocations.by_relay_mut(&relay) else {
+            return;
+        };
         if !alloc.is_tcp() || !alloc.permissions.allows(peer.addr().ip(), now) {
-            return None;
+            return;
         }
         let owner = alloc.five_tuple();
-        let id = self.tcp.insert(crate::allocation::tcp::PendingConnection {
-            owner,
-            username: alloc.username.clone(),
-            peer: peer.addr(),
-            ready: true,
-            expires: now + crate::allocation::tcp::BIND_TIMEOUT,
-        })?;
-        alloc.add_tcp_connection(id);
+        let Ok(id) = self
+            .tcp
+            .accepted(owner, &alloc.username, peer.addr(), socket, now)
+        else {
+            return;
+        };
         // ConnectionAttempt tells the client to open a data connection (RFC 6062 §5.4).
         let mut buf = [0u8; 128];
         let tid = crate::stun::TransactionId(self.attempt_tid(id));
@@ -116,7 +112,7 @@ impl Server {
                 tid,
             )?;
             w.add(&Attribute::XorPeerAddress(peer.addr()))?;
-            w.add(&Attribute::ConnectionId(id))?;
+            w.add(&Attribute::ConnectionId(id.get()))?;
             w.add_fingerprint()?;
             Ok::<usize, crate::stun::EncodeError>(w.finish())
         })();
@@ -126,18 +122,12 @@ impl Server {
                 data: buf.get(..n).unwrap_or_default().to_vec(),
             });
         }
-        Some(id)
-    }
-
-    /// The driver could not keep peer connection `id` (it closed before it was stored).
-    pub fn handle_peer_tcp_closed(&mut self, id: u32) {
-        self.tcp.remove(id);
     }
 
     /// Indications need a transaction id; one derived from the connection id is unique enough
     /// and reveals nothing new (the CONNECTION-ID travels in the same message).
-    fn attempt_tid(&self, id: u32) -> [u8; 12] {
-        let [a, b, c, d] = id.to_be_bytes();
+    fn attempt_tid(&self, id: ConnectionId) -> [u8; 12] {
+        let [a, b, c, d] = id.get().to_be_bytes();
         [b'g', b'e', b'o', b't', b'u', b'r', b'n', b'!', a, b, c, d]
     }
 
@@ -151,15 +141,16 @@ impl Server {
         let Some(Ok(Attribute::ConnectionId(id))) = msg.attribute(types::CONNECTION_ID) else {
             return Err(ErrorCode::BAD_REQUEST);
         };
+        let id = ConnectionId::new(id);
         // A data connection is a stream of its own with no allocation (RFC 6062 §5.3).
         if !to.five_tuple.transport.is_stream() || self.allocations.get(&to.five_tuple).is_some() {
             return Err(ErrorCode::BAD_REQUEST);
         }
         self.tcp
-            .take_for_bind(id, &auth.username, now)
+            .bind(id, &auth.username, now)
             .map_err(|e| match e {
-                crate::allocation::tcp::BindError::WrongUser => ErrorCode::WRONG_CREDENTIALS,
-                crate::allocation::tcp::BindError::Unknown => ErrorCode::BAD_REQUEST,
+                BindError::WrongUser => ErrorCode::WRONG_CREDENTIALS,
+                BindError::Unknown => ErrorCode::BAD_REQUEST,
             })?;
         self.reply_signed(now, to, None, &[], &auth.key);
         self.commands.push_back(Command::SpliceData {

@@ -2,17 +2,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use geoturn_shared::{RestCredential, SecretSet};
 
 use super::*;
 use crate::allocation::ports::PortPool;
+use crate::allocation::tcp::PeerHandle;
 use crate::client::{ClientAuth, encode_request, error_code};
 use crate::stun::attribute::types;
 use crate::stun::channel_data::ChannelData;
 use crate::stun::{Attribute, Class, Message, Method, TransactionId};
-use crate::types::{ClientSocket, Transport};
+use crate::types::{ClientSocket, ConnectionId, Transport};
 
 const UNIX_START: u64 = 1_800_000_000;
 const SECRET: &[u8] = b"topsecret";
@@ -27,9 +29,8 @@ struct Harness {
     bound: Vec<RelayAddr>,
     freed: Vec<RelayAddr>,
     /// ConnectPeer commands seen (answered by the test).
-    connects: Vec<(u32, RelayAddr, PeerSocket)>,
-    closed: Vec<u32>,
-    splices: Vec<(FiveTuple, u32)>,
+    connects: Vec<(ConnectionId, RelayAddr, PeerSocket)>,
+    splices: Vec<(FiveTuple, ConnectionId)>,
 }
 
 fn tuple(port: u16) -> FiveTuple {
@@ -70,7 +71,6 @@ impl Harness {
             bound: vec![],
             freed: vec![],
             connects: vec![],
-            closed: vec![],
             splices: vec![],
         }
     }
@@ -126,7 +126,6 @@ impl Harness {
                 }
                 Command::FreeRelay { relay } => self.freed.push(relay),
                 Command::ConnectPeer { id, relay, peer } => self.connects.push((id, relay, peer)),
-                Command::ClosePeerConnection { id } => self.closed.push(id),
                 Command::SpliceData { five_tuple, id } => self.splices.push((five_tuple, id)),
             }
         }
@@ -227,6 +226,18 @@ impl Harness {
         );
         assert_eq!(Message::parse(&resp).unwrap().class(), Class::Success);
     }
+}
+
+/// A stand-in for the driver's peer socket that records being closed (dropped).
+fn peer_handle() -> (PeerHandle, Arc<AtomicBool>) {
+    struct Socket(Arc<AtomicBool>);
+    impl Drop for Socket {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    (PeerHandle::new(Socket(closed.clone())), closed)
 }
 
 fn code_of(resp: &[u8]) -> Option<u16> {
@@ -1283,13 +1294,14 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
         Some(&auth),
     );
     assert_eq!(code_of(&resp), Some(446));
-    h.server.handle_peer_connect_result(h.now, id, true);
+    let (socket, socket_closed) = peer_handle();
+    h.server.handle_peer_connect_result(h.now, id, Some(socket));
     let resp = h.pump().remove(0);
     let m = Message::parse(&resp).unwrap();
     assert_eq!(m.transaction_id(), &tid);
     assert_eq!(
         m.attribute(types::CONNECTION_ID).unwrap().unwrap(),
-        Attribute::ConnectionId(id)
+        Attribute::ConnectionId(id.get())
     );
 
     // ConnectionBind on a new data connection, by another user: 441; by the owner: spliced.
@@ -1304,18 +1316,22 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
         password: c.password,
         ..auth.clone()
     };
-    let challenge = h.request(Method::ConnectionBind, &[Attribute::ConnectionId(id)], None);
+    let challenge = h.request(
+        Method::ConnectionBind,
+        &[Attribute::ConnectionId(id.get())],
+        None,
+    );
     mallory.update_from_challenge(&Message::parse(&challenge).unwrap());
     auth.update_from_challenge(&Message::parse(&challenge).unwrap());
     let resp = h.request(
         Method::ConnectionBind,
-        &[Attribute::ConnectionId(id)],
+        &[Attribute::ConnectionId(id.get())],
         Some(&mallory),
     );
     assert_eq!(code_of(&resp), Some(441));
     let resp = h.request(
         Method::ConnectionBind,
-        &[Attribute::ConnectionId(id)],
+        &[Attribute::ConnectionId(id.get())],
         Some(&auth),
     );
     assert_eq!(code_of(&resp), None);
@@ -1323,42 +1339,88 @@ fn tcp_relaying_connect_connection_bind_and_incoming_peers() {
     // A connection binds only once.
     let resp = h.request(
         Method::ConnectionBind,
-        &[Attribute::ConnectionId(id)],
+        &[Attribute::ConnectionId(id.get())],
         Some(&auth),
     );
     assert_eq!(code_of(&resp), Some(400));
 
-    // An incoming peer without permission is refused; with one, the client hears of it.
+    // The driver takes the socket to splice it, and hands back the splice.
+    let taken = h.server.tcp.take_socket(id).unwrap();
+    assert!(h.server.tcp.set_splice(id, taken).is_ok());
+    assert!(!socket_closed.load(Ordering::SeqCst));
+
+    // An incoming peer without permission is refused (its socket closed); with one, the
+    // client hears of it.
+    let tcp = h.server.tcp.clone();
     let stranger = PeerSocket::new(SocketAddr::from(([203, 0, 113, 77], 1234)));
-    assert_eq!(
-        h.server.handle_peer_tcp_accepted(h.now, relay, stranger),
-        None
-    );
+    let (socket, stranger_closed) = peer_handle();
+    h.server
+        .handle_peer_tcp_accepted(h.now, relay, stranger, socket);
+    assert!(stranger_closed.load(Ordering::SeqCst));
+    assert_eq!(tcp.len(), 1);
     let incoming = PeerSocket::new(SocketAddr::from(([203, 0, 113, 50], 9999)));
-    let id2 = h
-        .server
-        .handle_peer_tcp_accepted(h.now, relay, incoming)
-        .unwrap();
+    let (socket, incoming_closed) = peer_handle();
+    h.server
+        .handle_peer_tcp_accepted(h.now, relay, incoming, socket);
     let attempt = h.pump().remove(0);
     let m = Message::parse(&attempt).unwrap();
     assert_eq!(
         (m.method(), m.class()),
         (Method::ConnectionAttempt, Class::Indication)
     );
-    assert_eq!(
-        m.attribute(types::CONNECTION_ID).unwrap().unwrap(),
-        Attribute::ConnectionId(id2)
-    );
+    let Some(Ok(Attribute::ConnectionId(id2))) = m.attribute(types::CONNECTION_ID) else {
+        panic!("no CONNECTION-ID in {m:?}");
+    };
+    assert_ne!(id2, id.get());
+    assert_eq!(tcp.len(), 2);
     // Nobody binds it within 30 s: closed.
     h.advance(31);
-    assert!(h.closed.contains(&id2));
-    // The allocation ends: its connections close with it.
+    assert!(incoming_closed.load(Ordering::SeqCst));
+    assert_eq!(tcp.len(), 1);
+    // The allocation ends: its connections close with it, the spliced one too.
     h.tuple = control;
     // Nonces are bound to the client IP: the data connection's nonce works here too.
     let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&auth));
     assert_eq!(code_of(&resp), None);
-    assert!(h.closed.contains(&id));
+    assert!(socket_closed.load(Ordering::SeqCst));
+    assert!(tcp.is_empty());
     assert_eq!(h.freed, vec![relay]);
+}
+
+#[test]
+fn a_connect_that_completes_after_its_allocation_ended_is_closed() {
+    let mut h = Harness::new();
+    let mut auth = h.credentials(3600);
+    h.tuple.transport = Transport::Tcp;
+    h.challenge(&mut auth, 6);
+    let resp = h.request(
+        Method::Allocate,
+        &[Attribute::RequestedTransport(6)],
+        Some(&auth),
+    );
+    assert_eq!(code_of(&resp), None);
+    let req = encode_request(
+        Method::Connect,
+        Class::Request,
+        h.tid(),
+        &[Attribute::XorPeerAddress(peer())],
+        Some(&auth),
+    )
+    .unwrap();
+    assert!(h.input(&req).is_none());
+    h.pump();
+    let (id, _, _) = h.connects[0];
+    // The control connection closes while the driver is still connecting.
+    let control = h.tuple;
+    h.server.handle_client_disconnected(&control);
+    h.pump();
+    let (socket, closed) = peer_handle();
+    h.server.handle_peer_connect_result(h.now, id, Some(socket));
+    assert!(
+        closed.load(Ordering::SeqCst),
+        "no ESTABLISHED socket without an owner"
+    );
+    assert!(h.server.tcp.is_empty());
 }
 
 #[test]

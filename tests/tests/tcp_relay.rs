@@ -1,0 +1,166 @@
+//! RFC 6062 TCP relaying on real sockets: a relay in this process, a TURN client speaking over
+//! TCP, and a peer listening on 127.0.0.1. What the interop tests with coturn's client cannot
+//! show: a peer connection, spliced to a data connection, closes when its allocation ends.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // a panic in a test is a failed test
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use geoturn_relay_proto::client::{ClientAuth, encode_request, error_code};
+use geoturn_relay_proto::stun::attribute::types;
+use geoturn_relay_proto::stun::framing::frame_len;
+use geoturn_relay_proto::stun::{Attribute, Class, Message, Method, TransactionId};
+use geoturn_tests::relay::TestRelay;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A TURN client on one TCP connection.
+struct StreamClient {
+    stream: TcpStream,
+    auth: ClientAuth,
+    tid: u8,
+}
+
+impl StreamClient {
+    fn connect(relay: SocketAddr, user: &str) -> Self {
+        let c = TestRelay::credentials(user, 3600);
+        let stream = TcpStream::connect(relay).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self {
+            stream,
+            auth: ClientAuth {
+                username: c.username,
+                password: c.password,
+                realm: String::new(),
+                nonce: String::new(),
+            },
+            tid: 0,
+        }
+    }
+
+    /// Reads one STUN frame.
+    fn read_frame(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1500];
+        loop {
+            if let Ok(Some(len)) = frame_len(&buf)
+                && buf.len() >= len
+            {
+                buf.truncate(len);
+                return buf;
+            }
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "relay closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends a request, answering one 401/438 challenge; returns the final response.
+    fn request(&mut self, method: Method, attrs: &[Attribute<'_>]) -> Vec<u8> {
+        for _ in 0..2 {
+            self.tid += 1;
+            let auth = (!self.auth.nonce.is_empty()).then_some(&self.auth);
+            let req = encode_request(
+                method,
+                Class::Request,
+                TransactionId([self.tid; 12]),
+                attrs,
+                auth,
+            )
+            .unwrap();
+            self.stream.write_all(&req).unwrap();
+            let resp = self.read_frame();
+            let m = Message::parse(&resp).unwrap();
+            if matches!(error_code(&m), Some(401 | 438)) && self.auth.update_from_challenge(&m) {
+                continue;
+            }
+            return resp;
+        }
+        panic!("{method:?} challenged twice");
+    }
+}
+
+fn code(resp: &[u8]) -> Option<u16> {
+    error_code(&Message::parse(resp).unwrap())
+}
+
+/// True when `stream` reads end-of-file (or a reset) within the wait.
+fn closes_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Allocates over TCP, Connects to a fresh peer, binds a data connection to it and checks bytes
+/// flow both ways. Returns the control client, the data connection and the peer's side.
+fn spliced(relay: &TestRelay) -> (StreamClient, TcpStream, TcpStream) {
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut control = StreamClient::connect(relay.addr(), "alice");
+    let resp = control.request(Method::Allocate, &[Attribute::RequestedTransport(6)]);
+    assert_eq!(code(&resp), None, "TCP Allocate");
+    let resp = control.request(
+        Method::Connect,
+        &[Attribute::XorPeerAddress(peer.local_addr().unwrap())],
+    );
+    assert_eq!(code(&resp), None, "Connect");
+    let m = Message::parse(&resp).unwrap();
+    let Some(Ok(Attribute::ConnectionId(id))) = m.attribute(types::CONNECTION_ID) else {
+        panic!("no CONNECTION-ID");
+    };
+    let (mut at_peer, _) = peer.accept().unwrap();
+    at_peer.set_read_timeout(Some(WAIT)).unwrap();
+
+    let mut data = StreamClient::connect(relay.addr(), "alice");
+    let resp = data.request(Method::ConnectionBind, &[Attribute::ConnectionId(id)]);
+    assert_eq!(code(&resp), None, "ConnectionBind");
+    let mut data = data.stream;
+    data.write_all(b"to the peer").unwrap();
+    let mut buf = [0u8; 11];
+    at_peer.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"to the peer");
+    at_peer.write_all(b"to the client").unwrap();
+    let mut buf = [0u8; 13];
+    data.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"to the client");
+    (control, data, at_peer)
+}
+
+#[test]
+fn a_spliced_peer_connection_closes_when_its_allocation_is_deleted() {
+    let relay = TestRelay::start(|_| {});
+    let (mut control, mut data, mut at_peer) = spliced(&relay);
+    let resp = control.request(Method::Refresh, &[Attribute::Lifetime(0)]);
+    assert_eq!(code(&resp), None, "Refresh 0");
+    assert!(
+        closes_within(&mut at_peer, WAIT),
+        "the peer connection outlived its allocation"
+    );
+    assert!(
+        closes_within(&mut data, WAIT),
+        "the data connection stayed open"
+    );
+}
+
+#[test]
+fn a_spliced_peer_connection_closes_with_the_control_connection() {
+    let relay = TestRelay::start(|_| {});
+    let (control, _data, mut at_peer) = spliced(&relay);
+    drop(control);
+    assert!(
+        closes_within(&mut at_peer, WAIT),
+        "the peer connection outlived its control connection"
+    );
+}
