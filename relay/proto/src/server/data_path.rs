@@ -79,6 +79,12 @@ impl Server {
         msg: &Message<'_>,
         packet: &[u8],
     ) -> Option<ToPeer> {
+        // An indication with an unknown comprehension-required attribute is discarded
+        // (RFC 8489 §6.3): the sender asked for a meaning this relay cannot honour.
+        if !msg.unknown_comprehension_required().is_empty() {
+            self.stats.drop_packet(DropReason::Malformed);
+            return None;
+        }
         let (Some(Ok(Attribute::XorPeerAddress(peer))), Some(Ok(Attribute::Data(payload)))) = (
             msg.attribute(types::XOR_PEER_ADDRESS),
             msg.attribute(types::DATA),

@@ -42,6 +42,26 @@ fn send_indication_and_data_indication_round_trip() {
         Attribute::Data(b"hey")
     );
 
+    // An unknown comprehension-required attribute: discarded, not relayed (RFC 8489 §6.3).
+    // An unknown comprehension-optional one (0x8000 and up) is ignored.
+    let malformed = h.server.stats().drops(DropReason::Malformed);
+    for (typ, relayed) in [(0x7ABC, false), (0x8ABC, true)] {
+        let send = encode_request(
+            Method::Send,
+            Class::Indication,
+            TransactionId([10; 12]),
+            &[
+                Attribute::XorPeerAddress(peer()),
+                Attribute::Data(b"hello"),
+                Attribute::Unknown { typ, value: b"zz" },
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(h.input(&send).is_some(), relayed, "attribute {typ:#x}");
+    }
+    assert_eq!(h.server.stats().drops(DropReason::Malformed), malformed + 1);
+
     // Another peer IP has no permission.
     let stranger = SocketAddr::from(([203, 0, 113, 51], 7000));
     assert!(
