@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         SecretSet::from_values([SECRET]),
         SharedTables {
             quota: Arc::new(Quota::new(4, 16)),
-            ports: Arc::new(PortPool::new(50000..=50015, 1)),
+            ports: Arc::new(PortPool::new(50000..=50015, [1; 32])),
             tcp: Arc::new(TcpConnections::new(3)),
         },
         WallClock {

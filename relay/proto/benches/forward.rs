@@ -210,7 +210,7 @@ fn main() {
         SecretSet::from_values([SECRET]),
         SharedTables {
             quota: Arc::new(Quota::new(0, 0)),
-            ports: Arc::new(PortPool::new(50000..=50099, 7)),
+            ports: Arc::new(PortPool::new(50000..=50099, [7; 32])),
             tcp: Arc::new(TcpConnections::new(7)),
         },
         WallClock {

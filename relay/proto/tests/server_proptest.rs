@@ -159,7 +159,7 @@ impl World {
             ..ServerConfig::default()
         };
         let quota = Arc::new(Quota::new(2, 6));
-        let ports = Arc::new(PortPool::new(50000..=50011, 3));
+        let ports = Arc::new(PortPool::new(50000..=50011, [3; 32]));
         let tcp = Arc::new(TcpConnections::new(5));
         let server = Server::new(
             config,

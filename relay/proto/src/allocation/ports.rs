@@ -1,11 +1,17 @@
 //! Relayed port selection, shared by every shard of a relay: random within the configured range
 //! (RFC 8656 §7.2 asks for unpredictable ports), with EVEN-PORT and the RESERVATION-TOKEN of
 //! the next-higher port. Locked only when allocations are created or freed, never per packet.
+//!
+//! Ports and tokens come from ChaCha12, a CSPRNG: a client sees its own port and token, and
+//! must learn nothing from them about the next ones (a predictable token is a stolen port).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha12Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 /// How long a reserved port waits for the Allocate that names its token (RFC 8656 §7.2).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
@@ -22,11 +28,20 @@ pub struct Picked {
     pub reservation: Option<Token>,
 }
 
+/// A port held for the Allocate that names its token.
+#[derive(Debug)]
+struct Reservation {
+    port: u16,
+    /// Only the user who reserved it may take it: a token seen by someone else is no use.
+    username: String,
+    until: Instant,
+}
+
 #[derive(Debug)]
 struct Inner {
     used: HashSet<u16>,
-    reservations: HashMap<Token, (u16, Instant)>,
-    rng: u64,
+    reservations: HashMap<Token, Reservation>,
+    rng: ChaCha12Rng,
 }
 
 /// The relayed ports of one relay.
@@ -37,20 +52,12 @@ pub struct PortPool {
 }
 
 impl Inner {
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*: unpredictable enough for port choice, and deterministic under test.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
     fn expire(&mut self, now: Instant) {
         let used = &mut self.used;
-        self.reservations.retain(|_, (port, until)| {
-            let keep = now < *until;
+        self.reservations.retain(|_, r| {
+            let keep = now < r.until;
             if !keep {
-                used.remove(port);
+                used.remove(&r.port);
             }
             keep
         });
@@ -58,14 +65,15 @@ impl Inner {
 }
 
 impl PortPool {
-    /// A pool over `range`, with port choice seeded by `seed`.
-    pub fn new(range: RangeInclusive<u16>, seed: u64) -> Self {
+    /// A pool over `range`; ports and tokens drawn from a CSPRNG seeded with `seed` (from the
+    /// operating system in production, fixed in tests).
+    pub fn new(range: RangeInclusive<u16>, seed: [u8; 32]) -> Self {
         Self {
             range,
             inner: Mutex::new(Inner {
                 used: HashSet::new(),
                 reservations: HashMap::new(),
-                rng: seed | 1,
+                rng: ChaCha12Rng::from_seed(seed),
             }),
         }
     }
@@ -76,13 +84,19 @@ impl PortPool {
     }
 
     /// A free port, even when `even`; with `reserve_next`, an even port whose successor is free
-    /// too, the successor reserved under a new token.
-    pub fn pick(&self, even: bool, reserve_next: bool, now: Instant) -> Option<Picked> {
+    /// too, the successor reserved for `username` under a new token.
+    pub fn pick(
+        &self,
+        even: bool,
+        reserve_next: bool,
+        username: &str,
+        now: Instant,
+    ) -> Option<Picked> {
         let mut inner = self.inner();
         inner.expire(now);
         let first = u32::from(*self.range.start());
         let span = u32::from(*self.range.end()).checked_sub(first)? + 1;
-        let start = (inner.next_random() % u64::from(span)) as u32;
+        let start = (inner.rng.next_u64() % u64::from(span)) as u32;
         let even = even || reserve_next;
         for i in 0..span {
             let port = u16::try_from(first + (start + i) % span).ok()?;
@@ -102,12 +116,19 @@ impl PortPool {
             if inner.used.contains(&next) {
                 continue;
             }
-            let token = inner.next_random().to_be_bytes();
+            let mut token = Token::default();
+            // A fresh 64-bit token; a collision with a live one would hand over its port.
+            while token == Token::default() || inner.reservations.contains_key(&token) {
+                inner.rng.fill_bytes(&mut token);
+            }
             inner.used.insert(port);
             inner.used.insert(next);
-            inner
-                .reservations
-                .insert(token, (next, now + RESERVATION_LIFETIME));
+            let reservation = Reservation {
+                port: next,
+                username: username.to_owned(),
+                until: now + RESERVATION_LIFETIME,
+            };
+            inner.reservations.insert(token, reservation);
             return Some(Picked {
                 port,
                 reservation: Some(token),
@@ -116,11 +137,15 @@ impl PortPool {
         None
     }
 
-    /// Takes the port reserved under `token`, if the reservation is still live.
-    pub fn take_reservation(&self, token: &Token, now: Instant) -> Option<u16> {
+    /// Takes the port reserved under `token`, if the reservation is still live and `username`
+    /// made it. Another user's attempt leaves the reservation in place.
+    pub fn take_reservation(&self, token: &Token, username: &str, now: Instant) -> Option<u16> {
         let mut inner = self.inner();
         inner.expire(now);
-        inner.reservations.remove(token).map(|(port, _)| port)
+        if inner.reservations.get(token)?.username != username {
+            return None;
+        }
+        inner.reservations.remove(token).map(|r| r.port)
     }
 
     /// Returns a port (and, if it was reserved, its reservation) to the pool.
@@ -132,8 +157,8 @@ impl PortPool {
     /// Drops a reservation made with a port whose Allocate failed.
     pub fn cancel_reservation(&self, token: &Token) {
         let mut inner = self.inner();
-        if let Some((port, _)) = inner.reservations.remove(token) {
-            inner.used.remove(&port);
+        if let Some(r) = inner.reservations.remove(token) {
+            inner.used.remove(&r.port);
         }
     }
 
@@ -150,31 +175,37 @@ mod tests {
     #[test]
     fn picks_every_port_once() {
         let now = crate::test_epoch();
-        let pool = PortPool::new(50000..=50009, 1);
+        let pool = PortPool::new(50000..=50009, [1; 32]);
         let mut seen = HashSet::new();
-        while let Some(p) = pool.pick(false, false, now) {
+        while let Some(p) = pool.pick(false, false, "1:alice", now) {
             assert!(seen.insert(p.port));
         }
         assert_eq!(seen.len(), 10);
         pool.release(50002);
-        assert_eq!(pool.pick(false, false, now).unwrap().port, 50002);
+        assert_eq!(pool.pick(false, false, "1:alice", now).unwrap().port, 50002);
     }
 
     #[test]
     fn even_ports_and_reservations() {
         let now = crate::test_epoch();
-        let pool = PortPool::new(50001..=50006, 7);
-        let p = pool.pick(false, true, now).unwrap();
+        let pool = PortPool::new(50001..=50006, [7; 32]);
+        let p = pool.pick(false, true, "1:alice", now).unwrap();
         assert_eq!(p.port % 2, 0);
         let token = p.reservation.unwrap();
         assert_eq!(pool.in_use(), 2);
-        assert_eq!(pool.take_reservation(&token, now), Some(p.port + 1));
-        assert_eq!(pool.take_reservation(&token, now), None);
+        // Another user holding the token gets nothing, and takes nothing away.
+        assert_eq!(pool.take_reservation(&token, "1:mallory", now), None);
+        assert_eq!(
+            pool.take_reservation(&token, "1:alice", now),
+            Some(p.port + 1)
+        );
+        assert_eq!(pool.take_reservation(&token, "1:alice", now), None);
         // A reservation nobody claims frees its port after 30 s.
-        let q = pool.pick(false, true, now).unwrap();
+        let q = pool.pick(false, true, "1:alice", now).unwrap();
         assert_eq!(pool.in_use(), 4);
         let later = now + RESERVATION_LIFETIME;
-        assert_eq!(pool.take_reservation(&q.reservation.unwrap(), later), None);
+        let token = q.reservation.unwrap();
+        assert_eq!(pool.take_reservation(&token, "1:alice", later), None);
         assert_eq!(pool.in_use(), 3);
     }
 }

@@ -171,7 +171,9 @@ impl Server {
         }
         let reserved_port = match token {
             None => None,
-            Some(t) => match self.ports.take_reservation(&t, now) {
+            // Tied to the user id, not the full username: a credential renewed between the two
+            // Allocates still takes the reservation.
+            Some(t) => match self.ports.take_reservation(&t, auth.user_id(), now) {
                 Some(port) => Some(port),
                 None => {
                     self.quota.release(auth.user_id());
@@ -213,12 +215,20 @@ impl Server {
         let port = match pending.reserved_port {
             _ if pending.attempts > MAX_BIND_ATTEMPTS => None,
             // The additional family's socket takes any free port.
-            _ if second_stage => self.ports.pick(false, false, now).map(|p| p.port),
+            _ if second_stage => self
+                .ports
+                .pick(false, false, pending.auth.user_id(), now)
+                .map(|p| p.port),
             Some(port) if pending.attempts == 1 => Some(port),
             Some(_) => None, // the reserved port could not be bound: no other port will do
             None => self
                 .ports
-                .pick(pending.even_port, pending.reserve_next, now)
+                .pick(
+                    pending.even_port,
+                    pending.reserve_next,
+                    pending.auth.user_id(),
+                    now,
+                )
                 .map(|picked| {
                     pending.issued_token = picked.reservation;
                     picked.port

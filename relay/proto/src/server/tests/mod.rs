@@ -61,7 +61,7 @@ impl Harness {
             SecretSet::from_values([SECRET]),
             SharedTables {
                 quota: Arc::new(quota),
-                ports: Arc::new(PortPool::new(ports, 42)),
+                ports: Arc::new(PortPool::new(ports, [42; 32])),
                 tcp: Arc::new(crate::allocation::tcp::TcpConnections::new(9)),
             },
             WallClock {

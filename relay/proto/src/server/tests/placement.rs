@@ -107,6 +107,24 @@ fn even_port_with_reservation_then_reservation_token() {
     let Some(Ok(Attribute::ReservationToken(token))) = m.attribute(types::RESERVATION_TOKEN) else {
         panic!("no token")
     };
+    // Another user who saw the token cannot take the port, nor spoil it for its owner.
+    h.tuple = tuple(40003);
+    let c = RestCredential::mint(SECRET, "mallory", UNIX_START, 3600);
+    let mut mallory = ClientAuth {
+        username: c.username,
+        password: c.password,
+        ..auth.clone()
+    };
+    h.challenge(&mut mallory, 17);
+    let resp = h.request(
+        Method::Allocate,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::ReservationToken(token),
+        ],
+        Some(&mallory),
+    );
+    assert_eq!(code_of(&resp), Some(508));
     // The RTCP allocation from another client port claims the reserved port.
     h.tuple = tuple(40001);
     h.challenge(&mut auth, 17);
