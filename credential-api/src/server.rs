@@ -132,6 +132,15 @@ pub async fn start(
         tracing::info!(path = %db.path.display(), kind = %db.database_type, ip_version = db.ip_version, "GeoIP database");
     }
     let secrets = ApiSecrets::new(config.static_secrets.clone(), registry_backed);
+    if registry_backed {
+        // Secrets stored by a version before 2 get their metadata authenticated now; until
+        // then, whoever can write Redis could revive a retired one.
+        match registry.reseal_legacy_secrets().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "re-sealed secrets stored in the old format"),
+            Err(e) => tracing::warn!(error = %e, "cannot re-seal secrets stored in the old format"),
+        }
+    }
     if let Err(e) = secrets.reload(&registry).await {
         tracing::warn!(error = %e, "cannot load secrets from the registry yet; retrying in the background");
     }

@@ -354,6 +354,86 @@ async fn redis_secrets_are_encrypted_at_rest() {
 }
 
 #[tokio::test]
+async fn redis_a_retired_secret_cannot_be_revived_by_editing_its_record() {
+    let server = RedisServer::start();
+    let reg = redis_registry(&server).await;
+    let mut old = Secret::new("s1", "retired");
+    old.not_after = Some(1_000);
+    reg.store_secret(&old).await.unwrap();
+    reg.store_secret(&Secret::new("s2", "active"))
+        .await
+        .unwrap();
+    assert_eq!(reg.load_secrets().await.unwrap().all().count(), 2);
+    let mut raw = raw(&server).await;
+    let stored: String = redis::cmd("HGET")
+        .arg("geoturn:secrets")
+        .arg("s1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(json["v"], 2, "{stored}");
+    // Someone with write access to Redis clears not_after and makes it look newest.
+    json["not_after"] = serde_json::Value::Null;
+    json["created"] = serde_json::json!(u64::MAX / 2);
+    redis::cmd("HSET")
+        .arg("geoturn:secrets")
+        .arg("s1")
+        .arg(json.to_string())
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let err = reg.load_secrets().await.unwrap_err();
+    assert!(matches!(err, RegistryError::Crypto(_)), "{err}");
+}
+
+#[tokio::test]
+async fn redis_legacy_secret_records_are_resealed() {
+    use base64::Engine as _;
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let server = RedisServer::start();
+    let reg = redis_registry(&server).await;
+    // A record as versions before 2 wrote it: the id alone as associated data, no "v".
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &KEY).unwrap());
+    let mut buf = b"from an older release".to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key([3; 12]),
+        Aad::from(b"s0".as_slice()),
+        &mut buf,
+    )
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let legacy = serde_json::json!({
+        "created": 1_700_000_000_000u64,
+        "not_after": 1_900_000_000u64,
+        "nonce": b64.encode([3u8; 12]),
+        "ciphertext": b64.encode(&buf),
+    });
+    let mut raw = raw(&server).await;
+    redis::cmd("HSET")
+        .arg("geoturn:secrets")
+        .arg("s0")
+        .arg(legacy.to_string())
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let before = reg.load_secrets().await.unwrap();
+    assert_eq!(reg.reseal_legacy_secrets().await.unwrap(), 1);
+    assert_eq!(reg.reseal_legacy_secrets().await.unwrap(), 0, "done once");
+    assert_eq!(reg.load_secrets().await.unwrap(), before);
+    let stored: String = redis::cmd("HGET")
+        .arg("geoturn:secrets")
+        .arg("s0")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(json["v"], 2);
+    assert_eq!(json["created"], 1_700_000_000_000u64);
+    assert_eq!(json["not_after"], 1_900_000_000u64);
+}
+
+#[tokio::test]
 async fn redis_outage_fails_fast_then_recovers() {
     // Shows the subscription's outage logging (one warning, one recovery) with --nocapture.
     let _ = tracing_subscriber::fmt()

@@ -2,10 +2,15 @@
 //! from their own configuration, never from Redis (DESIGN.md §3).
 //!
 //! Stored value (the `secrets` hash field `{id}`), JSON:
-//! `{"created": <unix ms>, "not_after": <unix s or null>, "nonce": <base64, 12 bytes>,
-//! "ciphertext": <base64, secret ‖ 16-byte tag>}`. The associated data is the secret id, so a
-//! ciphertext moved under another id fails to open. `created` is in milliseconds so two
-//! rotations within one second still order; `not_after` keeps [`Secret`]'s unit (seconds).
+//! `{"v": 2, "created": <unix ms>, "not_after": <unix s or null>, "nonce": <base64, 12 bytes>,
+//! "ciphertext": <base64, secret ‖ 16-byte tag>}`. The associated data binds the secret id,
+//! `created` and `not_after` ([`StoredSecret::aad`]): a ciphertext moved under another id, a
+//! retired secret whose `not_after` was cleared, or a secret made to look newest by a changed
+//! `created` fails to open, so write access to Redis cannot revive or promote a secret.
+//! Records without `v` (written before version 2) bound only the id; they are still read, and
+//! the credential API re-seals them at start ([`super::Registry::reseal_legacy_secrets`]).
+//! `created` is in milliseconds so two rotations within one second still order; `not_after`
+//! keeps [`Secret`]'s unit (seconds).
 //! Nonces are random: a key encrypts a few secrets per rotation, far below the 2^32 messages
 //! at which random 96-bit nonces start to risk a collision.
 
@@ -65,9 +70,15 @@ pub fn parse_secrets_key(text: &str) -> Result<[u8; 32], RegistryError> {
         })
 }
 
+/// The format written now: metadata in the associated data.
+const VERSION: u8 = 2;
+
 /// One encrypted secret as stored in the `secrets` hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredSecret {
+    /// Format version; absent in records from before version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<u8>,
     /// When the secret was first stored, Unix milliseconds; orders the set newest first.
     pub created: u64,
     /// Unix seconds after which the secret validates nothing; `None` while active.
@@ -79,7 +90,33 @@ pub(crate) struct StoredSecret {
 }
 
 impl StoredSecret {
-    /// Encrypts `secret` with its id as associated data.
+    /// The associated data of a record: the id alone for a legacy record; otherwise a label,
+    /// the version, the id and both times, length-prefixed so no two records share one.
+    fn aad(id: &str, version: Option<u8>, created: u64, not_after: Option<u64>) -> Vec<u8> {
+        let Some(v) = version else {
+            return id.as_bytes().to_vec();
+        };
+        let mut aad = b"geoturn secret".to_vec();
+        aad.push(v);
+        aad.extend_from_slice(&(id.len() as u64).to_be_bytes());
+        aad.extend_from_slice(id.as_bytes());
+        aad.extend_from_slice(&created.to_be_bytes());
+        match not_after {
+            Some(t) => {
+                aad.push(1);
+                aad.extend_from_slice(&t.to_be_bytes());
+            }
+            None => aad.push(0),
+        }
+        aad
+    }
+
+    /// True for a record written before version 2 (metadata not authenticated).
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.v.is_none()
+    }
+
+    /// Encrypts `secret`, binding its id, `created` and `not_after` as associated data.
     pub(crate) fn seal(
         key: &SecretsKey,
         secret: &Secret,
@@ -90,16 +127,18 @@ impl StoredSecret {
             .fill(&mut nonce)
             .map_err(|_| RegistryError::Crypto("no randomness for a nonce".into()))?;
         let mut buf = secret.value.expose().to_vec();
+        let aad = Self::aad(&secret.id, Some(VERSION), created, secret.not_after);
         key.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(secret.id.as_bytes()),
+                Aad::from(aad.as_slice()),
                 &mut buf,
             )
             .map_err(|_| {
                 RegistryError::Crypto(format!("could not encrypt secret {}", secret.id))
             })?;
         Ok(Self {
+            v: Some(VERSION),
             created,
             not_after: secret.not_after,
             nonce: STANDARD.encode(nonce),
@@ -107,8 +146,15 @@ impl StoredSecret {
         })
     }
 
-    /// Decrypts the secret stored under `id`; fails on a wrong key, a wrong id or any change.
+    /// Decrypts the secret stored under `id`; fails on a wrong key, a wrong id or any change
+    /// (to the metadata too, except in a legacy record).
     pub(crate) fn open(&self, key: &SecretsKey, id: &str) -> Result<Secret, RegistryError> {
+        if self.v.is_some_and(|v| v != VERSION) {
+            return Err(RegistryError::invalid(
+                "secret",
+                format!("secret {id}: format version {:?} is not {VERSION}", self.v),
+            ));
+        }
         let nonce: [u8; NONCE_LEN] = STANDARD
             .decode(&self.nonce)
             .ok()
@@ -117,11 +163,12 @@ impl StoredSecret {
         let mut buf = STANDARD
             .decode(&self.ciphertext)
             .map_err(|_| RegistryError::invalid("secret ciphertext", format!("secret {id}")))?;
+        let aad = Self::aad(id, self.v, self.created, self.not_after);
         let plain = key
             .0
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(id.as_bytes()),
+                Aad::from(aad.as_slice()),
                 &mut buf,
             )
             .map_err(|_| {
@@ -208,6 +255,75 @@ mod tests {
             short_nonce.open(&key(7), "s1"),
             Err(RegistryError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn changed_metadata_fails_to_open() {
+        let mut secret = Secret::new("s1", "hunter2");
+        secret.not_after = Some(1_800_000_000);
+        let stored = StoredSecret::seal(&key(7), &secret, 1_700_000_000_000).unwrap();
+        assert!(stored.open(&key(7), "s1").is_ok());
+        // A retired secret revived by clearing not_after, or pushed later.
+        for tampered in [
+            StoredSecret {
+                not_after: None,
+                ..stored.clone()
+            },
+            StoredSecret {
+                not_after: Some(1_900_000_000),
+                ..stored.clone()
+            },
+            // Made to look newest, so it would become the active secret.
+            StoredSecret {
+                created: 1_700_000_000_001,
+                ..stored.clone()
+            },
+            // Passed off as a legacy record, whose metadata is not bound.
+            StoredSecret {
+                v: None,
+                ..stored.clone()
+            },
+        ] {
+            assert!(
+                matches!(tampered.open(&key(7), "s1"), Err(RegistryError::Crypto(_))),
+                "{tampered:?} opened"
+            );
+        }
+        let future = StoredSecret {
+            v: Some(3),
+            ..stored
+        };
+        assert!(matches!(
+            future.open(&key(7), "s1"),
+            Err(RegistryError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn legacy_records_still_open() {
+        // Sealed as before version 2: the id alone as associated data, no `v`.
+        let k = key(7);
+        let mut buf = b"old secret".to_vec();
+        let nonce = [5u8; NONCE_LEN];
+        k.0.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(b"s0".as_slice()),
+            &mut buf,
+        )
+        .unwrap();
+        let json = format!(
+            r#"{{"created":1,"not_after":null,"nonce":"{}","ciphertext":"{}"}}"#,
+            STANDARD.encode(nonce),
+            STANDARD.encode(&buf)
+        );
+        let stored = StoredSecret::from_json("s0", &json).unwrap();
+        assert!(stored.is_legacy());
+        assert_eq!(stored.open(&k, "s0").unwrap().value.expose(), b"old secret");
+        assert!(
+            !StoredSecret::seal(&k, &Secret::new("s1", "x"), 0)
+                .unwrap()
+                .is_legacy()
+        );
     }
 
     #[test]

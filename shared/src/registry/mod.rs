@@ -191,6 +191,15 @@ impl Registry {
         }
     }
 
+    /// Re-seals secrets stored before format version 2, whose creation time and `not_after`
+    /// were not authenticated (see `crypto.rs`); returns how many. Nothing to do in memory.
+    pub async fn reseal_legacy_secrets(&self) -> Result<usize, RegistryError> {
+        match self {
+            Self::Memory(_) => Ok(0),
+            Self::Redis(r) => r.reseal_legacy_secrets().await,
+        }
+    }
+
     /// Deletes a stored secret, e.g. once it is past its `not_after`: the registry keeps every
     /// secret until told otherwise. Unknown ids are fine.
     pub async fn remove_secret(&self, id: &str) -> Result<(), RegistryError> {

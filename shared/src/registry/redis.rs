@@ -255,8 +255,11 @@ impl RedisRegistry {
                 c.hget(&self.keys.secrets, &secret.id).await
             })
             .await?;
+        // The creation time of a record that opens (its metadata is authentic); a record that
+        // does not open gives none, and the secret counts as new.
         let created = existing
             .and_then(|json| StoredSecret::from_json(&secret.id, &json).ok())
+            .filter(|s| s.open(key, &secret.id).is_ok())
             .map_or_else(unix_ms, |s| s.created);
         let value = &StoredSecret::seal(key, secret, created)?.to_json();
         self.call("store_secret", |mut c| async move {
@@ -286,6 +289,42 @@ impl RedisRegistry {
                 .await
         })
         .await
+    }
+
+    /// Re-seals records written before version 2 (their metadata was not authenticated) with
+    /// the same value, creation time and `not_after`; returns how many. A record that does not
+    /// open is left alone (`load_secrets` reports it).
+    pub async fn reseal_legacy_secrets(&self) -> Result<usize, RegistryError> {
+        let key = self.key()?;
+        let stored: HashMap<String, String> = self
+            .call("reseal_legacy_secrets", |mut c| async move {
+                c.hgetall(&self.keys.secrets).await
+            })
+            .await?;
+        let mut fields = Vec::new();
+        for (id, json) in stored {
+            let Ok(record) = StoredSecret::from_json(&id, &json) else {
+                continue;
+            };
+            if !record.is_legacy() {
+                continue;
+            }
+            let Ok(secret) = record.open(key, &id) else {
+                continue;
+            };
+            let sealed = StoredSecret::seal(key, &secret, record.created)?.to_json();
+            fields.push((id, sealed));
+        }
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let fields = &fields;
+        self.call("reseal_legacy_secrets", |mut c| async move {
+            c.hset_multiple::<_, _, _, ()>(&self.keys.secrets, fields)
+                .await
+        })
+        .await?;
+        Ok(fields.len())
     }
 
     /// Deletes a secret (one past its `not_after`, say); needs no secrets key.
