@@ -491,7 +491,17 @@ fn drained_stale_and_killed_relays_leave_the_answers() {
         .iter()
         .find(|r| r["id"] == "ghost")
         .cloned();
-    assert_eq!(ghost_row.unwrap()["stale"], true, "{relays}");
+    let ghost_row = ghost_row.unwrap();
+    assert_eq!(ghost_row["stale"], true, "{relays}");
+    // The row keeps the URLs the dashboard shows, built from the record's addresses.
+    assert_eq!(
+        ghost_row["urls"],
+        serde_json::json!(["turn:127.0.0.1:9?transport=udp"])
+    );
+    assert_eq!(
+        ghost_row["addresses"],
+        serde_json::json!({"udp": ["127.0.0.1:9"], "tcp": [], "tls": [], "host": null})
+    );
     assert_eq!(all(&f).len(), 3, "the stale record is not handed out");
 
     // Drain eu-1 through the API: the relay hears it, the API stops handing it out.
