@@ -365,7 +365,7 @@ mod tests {
             ("udp", "203.0.113.5:3478,"),
             ("tcp", "relay.example.com:3478"),
             ("tls", "[2001:db8::1]"),
-            ("tls", &vec!["192.0.2.1:1"; 9].join(",")),
+            ("tls", &["192.0.2.1:1"; 9].join(",")),
         ] {
             let mut f = fields(&ok);
             f.insert(field.into(), value.into());
