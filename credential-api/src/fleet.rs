@@ -8,7 +8,8 @@ use crate::state::AppState;
 /// The load snapshot as `GET /v1/relays` answers it and `GET /v1/events` pushes it: every
 /// record plus its heartbeat age and staleness at the read, a relay the API was told is
 /// draining shown draining before its own heartbeat says so, the stale limit, and whether the
-/// registry could be read.
+/// registry could be read. Each relay carries its record's `addresses` and, as before them,
+/// its TURN `urls` (what the dashboard shows).
 pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value {
     let stale_after = state.config.rank.stale_after;
     let relays: Vec<_> = snap
@@ -18,6 +19,7 @@ pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value
         .map(|(r, c)| {
             let mut v = serde_json::to_value(r).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
+                o.insert("urls".into(), r.addresses.turn_urls().into());
                 o.insert(
                     "heartbeat_age_ms".into(),
                     u64::try_from(c.heartbeat_age.as_millis())

@@ -32,7 +32,8 @@ pub fn chosen<'a>(ranking: &Ranking, relays: &'a [RelayRecord]) -> Vec<&'a Relay
         .collect()
 }
 
-/// The answer's servers: a STUN entry from the best relay, then each relay's TURN URLs with
+/// The answer's servers: a STUN entry from the best relay with a plain TURN address (UDP
+/// preferred), then each relay's TURN URLs with
 /// the one credential (every relay accepts it: they share the secret set), then, when
 /// configured, the anycast URLs as the last resort (its first contact is redirected to a
 /// unicast relay of whichever region the route reaches).
@@ -42,7 +43,7 @@ pub fn ice_servers(
     anycast: &[String],
 ) -> Vec<IceServer> {
     let mut out = Vec::with_capacity(chosen.len() + 1);
-    if let Some(stun) = chosen.iter().find_map(|r| stun_url(&r.urls)) {
+    if let Some(stun) = chosen.iter().find_map(|r| r.addresses.stun_url()) {
         out.push(IceServer {
             urls: vec![stun],
             username: None,
@@ -50,12 +51,7 @@ pub fn ice_servers(
         });
     }
     for relay in chosen {
-        let urls: Vec<String> = relay
-            .urls
-            .iter()
-            .filter(|u| u.starts_with("turn:") || u.starts_with("turns:"))
-            .cloned()
-            .collect();
+        let urls = relay.addresses.turn_urls();
         if urls.is_empty() {
             continue;
         }
@@ -79,37 +75,22 @@ pub fn ice_servers(
 pub fn turn_uris(chosen: &[&RelayRecord]) -> Vec<String> {
     chosen
         .iter()
-        .flat_map(|r| r.urls.iter())
-        .filter(|u| u.starts_with("turn:") || u.starts_with("turns:"))
-        .cloned()
+        .flat_map(|r| r.addresses.turn_urls())
         .collect()
-}
-
-/// `stun:host:port` from a relay's plain `turn:` URL, preferring its UDP one: a TURN server
-/// answers STUN Binding on the same port (RFC 8656 §3).
-fn stun_url(urls: &[String]) -> Option<String> {
-    let plain = |u: &&String| u.starts_with("turn:");
-    let pick = urls
-        .iter()
-        .filter(plain)
-        .find(|u| u.ends_with("?transport=udp"))
-        .or_else(|| urls.iter().find(plain))?;
-    let host_port = pick.strip_prefix("turn:")?.split('?').next()?;
-    Some(format!("stun:{host_port}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geoturn_shared::registry::RelayState;
+    use geoturn_shared::registry::{RelayAddrs, RelayState};
 
-    fn relay(id: &str, urls: &[&str]) -> RelayRecord {
+    fn relay(id: &str, addresses: RelayAddrs) -> RelayRecord {
         RelayRecord {
             id: id.into(),
             region: "r".into(),
             lat: 0.0,
             lon: 0.0,
-            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            addresses,
             capacity_allocations: 0,
             capacity_mbps: 0,
             allocations: 0,
@@ -125,26 +106,47 @@ mod tests {
         }
     }
 
+    fn addrs(udp: &[&str], tcp: &[&str], tls: &[&str], host: Option<&str>) -> RelayAddrs {
+        let parse = |l: &[&str]| l.iter().map(|a| a.parse().unwrap()).collect();
+        RelayAddrs {
+            udp: parse(udp),
+            tcp: parse(tcp),
+            tls: parse(tls),
+            host: host.map(str::to_owned),
+        }
+    }
+
     #[test]
     fn stun_first_then_each_relay_in_rank_order() {
         let a = relay(
             "a",
-            &[
-                "turn:192.0.2.1:3478?transport=tcp",
-                "turn:192.0.2.1:3478?transport=udp",
-                "turns:a.example:5349?transport=tcp",
-            ],
+            addrs(
+                &["192.0.2.1:3478"],
+                &["192.0.2.1:3478"],
+                &["192.0.2.1:5349"],
+                None,
+            ),
         );
-        let b = relay("b", &["turns:b.example:443?transport=tcp"]);
-        let c = relay("c", &[]);
+        let b = relay(
+            "b",
+            addrs(&[], &[], &["198.51.100.7:443"], Some("b.example")),
+        );
+        let c = relay("c", RelayAddrs::default());
         let cred = RestCredential::mint(b"s", "u", 100, 50);
         let servers = ice_servers(&[&b, &a, &c], &cred, &[]);
-        // b has no plain turn: URL, so the STUN entry comes from a, the next relay.
+        // b has no plain TURN address, so the STUN entry comes from a, the next relay.
         assert_eq!(servers[0].urls, vec!["stun:192.0.2.1:3478"]);
         assert_eq!(servers[0].username, None);
-        assert_eq!(servers[1].urls, b.urls);
-        assert_eq!(servers[2].urls, a.urls);
-        assert_eq!(servers.len(), 3, "a relay without URLs gets no entry");
+        assert_eq!(servers[1].urls, vec!["turns:b.example:443?transport=tcp"]);
+        assert_eq!(
+            servers[2].urls,
+            vec![
+                "turn:192.0.2.1:3478?transport=udp",
+                "turn:192.0.2.1:3478?transport=tcp",
+                "turns:192.0.2.1:5349?transport=tcp",
+            ]
+        );
+        assert_eq!(servers.len(), 3, "a relay without addresses gets no entry");
         assert_eq!(servers[1].username.as_deref(), Some("150:u"));
         let json = serde_json::to_value(&servers[0]).unwrap();
         assert_eq!(json, serde_json::json!({"urls": ["stun:192.0.2.1:3478"]}));
@@ -153,19 +155,29 @@ mod tests {
 
     #[test]
     fn anycast_urls_come_last_with_the_same_credential() {
-        let a = relay("a", &["turn:192.0.2.1:3478?transport=udp"]);
+        let a = relay("a", addrs(&["192.0.2.1:3478"], &[], &[], None));
         let cred = RestCredential::mint(b"s", "u", 100, 50);
         let anycast = vec!["turn:global.example:3478?transport=udp".to_owned()];
         let servers = ice_servers(&[&a], &cred, &anycast);
         assert_eq!(servers.len(), 3);
-        assert_eq!(servers[1].urls, a.urls);
+        assert_eq!(servers[1].urls, vec!["turn:192.0.2.1:3478?transport=udp"]);
         assert_eq!(servers[2].urls, anycast);
         assert_eq!(servers[2].credential, servers[1].credential);
     }
 
     #[test]
-    fn ipv6_hosts_keep_their_brackets() {
-        let r = relay("v6", &["turn:[2001:db8::1]:3478?transport=udp"]);
-        assert_eq!(stun_url(&r.urls).unwrap(), "stun:[2001:db8::1]:3478");
+    fn ipv6_hosts_keep_their_brackets_and_names_replace_ips() {
+        let cred = RestCredential::mint(b"s", "u", 100, 50);
+        let v6 = relay("v6", addrs(&["[2001:db8::1]:3478"], &[], &[], None));
+        let servers = ice_servers(&[&v6], &cred, &[]);
+        assert_eq!(servers[0].urls, vec!["stun:[2001:db8::1]:3478"]);
+        assert_eq!(
+            servers[1].urls,
+            vec!["turn:[2001:db8::1]:3478?transport=udp"]
+        );
+        let named = relay("n", addrs(&[], &["192.0.2.9:443"], &[], Some("n.example")));
+        let servers = ice_servers(&[&named], &cred, &[]);
+        assert_eq!(servers[0].urls, vec!["stun:n.example:443"]);
+        assert_eq!(servers[1].urls, vec!["turn:n.example:443?transport=tcp"]);
     }
 }

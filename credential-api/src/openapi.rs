@@ -38,6 +38,14 @@ fn admin(summary: &str, status: &str, params: Value) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let relays_get = {
+        let mut get = admin("The relay load snapshot (API keys)", "200", json!([]));
+        get["responses"]["200"] = ok_json(
+            "The relay load snapshot (API keys)",
+            json!({"$ref": "#/components/schemas/RelaysSnapshot"}),
+        );
+        get
+    };
     let ice_ok = {
         let mut r = errors();
         r["200"] = ok_json(
@@ -62,6 +70,23 @@ pub fn document() -> Value {
                 "IceServersAnswer": {"type": "object", "required": ["iceServers", "ttl", "expiresAt"], "properties": {
                     "iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}},
                     "ttl": {"type": "integer"}, "expiresAt": {"type": "string", "format": "date-time"}}},
+                "RelayAddresses": {"type": "object", "required": ["udp", "tcp", "tls", "host"],
+                    "description": "A relay's advertised public IP addresses per transport (`IP:port`, IPv6 as `[2001:db8::1]:3478`) and its --public-host name (null when none), which its URLs carry in place of the IP",
+                    "properties": {
+                        "udp": {"type": "array", "items": {"type": "string"}},
+                        "tcp": {"type": "array", "items": {"type": "string"}},
+                        "tls": {"type": "array", "items": {"type": "string"}},
+                        "host": {"type": ["string", "null"]}}},
+                "Relay": {"type": "object", "description": "A relay record as of its last heartbeat (load, capacity, times as in the registry) plus heartbeat_age_ms and stale",
+                    "properties": {
+                        "id": {"type": "string"}, "region": {"type": "string"}, "state": {"type": "string", "enum": ["active", "draining"]},
+                        "addresses": {"$ref": "#/components/schemas/RelayAddresses"},
+                        "urls": {"type": "array", "items": {"type": "string"}, "description": "The TURN URLs built from addresses, as ICE answers give them"},
+                        "heartbeat_age_ms": {"type": "integer"}, "stale": {"type": "boolean"}}},
+                "RelaysSnapshot": {"type": "object", "required": ["relays"], "properties": {
+                    "relays": {"type": "array", "items": {"$ref": "#/components/schemas/Relay"}},
+                    "fetchedAt": {"type": "string", "format": "date-time"}, "fetchedAtMs": {"type": "integer"},
+                    "staleAfterMs": {"type": "integer"}, "stale": {"type": "boolean"}, "error": {"type": ["string", "null"]}}},
                 "IceRequest": {"type": "object", "additionalProperties": false, "properties": {
                     "ttl": {"type": "integer"}, "client_ip": {"type": "string"}, "count": {"type": "integer"}, "user": {"type": "string"}}},
             },
@@ -91,7 +116,7 @@ pub fn document() -> Value {
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"ttl": {"type": "integer"}, "customIdentifier": {"type": "string"}}}}}},
                 "responses": {"201": ok_json("ICE servers", json!({"type": "object", "properties": {"iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}}}}))},
             }},
-            "/v1/relays": {"get": admin("The relay load snapshot (API keys)", "200", json!([]))},
+            "/v1/relays": {"get": relays_get},
             "/v1/admin/secrets": {"get": admin("Live TURN secrets, active first (admin)", "200", json!([]))},
             "/v1/admin/secrets/rotate": {"post": admin("Create a new active secret; older ones retire after max TTL (admin)", "201", json!([]))},
             "/v1/admin/users/{id}/revoke": {"post": admin("Refuse a user's current credentials on every relay (admin)", "202", id_param("id"))},

@@ -84,7 +84,7 @@ pub async fn route(opts: &RouteOptions) -> Result<String, RouteError> {
                 serde_json::json!({
                     "id": c.id, "region": c.region, "distance_km": c.distance_km,
                     "rtt_ms": c.rtt_ms, "load": c.load, "score": c.score, "reason": c.reason,
-                    "urls": records.get(c.index).map(|r| r.urls.clone()).unwrap_or_default(),
+                    "urls": records.get(c.index).map(|r| r.addresses.turn_urls()).unwrap_or_default(),
                 })
             })
             .collect();

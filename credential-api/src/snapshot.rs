@@ -238,7 +238,10 @@ mod tests {
             region: "r".into(),
             lat: 0.0,
             lon: 0.0,
-            urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+            addresses: geoturn_shared::registry::RelayAddrs {
+                udp: vec!["192.0.2.1:3478".parse().unwrap()],
+                ..Default::default()
+            },
             capacity_allocations: 10,
             capacity_mbps: 10,
             allocations: 0,

@@ -617,6 +617,29 @@ impl RelayOptions {
                 format!("{a} is also a --listen address; anycast addresses are first contact only"),
             ));
         }
+        if let Some(h) = &self.public_host
+            && !geoturn_shared::registry::is_valid_host(h)
+        {
+            // The registry would refuse every record carrying it, hiding the relay.
+            return Err(invalid(
+                "public-host",
+                "1-253 characters of letters, digits, '-' and '.'",
+            ));
+        }
+        let max = geoturn_shared::registry::MAX_ADDRS_PER_TRANSPORT;
+        let tls_count = tls.as_ref().map_or(0, |t| t.listen.len());
+        if registry.is_some() && listen.len().max(tls_count) > max {
+            // The record holds at most this many addresses per transport.
+            let option = if listen.len() > max {
+                "listen"
+            } else {
+                "tls-listen"
+            };
+            return Err(invalid(
+                option,
+                format!("at most {max} addresses with a registry"),
+            ));
+        }
         Ok(RelayConfig {
             anycast_listen: self.anycast_listen,
             registry,
@@ -810,6 +833,30 @@ mod tests {
                     ..base()
                 },
                 "default-lifetime",
+            ),
+            (
+                RelayOptions {
+                    public_host: Some("turn.example.com:3478".into()),
+                    ..base()
+                },
+                "public-host",
+            ),
+            (
+                RelayOptions {
+                    public_host: Some("has space.example".into()),
+                    ..base()
+                },
+                "public-host",
+            ),
+            (
+                RelayOptions {
+                    registry: Some("memory".into()),
+                    listen: (3478..3487)
+                        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                        .collect(),
+                    ..base()
+                },
+                "listen",
             ),
         ];
         for (opts, option) in cases {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use geoturn_tests::redis::{RedisServer, free_port};
 
 use geoturn_shared::registry::{
-    DEFAULT_PREFIX, Registry, RegistryError, RegistryEvent, RelayRecord, RelayState,
+    DEFAULT_PREFIX, Registry, RegistryError, RegistryEvent, RelayAddrs, RelayRecord, RelayState,
 };
 use geoturn_shared::{Secret, SecretSet};
 use tokio::sync::broadcast;
@@ -32,10 +32,12 @@ fn record(id: &str, region: &str) -> RelayRecord {
         region: region.into(),
         lat: 50.1109,
         lon: 8.6821,
-        urls: vec![
-            "turn:203.0.113.5:3478?transport=udp".into(),
-            "turn:203.0.113.5:3478?transport=tcp".into(),
-        ],
+        addresses: RelayAddrs {
+            udp: vec!["203.0.113.5:3478".parse().unwrap()],
+            tcp: vec!["203.0.113.5:3478".parse().unwrap()],
+            tls: vec![],
+            host: None,
+        },
         capacity_allocations: 10_000,
         capacity_mbps: 1_000,
         allocations: 17,
@@ -258,10 +260,11 @@ async fn redis_layout_matches_the_design() {
         .unwrap();
     assert_eq!(hash["region"], "eu-central");
     assert_eq!(hash["state"], "active");
-    assert_eq!(
-        hash["urls"],
-        r#"["turn:203.0.113.5:3478?transport=udp","turn:203.0.113.5:3478?transport=tcp"]"#
-    );
+    assert_eq!(hash["udp"], "203.0.113.5:3478");
+    assert_eq!(hash["tcp"], "203.0.113.5:3478");
+    assert_eq!(hash["tls"], "");
+    assert_eq!(hash["host"], "");
+    assert!(!hash.contains_key("urls"));
     let pttl: i64 = redis::cmd("PTTL")
         .arg("geoturn:relay:fra-1")
         .query_async(&mut raw)
@@ -289,6 +292,64 @@ async fn redis_layout_matches_the_design() {
         .await
         .unwrap();
     assert_eq!(reg.list().await.unwrap(), vec![r]);
+}
+
+#[tokio::test]
+async fn an_older_relays_urls_record_is_listed_during_an_upgrade() {
+    let server = RedisServer::start();
+    let reg = redis_registry(&server).await;
+    let new = record("new-1", "eu-central");
+    reg.heartbeat(&new, Duration::from_secs(60)).await.unwrap();
+    // What a relay from before the address fields writes: `urls`, no udp/tcp/tls/host.
+    let old = RelayRecord {
+        addresses: RelayAddrs {
+            tls: vec!["203.0.113.5:5349".parse().unwrap()],
+            host: Some("old.turn.example".into()),
+            ..record("x", "x").addresses
+        },
+        ..record("old-1", "eu-central")
+    };
+    let mut fields: Vec<(&str, String)> = old
+        .to_fields()
+        .into_iter()
+        .filter(|(k, _)| !matches!(*k, "udp" | "tcp" | "tls" | "host"))
+        .collect();
+    fields.push((
+        "urls",
+        r#"["turn:old.turn.example:3478?transport=udp","turn:old.turn.example:3478?transport=tcp","turns:old.turn.example:5349?transport=tcp"]"#.into(),
+    ));
+    let mut raw = raw(&server).await;
+    redis::cmd("HSET")
+        .arg("geoturn:relay:old-1")
+        .arg(&fields)
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    redis::cmd("ZADD")
+        .arg("geoturn:relays")
+        .arg(now_ms)
+        .arg("old-1")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let listed = reg.list().await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let got = &listed[1];
+    assert_eq!(got.id, "old-1");
+    // Only a host name in its URLs: its IP is unknown, its URLs are what it published.
+    assert_eq!(got.addresses.host.as_deref(), Some("old.turn.example"));
+    assert_eq!(
+        got.addresses.turn_urls(),
+        [
+            "turn:old.turn.example:3478?transport=udp",
+            "turn:old.turn.example:3478?transport=tcp",
+            "turns:old.turn.example:5349?transport=tcp",
+        ]
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use geoturn_shared::registry::{Registry, RelayRecord, RelayState};
+use geoturn_shared::registry::{Registry, RelayAddrs, RelayRecord, RelayState};
 use geoturn_tests::client::{Received, TurnClient, TurnError};
 use geoturn_tests::http::{HttpResponse, metric, request};
 use geoturn_tests::peer::EchoPeer;
@@ -464,7 +464,10 @@ fn drained_stale_and_killed_relays_leave_the_answers() {
         region: "eu-central".into(),
         lat: 50.1,
         lon: 8.7,
-        urls: vec!["turn:127.0.0.1:9?transport=udp".into()],
+        addresses: RelayAddrs {
+            udp: vec!["127.0.0.1:9".parse().unwrap()],
+            ..RelayAddrs::default()
+        },
         capacity_allocations: 1000,
         capacity_mbps: 1000,
         allocations: 0,
@@ -488,7 +491,17 @@ fn drained_stale_and_killed_relays_leave_the_answers() {
         .iter()
         .find(|r| r["id"] == "ghost")
         .cloned();
-    assert_eq!(ghost_row.unwrap()["stale"], true, "{relays}");
+    let ghost_row = ghost_row.unwrap();
+    assert_eq!(ghost_row["stale"], true, "{relays}");
+    // The row keeps the URLs the dashboard shows, built from the record's addresses.
+    assert_eq!(
+        ghost_row["urls"],
+        serde_json::json!(["turn:127.0.0.1:9?transport=udp"])
+    );
+    assert_eq!(
+        ghost_row["addresses"],
+        serde_json::json!({"udp": ["127.0.0.1:9"], "tcp": [], "tls": [], "host": null})
+    );
     assert_eq!(all(&f).len(), 3, "the stale record is not handed out");
 
     // Drain eu-1 through the API: the relay hears it, the API stops handing it out.

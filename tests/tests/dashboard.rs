@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use geoturn_shared::registry::{Registry, RelayRecord, RelayState};
+use geoturn_shared::registry::{Registry, RelayAddrs, RelayRecord, RelayState};
 use geoturn_tests::http::request;
 use geoturn_tests::process::{ChildGuard, geoturn_bin, require_tool};
 use geoturn_tests::redis::{RedisServer, free_port};
@@ -327,11 +327,17 @@ fn synthetic_records(now_ms: u64) -> Vec<RelayRecord> {
                 region: region.into(),
                 lat: (lat + jitter(next())).clamp(-89.0, 89.0),
                 lon: (lon + jitter(next())).clamp(-179.0, 179.0),
-                urls: vec![
-                    format!("turn:198.51.100.{}:3478?transport=udp", i % 250 + 1),
-                    format!("turn:198.51.100.{}:3478?transport=tcp", i % 250 + 1),
-                    format!("turns:relay-{i}.example.net:5349?transport=tcp"),
-                ],
+                addresses: {
+                    let ip = std::net::Ipv4Addr::new(198, 51, 100, (i % 250 + 1) as u8);
+                    let plain = std::net::SocketAddr::from((ip, 3478));
+                    RelayAddrs {
+                        udp: vec![plain],
+                        tcp: vec![plain],
+                        tls: vec![std::net::SocketAddr::from((ip, 5349))],
+                        // Every other relay advertises a host name, as with --public-host.
+                        host: (i % 2 == 1).then(|| format!("relay-{i}.example.net")),
+                    }
+                },
                 capacity_allocations,
                 capacity_mbps: 10_000,
                 allocations,

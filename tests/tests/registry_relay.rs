@@ -120,21 +120,38 @@ fn drain_redirects_to_the_sibling_and_exits_when_the_call_ends() {
         &["--drain-timeout", "60"],
         true,
     );
-    let b = start_relay(&redis, "relay-b", "eu-west", &[], true);
+    // B advertises a host name: it is still an alternate, by the IP its record carries.
+    let b = start_relay(
+        &redis,
+        "relay-b",
+        "eu-west",
+        &["--public-host", "relay-b.test"],
+        true,
+    );
     wait_registry(&reg, Duration::from_secs(10), "both relays", |r| {
         state_of(r, "relay-a") == Some(RelayState::Active)
             && state_of(r, "relay-b") == Some(RelayState::Active)
     });
     let records = rt().block_on(reg.list()).unwrap();
     let a_rec = records.iter().find(|r| r.id == "relay-a").unwrap();
+    let a_udp: std::net::SocketAddr = format!("127.0.0.1:{}", a.udp).parse().unwrap();
+    assert_eq!(a_rec.addresses.udp, [a_udp]);
+    assert_eq!(a_rec.addresses.host, None);
     assert!(
         a_rec
-            .urls
+            .addresses
+            .turn_urls()
             .contains(&format!("turn:127.0.0.1:{}?transport=udp", a.udp)),
         "{:?}",
-        a_rec.urls
+        a_rec.addresses
     );
     assert_eq!(a_rec.region, "eu-west");
+    let b_rec = records.iter().find(|r| r.id == "relay-b").unwrap();
+    assert_eq!(b_rec.addresses.host.as_deref(), Some("relay-b.test"));
+    assert_eq!(
+        b_rec.addresses.turn_urls()[0],
+        format!("turn:relay-b.test:{}?transport=udp", b.udp)
+    );
 
     let peer = EchoPeer::start().unwrap();
     let mut live = client(a.udp, SECRET, "caller");

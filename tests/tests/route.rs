@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use geoturn_shared::registry::{Registry, RelayRecord, RelayState};
+use geoturn_shared::registry::{Registry, RelayAddrs, RelayRecord, RelayState};
 use geoturn_tests::process::geoturn_bin;
 use geoturn_tests::redis::RedisServer;
 use mmdb_writer::{IpVersion, Writer};
@@ -29,7 +29,10 @@ fn record(id: &str, region: &str, lat: f64, lon: f64, state: RelayState) -> Rela
         region: region.into(),
         lat,
         lon,
-        urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+        addresses: RelayAddrs {
+            udp: vec!["192.0.2.1:3478".parse().unwrap()],
+            ..RelayAddrs::default()
+        },
         capacity_allocations: 1000,
         capacity_mbps: 1000,
         allocations: 10,

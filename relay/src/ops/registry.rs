@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use geoturn_relay_proto::Transport;
 use geoturn_relay_proto::server::Alternate;
 use geoturn_shared::SecretSet;
-use geoturn_shared::registry::{Registry, RegistryEvent, RelayRecord, RelayState};
+use geoturn_shared::registry::{
+    AddrTransport, Registry, RegistryEvent, RelayAddrs, RelayRecord, RelayState,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Ops;
@@ -58,41 +60,33 @@ impl RegistryHealth {
     }
 }
 
-fn url_host(ops: &Ops, listen: SocketAddr) -> String {
-    if let Some(h) = &ops.config.public_host {
-        return h.clone();
-    }
+/// The IP clients reach a listener at: the external IP of its family (behind NAT), else for
+/// a wildcard listener the relay IP of its family, else the listen IP itself.
+fn public_ip(ops: &Ops, listen: SocketAddr) -> IpAddr {
     let c = &ops.config;
     let (external, relay) = if listen.is_ipv4() {
         (c.external_ip_v4, c.relay_ip_v4)
     } else {
         (c.external_ip_v6, c.relay_ip_v6)
     };
-    let ip = match external {
+    match external {
         Some(e) => e,
         None if listen.ip().is_unspecified() => relay.unwrap_or(listen.ip()),
         None => listen.ip(),
-    };
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 
-/// The public TURN URLs of this relay: per listen address, UDP and TCP; then TLS.
-pub fn urls(ops: &Ops) -> Vec<String> {
-    let mut urls = Vec::new();
-    for listen in ops.relay.local_addrs() {
-        let host = url_host(ops, *listen);
-        let port = listen.port();
-        urls.push(format!("turn:{host}:{port}?transport=udp"));
-        urls.push(format!("turn:{host}:{port}?transport=tcp"));
+/// This relay's public addresses: UDP and TCP on every listen address (TCP listens where UDP
+/// does), TLS on every TLS listener, and `--public-host` for its URLs and certificate.
+pub fn addresses(ops: &Ops) -> RelayAddrs {
+    let public = |a: &SocketAddr| SocketAddr::new(public_ip(ops, *a), a.port());
+    let listen: Vec<SocketAddr> = ops.relay.local_addrs().iter().map(public).collect();
+    RelayAddrs {
+        udp: listen.clone(),
+        tcp: listen,
+        tls: ops.relay.tls_addrs().iter().map(public).collect(),
+        host: ops.config.public_host.clone(),
     }
-    for tls in ops.relay.tls_addrs() {
-        let host = url_host(ops, *tls);
-        urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
-    }
-    urls
 }
 
 /// Process CPU seconds so far, from /proc (Linux; clock ticks are 100 Hz there).
@@ -113,7 +107,7 @@ fn record(ops: &Ops, started_at_ms: u64, cpu: f32) -> RelayRecord {
         region: ops.config.region.clone(),
         lat: ops.config.lat,
         lon: ops.config.lon,
-        urls: urls(ops),
+        addresses: addresses(ops),
         capacity_allocations: ops.config.capacity_allocations,
         capacity_mbps: ops.config.capacity_mbps,
         allocations: st.allocations as u64,
@@ -133,15 +127,9 @@ fn record(ops: &Ops, started_at_ms: u64, cpu: f32) -> RelayRecord {
     }
 }
 
-/// The UDP address in a record's URLs (`turn:HOST:PORT?transport=udp` with a literal IP).
-fn udp_address(r: &RelayRecord) -> Option<SocketAddr> {
-    r.urls.iter().find_map(|u| {
-        let hostport = u.strip_prefix("turn:")?.strip_suffix("?transport=udp")?;
-        hostport.parse().ok()
-    })
-}
-
-/// Live active siblings' UDP addresses, same region first, least loaded first within each.
+/// Live active siblings' UDP addresses, same region first, least loaded first within each;
+/// every address of a sibling, so a client of either family finds one of its own. The record
+/// holds IPs whether or not the sibling advertises a host name.
 pub fn alternates(me: &str, region: &str, records: &[RelayRecord]) -> Vec<SocketAddr> {
     let mut candidates: Vec<&RelayRecord> = records
         .iter()
@@ -154,72 +142,44 @@ pub fn alternates(me: &str, region: &str, records: &[RelayRecord]) -> Vec<Socket
             .then(a.load().value.total_cmp(&b.load().value))
             .then(a.id.cmp(&b.id))
     });
-    candidates.into_iter().filter_map(udp_address).collect()
+    candidates
+        .into_iter()
+        .flat_map(|r| r.addresses.udp.iter().copied())
+        .filter(reachable)
+        .collect()
 }
 
-/// A record's URLs as first-contact targets. A `turns:` URL with a host name gives the
-/// address of the record's plain URL with the TLS port, plus the name as ALTERNATE-DOMAIN.
+/// False for an unspecified address (a wildcard listener with no public IP configured, or an
+/// older relay's record that named only its host): it reaches nobody.
+fn reachable(a: &SocketAddr) -> bool {
+    !a.ip().is_unspecified()
+}
+
+/// A record's addresses as first-contact targets, in the order of its URLs; a TLS target
+/// carries the record's host name, when it has one, as ALTERNATE-DOMAIN (the name the
+/// client checks the certificate against).
 fn record_targets(r: &RelayRecord) -> Vec<Alternate> {
-    let mut out = Vec::new();
-    let mut plain_ip = None;
-    for url in &r.urls {
-        let Some((scheme, rest)) = url.split_once(':') else {
-            continue;
-        };
-        let (hostport, transport) = rest.split_once("?transport=").unwrap_or((rest, "udp"));
-        let Some((host, port)) = hostport.rsplit_once(':') else {
-            continue;
-        };
-        let Ok(port) = port.parse::<u16>() else {
-            continue;
-        };
-        let ip = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok();
-        match (scheme, transport) {
-            ("turn", "udp" | "tcp") => {
-                let Some(ip) = ip else { continue };
-                plain_ip.get_or_insert(ip);
-                out.push(Alternate {
-                    transport: if transport == "udp" {
-                        Transport::Udp
-                    } else {
-                        Transport::Tcp
-                    },
-                    addr: SocketAddr::new(ip, port),
-                    domain: None,
-                });
-            }
-            ("turns", "tcp") => {
-                let (ip, domain) = match ip {
-                    Some(ip) => (Some(ip), None),
-                    None => (None, Some(host.to_owned())),
-                };
-                out.push(Alternate {
-                    transport: Transport::Tls,
-                    // Filled in below when the host is a name.
-                    addr: SocketAddr::new(ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port),
-                    domain,
-                });
-            }
-            _ => {}
-        }
-    }
-    out.retain_mut(|a| {
-        if !a.addr.ip().is_unspecified() {
-            return true;
-        }
-        match plain_ip {
-            Some(ip) => {
-                a.addr.set_ip(ip);
-                true
-            }
-            None => false,
-        }
-    });
-    out
+    r.addresses
+        .in_order()
+        .filter(|(_, addr)| reachable(addr))
+        .map(|(transport, addr)| match transport {
+            AddrTransport::Udp => Alternate {
+                transport: Transport::Udp,
+                addr,
+                domain: None,
+            },
+            AddrTransport::Tcp => Alternate {
+                transport: Transport::Tcp,
+                addr,
+                domain: None,
+            },
+            AddrTransport::Tls => Alternate {
+                transport: Transport::Tls,
+                addr,
+                domain: r.addresses.host.clone(),
+            },
+        })
+        .collect()
 }
 
 /// Where anycast first contacts go: the least loaded live active relay of this region (this
@@ -372,10 +332,12 @@ mod tests {
             region: region.into(),
             lat: 0.0,
             lon: 0.0,
-            urls: vec![
-                format!("turn:192.0.2.1:{port}?transport=udp"),
-                format!("turn:192.0.2.1:{port}?transport=tcp"),
-            ],
+            addresses: RelayAddrs {
+                udp: vec![SocketAddr::from(([192, 0, 2, 1], port))],
+                tcp: vec![SocketAddr::from(([192, 0, 2, 1], port))],
+                tls: vec![],
+                host: None,
+            },
             capacity_allocations: 100,
             capacity_mbps: 100,
             allocations,
@@ -422,6 +384,27 @@ mod tests {
     }
 
     #[test]
+    fn a_sibling_with_a_public_host_is_an_alternate_by_its_ip() {
+        let mut named = rec("named", "eu", 10, RelayState::Active, 3);
+        named.addresses.host = Some("eu3.turn.example".into());
+        named
+            .addresses
+            .udp
+            .push("[2001:db8::3]:3478".parse().unwrap());
+        // A wildcard sibling with no public IP is not an address to send anyone to.
+        let mut wildcard = rec("wildcard", "eu", 0, RelayState::Active, 4);
+        wildcard.addresses.udp = vec!["0.0.0.0:3478".parse().unwrap()];
+        let alts = alternates("me", "eu", &[named, wildcard]);
+        assert_eq!(
+            alts,
+            vec![
+                "192.0.2.1:3".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::3]:3478".parse().unwrap(),
+            ]
+        );
+    }
+
+    #[test]
     fn siblings_are_ranked_by_the_routers_load_bandwidth_included() {
         // Few allocations but 90 of 100 Mbit/s relayed: busier than eu-half; a sibling at
         // its full bandwidth is not a sibling to send clients to at all.
@@ -450,8 +433,8 @@ mod tests {
     #[test]
     fn first_contact_goes_to_the_least_loaded_live_relay_of_the_region() {
         let mut me = rec("me", "eu", 50, RelayState::Active, 1);
-        me.urls
-            .push("turns:eu1.turn.example:5349?transport=tcp".into());
+        me.addresses.tls = vec![SocketAddr::from(([192, 0, 2, 1], 5349))];
+        me.addresses.host = Some("eu1.turn.example".into());
         let records = vec![
             me.clone(),
             rec("eu-idle", "eu", 10, RelayState::Active, 3),

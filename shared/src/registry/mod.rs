@@ -11,6 +11,7 @@
 //! registry sends [`RegistryEvent::Resync`] after re-subscribing, and a receiver that lags
 //! gets `RecvError::Lagged`. Treat both as "reload everything" (secrets, drain state).
 
+mod addrs;
 mod crypto;
 mod event;
 mod memory;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+pub use self::addrs::{AddrTransport, MAX_ADDRS_PER_TRANSPORT, RelayAddrs, is_valid_host};
 pub use self::crypto::parse_secrets_key;
 pub use self::event::RegistryEvent;
 pub use self::memory::{Clock, MemoryRegistry};
@@ -54,7 +56,7 @@ pub enum RegistryError {
     /// A record, event, stored secret or setting is malformed; `field` names it.
     #[error("invalid {field}: {reason}")]
     Invalid {
-        /// The offending field (`lat`, `urls`, `registry url`, ...).
+        /// The offending field (`lat`, `udp`, `registry url`, ...).
         field: &'static str,
         /// What is wrong with it (never a secret's value).
         reason: String,

@@ -1,7 +1,7 @@
 //! The record a relay publishes every heartbeat, and its Redis hash encoding (DESIGN.md §4).
 //!
 //! Every field is a plain string in the hash so operators can read it with `redis-cli HGETALL`;
-//! `urls` is a JSON array because a URL may itself contain any separator we could pick.
+//! the addresses are the `udp`, `tcp`, `tls` and `host` fields ([`RelayAddrs`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,13 +10,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::RegistryError;
+use super::addrs::RelayAddrs;
 
 /// Longest relay id or region name; keeps Redis keys and log lines short.
 const MAX_NAME_LEN: usize = 64;
-/// Most URLs a relay may advertise (one per transport and address family is a handful).
-const MAX_URLS: usize = 16;
-/// Longest advertised URL: anything longer is not a TURN URL someone meant to publish.
-const MAX_URL_LEN: usize = 256;
 /// Longest version string.
 const MAX_VERSION_LEN: usize = 64;
 
@@ -73,8 +70,9 @@ pub struct RelayRecord {
     pub lat: f64,
     /// Longitude in degrees, −180 to 180.
     pub lon: f64,
-    /// Public TURN URLs, one per transport (`turn:203.0.113.5:3478?transport=udp`).
-    pub urls: Vec<String>,
+    /// Public addresses per transport and host name; [`RelayAddrs::turn_urls`] makes the
+    /// URLs clients are given.
+    pub addresses: RelayAddrs,
     /// Most allocations the relay will hold.
     pub capacity_allocations: u64,
     /// Bandwidth the relay is provisioned for, in megabits per second.
@@ -115,15 +113,15 @@ impl RelayRecord {
 
     /// The Redis hash fields, in a fixed order.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        // serde_json cannot fail on a Vec<String>; an empty array is the harmless fallback.
-        let urls = serde_json::to_string(&self.urls).unwrap_or_else(|_| "[]".to_owned());
-        vec![
+        let mut fields = vec![
             ("id", self.id.clone()),
             ("region", self.region.clone()),
             // f64's Display prints the shortest string that parses back to the same value.
             ("lat", self.lat.to_string()),
             ("lon", self.lon.to_string()),
-            ("urls", urls),
+        ];
+        fields.extend(self.addresses.to_fields());
+        fields.extend([
             (
                 "capacity_allocations",
                 self.capacity_allocations.to_string(),
@@ -139,11 +137,13 @@ impl RelayRecord {
             ("version", self.version.clone()),
             ("started_at_ms", self.started_at_ms.to_string()),
             ("updated_at_ms", self.updated_at_ms.to_string()),
-        ]
+        ]);
+        fields
     }
 
     /// Decodes and validates a Redis hash. Unknown fields are ignored so a newer relay's extra
-    /// fields do not hide it from an older API during a rolling upgrade.
+    /// fields do not hide it from an older API during a rolling upgrade; a record from a relay
+    /// older than the address fields is read from its `urls` field instead.
     pub fn from_fields(fields: HashMap<String, String>) -> Result<Self, RegistryError> {
         let get = |name: &'static str| {
             fields
@@ -151,14 +151,12 @@ impl RelayRecord {
                 .map(String::as_str)
                 .ok_or_else(|| RegistryError::invalid(name, "missing"))
         };
-        let urls: Vec<String> = serde_json::from_str(get("urls")?)
-            .map_err(|e| RegistryError::invalid("urls", format!("not a JSON string array: {e}")))?;
         let record = Self {
             id: get("id")?.to_owned(),
             region: get("region")?.to_owned(),
             lat: parse(get("lat")?, "lat")?,
             lon: parse(get("lon")?, "lon")?,
-            urls,
+            addresses: RelayAddrs::from_fields(&fields)?,
             capacity_allocations: parse(get("capacity_allocations")?, "capacity_allocations")?,
             capacity_mbps: parse(get("capacity_mbps")?, "capacity_mbps")?,
             allocations: parse(get("allocations")?, "allocations")?,
@@ -187,26 +185,7 @@ impl RelayRecord {
         if !(-180.0..=180.0).contains(&self.lon) {
             return Err(RegistryError::invalid("lon", "must be within -180..=180"));
         }
-        if self.urls.len() > MAX_URLS {
-            return Err(RegistryError::invalid(
-                "urls",
-                format!("at most {MAX_URLS} URLs"),
-            ));
-        }
-        for url in &self.urls {
-            // These URLs go verbatim into browsers' RTCIceServer entries (RFC 7065 schemes).
-            let scheme_ok = ["turn:", "turns:", "stun:", "stuns:"]
-                .iter()
-                .any(|s| url.starts_with(s));
-            if !scheme_ok || url.len() > MAX_URL_LEN || url.chars().any(char::is_whitespace) {
-                return Err(RegistryError::invalid(
-                    "urls",
-                    format!(
-                        "{url:?} is not a turn:/turns:/stun: URL of at most {MAX_URL_LEN} bytes"
-                    ),
-                ));
-            }
-        }
+        self.addresses.validate()?;
         if !self.cpu.is_finite() || self.cpu < 0.0 {
             return Err(RegistryError::invalid("cpu", "must be a finite value >= 0"));
         }
@@ -258,10 +237,12 @@ pub(crate) mod tests {
             region: "eu-central".into(),
             lat: 50.1109,
             lon: 8.682_127,
-            urls: vec![
-                "turn:203.0.113.5:3478?transport=udp".into(),
-                "turns:relay.example.com:5349?transport=tcp".into(),
-            ],
+            addresses: RelayAddrs {
+                udp: vec!["203.0.113.5:3478".parse().unwrap()],
+                tcp: vec!["[2001:db8::5]:3478".parse().unwrap()],
+                tls: vec!["203.0.113.5:5349".parse().unwrap()],
+                host: Some("relay.example.com".into()),
+            },
             capacity_allocations: 10_000,
             capacity_mbps: 1000,
             allocations: 42,
@@ -293,7 +274,7 @@ pub(crate) mod tests {
             lat: -89.999_999_999_9,
             lon: 0.1 + 0.2,
             cpu: 1.0 / 3.0,
-            urls: vec![],
+            addresses: RelayAddrs::default(),
             state: RelayState::Active,
             ..sample()
         };
@@ -322,8 +303,10 @@ pub(crate) mod tests {
             ("id", "relay:1"),
             ("region", &"r".repeat(65)),
             ("state", "paused"),
-            ("urls", "turn:x"),
-            ("urls", "[\"http://x\"]"),
+            ("udp", "203.0.113.5"),
+            ("tcp", "relay.example.com:3478"),
+            ("tls", "192.0.2.1:0"),
+            ("host", "relay example"),
             ("allocations", "-1"),
             ("cpu", "inf"),
         ] {
@@ -335,6 +318,63 @@ pub(crate) mod tests {
                 "{field}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn an_older_relays_urls_only_record_decodes() {
+        let mut map = as_map(&sample());
+        for field in ["udp", "tcp", "tls", "host"] {
+            map.remove(field);
+        }
+        map.insert(
+            "urls".into(),
+            r#"["turn:203.0.113.5:3478?transport=udp","turn:203.0.113.5:3478?transport=tcp","turns:relay.example.com:5349?transport=tcp"]"#.into(),
+        );
+        let r = RelayRecord::from_fields(map.clone()).unwrap();
+        assert_eq!(
+            r.addresses,
+            RelayAddrs {
+                udp: vec!["203.0.113.5:3478".parse().unwrap()],
+                tcp: vec!["203.0.113.5:3478".parse().unwrap()],
+                tls: vec!["203.0.113.5:5349".parse().unwrap()],
+                host: Some("relay.example.com".into()),
+            }
+        );
+        // With the new fields present, a lingering `urls` field is not read.
+        let mut both = as_map(&sample());
+        both.insert("urls".into(), "not json".into());
+        assert_eq!(RelayRecord::from_fields(both).unwrap(), sample());
+        // Neither shape: the new field is the one named.
+        map.remove("urls");
+        let err = RelayRecord::from_fields(map.clone()).unwrap_err();
+        assert!(
+            matches!(err, RegistryError::Invalid { field: "udp", .. }),
+            "{err}"
+        );
+        for bad in ["turn:x", r#"["http://x"]"#] {
+            map.insert("urls".into(), bad.into());
+            let err = RelayRecord::from_fields(map.clone()).unwrap_err();
+            assert!(
+                matches!(err, RegistryError::Invalid { field: "urls", .. }),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_carries_the_addresses_object() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(
+            v["addresses"],
+            serde_json::json!({
+                "udp": ["203.0.113.5:3478"],
+                "tcp": ["[2001:db8::5]:3478"],
+                "tls": ["203.0.113.5:5349"],
+                "host": "relay.example.com",
+            })
+        );
+        let back: RelayRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, sample());
     }
 
     #[test]
