@@ -154,6 +154,12 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_UNAUTH_RATE")]
     pub unauth_rate: Option<u32>,
 
+    /// TCP and TLS client connections at once from one IPv4 address or IPv6 /64, relay-wide
+    /// (room for an office behind one NAT; one address cannot take every descriptor)
+    /// [default: 100; 0 = unlimited].
+    #[arg(long, env = "GEOTURN_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
     /// Burst of responses to unauthenticated requests per source IP [default: 200].
     #[arg(long, env = "GEOTURN_UNAUTH_BURST")]
     pub unauth_burst: Option<u32>,
@@ -317,6 +323,8 @@ pub struct RelayConfig {
     pub unauth_rate: u32,
     /// Their burst.
     pub unauth_burst: u32,
+    /// TCP/TLS client connections per IPv4 address or IPv6 /64 (0 = no limit).
+    pub max_connections_per_ip: usize,
     /// Default allocation lifetime.
     pub default_lifetime: Duration,
     /// Maximum allocation lifetime.
@@ -389,6 +397,7 @@ impl RelayOptions {
             udp_gso: self.udp_gso.or(base.udp_gso),
             unauth_rate: self.unauth_rate.or(base.unauth_rate),
             unauth_burst: self.unauth_burst.or(base.unauth_burst),
+            max_connections_per_ip: self.max_connections_per_ip.or(base.max_connections_per_ip),
             default_lifetime: self.default_lifetime.or(base.default_lifetime),
             max_lifetime: self.max_lifetime.or(base.max_lifetime),
             http: self.http.or(base.http),
@@ -674,6 +683,7 @@ impl RelayOptions {
             udp_gso: self.udp_gso.unwrap_or(true),
             unauth_rate: self.unauth_rate.unwrap_or(100),
             unauth_burst: self.unauth_burst.unwrap_or(200),
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(100),
             default_lifetime: Duration::from_secs(default_lifetime),
             max_lifetime: Duration::from_secs(max_lifetime),
             log_json,

@@ -46,6 +46,9 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let quota = Arc::new(Quota::new(config.user_quota, config.max_allocations));
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
     let tcp_connections = Arc::new(TcpConnections::new(rng.random()));
+    let streams_per_source = Arc::new(crate::net::stream::StreamsPerSource::new(
+        config.max_connections_per_ip,
+    ));
     let tcp_relay = Arc::new(crate::net::tcp_relay::TcpRelay::new(
         tcp_connections.clone(),
     ));
@@ -158,6 +161,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             udp,
             relay_socket_buffer: config.relay_socket_buffer,
             udp_gso: config.udp_gso,
+            streams_per_source: streams_per_source.clone(),
             tcp: tcp_per_worker.next().unwrap_or_default(),
             tcp_relay: tcp_relay.clone(),
             tls: tls_per_worker.next().unwrap_or_default(),

@@ -1,6 +1,8 @@
-//! RFC 6062 TCP relaying on real sockets: a relay in this process, a TURN client speaking over
-//! TCP, and a peer listening on 127.0.0.1. What the interop tests with coturn's client cannot
-//! show: a peer connection, spliced to a data connection, closes when its allocation ends.
+//! TCP clients and RFC 6062 TCP relaying on real sockets: a relay in this process, a TURN
+//! client speaking over TCP, and a peer listening on 127.0.0.1. What the interop tests with
+//! coturn's client cannot show: a peer connection, spliced to a data connection, closes when
+//! its allocation ends; one source address cannot hold more than its share of connections; a
+//! connection that trickles bytes without a frame is closed.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // a panic in a test is a failed test
 
@@ -163,4 +165,69 @@ fn a_spliced_peer_connection_closes_with_the_control_connection() {
         closes_within(&mut at_peer, WAIT),
         "the peer connection outlived its control connection"
     );
+}
+
+#[test]
+fn one_source_holds_at_most_its_connections() {
+    let relay = TestRelay::start(|o| o.max_connections_per_ip = Some(3));
+    let mut held: Vec<StreamClient> = (0..3)
+        .map(|_| StreamClient::connect(relay.addr(), "alice"))
+        .collect();
+    // Each is served.
+    for c in &mut held {
+        let resp = c.request(Method::Binding, &[]);
+        assert_eq!(code(&resp), None);
+    }
+    // The fourth is closed at once, unanswered.
+    let mut fourth = TcpStream::connect(relay.addr()).unwrap();
+    assert!(
+        closes_within(&mut fourth, WAIT),
+        "a fourth connection was kept"
+    );
+    // A closed connection frees its place.
+    drop(held.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c = StreamClient::connect(relay.addr(), "alice");
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let req = encode_request(
+            Method::Binding,
+            Class::Request,
+            TransactionId([1; 12]),
+            &[],
+            None,
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        if c.stream.write_all(&req).is_ok() && c.stream.read(&mut buf).is_ok_and(|n| n > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed place never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_connection_trickling_bytes_without_a_frame_is_closed() {
+    let relay = TestRelay::start(|_| {});
+    let mut c = TcpStream::connect(relay.addr()).unwrap();
+    // The first 15 bytes of a Binding request header, one every second: never a frame. The
+    // first frame is due within 10 s, however often bytes come.
+    let header = [
+        0x00u8, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7,
+    ];
+    let started = Instant::now();
+    for b in header {
+        if c.write_all(&[b]).is_err() {
+            break;
+        }
+        if closes_within(&mut c, Duration::from_secs(1)) {
+            let took = started.elapsed();
+            assert!(took >= Duration::from_secs(9), "closed after {took:?}");
+            return;
+        }
+    }
+    panic!("still open after {:?} of trickled bytes", started.elapsed());
 }

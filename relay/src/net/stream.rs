@@ -4,9 +4,11 @@
 //! connection closes, its allocation goes too.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use geoturn_relay_proto::stun::framing::{MAX_FRAME, frame_len};
@@ -22,7 +24,12 @@ use super::tcp_relay::TcpRelay;
 const QUEUE: usize = 256;
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that has sent nothing for this long and holds no allocation is closed.
+/// The first complete STUN or ChannelData frame must arrive within this of the connection
+/// being ready (after the handshake for TLS).
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has sent no complete frame for this long and holds no allocation is
+/// closed. Counted from the last frame, not the last byte: a byte every minute keeps nothing
+/// open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most simultaneous stream clients per worker, TLS handshakes included; bounds file
 /// descriptors and memory.
@@ -53,6 +60,80 @@ impl Drop for OpenStream {
     }
 }
 
+/// TCP/TLS clients open per source, relay-wide: an IPv4 address, or an IPv6 /64 (one
+/// subscriber's prefix, whose addresses cost an attacker nothing). Touched per connection.
+#[derive(Debug)]
+pub struct StreamsPerSource {
+    limit: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`StreamsPerSource`]; dropping it frees the place.
+pub(super) struct SourcePlace {
+    table: Arc<StreamsPerSource>,
+    source: IpAddr,
+}
+
+impl StreamsPerSource {
+    /// At most `limit` connections per source; 0 means no limit.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn source_of(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    IpAddr::V6(Ipv6Addr::from(prefix))
+                }
+            },
+        }
+    }
+
+    /// A place for a connection from `ip`, or `None` when its source holds the limit.
+    pub(super) fn open(self: &Arc<Self>, ip: IpAddr) -> Option<SourcePlace> {
+        let source = Self::source_of(ip);
+        let mut counts = self.lock();
+        let n = counts.entry(source).or_insert(0);
+        if self.limit > 0 && *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourcePlace {
+            table: self.clone(),
+            source,
+        })
+    }
+
+    /// Connections open from `ip`'s source.
+    pub fn count(&self, ip: IpAddr) -> usize {
+        self.lock().get(&Self::source_of(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourcePlace {
+    fn drop(&mut self) {
+        let mut counts = self.table.lock();
+        if let Some(n) = counts.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // Entries exist only for sources with open connections: the map stays bounded.
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
+
 /// What a stream task needs from its worker.
 #[derive(Clone)]
 pub(super) struct StreamContext {
@@ -62,6 +143,8 @@ pub(super) struct StreamContext {
     pub tcp_relay: Arc<TcpRelay>,
     /// The worker's open stream count.
     pub open: OpenStreams,
+    /// Open streams per source, relay-wide.
+    pub per_source: Arc<StreamsPerSource>,
 }
 
 /// Accepts connections until the task is aborted.
@@ -92,6 +175,11 @@ pub(super) async fn accept_loop(
             drop(stream);
             continue;
         };
+        let Some(source_place) = ctx.per_source.open(peer.ip()) else {
+            tracing::debug!("stream refused: its source holds --max-connections-per-ip");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let tuple = FiveTuple {
             client: ClientSocket::new(peer),
@@ -101,7 +189,7 @@ pub(super) async fn accept_loop(
         let ctx = ctx.clone();
         let tls = tls.clone();
         tokio::task::spawn_local(async move {
-            let _place = place;
+            let _places = (place, source_place);
             match tls {
                 None => serve(ctx, stream, tuple).await,
                 Some(acceptor) => {
@@ -185,6 +273,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
 ) -> io::Result<Ended> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0usize;
+    let mut deadline = tokio::time::Instant::now() + FIRST_FRAME_TIMEOUT;
     loop {
         // Hand every complete frame to the loop.
         let mut start = 0usize;
@@ -212,6 +301,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             if events.send(event).await.is_err() {
                 return Ok(Ended::Closed);
             }
+            deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
             start += len;
             if let Some(answer) = answer
                 && let Ok(Some(id)) = answer.await
@@ -230,7 +320,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             buf.resize((buf.len() * 2).min(MAX_FRAME + 4), 0);
         }
         let area = buf.get_mut(filled..).unwrap_or_default();
-        let n = match tokio::time::timeout(IDLE_TIMEOUT, rd.read(area)).await {
+        let n = match tokio::time::timeout_at(deadline, rd.read(area)).await {
             Ok(r) => r?,
             Err(_) => {
                 let (tx, rx) = oneshot::channel();
@@ -239,6 +329,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     holds_allocation: tx,
                 };
                 if events.send(asked).await.is_ok() && rx.await == Ok(true) {
+                    deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
                     continue;
                 }
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
@@ -248,5 +339,42 @@ async fn read_frames<R: AsyncRead + Unpin>(
             return Ok(Ended::Closed);
         }
         filled += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_addresses_and_ipv6_prefixes() {
+        let table = Arc::new(StreamsPerSource::new(2));
+        let a: IpAddr = "198.51.100.7".parse().unwrap();
+        let first = table.open(a).unwrap();
+        let _second = table.open(a).unwrap();
+        assert!(table.open(a).is_none(), "a third from one IPv4 address");
+        assert!(table.open("198.51.100.8".parse().unwrap()).is_some());
+        drop(first);
+        let _again = table.open(a).expect("a closed connection frees its place");
+        // Every address of one /64 is one source; another /64 is another; a v4-mapped address
+        // is its IPv4 address.
+        let _v6 = [
+            table.open("2001:db8:1:2::1".parse().unwrap()).unwrap(),
+            table.open("2001:db8:1:2:ffff::9".parse().unwrap()).unwrap(),
+        ];
+        assert!(table.open("2001:db8:1:2::abcd".parse().unwrap()).is_none());
+        assert!(table.open("2001:db8:1:3::1".parse().unwrap()).is_some());
+        assert!(table.open("::ffff:198.51.100.7".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn zero_is_unlimited_and_closed_sources_leave_the_table() {
+        let table = Arc::new(StreamsPerSource::new(0));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let places: Vec<_> = (0..1000).map(|_| table.open(ip).unwrap()).collect();
+        assert_eq!(table.count(ip), 1000);
+        drop(places);
+        assert_eq!(table.count(ip), 0);
+        assert!(table.lock().is_empty());
     }
 }

@@ -82,6 +82,8 @@ pub struct WorkerContext {
     pub relay_socket_buffer: usize,
     /// Send runs of datagrams to one destination as one UDP GSO send where the kernel can.
     pub udp_gso: bool,
+    /// TCP/TLS clients per source, shared by every worker.
+    pub streams_per_source: Arc<super::stream::StreamsPerSource>,
     /// TCP listeners on the same addresses.
     pub tcp: Vec<std::net::TcpListener>,
     /// RFC 6062 peer connections and splice counters, shared by every worker.
@@ -138,6 +140,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         events: events_tx,
         tcp_relay: ctx.tcp_relay.clone(),
         open: OpenStreams::default(),
+        per_source: ctx.streams_per_source.clone(),
     };
     for tcp in ctx.tcp {
         let listener = tokio::net::TcpListener::from_std(tcp)?;
