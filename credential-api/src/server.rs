@@ -28,6 +28,18 @@ use crate::secrets::ApiSecrets;
 use crate::snapshot::SnapshotStore;
 use crate::state::{AppState, SNAPSHOT_HEADER};
 
+/// Connections at once, and the time to send a request's headers (from accept, or from the
+/// end of the last response on a kept-alive connection): a client that trickles headers or
+/// idles holds a connection 30 s at most, and no number of them takes every descriptor. A load
+/// balancer in front must close idle connections sooner (the terraform ALB: 25 s).
+const HTTP_LIMITS: geoturn_shared::http_server::Limits = geoturn_shared::http_server::Limits {
+    max_connections: 4096,
+    header_timeout: Duration::from_secs(30),
+};
+/// A request must be answered within this, its body read included (a body sent a byte at a
+/// time gets 408). Handlers bound their own registry calls far below it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Largest request body: ICE-server requests are a few small fields.
 pub const MAX_BODY: usize = 16 * 1024;
 
@@ -183,10 +195,7 @@ pub async fn start(
 }
 
 async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "HTTP server stopped");
-    }
+    geoturn_shared::http_server::serve(listener, router(state), HTTP_LIMITS).await;
 }
 
 /// Reloads secrets on rotation events (from any API instance), after a gap in the
@@ -306,7 +315,16 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         geoturn.snapshot = tracing::field::Empty,
     );
     let started = Instant::now();
-    let response = next.run(req).instrument(span.clone()).await;
+    let response =
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req).instrument(span.clone())).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request was not complete within 30 s",
+            )
+            .into_response(),
+        };
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     state.metrics.request(route, status, started.elapsed());

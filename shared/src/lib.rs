@@ -15,6 +15,8 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod http_error;
+#[cfg(feature = "http-server")]
+pub mod http_server;
 pub mod load;
 pub mod pii;
 #[cfg(feature = "registry")]

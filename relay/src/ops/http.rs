@@ -26,9 +26,16 @@ pub fn router(ops: Arc<Ops>) -> Router {
         .with_state(ops)
 }
 
+/// Bounds on the ops port (scrapers, probes, an operator's curl): a handful of connections,
+/// each of which must send its request headers within 30 s of accept or of its last response.
+const HTTP_LIMITS: geoturn_shared::http_server::Limits = geoturn_shared::http_server::Limits {
+    max_connections: 64,
+    header_timeout: std::time::Duration::from_secs(30),
+};
+
 /// Serves the router on `listener` until the future is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, ops: Arc<Ops>) -> std::io::Result<()> {
-    axum::serve(listener, router(ops)).await
+pub async fn serve(listener: tokio::net::TcpListener, ops: Arc<Ops>) {
+    geoturn_shared::http_server::serve(listener, router(ops), HTTP_LIMITS).await;
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

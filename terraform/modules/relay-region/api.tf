@@ -72,7 +72,10 @@ resource "aws_lb" "api" {
   internal           = false
   subnets            = aws_subnet.public[*].id
   security_groups    = [aws_security_group.api_alb[0].id]
-  tags               = merge(local.tags, { Name = "${local.name}-api" })
+  # Below the API's own 30 s idle timeout, so the ALB never reuses a connection the API is
+  # closing (which would surface as a 502).
+  idle_timeout = 25
+  tags         = merge(local.tags, { Name = "${local.name}-api" })
 }
 
 resource "aws_lb_target_group" "api" {
