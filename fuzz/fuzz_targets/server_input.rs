@@ -70,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
             quota: Arc::new(Quota::new(4, 16)),
             ports: Arc::new(PortPool::new(50000..=50015, [1; 32])),
             tcp: Arc::new(TcpConnections::new(3)),
+            revoked: Arc::default(),
         },
         WallClock {
             at: now,

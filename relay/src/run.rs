@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use geoturn_relay_proto::Transport;
 use geoturn_relay_proto::allocation::ports::PortPool;
 use geoturn_relay_proto::allocation::quota::Quota;
+use geoturn_relay_proto::allocation::revoked::Revocations;
 use geoturn_relay_proto::allocation::tcp::TcpConnections;
 use geoturn_relay_proto::server::{Alternate, Drain};
 use geoturn_relay_proto::{Server, ServerConfig, SharedTables, WallClock};
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::RelayConfig;
 use crate::net::tls::{self, CertStore};
-use crate::net::worker::{self, ShardSnapshot, WorkerContext, WorkerControl};
+use crate::net::worker::{self, ShardSnapshot, WorkerContext};
 use crate::net::{listen, socket};
 
 /// A running relay.
@@ -33,7 +34,9 @@ pub struct RelayHandle {
     anycast_addrs: Vec<SocketAddr>,
     first_contact: watch::Sender<Vec<Alternate>>,
     snapshots: Vec<Arc<Mutex<ShardSnapshot>>>,
-    controls: Vec<tokio::sync::mpsc::Sender<WorkerControl>>,
+    revocations: Arc<Revocations>,
+    /// Bumped on each revocation, to wake the workers.
+    revoked_tx: watch::Sender<u64>,
     tcp_relay: Arc<crate::net::tcp_relay::TcpRelay>,
 }
 
@@ -46,6 +49,8 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let quota = Arc::new(Quota::new(config.user_quota, config.max_allocations));
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
     let tcp_connections = Arc::new(TcpConnections::new(rng.random()));
+    let revocations = Arc::new(Revocations::default());
+    let (revoked_tx, _) = watch::channel(0u64);
     let streams_per_source = Arc::new(crate::net::stream::StreamsPerSource::new(
         config.max_connections_per_ip,
     ));
@@ -114,7 +119,6 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
 
     let mut workers = Vec::new();
     let mut snapshots = Vec::new();
-    let mut controls = Vec::new();
     let mut tcp_per_worker = tcp_per_worker.into_iter();
     let mut tls_per_worker = tls_per_worker.into_iter();
     for (i, udp) in udp_per_worker.into_iter().enumerate() {
@@ -136,10 +140,8 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         };
         let snapshot = Arc::new(Mutex::new(ShardSnapshot::default()));
         snapshots.push(snapshot.clone());
-        let (control_tx, control) = tokio::sync::mpsc::channel(1024);
-        controls.push(control_tx);
         let ctx = WorkerContext {
-            control,
+            revoked: revoked_tx.subscribe(),
             server: Server::new(
                 server_config,
                 config.secrets.clone(),
@@ -147,6 +149,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
                     quota: quota.clone(),
                     ports: ports.clone(),
                     tcp: tcp_connections.clone(),
+                    revoked: revocations.clone(),
                 },
                 WallClock {
                     at: std::time::Instant::now(),
@@ -192,7 +195,8 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         secrets,
         drain,
         snapshots,
-        controls,
+        revocations,
+        revoked_tx,
         tcp_relay,
     })
 }
@@ -254,15 +258,11 @@ impl RelayHandle {
 
     /// Closes `user`'s allocations on every worker and refuses the user for `duration`.
     pub fn revoke_user(&self, user: &str, duration: std::time::Duration) {
-        for c in &self.controls {
-            let ctl = WorkerControl::RevokeUser {
-                user: user.to_owned(),
-                duration,
-            };
-            if c.try_send(ctl).is_err() {
-                tracing::warn!("worker control queue full; revocation not delivered to a worker");
-            }
-        }
+        let now = std::time::Instant::now();
+        // Every worker refuses the user from now on; the nudge has each close the user's
+        // allocations at once (the sweep would, within a second).
+        self.revocations.revoke(user, now + duration, now);
+        self.revoked_tx.send_modify(|n| *n += 1);
     }
 
     /// The drain in progress, if any.

@@ -87,6 +87,7 @@ pub fn run_with_registry(
             if from_registry {
                 registry::reload_secrets(&ops, reg).await;
             }
+            registry::load_revocations(&ops, reg).await;
             registry_tasks.push(tokio::spawn(registry::heartbeat_loop(
                 ops.clone(),
                 reg.clone(),

@@ -142,6 +142,7 @@ async fn events_reach_subscribers(reg: &Registry) {
         },
         RegistryEvent::UserRevoked {
             user: "alice".into(),
+            until: Some(1_800_000_000),
         },
     ];
     for e in &events {
@@ -199,6 +200,32 @@ async fn secrets_stored_together_keep_their_order(reg: &Registry) {
     assert_eq!(reg.load_secrets().await.unwrap(), loaded);
 }
 
+async fn revocations_are_kept_until_they_end(reg: &Registry) {
+    let now = geoturn_shared::clock::unix_secs();
+    assert!(reg.revocations(now).await.unwrap().is_empty());
+    reg.revoke("alice", now + 100).await.unwrap();
+    reg.revoke("bob", now + 50).await.unwrap();
+    // A shorter revocation does not shorten a longer one; a longer one extends it.
+    reg.revoke("alice", now + 10).await.unwrap();
+    reg.revoke("bob", now + 200).await.unwrap();
+    let mut got = reg.revocations(now).await.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".to_owned(), now + 100),
+            ("bob".to_owned(), now + 200)
+        ]
+    );
+    // Ended ones are not returned.
+    assert_eq!(
+        reg.revocations(now + 150).await.unwrap(),
+        vec![("bob".to_owned(), now + 200)]
+    );
+    assert!(reg.revoke("", now + 1).await.is_err());
+    assert!(reg.revoke(&"x".repeat(300), now + 1).await.is_err());
+}
+
 // ---- backends ----
 
 fn memory() -> Registry {
@@ -242,6 +269,7 @@ on_both_backends!(
     events_reach_subscribers,
     secrets_round_trip_newest_first,
     secrets_stored_together_keep_their_order,
+    revocations_are_kept_until_they_end,
 );
 
 // ---- Redis only ----

@@ -1,6 +1,6 @@
 //! Relays registered in a real `redis-server`: heartbeats, drain with a sibling redirect,
 //! a Redis outage that costs nothing but freshness, secret rotation and user revocation
-//! through registry events.
+//! through registry events, and revocations stored in Redis that outlive a relay restart.
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
@@ -33,7 +33,30 @@ fn start_relay(
     extra: &[&str],
     static_secret: bool,
 ) -> Relay {
-    let (udp, http) = (geoturn_tests::free_udp_port(), free_port());
+    spawn_relay(
+        redis,
+        id,
+        region,
+        extra,
+        static_secret,
+        geoturn_tests::free_udp_port(),
+    )
+}
+
+/// A relay with the static secret on UDP port `udp` (a restart on the port it had).
+fn start_relay_on(redis: &RedisServer, id: &str, region: &str, udp: u16) -> Relay {
+    spawn_relay(redis, id, region, &[], true, udp)
+}
+
+fn spawn_relay(
+    redis: &RedisServer,
+    id: &str,
+    region: &str,
+    extra: &[&str],
+    static_secret: bool,
+    udp: u16,
+) -> Relay {
+    let http = free_port();
     let mut cmd = Command::new(geoturn_bin());
     cmd.args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
         .args(["--http", &format!("127.0.0.1:{http}")])
@@ -355,8 +378,10 @@ fn secrets_rotate_and_users_are_revoked_through_registry_events() {
     c1.refresh(600).unwrap();
 
     // Revoke alice: her allocation closes, new ones are refused.
+    // An event as an older API sent it (no `until`): refused for a day.
     rt().block_on(reg.publish(&RegistryEvent::UserRevoked {
         user: "alice".into(),
+        until: None,
     }))
     .unwrap();
     let t0 = Instant::now();
@@ -374,5 +399,44 @@ fn secrets_rotate_and_users_are_revoked_through_registry_events() {
     let mut again = client(relay.udp, "second-secret-0123456789", "alice");
     assert_eq!(again.allocate(), Err(TurnError::Code(403)));
     let mut other = client(relay.udp, "second-secret-0123456789", "carol");
+    other.allocate().unwrap();
+}
+
+#[test]
+fn a_revocation_stored_in_the_registry_outlives_a_relay_restart() {
+    let redis = RedisServer::start();
+    let reg = rt()
+        .block_on(Registry::connect(&redis.url(), "geoturn:", None))
+        .unwrap();
+    let relay = start_relay(&redis, "relay-r", "eu-north", &[], true);
+    wait_registry(&reg, Duration::from_secs(10), "relay-r", |r| {
+        state_of(r, "relay-r").is_some()
+    });
+    let mut before = client(relay.udp, SECRET, "mallory");
+    before.allocate().unwrap();
+    let udp = relay.udp;
+    drop(relay);
+
+    // Revoked (as the API does: stored, then announced) while no relay listens; the event is
+    // lost. Longer than a day, as a long --max-ttl asks for.
+    let until = geoturn_tests::unix_secs() + 3 * 86_400;
+    rt().block_on(async {
+        reg.revoke("mallory", until).await.unwrap();
+        reg.publish(&RegistryEvent::UserRevoked {
+            user: "mallory".into(),
+            until: Some(until),
+        })
+        .await
+        .unwrap();
+    });
+
+    // The relay comes back on the same port: it loaded the revocation at start.
+    let relay = start_relay_on(&redis, "relay-r", "eu-north", udp);
+    wait_registry(&reg, Duration::from_secs(10), "relay-r back", |r| {
+        state_of(r, "relay-r").is_some()
+    });
+    let mut after = client(relay.udp, SECRET, "mallory");
+    assert_eq!(after.allocate(), Err(TurnError::Code(403)));
+    let mut other = client(relay.udp, SECRET, "alice");
     other.allocate().unwrap();
 }

@@ -90,17 +90,34 @@ pub async fn list_secrets(
     Ok(response)
 }
 
+/// How long past the longest credential a revocation lasts: clock skew between API and relays.
+const REVOCATION_SLACK_SECS: u64 = 300;
+
 /// `POST /v1/admin/users/{id}/revoke` → 202: every relay refuses the user's current
-/// credentials from now on.
+/// credentials from now on. The revocation is stored before it is announced, so relays that
+/// start or reconnect later, or miss the event, load it; it lasts until every credential that
+/// could have been minted before it has expired (`--max-ttl`, at least a day, for signaling
+/// servers minting with the shared secret).
 pub async fn revoke_user(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
     Path(user): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&user, "user id")?;
+    let until = geoturn_shared::clock::unix_secs()
+        + state.config.max_ttl.max(86_400)
+        + REVOCATION_SLACK_SECS;
     state
         .registry
-        .publish(&RegistryEvent::UserRevoked { user: user.clone() })
+        .revoke(&user, until)
+        .await
+        .map_err(registry_error)?;
+    state
+        .registry
+        .publish(&RegistryEvent::UserRevoked {
+            user: user.clone(),
+            until: Some(until),
+        })
         .await
         .map_err(registry_error)?;
     tracing::info!(caller = %caller.name, user = %geoturn_shared::pii::Pii(&user), "user revoked");

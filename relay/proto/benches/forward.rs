@@ -212,6 +212,7 @@ fn main() {
             quota: Arc::new(Quota::new(0, 0)),
             ports: Arc::new(PortPool::new(50000..=50099, [7; 32])),
             tcp: Arc::new(TcpConnections::new(7)),
+            revoked: Arc::default(),
         },
         WallClock {
             at: now,

@@ -168,6 +168,7 @@ impl World {
                 quota: quota.clone(),
                 ports: ports.clone(),
                 tcp: tcp.clone(),
+                revoked: Arc::default(),
             },
             WallClock {
                 at: now,

@@ -5,7 +5,7 @@
 //! data path.
 //!
 //! This module is the worker's event loop: it starts the shard's readers and acceptors, then
-//! waits for events from stream and RFC 6062 tasks ([`ShardEvent`]), control messages, drain,
+//! waits for events from stream and RFC 6062 tasks ([`ShardEvent`]), revocations, drain,
 //! secret and first-contact updates, the server's own timer ([`Server::poll_timeout`]), and
 //! the publish interval (wall clock, snapshot).
 
@@ -48,22 +48,10 @@ pub struct ShardSnapshot {
     pub taken: Option<Instant>,
 }
 
-/// One-off instructions to a worker.
-#[derive(Debug, Clone)]
-pub enum WorkerControl {
-    /// Close a user's allocations and refuse them for a while.
-    RevokeUser {
-        /// The user id.
-        user: String,
-        /// How long to refuse them.
-        duration: Duration,
-    },
-}
-
 /// Everything a worker needs from the relay.
 pub struct WorkerContext {
-    /// Instructions from the relay handle.
-    pub control: tokio::sync::mpsc::Receiver<WorkerControl>,
+    /// Changes when a user is revoked (the revocation itself is in the shared table).
+    pub revoked: watch::Receiver<u64>,
     /// The shard's sans-IO server.
     pub server: Server,
     /// Secret set updates.
@@ -161,7 +149,6 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     drop(streams);
     let mut publish = tokio::time::interval(PUBLISH);
     let mut shutdown = ctx.shutdown;
-    let mut control = ctx.control;
     loop {
         // Recomputed every turn. The UDP readers feed the server outside this loop and can
         // move the deadline earlier (a first allocation starts the sweep) without waking it;
@@ -178,14 +165,10 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
                 let mut s = shard.borrow_mut();
                 handle_event(&mut s, &weak, event, Instant::now());
             }
-            Some(ctl) = control.recv() => {
+            Ok(()) = ctx.revoked.changed() => {
                 let mut s = shard.borrow_mut();
                 let now = Instant::now();
-                match ctl {
-                    WorkerControl::RevokeUser { user, duration } => {
-                        s.server.revoke_user(now, &user, now + duration);
-                    }
-                }
+                s.server.apply_revocations(now);
                 run_commands(&mut s, &weak, now);
             }
             // Drain and secret changes apply at once: a drain must refuse the very next

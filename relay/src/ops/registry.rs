@@ -21,8 +21,12 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Ops;
 use super::status::status;
 
-/// How long a revoked user stays refused: longer than any credential minted before.
+/// How long a revoked user stays refused when the revocation does not say (an event from an
+/// older API): a day, the longest TTL those versions minted by default.
 const REVOCATION: Duration = Duration::from_secs(24 * 3600);
+/// The longest a revocation is honoured, whatever the registry says (bounds what a bad value
+/// can do, and keeps instant arithmetic far from overflow).
+const MAX_REVOCATION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// Bound on one registry call as seen from here (the client bounds its own calls too).
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -295,21 +299,51 @@ pub async fn reload_secrets(ops: &Ops, registry: &Registry) {
     tracing::info!(from_registry, "secret set reloaded");
 }
 
+/// How long from now until `until` (Unix seconds), within [`MAX_REVOCATION`].
+fn revocation_left(until: u64, now: u64) -> Duration {
+    Duration::from_secs(until.saturating_sub(now)).min(MAX_REVOCATION)
+}
+
+/// Refuses every user the registry lists as revoked: at start and after a gap in the events,
+/// so a relay that restarted, reconnected or missed an event never lets a revoked user back.
+pub async fn load_revocations(ops: &Ops, registry: &Registry) {
+    let now = geoturn_shared::clock::unix_secs();
+    match tokio::time::timeout(CALL_TIMEOUT, registry.revocations(now)).await {
+        Ok(Ok(list)) => {
+            for (user, until) in &list {
+                ops.relay.revoke_user(user, revocation_left(*until, now));
+            }
+            if !list.is_empty() {
+                tracing::info!(count = list.len(), "revocations loaded from the registry");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot load revocations from the registry"),
+        Err(_) => tracing::warn!("loading revocations from the registry timed out"),
+    }
+}
+
 /// Follows registry events until the task is aborted.
 pub async fn event_loop(ops: Arc<Ops>, registry: Registry, secrets_from_registry: bool) {
     let mut events = registry.subscribe().await;
     loop {
         match events.recv().await {
-            Ok(RegistryEvent::SecretRotated { .. })
-            | Ok(RegistryEvent::Resync)
-            | Err(RecvError::Lagged(_)) => {
+            Ok(RegistryEvent::SecretRotated { .. }) => {
                 if secrets_from_registry {
                     reload_secrets(&ops, &registry).await;
                 }
             }
-            Ok(RegistryEvent::UserRevoked { user }) => {
+            Ok(RegistryEvent::Resync) | Err(RecvError::Lagged(_)) => {
+                if secrets_from_registry {
+                    reload_secrets(&ops, &registry).await;
+                }
+                load_revocations(&ops, &registry).await;
+            }
+            Ok(RegistryEvent::UserRevoked { user, until }) => {
                 tracing::info!(user = %geoturn_shared::pii::Pii(&user), "user revoked");
-                ops.relay.revoke_user(&user, REVOCATION);
+                let left = until.map_or(REVOCATION, |u| {
+                    revocation_left(u, geoturn_shared::clock::unix_secs())
+                });
+                ops.relay.revoke_user(&user, left);
             }
             Ok(RegistryEvent::RelayDraining { relay_id }) if relay_id == ops.config.node_id => {
                 // The credential API's drain endpoint; our own drain announcement comes back

@@ -28,6 +28,10 @@ pub enum RegistryEvent {
     UserRevoked {
         /// The user id (personal data: log it through `Pii`).
         user: String,
+        /// Until when, Unix seconds (also stored: [`super::Registry::revoke`]). Absent in
+        /// events from versions that did not say; a relay then refuses the user for 24 h.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
     },
     /// Never published: the local subscription was down (Redis restart, network) and is back,
     /// so events may have been missed. Reload secrets and anything else kept from events.
@@ -67,8 +71,11 @@ mod tests {
                 r#"{"type":"relay_draining","relay_id":"fra-1"}"#,
             ),
             (
-                RegistryEvent::UserRevoked { user: "u1".into() },
-                r#"{"type":"user_revoked","user":"u1"}"#,
+                RegistryEvent::UserRevoked {
+                    user: "u1".into(),
+                    until: Some(1_800_000_000),
+                },
+                r#"{"type":"user_revoked","user":"u1","until":1800000000}"#,
             ),
             (RegistryEvent::Resync, r#"{"type":"resync"}"#),
         ];
@@ -76,6 +83,14 @@ mod tests {
             assert_eq!(event.to_json(), json);
             assert_eq!(RegistryEvent::from_json(json).unwrap(), event);
         }
+        // From an older API: no `until`.
+        assert_eq!(
+            RegistryEvent::from_json(r#"{"type":"user_revoked","user":"u1"}"#).unwrap(),
+            RegistryEvent::UserRevoked {
+                user: "u1".into(),
+                until: None
+            }
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ struct State {
     secrets: HashMap<String, (u64, Secret)>,
     /// The last `created` handed out, so secrets stored within one millisecond still order.
     last_created: u64,
+    /// Revoked user → until (Unix seconds).
+    revoked: HashMap<String, u64>,
 }
 
 impl MemoryRegistry {
@@ -132,6 +134,38 @@ impl MemoryRegistry {
     /// Deletes a secret (one past its `not_after`, say).
     pub fn remove_secret(&self, id: &str) {
         self.state().secrets.remove(id);
+    }
+
+    /// Stores a revocation (see [`super::Registry::revoke`]).
+    pub fn revoke(&self, user: &str, until: u64) {
+        let now = crate::clock::unix_secs();
+        let mut state = self.state();
+        let revoked = &mut state.revoked;
+        revoked.retain(|_, t| *t > now);
+        if revoked.len() >= super::MAX_REVOCATIONS
+            && !revoked.contains_key(user)
+            && let Some(soonest) = revoked
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(u, _)| u.clone())
+        {
+            revoked.remove(&soonest);
+        }
+        let entry = revoked.entry(user.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// Revocations in force at `now` (Unix seconds).
+    pub fn revocations(&self, now: u64) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .state()
+            .revoked
+            .iter()
+            .filter(|(_, t)| **t > now)
+            .map(|(u, t)| (u.clone(), *t))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Every stored secret, newest first.

@@ -93,6 +93,21 @@ pub enum Registry {
     Redis(RedisRegistry),
 }
 
+/// Most revocations stored; a relay remembers as many.
+pub const MAX_REVOCATIONS: usize = 100_000;
+/// Longest user id a revocation takes (TURN usernames are short; this bounds the stored list).
+const MAX_USER_LEN: usize = 256;
+
+fn check_user(user: &str) -> Result<(), RegistryError> {
+    if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+        return Err(RegistryError::invalid(
+            "user",
+            format!("must be 1-{MAX_USER_LEN} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
 impl Registry {
     /// `"memory"` → an in-process registry (prefix and key unused); `redis://…` or
     /// `rediss://…` (TLS) → Redis with keys under `prefix`. Does not wait for Redis to answer.
@@ -149,6 +164,30 @@ impl Registry {
         match self {
             Self::Memory(m) => Ok(m.list()),
             Self::Redis(r) => r.list().await,
+        }
+    }
+
+    /// Stores that `user` is revoked until `until` (Unix seconds; a later revocation of the
+    /// same user only extends it), so relays that start, reconnect or missed the event still
+    /// refuse them ([`Registry::revocations`]). Ended revocations are dropped as new ones come;
+    /// past [`MAX_REVOCATIONS`] the ones ending soonest go first.
+    pub async fn revoke(&self, user: &str, until: u64) -> Result<(), RegistryError> {
+        check_user(user)?;
+        match self {
+            Self::Memory(m) => {
+                m.revoke(user, until);
+                Ok(())
+            }
+            Self::Redis(r) => r.revoke(user, until).await,
+        }
+    }
+
+    /// Revocations in force at `now` (Unix seconds): user and until when, at most
+    /// [`MAX_REVOCATIONS`].
+    pub async fn revocations(&self, now: u64) -> Result<Vec<(String, u64)>, RegistryError> {
+        match self {
+            Self::Memory(m) => Ok(m.revocations(now)),
+            Self::Redis(r) => r.revocations(now).await,
         }
     }
 

@@ -52,6 +52,7 @@ struct Keys {
     relays: String,
     secrets: String,
     events: String,
+    revoked: String,
 }
 
 impl Keys {
@@ -61,6 +62,7 @@ impl Keys {
             relays: format!("{prefix}relays"),
             secrets: format!("{prefix}secrets"),
             events: format!("{prefix}events"),
+            revoked: format!("{prefix}revoked"),
         }
     }
 
@@ -226,6 +228,56 @@ impl RedisRegistry {
         let payload = &event.to_json();
         self.call("publish", |mut c| async move {
             c.publish::<_, _, ()>(&self.keys.events, payload).await
+        })
+        .await
+    }
+
+    /// Stores a revocation in the `revoked` sorted set (score: until, Unix seconds), dropping
+    /// ended ones and, past the cap, those ending soonest; one transaction.
+    pub async fn revoke(&self, user: &str, until: u64) -> Result<(), RegistryError> {
+        let now = crate::clock::unix_secs();
+        let key = &self.keys.revoked;
+        self.call("revoke", |mut c| async move {
+            redis::pipe()
+                .atomic()
+                // GT: a later revocation of the same user only extends it.
+                .cmd("ZADD")
+                .arg(key)
+                .arg("GT")
+                .arg(until)
+                .arg(user)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(now)
+                .ignore()
+                // Keep the MAX_REVOCATIONS ending last: drop ranks 0..len-MAX-1.
+                .cmd("ZREMRANGEBYRANK")
+                .arg(key)
+                .arg(0)
+                .arg(-(super::MAX_REVOCATIONS as i64) - 1)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Revocations in force at `now`, at most `MAX_REVOCATIONS`.
+    pub async fn revocations(&self, now: u64) -> Result<Vec<(String, u64)>, RegistryError> {
+        let key = &self.keys.revoked;
+        self.call("revocations", |mut c| async move {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg(format!("({now}"))
+                .arg("+inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(super::MAX_REVOCATIONS)
+                .query_async::<Vec<(String, u64)>>(&mut c)
+                .await
         })
         .await
     }

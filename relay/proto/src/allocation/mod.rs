@@ -6,6 +6,7 @@ pub mod hash;
 pub mod permission;
 pub mod ports;
 pub mod quota;
+pub mod revoked;
 pub mod table;
 pub mod tcp;
 

@@ -29,6 +29,7 @@ pub use self::stats::{DropReason, ServerStats};
 use crate::allocation::AllocationTable;
 use crate::allocation::ports::{PortPool, Token};
 use crate::allocation::quota::Quota;
+use crate::allocation::revoked::Revocations;
 use crate::auth::{Authenticated, Nonces};
 use crate::stun::{AddressFamily, TransactionId};
 use crate::transaction_cache::TransactionCache;
@@ -167,14 +168,13 @@ pub struct Server {
     drain: Option<Drain>,
     /// Where Allocates on anycast listeners are sent, best first.
     first_contact: Vec<Alternate>,
-    /// Users whose new requests are refused, until the instant given.
-    revoked: HashMap<String, Instant>,
+    /// Users whose requests are refused, shared by every shard.
+    revoked: Arc<Revocations>,
+    /// The revocations' generation when this shard last closed revoked users' allocations.
+    revoked_seen: u64,
     limiter: crate::rate_limit::SourceLimiter,
     stats: ServerStats,
 }
-
-/// Most revoked users remembered; the oldest revocations are forgotten first.
-const MAX_REVOKED: usize = 100_000;
 
 /// Drain settings: no new allocations; existing ones live at most until `deadline`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +188,8 @@ pub struct Drain {
 
 /// What the shards (worker threads) of one relay share, and why: a user's quota and the
 /// relay's allocation cap count across every shard; a relayed port must be unique on the host;
-/// an RFC 6062 CONNECTION-ID arrives on a new TCP connection that may land on any shard.
+/// an RFC 6062 CONNECTION-ID arrives on a new TCP connection that may land on any shard; a
+/// revoked user may come back through any shard.
 #[derive(Debug, Clone)]
 pub struct SharedTables {
     /// Allocations per user and in all.
@@ -197,6 +198,8 @@ pub struct SharedTables {
     pub ports: Arc<PortPool>,
     /// Every RFC 6062 peer connection, and the socket or splice that carries it.
     pub tcp: Arc<crate::allocation::tcp::TcpConnections>,
+    /// Revoked users: refused by every shard, whichever one heard of the revocation.
+    pub revoked: Arc<Revocations>,
 }
 
 /// The wall-clock time (unix seconds) at a monotonic instant: what credential and nonce
@@ -219,7 +222,12 @@ impl Server {
         shared: SharedTables,
         clock: WallClock,
     ) -> Self {
-        let SharedTables { quota, ports, tcp } = shared;
+        let SharedTables {
+            quota,
+            ports,
+            tcp,
+            revoked,
+        } = shared;
         let nonces = Nonces::new(config.nonce_key, config.nonce_lifetime.as_secs());
         let transactions = TransactionCache::new(config.transaction_cache_size);
         let limiter =
@@ -240,7 +248,8 @@ impl Server {
             next_sweep: None,
             drain: None,
             first_contact: Vec::new(),
-            revoked: HashMap::new(),
+            revoked_seen: revoked.generation(),
+            revoked,
             limiter,
             stats: ServerStats::default(),
         }
@@ -296,6 +305,7 @@ impl Server {
         }
         self.next_sweep = Some(now + SWEEP_INTERVAL);
         self.tcp.expire(now);
+        self.apply_revocations(now);
         for alloc in self.allocations.drain_expired(now) {
             tracing::info!(
                 relay = %alloc.relay(),
@@ -307,29 +317,28 @@ impl Server {
         }
     }
 
-    /// Revokes `user` until `until`: their allocations close now and their requests are refused
+    /// Revokes `user` until `until` in the table every shard shares: this shard closes their
+    /// allocations now, the others at their next sweep, and every shard refuses their requests
     /// (403) until then — long enough for every credential minted before the revocation to
     /// expire.
     pub fn revoke_user(&mut self, now: Instant, user: &str, until: Instant) {
-        if self.revoked.len() >= MAX_REVOKED {
-            self.revoked.retain(|_, t| *t > now);
-            if self.revoked.len() >= MAX_REVOKED {
-                // Still full of live revocations: drop the one ending soonest.
-                if let Some(k) = self
-                    .revoked
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(k, _)| k.clone())
-                {
-                    self.revoked.remove(&k);
-                }
-            }
+        self.revoked.revoke(user, until, now);
+        self.apply_revocations(now);
+    }
+
+    /// Closes the allocations of revoked users, if a revocation came (through any shard)
+    /// since the last look. The sweep does this too; a driver that hears of a revocation
+    /// calls it to act at once.
+    pub fn apply_revocations(&mut self, now: Instant) {
+        let generation = self.revoked.generation();
+        if generation == self.revoked_seen {
+            return;
         }
-        self.revoked.insert(user.to_owned(), until);
+        self.revoked_seen = generation;
         let doomed: Vec<FiveTuple> = self
             .allocations
             .iter()
-            .filter(|a| user_of(&a.username) == user)
+            .filter(|a| self.revoked.is_revoked(user_of(&a.username), now))
             .map(|a| a.five_tuple())
             .collect();
         for t in doomed {
@@ -342,7 +351,7 @@ impl Server {
     }
 
     fn is_revoked(&self, user: &str, now: Instant) -> bool {
-        self.revoked.get(user).is_some_and(|t| now < *t)
+        self.revoked.is_revoked(user, now)
     }
 
     /// A TCP/TLS client's connection closed: its allocation goes with it (RFC 8656 §5).

@@ -63,6 +63,7 @@ impl Harness {
                 quota: Arc::new(quota),
                 ports: Arc::new(PortPool::new(ports, [42; 32])),
                 tcp: Arc::new(crate::allocation::tcp::TcpConnections::new(9)),
+                revoked: Arc::default(),
             },
             WallClock {
                 at: now,
