@@ -14,7 +14,8 @@
 #   raw-nogso      raw-forwarder ... --gso false
 # and geoturn-base: the geoturn relay of another build (BASE_GEOTURN_BIN, e.g. the last
 # release's), to compare a change with what it changes in one run.
-# all on 127.0.0.1, with echo peers on 127.0.0.1 inside the load generator.
+# all on 127.0.0.1, with echo peers on 127.0.0.3 inside the load generator (geoturn refuses its own
+# address as a peer except at its relayed ports).
 #
 # Load: `geoturn bench` (target/release/geoturn bench): ALLOCS allocations (channels), each
 # sending timestamped packets to its echo peer, which echoes them back through the relay. The

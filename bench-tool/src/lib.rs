@@ -119,8 +119,9 @@ pub struct BenchOptions {
     /// Echo peers, each a socket with its own thread; allocation i uses peer i mod N.
     #[arg(long, default_value_t = 1)]
     pub peers: usize,
-    /// Address the echo peers bind (the server must be able to reach it).
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address the echo peers bind (the server must be able to reach it; not the server's own
+    /// address, which geoturn refuses as a peer except at its relayed ports).
+    #[arg(long, default_value = "127.0.0.3")]
     pub peer_ip: IpAddr,
     /// Address the client sockets bind [default: loopback when the server is on loopback, else
     /// the wildcard]. Another loopback address (127.0.0.2) keeps thousands of client sockets out
@@ -173,7 +174,7 @@ impl Default for BenchOptions {
             password: None,
             threads: 1,
             peers: 1,
-            peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            peer_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
             client_ip: None,
             server_pid: None,
             setup_window: 64,

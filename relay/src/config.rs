@@ -154,9 +154,15 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_UNAUTH_RATE")]
     pub unauth_rate: Option<u32>,
 
+    /// Relay to this relay's own addresses (listen, relayed, external, anycast) at any port,
+    /// not only at relayed ports in use. Off by default: on, a client reaches every service of
+    /// this host through the relay. Only for test setups whose peers share the relay's address.
+    #[arg(long, env = "GEOTURN_ALLOW_RELAY_TO_SELF", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_relay_to_self: Option<bool>,
+
     /// TCP and TLS client connections at once from one IPv4 address or IPv6 /64, relay-wide
-    /// (room for an office behind one NAT; one address cannot take every descriptor)
-    /// [default: 100; 0 = unlimited].
+    /// (room for an office behind one NAT, whose browsers open several each; one address
+    /// cannot take every descriptor) [default: 500; 0 = unlimited].
     #[arg(long, env = "GEOTURN_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
 
@@ -325,6 +331,8 @@ pub struct RelayConfig {
     pub unauth_burst: u32,
     /// TCP/TLS client connections per IPv4 address or IPv6 /64 (0 = no limit).
     pub max_connections_per_ip: usize,
+    /// Relay to the relay's own addresses at any port (the guard off).
+    pub allow_relay_to_self: bool,
     /// Default allocation lifetime.
     pub default_lifetime: Duration,
     /// Maximum allocation lifetime.
@@ -398,6 +406,7 @@ impl RelayOptions {
             unauth_rate: self.unauth_rate.or(base.unauth_rate),
             unauth_burst: self.unauth_burst.or(base.unauth_burst),
             max_connections_per_ip: self.max_connections_per_ip.or(base.max_connections_per_ip),
+            allow_relay_to_self: self.allow_relay_to_self.or(base.allow_relay_to_self),
             default_lifetime: self.default_lifetime.or(base.default_lifetime),
             max_lifetime: self.max_lifetime.or(base.max_lifetime),
             http: self.http.or(base.http),
@@ -683,7 +692,8 @@ impl RelayOptions {
             udp_gso: self.udp_gso.unwrap_or(true),
             unauth_rate: self.unauth_rate.unwrap_or(100),
             unauth_burst: self.unauth_burst.unwrap_or(200),
-            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(100),
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(500),
+            allow_relay_to_self: self.allow_relay_to_self.unwrap_or(false),
             default_lifetime: Duration::from_secs(default_lifetime),
             max_lifetime: Duration::from_secs(max_lifetime),
             log_json,

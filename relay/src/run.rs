@@ -114,6 +114,14 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let unicast_tls = config.tls.as_ref().map_or(0, |t| t.listen.len());
     let anycast_tls = tls_local.split_off(unicast_tls.min(tls_local.len()));
     let anycast: Vec<SocketAddr> = anycast_addrs.iter().chain(&anycast_tls).copied().collect();
+    // The relay's own addresses are peers only at relayed ports in use (the core adds the
+    // relayed, external and anycast ones). A wildcard listener answers on every address.
+    let listen_ips = local_addrs.iter().chain(&tls_local).map(SocketAddr::ip);
+    let own_addresses: Vec<std::net::IpAddr> = if listen_ips.clone().any(|ip| ip.is_unspecified()) {
+        crate::net::interfaces::all_addresses()
+    } else {
+        listen_ips.collect()
+    };
     // Until the registry names a less loaded sibling, first contacts come to this relay.
     let (first_contact, _) = watch::channel(own_unicast(config, &local_addrs, &tls_local));
 
@@ -136,6 +144,8 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             unauth_burst: config.unauth_burst,
             allocation_bps: config.max_bps,
             anycast: anycast.clone(),
+            own_addresses: own_addresses.clone(),
+            guard_own_addresses: !config.allow_relay_to_self,
             ..ServerConfig::default()
         };
         let snapshot = Arc::new(Mutex::new(ShardSnapshot::default()));

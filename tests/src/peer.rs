@@ -1,4 +1,6 @@
-//! A UDP echo peer on 127.0.0.1 that stops when dropped (and after a time limit regardless).
+//! A UDP echo peer on 127.0.0.2 that stops when dropped (and after a time limit regardless).
+//! Not 127.0.0.1: test relays listen there, and a relay refuses its own addresses as peers
+//! except at its relayed ports in use.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -19,9 +21,9 @@ pub struct EchoPeer {
 const MAX_RUN: Duration = Duration::from_secs(120);
 
 impl EchoPeer {
-    /// Starts an echo peer on an ephemeral 127.0.0.1 port.
+    /// Starts an echo peer on an ephemeral 127.0.0.2 port.
     pub fn start() -> std::io::Result<Self> {
-        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?)
+        Self::start_on("127.0.0.2:0".parse().map_err(std::io::Error::other)?)
     }
 
     /// Starts an echo peer on `addr` (e.g. `[::1]:0`).

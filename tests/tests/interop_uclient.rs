@@ -76,7 +76,8 @@ fn run_uclient_stats(
     let peer_port = geoturn_tests::free_udp_port();
     let _peer = ChildGuard::spawn(
         Command::new(peer_bin)
-            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            // Not the relay's address: a relay refuses itself as a peer but at relayed ports.
+            .args(["-L", "127.0.0.2", "-p", &peer_port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )
@@ -85,7 +86,7 @@ fn run_uclient_stats(
     let mut child = ChildGuard::spawn(
         Command::new(uclient)
             .args(["-W", TEST_SECRET, "-u", "interop"])
-            .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
+            .args(["-e", "127.0.0.2", "-r", &peer_port.to_string()])
             .args(["-p", &port.to_string()])
             .args(["-m", "10", "-n", "300", "-l", "161", "-z", "2"])
             .args(transport_args)

@@ -27,7 +27,12 @@ struct StreamClient {
 
 impl StreamClient {
     fn connect(relay: SocketAddr, user: &str) -> Self {
-        let c = TestRelay::credentials(user, 3600);
+        Self::connect_as(relay, TestRelay::credentials(user, 3600))
+    }
+
+    /// A client with credentials `c` (a data connection must use the control connection's,
+    /// RFC 6062 §5.4).
+    fn connect_as(relay: SocketAddr, c: geoturn_shared::RestCredential) -> Self {
         let stream = TcpStream::connect(relay).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         Self {
@@ -109,8 +114,10 @@ fn closes_within(stream: &mut TcpStream, wait: Duration) -> bool {
 /// Allocates over TCP, Connects to a fresh peer, binds a data connection to it and checks bytes
 /// flow both ways. Returns the control client, the data connection and the peer's side.
 fn spliced(relay: &TestRelay) -> (StreamClient, TcpStream, TcpStream) {
-    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut control = StreamClient::connect(relay.addr(), "alice");
+    // Not the relay's own address (127.0.0.1), which is a peer only at its relayed ports.
+    let peer = TcpListener::bind("127.0.0.2:0").unwrap();
+    let credential = TestRelay::credentials("alice", 3600);
+    let mut control = StreamClient::connect_as(relay.addr(), credential.clone());
     let resp = control.request(Method::Allocate, &[Attribute::RequestedTransport(6)]);
     assert_eq!(code(&resp), None, "TCP Allocate");
     let resp = control.request(
@@ -125,7 +132,7 @@ fn spliced(relay: &TestRelay) -> (StreamClient, TcpStream, TcpStream) {
     let (mut at_peer, _) = peer.accept().unwrap();
     at_peer.set_read_timeout(Some(WAIT)).unwrap();
 
-    let mut data = StreamClient::connect(relay.addr(), "alice");
+    let mut data = StreamClient::connect_as(relay.addr(), credential);
     let resp = data.request(Method::ConnectionBind, &[Attribute::ConnectionId(id)]);
     assert_eq!(code(&resp), None, "ConnectionBind");
     let mut data = data.stream;

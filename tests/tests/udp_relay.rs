@@ -213,7 +213,8 @@ fn secret_rotation_takes_effect_without_restart() {
 fn bursts_arrive_whole_and_in_order_with_and_without_gso() {
     for gso in [true, false] {
         let relay = TestRelay::start(|o| o.udp_gso = Some(gso));
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Not 127.0.0.1, the relay's own address (a peer only at its relayed ports).
+        let peer = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
         peer.set_read_timeout(Some(WAIT)).unwrap();
         let mut c = client(&relay, "gso");
         let relayed = c.allocate().unwrap();
@@ -252,4 +253,84 @@ fn bursts_arrive_whole_and_in_order_with_and_without_gso() {
             );
         }
     }
+}
+
+/// The relay's own address (127.0.0.1 here, where it listens and relays from) is a peer only
+/// at a relayed port in use: two of its clients call each other as ever, but nothing else
+/// listening on that address — its TURN listener, any other service — is reachable through it,
+/// although `--allow-peer 127.0.0.0/8` allows the address.
+#[test]
+fn the_relays_own_address_is_reachable_only_at_relayed_ports() {
+    let relay = TestRelay::start(|_| {});
+    let mut a = client(&relay, "alice");
+    let mut b = client(&relay, "bob");
+    let a_relayed = a.allocate().unwrap();
+    let b_relayed = b.allocate().unwrap();
+    assert_eq!(b_relayed.ip(), relay.addr().ip());
+
+    // A call between two clients of this relay.
+    a.create_permission(b_relayed).unwrap();
+    b.create_permission(a_relayed).unwrap();
+    a.send_indication(b_relayed, b"hello b").unwrap();
+    assert_eq!(
+        b.recv(WAIT).unwrap(),
+        Some(Received::Data {
+            peer: a_relayed,
+            payload: b"hello b".to_vec()
+        })
+    );
+    b.channel_bind(0x4001, a_relayed).unwrap();
+    b.send_channel(0x4001, b"hello a").unwrap();
+    assert_eq!(
+        a.recv(WAIT).unwrap(),
+        Some(Received::Data {
+            peer: b_relayed,
+            payload: b"hello a".to_vec()
+        })
+    );
+
+    // A service on the relay's address, and the same service one address over.
+    let on_relay = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let elsewhere = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    for s in [&on_relay, &elsewhere] {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+    }
+    let service = on_relay.local_addr().unwrap();
+    a.create_permission(service).unwrap();
+    a.create_permission(elsewhere.local_addr().unwrap())
+        .unwrap();
+    assert_eq!(a.channel_bind(0x4002, service), Err(TurnError::Code(403)));
+    let mut buf = [0u8; 64];
+    a.send_indication(service, b"knock").unwrap();
+    a.send_indication(relay.addr(), b"knock").unwrap();
+    a.send_indication(elsewhere.local_addr().unwrap(), b"knock")
+        .unwrap();
+    assert_eq!(elsewhere.recv(&mut buf).unwrap(), 5, "the control case");
+    assert!(
+        on_relay.recv(&mut buf).is_err(),
+        "relayed to a service on the relay's own address"
+    );
+    // Workers publish their counters every 500 ms.
+    let own_drops_reach = |n: u64, what: &str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let stats = relay.handle().snapshot().stats;
+            let drops = stats.drops(geoturn_relay_proto::server::DropReason::OwnAddress);
+            if drops >= n {
+                assert_eq!(drops, n, "{what}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {drops} drops"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    own_drops_reach(2, "the service and the TURN listener");
+    // B's port stops being a peer once B is gone.
+    b.refresh(0).unwrap();
+    a.send_indication(b_relayed, b"anyone?").unwrap();
+    own_drops_reach(3, "B's freed port");
 }

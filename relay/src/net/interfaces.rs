@@ -1,39 +1,77 @@
-//! Finding a usable local address when the relay listens on a wildcard address.
+//! The host's interface addresses: a usable local address when the relay listens on a
+//! wildcard address, and every address of the host, which the relay must not relay to (see
+//! `server/own.rs` in the core).
 #![allow(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The first IPv4 address of an interface that is up and not loopback.
-pub fn first_non_loopback_ipv4() -> Option<IpAddr> {
-    let mut found = None;
+/// One interface address.
+#[derive(Debug, Clone, Copy)]
+struct InterfaceAddr {
+    ip: IpAddr,
+    up: bool,
+    loopback: bool,
+}
+
+/// Every IPv4 and IPv6 address of the host's interfaces (empty if they cannot be listed).
+fn list() -> Vec<InterfaceAddr> {
+    let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
+        return out;
     }
     let mut cur = head;
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned and has not been freed.
         let ifa = unsafe { &*cur };
         cur = ifa.ifa_next;
-        let up = ifa.ifa_flags & (libc::IFF_UP as u32) != 0;
-        let loopback = ifa.ifa_flags & (libc::IFF_LOOPBACK as u32) != 0;
-        if ifa.ifa_addr.is_null() || !up || loopback {
+        if ifa.ifa_addr.is_null() {
             continue;
         }
         // SAFETY: ifa_addr is non-null and points to a sockaddr of the family it names.
-        let family = unsafe { (*ifa.ifa_addr).sa_family };
-        if i32::from(family) != libc::AF_INET {
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let ip = if family == libc::AF_INET {
+            // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+        } else if family == libc::AF_INET6 {
+            // SAFETY: the family is AF_INET6, so the sockaddr is a sockaddr_in6.
+            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+            IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+        } else {
             continue;
-        }
-        // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
-        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-            sin.sin_addr.s_addr,
-        ))));
-        break;
+        };
+        out.push(InterfaceAddr {
+            ip,
+            up: ifa.ifa_flags & (libc::IFF_UP as u32) != 0,
+            loopback: ifa.ifa_flags & (libc::IFF_LOOPBACK as u32) != 0,
+        });
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
-    found
+    out
+}
+
+/// The first IPv4 address of an interface that is up and not loopback.
+pub fn first_non_loopback_ipv4() -> Option<IpAddr> {
+    list()
+        .into_iter()
+        .find(|a| a.up && !a.loopback && a.ip.is_ipv4())
+        .map(|a| a.ip)
+}
+
+/// Every address of the host's interfaces, up or not (an interface may come up later).
+pub fn all_addresses() -> Vec<IpAddr> {
+    list().into_iter().map(|a| a.ip).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loopback_address_is_listed() {
+        assert!(all_addresses().contains(&IpAddr::from([127, 0, 0, 1])));
+    }
 }

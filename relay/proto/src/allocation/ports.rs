@@ -7,7 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha12Rng;
@@ -37,9 +38,68 @@ struct Reservation {
     until: Instant,
 }
 
+/// One bit per port: set while the port is in use or reserved. Written under the pool's lock,
+/// read without it, per datagram, by [`PortPool::holds`].
+#[derive(Debug)]
+struct PortBits(Box<[AtomicU64]>);
+
+impl PortBits {
+    fn new() -> Self {
+        Self((0..1024).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// The word holding `port`'s bit (1024 words cover every port), and the bit.
+    fn word(&self, port: u16) -> Option<(&AtomicU64, u64)> {
+        let word = self.0.get(usize::from(port / 64))?;
+        Some((word, 1 << (port % 64)))
+    }
+
+    fn set(&self, port: u16, on: bool) {
+        if let Some((word, bit)) = self.word(port) {
+            if on {
+                word.fetch_or(bit, Ordering::Release);
+            } else {
+                word.fetch_and(!bit, Ordering::Release);
+            }
+        }
+    }
+
+    fn get(&self, port: u16) -> bool {
+        self.word(port)
+            .is_some_and(|(word, bit)| word.load(Ordering::Acquire) & bit != 0)
+    }
+}
+
+/// The ports in use or reserved: the set, and its bitmap for lock-free reads.
+#[derive(Debug)]
+struct UsedPorts {
+    set: HashSet<u16>,
+    bits: Arc<PortBits>,
+}
+
+impl UsedPorts {
+    fn insert(&mut self, port: u16) {
+        self.set.insert(port);
+        self.bits.set(port, true);
+    }
+
+    fn remove(&mut self, port: &u16) {
+        self.set.remove(port);
+        self.bits.set(*port, false);
+    }
+
+    fn contains(&self, port: &u16) -> bool {
+        self.set.contains(port)
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    used: HashSet<u16>,
+    used: UsedPorts,
     reservations: HashMap<Token, Reservation>,
     rng: ChaCha12Rng,
 }
@@ -49,6 +109,7 @@ struct Inner {
 pub struct PortPool {
     range: RangeInclusive<u16>,
     inner: Mutex<Inner>,
+    bits: Arc<PortBits>,
 }
 
 impl Inner {
@@ -68,10 +129,15 @@ impl PortPool {
     /// A pool over `range`; ports and tokens drawn from a CSPRNG seeded with `seed` (from the
     /// operating system in production, fixed in tests).
     pub fn new(range: RangeInclusive<u16>, seed: [u8; 32]) -> Self {
+        let bits = Arc::new(PortBits::new());
         Self {
             range,
+            bits: bits.clone(),
             inner: Mutex::new(Inner {
-                used: HashSet::new(),
+                used: UsedPorts {
+                    set: HashSet::new(),
+                    bits,
+                },
                 reservations: HashMap::new(),
                 rng: ChaCha12Rng::from_seed(seed),
             }),
@@ -166,6 +232,12 @@ impl PortPool {
     pub fn in_use(&self) -> usize {
         self.inner().used.len()
     }
+
+    /// True while `port` is a relayed port of this relay (in use or reserved); lock-free, for
+    /// the data path.
+    pub fn holds(&self, port: u16) -> bool {
+        self.bits.get(port)
+    }
 }
 
 #[cfg(test)]
@@ -181,7 +253,9 @@ mod tests {
             assert!(seen.insert(p.port));
         }
         assert_eq!(seen.len(), 10);
+        assert!(pool.holds(50002) && !pool.holds(50010) && !pool.holds(49999));
         pool.release(50002);
+        assert!(!pool.holds(50002));
         assert_eq!(pool.pick(false, false, "1:alice", now).unwrap().port, 50002);
     }
 
@@ -205,7 +279,13 @@ mod tests {
         assert_eq!(pool.in_use(), 4);
         let later = now + RESERVATION_LIFETIME;
         let token = q.reservation.unwrap();
+        let reserved = q.port + 1;
+        assert!(pool.holds(reserved));
         assert_eq!(pool.take_reservation(&token, "1:alice", later), None);
         assert_eq!(pool.in_use(), 3);
+        assert!(
+            !pool.holds(reserved),
+            "an expired reservation frees its bit"
+        );
     }
 }

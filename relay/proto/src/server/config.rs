@@ -44,6 +44,14 @@ pub struct ServerConfig {
     /// relay (see [`Server::set_first_contact`]) and never creates state here, because the
     /// next route change could carry the client's packets to another site.
     pub anycast: Vec<SocketAddr>,
+    /// More addresses of this relay (its listen addresses; every interface address when it
+    /// listens on a wildcard). With the relayed, external and anycast ones, they are peers only
+    /// at a relayed port in use (see `server/own.rs`).
+    pub own_addresses: Vec<IpAddr>,
+    /// Refuse relaying to the relay's own addresses except at relayed ports in use. On by
+    /// default; off only for setups whose peers share the relay's address on purpose
+    /// (`--allow-relay-to-self`).
+    pub guard_own_addresses: bool,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +73,8 @@ impl Default for ServerConfig {
             unauth_burst: 200,
             allocation_bps: 0,
             anycast: Vec::new(),
+            own_addresses: Vec::new(),
+            guard_own_addresses: true,
         }
     }
 }

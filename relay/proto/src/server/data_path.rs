@@ -120,7 +120,14 @@ impl Server {
         };
         // The payload follows the 4-byte header (RFC 8656 §12.4).
         let range = channel_data::HEADER_LEN..channel_data::HEADER_LEN + cd.payload.len();
-        forward(&mut self.stats, alloc, now, PeerSocket::new(peer), range)
+        forward(
+            &mut self.stats,
+            &self.own,
+            alloc,
+            now,
+            PeerSocket::new(peer),
+            range,
+        )
     }
 
     fn forward_to_peer(
@@ -134,7 +141,7 @@ impl Server {
             self.stats.drop_packet(DropReason::NoAllocation);
             return None;
         };
-        forward(&mut self.stats, alloc, now, peer, range)
+        forward(&mut self.stats, &self.own, alloc, now, peer, range)
     }
 
     /// Handles a datagram from `peer` on relayed address `relay`. The payload is at
@@ -182,6 +189,7 @@ impl Server {
 /// Checks and counts one client → peer datagram of `alloc`, `range` of the client's packet.
 fn forward(
     stats: &mut super::ServerStats,
+    own: &super::own::OwnAddresses,
     alloc: &mut crate::allocation::Allocation,
     now: Instant,
     peer: PeerSocket,
@@ -191,6 +199,10 @@ fn forward(
     // also enforces the peer policy on the data path.
     if !alloc.permissions.allows(peer.addr().ip(), now) {
         stats.drop_packet(DropReason::NoPermission);
+        return None;
+    }
+    if !own.allows(peer.addr()) {
+        stats.drop_packet(DropReason::OwnAddress);
         return None;
     }
     let len = range.len();

@@ -9,6 +9,7 @@
 mod allocate;
 mod config;
 mod data_path;
+mod own;
 mod requests;
 mod response;
 mod rfc6062;
@@ -159,6 +160,8 @@ pub struct Server {
     pending: HashMap<RelayAddr, PendingAllocation>,
     ports: Arc<PortPool>,
     tcp: Arc<crate::allocation::tcp::TcpConnections>,
+    /// The relay's own addresses, peers only at its relayed ports in use.
+    own: own::OwnAddresses,
     /// Connect requests waiting for the driver to reach the peer, by CONNECTION-ID.
     connecting: HashMap<ConnectionId, (response::Answer, crate::auth::IntegrityKey)>,
     transactions: TransactionCache,
@@ -232,7 +235,27 @@ impl Server {
         let transactions = TransactionCache::new(config.transaction_cache_size);
         let limiter =
             crate::rate_limit::SourceLimiter::new(config.unauth_rate, config.unauth_burst);
+        let own_ips = if config.guard_own_addresses {
+            let c = &config;
+            let fixed = [
+                c.relay_ip_v4,
+                c.relay_ip_v6,
+                c.external_ip_v4,
+                c.external_ip_v6,
+            ];
+            let anycast = c.anycast.iter().map(SocketAddr::ip);
+            fixed
+                .into_iter()
+                .flatten()
+                .chain(anycast)
+                .chain(c.own_addresses.iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let own = own::OwnAddresses::new(own_ips, ports.clone());
         Self {
+            own,
             config,
             secrets,
             nonces,

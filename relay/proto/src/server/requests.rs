@@ -245,6 +245,17 @@ impl Server {
         Ok(())
     }
 
+    /// For requests that name a peer's port (ChannelBind, Connect): one of the relay's own
+    /// addresses only at a relayed port in use (`server/own.rs`).
+    pub(super) fn check_peer_port(&mut self, peer: SocketAddr) -> Result<(), ErrorCode> {
+        if self.own.allows(peer) {
+            return Ok(());
+        }
+        self.stats.peers_denied += 1;
+        tracing::debug!(peer = %geoturn_shared::pii::Pii(peer), "peer refused: the relay's own address");
+        Err(ErrorCode::FORBIDDEN)
+    }
+
     fn create_permission(
         &mut self,
         now: Instant,
@@ -308,6 +319,7 @@ impl Server {
             return Err(ErrorCode::BAD_REQUEST);
         };
         self.check_peer(&to.five_tuple, peer)?;
+        self.check_peer_port(peer)?;
         let Some(alloc) = self.allocations.get_mut(&to.five_tuple) else {
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         };

@@ -29,6 +29,7 @@ impl Server {
             return Err(ErrorCode::BAD_REQUEST);
         };
         self.check_peer(&tuple, peer)?;
+        self.check_peer_port(peer)?;
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         };

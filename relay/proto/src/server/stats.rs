@@ -21,11 +21,14 @@ pub enum DropReason {
     RateLimited,
     /// Relayed data over the allocation's bandwidth limit.
     OverBandwidth,
+    /// Relayed data to one of the relay's own addresses at a port that is not a relayed port
+    /// in use.
+    OwnAddress,
 }
 
 impl DropReason {
     /// Every reason, for exporting zero-valued series.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         Self::Malformed,
         Self::BadFingerprint,
         Self::UnexpectedMessage,
@@ -35,6 +38,7 @@ impl DropReason {
         Self::TooLarge,
         Self::RateLimited,
         Self::OverBandwidth,
+        Self::OwnAddress,
     ];
 
     /// A metrics label.
@@ -49,6 +53,7 @@ impl DropReason {
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::OverBandwidth => "over_bandwidth",
+            Self::OwnAddress => "own_address",
         }
     }
 

@@ -241,3 +241,51 @@ fn allocation_bandwidth_is_limited_in_both_directions() {
     let passed = (0..30).filter(|_| h.input(&frame[..n]).is_some()).count();
     assert_eq!(passed, 10);
 }
+
+#[test]
+fn the_relays_own_address_is_a_peer_only_at_a_relayed_port_in_use() {
+    let mut h = Harness::new();
+    // Two clients of this relay: the most common TURN call.
+    let (a, a_relayed) = h.allocate();
+    let a_tuple = h.tuple;
+    h.tuple = tuple(40001);
+    let (b, b_relayed) = h.allocate();
+    let b_tuple = h.tuple;
+    assert_eq!(a_relayed.ip(), b_relayed.ip());
+    let listener = SocketAddr::new(a_relayed.ip(), 3478);
+    let ops = SocketAddr::new(a_relayed.ip(), 9641);
+
+    // B's relayed address works both ways: channel and Send.
+    h.tuple = a_tuple;
+    h.allow_peer(&a, b_relayed);
+    assert_eq!(code_of(&h.channel_bind(&a, 0x4001, b_relayed)), None);
+    let mut frame = [0u8; 64];
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"to b", false).unwrap();
+    let cd = frame[..n].to_vec();
+    let (_, to, _) = h.input(&cd).unwrap();
+    assert_eq!(to.addr(), b_relayed);
+    // The same IP at a listener or another service: ChannelBind refused, data dropped.
+    assert_eq!(code_of(&h.channel_bind(&a, 0x4002, listener)), Some(403));
+    let denied = h.server.stats().peers_denied;
+    for target in [listener, ops] {
+        let send = encode_request(
+            Method::Send,
+            Class::Indication,
+            TransactionId([7; 12]),
+            &[Attribute::XorPeerAddress(target), Attribute::Data(b"x")],
+            None,
+        )
+        .unwrap();
+        assert!(h.input(&send).is_none(), "relayed to {target}");
+    }
+    assert_eq!(h.server.stats().drops(DropReason::OwnAddress), 2);
+    assert_eq!(h.server.stats().peers_denied, denied);
+
+    // B leaves: its port is no longer a peer, even over the channel bound to it.
+    h.tuple = b_tuple;
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&b));
+    assert_eq!(code_of(&resp), None);
+    h.tuple = a_tuple;
+    assert!(h.input(&cd).is_none());
+    assert_eq!(h.server.stats().drops(DropReason::OwnAddress), 3);
+}
