@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
         config,
         SecretSet::from_values([SECRET]),
         SharedTables {
-            quota: Arc::new(Quota::new(4, 16)),
+            quota: Arc::new(Quota::new(4, 0, 16)),
             ports: Arc::new(PortPool::new(50000..=50015, [1; 32])),
             tcp: Arc::new(TcpConnections::new(3)),
             revoked: Arc::default(),

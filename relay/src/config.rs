@@ -122,9 +122,16 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_MAX_ALLOCATIONS")]
     pub max_allocations: Option<usize>,
 
-    /// Most allocations one user id holds; more get 486 [default: 0 = unlimited].
+    /// Most allocations one user id holds; more get 486. A credential copied from a web page
+    /// takes at most this many ports [default: 64; 0 = unlimited].
     #[arg(long, env = "GEOTURN_USER_QUOTA")]
     pub user_quota: Option<u32>,
+
+    /// Most allocations one client IPv4 address or IPv6 /64 holds, whatever user ids its
+    /// credentials carry (a signaling server's API key can mint any); more get 486. Room for an
+    /// office behind one NAT [default: 500; 0 = unlimited].
+    #[arg(long, env = "GEOTURN_ALLOCATIONS_PER_IP")]
+    pub allocations_per_ip: Option<u32>,
 
     /// Relayed bits per second per allocation, both directions together; more is dropped
     /// [default: 0 = unlimited].
@@ -317,6 +324,8 @@ pub struct RelayConfig {
     pub max_allocations: usize,
     /// Per-user cap (0 = none).
     pub user_quota: u32,
+    /// Allocations per client IPv4 address or IPv6 /64 (0 = unlimited).
+    pub allocations_per_ip: u32,
     /// Per-allocation bandwidth limit in bit/s (0 = none).
     pub max_bps: u64,
     /// Listening sockets' buffer size in bytes (0 = system default).
@@ -399,6 +408,7 @@ impl RelayOptions {
             workers: self.workers.or(base.workers),
             max_allocations: self.max_allocations.or(base.max_allocations),
             user_quota: self.user_quota.or(base.user_quota),
+            allocations_per_ip: self.allocations_per_ip.or(base.allocations_per_ip),
             max_bps: self.max_bps.or(base.max_bps),
             socket_buffer: self.socket_buffer.or(base.socket_buffer),
             relay_socket_buffer: self.relay_socket_buffer.or(base.relay_socket_buffer),
@@ -685,7 +695,8 @@ impl RelayOptions {
             peer_policy: PeerPolicy::new(self.allow_peers, self.deny_peers),
             workers,
             max_allocations: self.max_allocations.unwrap_or(0),
-            user_quota: self.user_quota.unwrap_or(0),
+            user_quota: self.user_quota.unwrap_or(64),
+            allocations_per_ip: self.allocations_per_ip.unwrap_or(500),
             max_bps: self.max_bps.unwrap_or(0),
             socket_buffer: self.socket_buffer.unwrap_or(4 << 20),
             relay_socket_buffer: self.relay_socket_buffer.unwrap_or(0),

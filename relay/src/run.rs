@@ -46,7 +46,11 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     // One nonce key for all shards: a client's retry may land on the same shard anyway (the
     // kernel hashes its 4-tuple), but a shared key keeps that an implementation detail.
     let nonce_key = fleet_nonce_key(config).unwrap_or_else(|| rng.random());
-    let quota = Arc::new(Quota::new(config.user_quota, config.max_allocations));
+    let quota = Arc::new(Quota::new(
+        config.user_quota,
+        config.allocations_per_ip,
+        config.max_allocations,
+    ));
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
     let tcp_connections = Arc::new(TcpConnections::new(rng.random()));
     let revocations = Arc::new(Revocations::default());

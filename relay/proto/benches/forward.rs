@@ -209,7 +209,7 @@ fn main() {
         config,
         SecretSet::from_values([SECRET]),
         SharedTables {
-            quota: Arc::new(Quota::new(0, 0)),
+            quota: Arc::new(Quota::new(0, 0, 0)),
             ports: Arc::new(PortPool::new(50000..=50099, [7; 32])),
             tcp: Arc::new(TcpConnections::new(7)),
             revoked: Arc::default(),

@@ -111,3 +111,13 @@ impl fmt::Display for ConnectionId {
         self.0.fmt(f)
     }
 }
+
+/// The source a per-client limit counts: an IPv4 address (an IPv4-mapped IPv6 one counts as
+/// it), or an IPv6 /64 — one subscriber's prefix, whose addresses cost an attacker nothing.
+pub fn source_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}

@@ -158,7 +158,7 @@ impl World {
             nonce_lifetime: Duration::from_secs(30 * 86_400),
             ..ServerConfig::default()
         };
-        let quota = Arc::new(Quota::new(2, 6));
+        let quota = Arc::new(Quota::new(2, 0, 6));
         let ports = Arc::new(PortPool::new(50000..=50011, [3; 32]));
         let tcp = Arc::new(TcpConnections::new(5));
         let server = Server::new(

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use geoturn_relay_proto::stun::framing::{MAX_FRAME, frame_len};
 use geoturn_relay_proto::stun::{Class, MessageType, Method};
 use geoturn_relay_proto::types::FiveTuple;
+use geoturn_relay_proto::types::source_of;
 use geoturn_relay_proto::{ClientSocket, ConnectionId, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -87,22 +88,9 @@ impl StreamsPerSource {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn source_of(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    IpAddr::V6(Ipv6Addr::from(prefix))
-                }
-            },
-        }
-    }
-
     /// A place for a connection from `ip`, or `None` when its source holds the limit.
     pub(super) fn open(self: &Arc<Self>, ip: IpAddr) -> Option<SourcePlace> {
-        let source = Self::source_of(ip);
+        let source = source_of(ip);
         let mut counts = self.lock();
         let n = counts.entry(source).or_insert(0);
         if self.limit > 0 && *n >= self.limit {
@@ -117,7 +105,7 @@ impl StreamsPerSource {
 
     /// Connections open from `ip`'s source.
     pub fn count(&self, ip: IpAddr) -> usize {
-        self.lock().get(&Self::source_of(ip)).copied().unwrap_or(0)
+        self.lock().get(&source_of(ip)).copied().unwrap_or(0)
     }
 }
 

@@ -160,9 +160,10 @@ impl Server {
         let lifetime = self.lifetime(msg)?;
         // RFC 8656 §7.2: never less than the default lifetime.
         let lifetime = lifetime.max(self.config.default_lifetime.min(self.config.max_lifetime));
-        match self.quota.acquire(auth.user_id()) {
+        let from = tuple.client.addr().ip();
+        match self.quota.acquire(auth.user_id(), from) {
             Ok(()) => {}
-            Err(QuotaExceeded::User) => {
+            Err(QuotaExceeded::User | QuotaExceeded::Source) => {
                 return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
             }
             Err(QuotaExceeded::Total) => {
@@ -176,7 +177,7 @@ impl Server {
             Some(t) => match self.ports.take_reservation(&t, auth.user_id(), now) {
                 Some(port) => Some(port),
                 None => {
-                    self.quota.release(auth.user_id());
+                    self.quota.release(auth.user_id(), from);
                     return Err(ErrorCode::INSUFFICIENT_CAPACITY);
                 }
             },
@@ -245,7 +246,8 @@ impl Server {
                     Some((family, ErrorCode::INSUFFICIENT_CAPACITY)),
                 );
             }
-            self.quota.release(pending.auth.user_id());
+            let from = pending.five_tuple.client.addr().ip();
+            self.quota.release(pending.auth.user_id(), from);
             let to = answer_for(&pending);
             return self.reply_error(
                 now,

@@ -395,7 +395,8 @@ impl Server {
             // Dropping the connections closes their sockets and splices (RFC 6062 §5.5).
             self.tcp.close_owned_by(&alloc.five_tuple());
         }
-        self.quota.release(user_of(&alloc.username));
+        let from = alloc.five_tuple().client.addr().ip();
+        self.quota.release(user_of(&alloc.username), from);
     }
 
     /// Counts a packet the driver dropped before the server saw it (e.g. truncated).

@@ -85,7 +85,7 @@ fn data_indication_for_ipv6_peer_and_odd_length() {
         relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50010);
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50010);
     let mut auth = h.credentials(3600);
     h.challenge(&mut auth, 17);
     // Default family IPv4 is unavailable: 440.
@@ -219,7 +219,7 @@ fn allocation_bandwidth_is_limited_in_both_directions() {
         allocation_bps: 80_000,
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
     let (auth, _) = h.allocate();
     let resp = h.channel_bind(&auth, 0x4001, peer());
     assert_eq!(code_of(&resp), None);

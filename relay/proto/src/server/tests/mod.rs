@@ -89,7 +89,7 @@ impl Harness {
             relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
             ..ServerConfig::default()
         };
-        Self::with(config, Quota::new(0, 0), 50000..=50099)
+        Self::with(config, Quota::new(0, 0, 0), 50000..=50099)
     }
 
     /// A server answering each source at most `rate` unsigned responses a second, `burst`
@@ -101,7 +101,7 @@ impl Harness {
             unauth_burst: burst,
             ..ServerConfig::default()
         };
-        Self::with(config, Quota::new(0, 0), 50000..=50099)
+        Self::with(config, Quota::new(0, 0, 0), 50000..=50099)
     }
 
     fn tid(&mut self) -> TransactionId {

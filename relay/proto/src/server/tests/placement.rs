@@ -8,7 +8,7 @@ fn quotas_give_486_and_508() {
         relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(1, 2), 50000..=50099);
+    let mut h = Harness::with(config, Quota::new(1, 0, 2), 50000..=50099);
     h.allocate();
     h.tuple = tuple(40001);
     let mut auth = h.credentials(3600);
@@ -48,12 +48,52 @@ fn quotas_give_486_and_508() {
 }
 
 #[test]
+fn one_address_holds_at_most_its_allocations_whatever_the_user_ids() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 1, 0), 50000..=50099);
+    let (alice, _) = h.allocate();
+    let alice_tuple = h.tuple;
+    // Another user id (an API key can mint any) from the same address: 486.
+    h.tuple = tuple(40001);
+    let c = RestCredential::mint(SECRET, "bob", UNIX_START, 3600);
+    let mut bob = ClientAuth {
+        username: c.username,
+        password: c.password,
+        ..alice.clone()
+    };
+    h.challenge(&mut bob, 17);
+    let allocate = |h: &mut Harness, who: &ClientAuth| {
+        let resp = h.request(
+            Method::Allocate,
+            &[Attribute::RequestedTransport(17)],
+            Some(who),
+        );
+        code_of(&resp)
+    };
+    assert_eq!(allocate(&mut h, &bob), Some(486));
+    // From another address it is served.
+    h.tuple.client = ClientSocket::new(SocketAddr::from(([198, 51, 100, 8], 40001)));
+    h.challenge(&mut bob, 17);
+    assert_eq!(allocate(&mut h, &bob), None);
+    // Alice's allocation ends: her address has room again.
+    h.tuple = alice_tuple;
+    let resp = h.request(Method::Refresh, &[Attribute::Lifetime(0)], Some(&alice));
+    assert_eq!(code_of(&resp), None);
+    h.tuple = tuple(40002);
+    h.challenge(&mut bob, 17);
+    assert_eq!(allocate(&mut h, &bob), None);
+}
+
+#[test]
 fn port_range_exhaustion_gives_508_and_bind_failures_retry() {
     let config = ServerConfig {
         relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50002);
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50002);
     h.fail_binds = 2;
     h.allocate(); // two ports fail to bind, the third works
     assert_eq!(h.bound.len(), 1);
@@ -165,7 +205,7 @@ fn dual_stack_allocation_relays_both_families() {
         relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
     let mut auth = h.credentials(3600);
     h.challenge(&mut auth, 17);
     let resp = h.request(
@@ -245,7 +285,7 @@ fn dual_stack_falls_back_to_one_family_with_address_error_code() {
         relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
     h.fail_v6 = true;
     let mut auth = h.credentials(3600);
     h.challenge(&mut auth, 17);
@@ -279,7 +319,7 @@ fn anycast_first_contact_is_redirected_signed_and_creates_nothing() {
         anycast: vec![anycast],
         ..ServerConfig::default()
     };
-    let mut h = Harness::with(config, Quota::new(0, 0), 50000..=50099);
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
     h.server.set_first_contact(vec![
         Alternate {
             transport: Transport::Tls,
