@@ -1053,6 +1053,8 @@ fn redis_outage_answers_from_the_last_snapshot_and_recovers() {
     let ready = get(f.api_addr, "/readyz", None).unwrap();
     assert_eq!(ready.status, 200, "a stale snapshot still serves");
     assert_eq!(json(&ready)["registry"], "unreachable");
+    // Unauthenticated: says that, not why (the error names Redis's host and port).
+    assert!(json(&ready).get("error").is_none(), "{}", ready.body);
     // Relays keep relaying with credentials minted during the outage.
     let peer = EchoPeer::start().unwrap();
     let mut c = client_for(&f, &during, 0);

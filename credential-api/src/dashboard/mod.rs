@@ -16,8 +16,9 @@
 //! [`MAX_STREAM_LIFETIME`] (the page reconnects), with a keep-alive comment every
 //! [`KEEP_ALIVE`] so proxies keep idle streams open.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -35,6 +36,10 @@ use crate::state::{AppState, credential_headers};
 /// Event streams open at once in this process; more get 503 (a reconnect loop or a crowd of
 /// tabs cannot exhaust the server's connections).
 pub const MAX_STREAMS: usize = 100;
+
+/// Event streams one caller (API key or JWT subject) holds at once: a few dashboard tabs; one
+/// key cannot take the process's [`MAX_STREAMS`] from everyone else.
+pub const MAX_STREAMS_PER_CALLER: usize = 8;
 
 /// Shortest gap between two events of one stream: refreshes and drain hints that come closer
 /// together are sent as one.
@@ -110,25 +115,63 @@ fn embedded(content_type: &'static str, body: &'static str) -> Response {
 /// Event streams open now, in this process.
 static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
 
-/// One of the [`MAX_STREAMS`] places, given back when the stream is dropped (the client went
-/// away, the stream's lifetime ended, or the server stopped).
+/// Event streams open now per caller; only callers with open streams are kept.
+static PER_CALLER: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+fn per_caller() -> std::sync::MutexGuard<'static, Option<HashMap<String, usize>>> {
+    PER_CALLER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a stream was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// [`MAX_STREAMS`] are open in the process.
+    Process,
+    /// The caller holds [`MAX_STREAMS_PER_CALLER`].
+    Caller,
+}
+
+/// One of the [`MAX_STREAMS`] places, and one of its caller's, given back when the stream is
+/// dropped (the client went away, the stream's lifetime ended, or the server stopped).
 #[derive(Debug)]
-struct StreamSlot;
+struct StreamSlot {
+    caller: String,
+}
 
 impl StreamSlot {
-    fn take() -> Option<Self> {
+    fn take(caller: &str) -> Result<Self, Refused> {
+        let mut map = per_caller();
+        let map = map.get_or_insert_with(HashMap::new);
+        if map
+            .get(caller)
+            .is_some_and(|n| *n >= MAX_STREAMS_PER_CALLER)
+        {
+            return Err(Refused::Caller);
+        }
         OPEN_STREAMS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < MAX_STREAMS).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Self)
+            .map_err(|_| Refused::Process)?;
+        *map.entry(caller.to_owned()).or_insert(0) += 1;
+        Ok(Self {
+            caller: caller.to_owned(),
+        })
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
+        let mut map = per_caller();
+        if let Some(map) = map.as_mut()
+            && let Some(held) = map.get_mut(&self.caller)
+        {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                map.remove(&self.caller);
+            }
+        }
     }
 }
 
@@ -172,15 +215,30 @@ pub async fn events(
     ApiCaller(caller): ApiCaller,
 ) -> Result<Response, ApiError> {
     require_api_key(&caller, "the event stream")?;
-    let Some(slot) = StreamSlot::take() else {
-        tracing::warn!(max = MAX_STREAMS, "event stream refused: too many open");
-        return Err(ApiError {
-            retry_after: Some(STREAMS_FULL_RETRY),
-            ..ApiError::unavailable(
-                "too_many_streams",
-                format!("{MAX_STREAMS} event streams are open; poll /v1/relays or retry later"),
-            )
-        });
+    let slot = match StreamSlot::take(&caller.name) {
+        Ok(slot) => slot,
+        Err(Refused::Process) => {
+            tracing::warn!(max = MAX_STREAMS, "event stream refused: too many open");
+            return Err(ApiError {
+                retry_after: Some(STREAMS_FULL_RETRY),
+                ..ApiError::unavailable(
+                    "too_many_streams",
+                    format!("{MAX_STREAMS} event streams are open; poll /v1/relays or retry later"),
+                )
+            });
+        }
+        Err(Refused::Caller) => {
+            return Err(ApiError {
+                retry_after: Some(STREAMS_FULL_RETRY),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    format!(
+                        "this caller holds {MAX_STREAMS_PER_CALLER} event streams; close one or poll /v1/relays"
+                    ),
+                )
+            });
+        }
     };
     let feed = Feed {
         changes: state.snapshot.subscribe(),
@@ -227,15 +285,31 @@ mod tests {
     }
 
     #[test]
-    fn stream_slots_are_bounded_and_given_back() {
+    fn stream_slots_are_bounded_per_process_and_per_caller_and_given_back() {
         let before = open_streams();
-        let slots: Vec<_> = std::iter::from_fn(StreamSlot::take)
-            .take(MAX_STREAMS + 1)
-            .collect();
+        // Many callers: the process's cap.
+        let mut slots = Vec::new();
+        for i in 0..=MAX_STREAMS {
+            match StreamSlot::take(&format!("caller-{}", i % 50)) {
+                Ok(slot) => slots.push(slot),
+                Err(e) => {
+                    assert_eq!(e, Refused::Process);
+                    break;
+                }
+            }
+        }
         assert_eq!(slots.len(), MAX_STREAMS - before);
-        assert!(StreamSlot::take().is_none());
+        assert_eq!(StreamSlot::take("another").err(), Some(Refused::Process));
         drop(slots);
         assert_eq!(open_streams(), before);
-        assert!(StreamSlot::take().is_some());
+        // One caller: its own cap, long before the process's.
+        let mine: Vec<_> = (0..MAX_STREAMS_PER_CALLER)
+            .map(|_| StreamSlot::take("greedy").unwrap())
+            .collect();
+        assert_eq!(StreamSlot::take("greedy").err(), Some(Refused::Caller));
+        assert!(StreamSlot::take("modest").is_ok());
+        drop(mine);
+        assert!(StreamSlot::take("greedy").is_ok());
+        assert_eq!(open_streams(), before);
     }
 }

@@ -19,7 +19,8 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 once the registry has been read and a secret can mint, with the
-/// snapshot's freshness in the body (a stale snapshot still serves, so it stays ready).
+/// snapshot's freshness in the body (a stale snapshot still serves, so it stays ready), but
+/// not why the registry is unreachable.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let snap = state.snapshot.get();
     let secrets = state.secrets.snapshot();
@@ -32,8 +33,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "snapshotAgeMs": snap.age(unix_ms()).as_millis() as u64,
         "relays": snap.relays.len(),
         "secrets": secrets.live(unix_secs()).count(),
-        "error": snap.stale.as_ref().map(|s| s.error.clone()),
     });
+    // No registry error text here: this endpoint is unauthenticated, and the text can name
+    // hosts and ports. It is in the log (once per outage) and in `/v1/relays` for callers.
     let status = if ready {
         StatusCode::OK
     } else {
