@@ -40,24 +40,49 @@ enum Command {
     Bench(Box<geoturn_bench::BenchOptions>),
 }
 
+/// `geoturn up`: a development setup on this machine. It reads no `GEOTURN_*` variable (an
+/// environment file written for `geoturn relay` or `geoturn api` must not turn it into an
+/// internet-facing relay that lets clients into loopback, nor a non-admin key variable into an
+/// admin key) and binds loopback addresses only.
 #[derive(Debug, clap::Args)]
 struct UpOptions {
-    /// UDP address of the embedded relay.
-    #[arg(long, env = "GEOTURN_LISTEN", default_value = "127.0.0.1:3478")]
+    /// UDP (and TCP) address of the embedded relay; loopback only.
+    #[arg(long, default_value = "127.0.0.1:3478")]
     listen: std::net::SocketAddr,
     /// Lifetime in seconds of the printed credential.
     #[arg(long, default_value_t = 86400)]
     ttl: u64,
-    /// Ops HTTP address of the embedded relay (/status, /metrics).
-    #[arg(long, env = "GEOTURN_HTTP", default_value = "127.0.0.1:9641")]
+    /// Ops HTTP address of the embedded relay (/status, /metrics); loopback only.
+    #[arg(long, default_value = "127.0.0.1:9641")]
     http: std::net::SocketAddr,
-    /// Address of the embedded credential API.
-    #[arg(long, env = "GEOTURN_API_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address of the embedded credential API; loopback only.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     api_listen: std::net::SocketAddr,
     /// API key `NAME:KEY` (with the admin scope) for the embedded API; without one a key is
     /// generated and printed.
-    #[arg(long, env = "GEOTURN_API_KEYS", hide_env_values = true)]
+    #[arg(long)]
     api_key: Option<String>,
+}
+
+impl UpOptions {
+    /// Refuses any address that is not loopback: `up` lets clients relay into loopback and
+    /// opens the API to every origin, which is safe on this machine only.
+    fn check_loopback(&self) -> anyhow::Result<()> {
+        for (flag, addr) in [
+            ("--listen", self.listen),
+            ("--http", self.http),
+            ("--api-listen", self.api_listen),
+        ] {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "geoturn up {flag} {addr}: `up` binds loopback addresses only (it lets clients \
+                     relay into this machine's loopback); run `geoturn relay` and `geoturn api` \
+                     for a server others can reach"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,6 +186,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_up(opts: UpOptions) -> anyhow::Result<()> {
+    opts.check_loopback()?;
     let secret = geoturn_relay::run::random_secret();
     let (key_name, api_key) = match &opts.api_key {
         Some(pair) => {

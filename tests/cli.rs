@@ -208,6 +208,19 @@ fn bad_configuration_fails_with_the_option_named() {
 }
 
 #[test]
+fn up_binds_loopback_only() {
+    for flag in ["--listen", "--http", "--api-listen"] {
+        let out = Command::new(BIN)
+            .args(["up", flag, "0.0.0.0:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "up {flag} 0.0.0.0:0 started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("loopback") && err.contains(flag), "{err}");
+    }
+}
+
+#[test]
 fn up_prints_ice_servers_that_work() {
     let port = geoturn_tests::free_udp_port();
     let mut up = ChildGuard::spawn(
@@ -221,6 +234,9 @@ fn up_prints_ice_servers_that_work() {
                 "--api-listen",
                 "127.0.0.1:0",
             ])
+            // Production variables are not read by `up`: neither the address nor the key.
+            .env("GEOTURN_LISTEN", "0.0.0.0:3478")
+            .env("GEOTURN_API_KEYS", "app:not-an-admin-key-0123456789")
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     )
@@ -282,6 +298,7 @@ fn up_prints_ice_servers_that_work() {
         }
     }
     let (key, url) = (key.expect("an API key line"), url.expect("a curl line"));
+    assert!(!key.contains("not-an-admin-key"), "up took GEOTURN_API_KEYS: {key}");
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let api: std::net::SocketAddr = host.parse().unwrap();

@@ -198,6 +198,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         "relay listening (udp, tcp{})",
         if tls_local.is_empty() { "" } else { ", tls" }
     );
+    warn_reaches_inside(config);
     Ok(RelayHandle {
         local_addrs,
         tls_addrs: tls_local,
@@ -350,6 +351,30 @@ fn fleet_nonce_key(config: &RelayConfig) -> Option<[u8; 32]> {
         &root,
         b"geoturn nonce key v1",
     ))
+}
+
+/// Says at start, as a warning, what a client can reach on this host through the relay when
+/// the configuration loosens the defaults that keep it out.
+fn warn_reaches_inside(config: &RelayConfig) {
+    let loopback = [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ];
+    if loopback
+        .iter()
+        .any(|ip| config.peer_policy.check(*ip).is_ok())
+    {
+        tracing::warn!(
+            "the peer policy allows loopback: clients can reach services on this host's loopback \
+         through the relay (fine for a development machine, never for a public relay)"
+        );
+    }
+    if config.allow_relay_to_self {
+        tracing::warn!(
+            "--allow-relay-to-self: clients can reach every port of this relay's own addresses \
+         through it (its listeners, ops port and other services)"
+        );
+    }
 }
 
 /// This relay's own unicast addresses as first-contact targets: each listener's public
