@@ -298,7 +298,10 @@ fn up_prints_ice_servers_that_work() {
         }
     }
     let (key, url) = (key.expect("an API key line"), url.expect("a curl line"));
-    assert!(!key.contains("not-an-admin-key"), "up took GEOTURN_API_KEYS: {key}");
+    assert!(
+        !key.contains("not-an-admin-key"),
+        "up took GEOTURN_API_KEYS: {key}"
+    );
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let api: std::net::SocketAddr = host.parse().unwrap();

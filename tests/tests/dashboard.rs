@@ -547,6 +547,13 @@ struct Stream {
     body: Vec<u8>,
 }
 
+/// `NAME:KEY` pairs: the app key, then twelve more, for the stream caps.
+fn stream_keys() -> Vec<String> {
+    std::iter::once(format!("app:{APP_KEY}"))
+        .chain((0..12).map(|i| format!("k{i}:stream-key-{i:02}-0123456789abcdef")))
+        .collect()
+}
+
 fn open_events(api: SocketAddr, key: Option<&str>) -> Stream {
     let mut conn = TcpStream::connect_timeout(&api, Duration::from_secs(2)).unwrap();
     conn.set_read_timeout(Some(Duration::from_millis(200)))
@@ -640,8 +647,9 @@ fn dechunk(mut raw: &[u8]) -> String {
 }
 
 /// `/v1/events` without a browser: authenticated like `/v1/relays`, the same JSON pushed at once
-/// and on every refresh, at most 100 streams open (503 with Retry-After beyond, and a place
-/// freed when a client goes away); and `/dashboard`'s files with their types and CSP.
+/// and on every refresh, at most 8 streams per caller (429 beyond) and 100 open in all (503
+/// with Retry-After beyond, and a place freed when a client goes away); and `/dashboard`'s
+/// files with their types and CSP.
 #[test]
 fn events_stream_is_authenticated_bounded_and_pushes_the_relays_json() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -652,7 +660,8 @@ fn events_stream_is_authenticated_bounded_and_pushes_the_relays_json() {
             .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
             .args(["--refresh-ms", "200", "--rate-limit", "0"])
             .env("GEOTURN_AUTH_SECRETS", "events-test-secret-0123456789")
-            .env("GEOTURN_API_KEYS", format!("app:{APP_KEY}"))
+            // Thirteen keys of 8 streams each can fill the process's 100.
+            .env("GEOTURN_API_KEYS", stream_keys().join(","))
             .env_remove("GEOTURN_ADMIN_KEYS")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -739,21 +748,37 @@ fn events_stream_is_authenticated_bounded_and_pushes_the_relays_json() {
     assert!(events[2]["fetchedAtMs"].as_u64() > events[0]["fetchedAtMs"].as_u64());
     eprintln!("events: 3 snapshots {three_after:?} after connecting");
 
-    // At most 100 streams; the 101st is refused with Retry-After; one closed frees a place.
+    // At most 8 streams per caller: the app key's 9th gets 429.
     let mut open = vec![first];
-    while open.len() < 100 {
+    while open.len() < 8 {
         let s = open_events(addr, Some(APP_KEY));
         assert_eq!(s.status, 200, "stream {}: {}", open.len() + 1, s.head);
         open.push(s);
     }
     let refused = open_events(addr, Some(APP_KEY));
+    assert_eq!(refused.status, 429, "{}", refused.head);
+    // At most 100 in all, whoever holds them; the 101st is refused with Retry-After; one
+    // closed frees a place.
+    let keys: Vec<String> = stream_keys()
+        .iter()
+        .skip(1)
+        .map(|k| k.split_once(':').unwrap().1.to_owned())
+        .collect();
+    for key in keys.iter().cycle().take(92) {
+        let s = open_events(addr, Some(key));
+        assert_eq!(s.status, 200, "stream {}: {}", open.len() + 1, s.head);
+        open.push(s);
+    }
+    assert_eq!(open.len(), 100);
+    let last_key = keys.last().unwrap();
+    let refused = open_events(addr, Some(last_key));
     assert_eq!(refused.status, 503, "{}", refused.head);
     assert!(refused.head.contains("retry-after: 5"), "{}", refused.head);
     drop(open.pop());
     let t0 = Instant::now();
     loop {
         // The server notices the closed connection at its next write (a refresh later).
-        let s = open_events(addr, Some(APP_KEY));
+        let s = open_events(addr, Some(last_key));
         if s.status == 200 {
             break;
         }

@@ -2823,3 +2823,90 @@ fn dockerfile_builds_locked_runs_unprivileged_and_exposes_the_ports() {
         }
     }
 }
+
+/// The API's load balancer forwards only the API's own endpoints: `/metrics`, `/readyz`,
+/// `/healthz` and the dashboard stay private (a 404 at the load balancer), while every
+/// `/v1/...` endpoint and the OpenAPI description reach the tasks.
+#[test]
+fn the_api_load_balancer_keeps_metrics_and_the_dashboard_private() {
+    let glob = |pattern: &str, path: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => pattern == path,
+    };
+    // `module.x.aws_lb_listener.api[0]` and the like.
+    let is_api = |address: &str| {
+        address
+            .split('[')
+            .next()
+            .is_some_and(|a| a.ends_with(".api"))
+    };
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (name, e) in deployment() {
+        for (address, body, ctx) in e.instances("aws_lb_listener") {
+            if !is_api(&address) {
+                continue;
+            }
+            checked += 1;
+            let default = nested(body, &ctx, "default_action");
+            let kind = default
+                .first()
+                .map(|(a, c)| text(&attr(a, c, "type")))
+                .unwrap_or_default();
+            if kind != "fixed-response" {
+                problems.push(format!(
+                    "({name}) {address}: default action {kind:?} forwards"
+                ));
+            }
+        }
+        let mut forwarded: Vec<String> = Vec::new();
+        for (address, body, ctx) in e.instances("aws_lb_listener_rule") {
+            let forwards = nested(body, &ctx, "action")
+                .iter()
+                .any(|(a, c)| text(&attr(a, c, "type")) == "forward");
+            if !forwards {
+                continue;
+            }
+            for (cond, c) in nested(body, &ctx, "condition") {
+                for (pp, c) in nested(cond, &c, "path_pattern") {
+                    match attr(pp, &c, "values") {
+                        Value::Array(values) => forwarded.extend(values.iter().map(text)),
+                        other => problems.push(format!("({name}) {address}: values {other}")),
+                    }
+                }
+            }
+        }
+        if e.instances("aws_lb_listener")
+            .iter()
+            .all(|(a, ..)| !is_api(a))
+        {
+            continue;
+        }
+        for private in [
+            "/metrics",
+            "/readyz",
+            "/healthz",
+            "/dashboard",
+            "/dashboard/app.js",
+        ] {
+            if forwarded.iter().any(|p| glob(p, private)) {
+                problems.push(format!("({name}) {private} is forwarded by {forwarded:?}"));
+            }
+        }
+        for public in [
+            "/v1/ice-servers",
+            "/v1/turn-rest",
+            "/v1/turn/keys/k/credentials/generate-ice-servers",
+            "/v1/admin/secrets",
+            "/openapi.json",
+        ] {
+            if !forwarded.iter().any(|p| glob(p, public)) {
+                problems.push(format!(
+                    "({name}) {public} is not forwarded ({forwarded:?})"
+                ));
+            }
+        }
+    }
+    assert!(checked > 0, "no API load balancer listener found");
+    assert_none(&problems, "the API load balancer");
+}

@@ -110,7 +110,32 @@ resource "aws_lb_listener" "api" {
   ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
   certificate_arn   = var.api.certificate_arn
 
+  # Only the API's own endpoints (/v1/...: ICE servers, the TURN REST and Cloudflare shapes,
+  # relays and admin, each authenticated) and its description reach the internet; /metrics,
+  # /readyz and the dashboard stay inside the VPC (the target group's health checks reach the
+  # tasks directly).
   default_action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = "application/json"
+      status_code  = "404"
+      message_body = jsonencode({ error = { code = "not_found", message = "no such endpoint" } })
+    }
+  }
+}
+
+resource "aws_lb_listener_rule" "api_public" {
+  count        = local.api_count
+  listener_arn = aws_lb_listener.api[0].arn
+  priority     = 10
+
+  condition {
+    path_pattern {
+      values = ["/v1/*", "/openapi.json"]
+    }
+  }
+
+  action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.api[0].arn
   }
