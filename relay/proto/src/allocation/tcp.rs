@@ -188,16 +188,36 @@ impl TcpConnections {
         if duplicate {
             return Err(AddError::Duplicate);
         }
+        self.add(
+            &mut inner,
+            owner,
+            username,
+            peer,
+            Phase::Connecting,
+            now + CONNECT_FORGET,
+        )
+    }
+
+    /// A new entry under a fresh id, if `owner` and the relay have room.
+    fn add(
+        &self,
+        inner: &mut Inner,
+        owner: FiveTuple,
+        username: &str,
+        peer: SocketAddr,
+        phase: Phase,
+        expires: Instant,
+    ) -> Result<ConnectionId, AddError> {
         if !inner.room_for(&owner) {
             return Err(AddError::Full);
         }
-        let id = self.fresh_id(&inner);
+        let id = self.fresh_id(inner);
         let entry = Entry {
             owner,
             username: username.to_owned(),
             peer,
-            phase: Phase::Connecting,
-            expires: now + CONNECT_FORGET,
+            phase,
+            expires,
         };
         inner.add(id, entry);
         Ok(id)
@@ -230,19 +250,15 @@ impl TcpConnections {
         now: Instant,
     ) -> Result<ConnectionId, AddError> {
         let mut inner = self.lock();
-        if !inner.room_for(&owner) {
-            return Err(AddError::Full);
-        }
-        let id = self.fresh_id(&inner);
-        let entry = Entry {
+        let waiting = Phase::Waiting(handle);
+        self.add(
+            &mut inner,
             owner,
-            username: username.to_owned(),
+            username,
             peer,
-            phase: Phase::Waiting(handle),
-            expires: now + BIND_TIMEOUT,
-        };
-        inner.add(id, entry);
-        Ok(id)
+            waiting,
+            now + BIND_TIMEOUT,
+        )
     }
 
     /// ConnectionBind by `username`: a waiting connection becomes bound; the driver then takes
