@@ -22,7 +22,7 @@ fn ice_params() -> Value {
         {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "Credential lifetime in seconds, capped by --max-ttl"},
         {"name": "client_ip", "in": "query", "schema": {"type": "string"}, "description": "The client's address (API-key callers only)"},
         {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 8}, "description": "Relays to return"},
-        {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "TURN user id (API-key callers; a JWT's sub is its user)"},
+        {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "TURN user id (API-key callers; a JWT's sub is its user). Without one, each credential gets its own: the key's name, `~` and 12 random hex digits"},
     ])
 }
 

@@ -329,10 +329,20 @@ fn answers_rank_by_place_and_their_credentials_relay_data() {
             .starts_with("stun:127.0.0.1:")
     );
     let username = turn_entries(&a)[0]["username"].as_str().unwrap().to_owned();
-    assert!(
-        username.ends_with(":app"),
-        "API-key callers default to the key name: {username}"
+    let user = username.split_once(':').unwrap().1;
+    let (key, random) = user.split_once('~').unwrap_or_else(|| panic!("{username}"));
+    assert_eq!(
+        key, "app",
+        "API-key callers without a user get the key's name: {username}"
     );
+    assert_eq!(random.len(), 12, "and a random part: {username}");
+    // Each credential its own user id: one key's users do not share one quota bucket.
+    let again = json(&ice(f.api_addr, "", APP_KEY));
+    let other = turn_entries(&again)[0]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(other.split_once(':').unwrap().1, user);
 
     // Two relays for Ashburn: us-1, then the nearest other region.
     let b = json(&ice(

@@ -56,6 +56,13 @@ struct Minted {
 }
 
 /// Ranks relays for the request's client and mints a credential.
+/// `NAME~` and 12 random hex digits: unique per credential, and still says which key minted it.
+fn anonymous_user(key_name: &str) -> String {
+    let random: [u8; 6] = rand::random();
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{key_name}~{hex}")
+}
+
 fn mint(
     state: &AppState,
     caller: &Caller,
@@ -91,7 +98,10 @@ fn mint(
         }
         (_, Some(u), _) => u.clone(),
         (_, None, Some(sub)) => sub.clone(),
-        (_, None, None) => caller.name.clone(),
+        // No user named: a user id of its own for this credential (the key's name and a
+        // random part), so the relays' per-user quota is not one bucket shared by every user
+        // of the key, and one copied credential exhausts only its own.
+        (_, None, None) => anonymous_user(&caller.name),
     };
     if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
