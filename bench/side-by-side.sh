@@ -157,9 +157,10 @@ start_system() { # system port log -> SYS_PID
         local gso=true bin="$GEOTURN_BIN"
         [[ "$sys" == geoturn-nogso ]] && gso=false
         [[ "$sys" == geoturn-base ]] && bin="$BASE_GEOTURN_BIN"
-        # The memory test's 10 000 allocations are one user from 127.0.0.x: no quotas (variables,
-        # which an older geoturn-base build ignores).
-        GEOTURN_USER_QUOTA=0 GEOTURN_ALLOCATIONS_PER_IP=0 \
+        # The memory test's 10 000 allocations are one user from 127.0.0.x, and the steps push
+        # tens of thousands of packets/s through each allocation: no quotas, no per-allocation
+        # limits (variables, which an older geoturn-base build ignores).
+        GEOTURN_USER_QUOTA=0 GEOTURN_ALLOCATIONS_PER_IP=0 GEOTURN_MAX_BPS=0 GEOTURN_MAX_PPS=0 \
         GEOTURN_AUTH_SECRETS="$SECRET" GEOTURN_LOG=warn GEOTURN_HTTP="$HOST:$(pick_port)" GEOTURN_DRAIN_TIMEOUT=1 \
             "$bin" relay --listen "$HOST:$port" --allow-peer 127.0.0.0/8 --relay-ports "$RELAY_PORTS" \
             --workers 1 --unauth-rate 0 --udp-gso "$gso" >"$log" 2>&1 &

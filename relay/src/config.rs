@@ -133,10 +133,16 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_ALLOCATIONS_PER_IP")]
     pub allocations_per_ip: Option<u32>,
 
-    /// Relayed bits per second per allocation, both directions together; more is dropped
-    /// [default: 0 = unlimited].
+    /// Relayed bits per second per allocation, both directions together; more is dropped.
+    /// Far above a call's needs; bounds what one copied credential can push through the relay
+    /// [default: 100000000; 0 = unlimited].
     #[arg(long, env = "GEOTURN_MAX_BPS")]
     pub max_bps: Option<u64>,
+
+    /// Relayed datagrams per second per allocation, both directions together; more are
+    /// dropped. A 4K screen share is a few thousand [default: 10000; 0 = unlimited].
+    #[arg(long, env = "GEOTURN_MAX_PPS")]
+    pub max_pps: Option<u64>,
 
     /// Receive and send buffer of each UDP listening socket in bytes; the kernel caps it at
     /// net.core.rmem_max / wmem_max [default: 4194304; 0 = the system default].
@@ -328,6 +334,8 @@ pub struct RelayConfig {
     pub allocations_per_ip: u32,
     /// Per-allocation bandwidth limit in bit/s (0 = none).
     pub max_bps: u64,
+    /// Per-allocation datagrams per second (0 = none).
+    pub max_pps: u64,
     /// Listening sockets' buffer size in bytes (0 = system default).
     pub socket_buffer: usize,
     /// Relayed sockets' receive buffer size in bytes (0 = system default).
@@ -410,6 +418,7 @@ impl RelayOptions {
             user_quota: self.user_quota.or(base.user_quota),
             allocations_per_ip: self.allocations_per_ip.or(base.allocations_per_ip),
             max_bps: self.max_bps.or(base.max_bps),
+            max_pps: self.max_pps.or(base.max_pps),
             socket_buffer: self.socket_buffer.or(base.socket_buffer),
             relay_socket_buffer: self.relay_socket_buffer.or(base.relay_socket_buffer),
             udp_gso: self.udp_gso.or(base.udp_gso),
@@ -697,7 +706,8 @@ impl RelayOptions {
             max_allocations: self.max_allocations.unwrap_or(0),
             user_quota: self.user_quota.unwrap_or(64),
             allocations_per_ip: self.allocations_per_ip.unwrap_or(500),
-            max_bps: self.max_bps.unwrap_or(0),
+            max_bps: self.max_bps.unwrap_or(100_000_000),
+            max_pps: self.max_pps.unwrap_or(10_000),
             socket_buffer: self.socket_buffer.unwrap_or(4 << 20),
             relay_socket_buffer: self.relay_socket_buffer.unwrap_or(0),
             udp_gso: self.udp_gso.unwrap_or(true),

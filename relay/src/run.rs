@@ -147,6 +147,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             unauth_rate: config.unauth_rate,
             unauth_burst: config.unauth_burst,
             allocation_bps: config.max_bps,
+            allocation_pps: config.max_pps,
             anycast: anycast.clone(),
             own_addresses: own_addresses.clone(),
             guard_own_addresses: !config.allow_relay_to_self,

@@ -52,6 +52,8 @@ pub struct Allocation {
     pub counters: TrafficCounters,
     /// The bandwidth limit, when one is configured.
     pub bandwidth: Option<crate::rate_limit::TokenBucket>,
+    /// The packet-rate limit, when one is configured.
+    pub packet_rate: Option<crate::rate_limit::TokenBucket>,
     /// How peers are reached: UDP datagrams, or TCP connections (RFC 6062).
     peers: PeerTransport,
 }
@@ -111,6 +113,7 @@ impl Allocation {
             channels: Channels::default(),
             counters: TrafficCounters::default(),
             bandwidth: None,
+            packet_rate: None,
             peers,
         }
     }
@@ -150,6 +153,11 @@ impl Allocation {
         self.bandwidth
             .as_mut()
             .is_none_or(|b| b.take(bytes as f64, now))
+    }
+
+    /// Takes one datagram from the packet-rate limit; false when it is spent (drop it).
+    pub fn within_packet_rate(&mut self, now: std::time::Instant) -> bool {
+        self.packet_rate.as_mut().is_none_or(|b| b.take(1.0, now))
     }
 
     /// The relayed address that talks to peers of `ip`'s family.

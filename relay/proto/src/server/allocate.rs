@@ -341,6 +341,11 @@ impl Server {
             // One second of traffic, at least 16 KiB: a video keyframe must get through.
             TokenBucket::new(bytes_per_sec, bytes_per_sec.max(16_384.0), now)
         });
+        alloc.packet_rate = (self.config.allocation_pps > 0).then(|| {
+            let per_sec = self.config.allocation_pps as f64;
+            // One second of packets, at least 256: a keyframe's burst must get through.
+            TokenBucket::new(per_sec, per_sec.max(256.0), now)
+        });
         tracing::info!(
             relay = %relay,
             second = ?second.map(|(r, _)| r.addr()),

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub unauth_burst: u32,
     /// Relayed payload bits per second per allocation, both directions together; 0 = no limit.
     pub allocation_bps: u64,
+    /// Relayed datagrams per second per allocation, both directions together; 0 = no limit.
+    pub allocation_pps: u64,
     /// Listener addresses shared by several sites (anycast): first contact only. An Allocate
     /// arriving on one is answered, once authenticated, with 300 Try Alternate to a unicast
     /// relay (see [`Server::set_first_contact`]) and never creates state here, because the
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             unauth_rate: 100,
             unauth_burst: 200,
             allocation_bps: 0,
+            allocation_pps: 0,
             anycast: Vec::new(),
             own_addresses: Vec::new(),
             guard_own_addresses: true,

@@ -163,6 +163,10 @@ impl Server {
             self.stats.drop_packet(DropReason::NoPermission);
             return None;
         }
+        if !alloc.within_packet_rate(now) {
+            self.stats.drop_packet(DropReason::OverPacketRate);
+            return None;
+        }
         if !alloc.within_bandwidth(len, now) {
             self.stats.drop_packet(DropReason::OverBandwidth);
             return None;
@@ -206,6 +210,10 @@ fn forward(
         return None;
     }
     let len = range.len();
+    if !alloc.within_packet_rate(now) {
+        stats.drop_packet(DropReason::OverPacketRate);
+        return None;
+    }
     if !alloc.within_bandwidth(len, now) {
         stats.drop_packet(DropReason::OverBandwidth);
         return None;

@@ -21,6 +21,8 @@ pub enum DropReason {
     RateLimited,
     /// Relayed data over the allocation's bandwidth limit.
     OverBandwidth,
+    /// Relayed datagrams over the allocation's packet-rate limit.
+    OverPacketRate,
     /// Relayed data to one of the relay's own addresses at a port that is not a relayed port
     /// in use.
     OwnAddress,
@@ -28,7 +30,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, for exporting zero-valued series.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         Self::Malformed,
         Self::BadFingerprint,
         Self::UnexpectedMessage,
@@ -38,6 +40,7 @@ impl DropReason {
         Self::TooLarge,
         Self::RateLimited,
         Self::OverBandwidth,
+        Self::OverPacketRate,
         Self::OwnAddress,
     ];
 
@@ -53,6 +56,7 @@ impl DropReason {
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::OverBandwidth => "over_bandwidth",
+            Self::OverPacketRate => "over_packet_rate",
             Self::OwnAddress => "own_address",
         }
     }

@@ -243,6 +243,41 @@ fn allocation_bandwidth_is_limited_in_both_directions() {
 }
 
 #[test]
+fn allocation_packet_rate_is_limited_in_both_directions() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        // 300 datagrams/s, a burst of one second's worth.
+        allocation_pps: 300,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
+    let (auth, _) = h.allocate();
+    assert_eq!(code_of(&h.channel_bind(&auth, 0x4001, peer())), None);
+    let mut frame = [0u8; 64];
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"tiny", false).unwrap();
+    let passed = (0..250).filter(|_| h.input(&frame[..n]).is_some()).count();
+    assert_eq!(passed, 250);
+    // Peer → client draws from the same bucket.
+    let relay = h.bound[0];
+    let mut buf = [0u8; 2048];
+    let from_peer = (0..100)
+        .filter(|_| {
+            h.server
+                .handle_peer_input(h.now, relay, PeerSocket::new(peer()), &mut buf, 4)
+                .is_some()
+        })
+        .count();
+    assert_eq!(from_peer, 50);
+    assert_eq!(h.server.stats().drops(DropReason::OverPacketRate), 50);
+    // Small packets do not count against the bandwidth: no such limit here.
+    assert_eq!(h.server.stats().drops(DropReason::OverBandwidth), 0);
+    // A tenth of a second later, thirty more.
+    h.now += Duration::from_millis(100);
+    let passed = (0..100).filter(|_| h.input(&frame[..n]).is_some()).count();
+    assert_eq!(passed, 30);
+}
+
+#[test]
 fn the_relays_own_address_is_a_peer_only_at_a_relayed_port_in_use() {
     let mut h = Harness::new();
     // Two clients of this relay: the most common TURN call.
