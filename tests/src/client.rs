@@ -72,6 +72,16 @@ impl TurnClient {
             (true, false) => UdpSocket::bind("[::]:0")?,
             (false, false) => UdpSocket::bind("0.0.0.0:0")?,
         };
+        Self::from_socket(sock, server, username, password)
+    }
+
+    /// A client of `server` on `sock` (bound to the source address a test wants).
+    pub fn from_socket(
+        sock: UdpSocket,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
         Ok(Self {
             sock,
             server,
