@@ -175,3 +175,92 @@ fn one_address_takes_at_most_its_share_whatever_the_user_ids() {
     wait_back_to(&relay, 1, baseline + 2, "after the attack");
     drop(peer);
 }
+
+/// One address opening TCP connections and never sending a frame: it holds at most
+/// `--max-connections-per-ip` (500) at once, the rest are closed at accept; a TCP client of
+/// another address is served meanwhile; each silent connection is closed within the first
+/// frame's 10 s, and the descriptors come back.
+#[test]
+fn one_address_holds_at_most_its_tcp_connections_and_silence_is_closed() {
+    use std::io::{Read, Write};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    geoturn_bench::sys::raise_nofile_limit().unwrap();
+    let relay = TestRelay::start(|_| {});
+    let peer = EchoPeer::start().unwrap();
+    let baseline = warmed_up_baseline(&relay, &peer);
+    let started = Instant::now();
+    let mut conns: Vec<std::net::TcpStream> = (0..550)
+        .map(|_| std::net::TcpStream::connect(relay.addr()).unwrap())
+        .collect();
+    // The relay closes the ones over the limit at accept: they read end-of-file (or a reset);
+    // the others stay open. Counted until the relay has accepted them all (bounded).
+    let count_closed = |conns: &mut Vec<std::net::TcpStream>| {
+        let mut closed = 0;
+        for c in conns.iter_mut() {
+            // Non-blocking, so counting takes no time: the silent ones are closed at 10 s.
+            c.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            if !is_timeout(c.read(&mut b)) {
+                closed += 1;
+            }
+            c.set_nonblocking(false).unwrap();
+        }
+        closed
+    };
+    let mut closed = 0;
+    let settle = Instant::now() + WAIT;
+    while Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(200));
+        closed = count_closed(&mut conns);
+        if closed >= 50 {
+            break;
+        }
+    }
+    let open = conns.len() - closed;
+    println!(
+        "one address, 550 silent TCP connections: {open} kept open, {closed} closed at accept"
+    );
+    assert_eq!(open, 500, "{closed} closed");
+    // Another address is served over TCP meanwhile: a Binding request answered.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    sock.connect(&relay.addr().into()).unwrap();
+    let mut other: std::net::TcpStream = sock.into();
+    other.set_read_timeout(Some(WAIT)).unwrap();
+    let binding = geoturn_relay_proto::client::encode_request(
+        geoturn_relay_proto::stun::Method::Binding,
+        geoturn_relay_proto::stun::Class::Request,
+        geoturn_relay_proto::stun::TransactionId([3; 12]),
+        &[],
+        None,
+    )
+    .unwrap();
+    other.write_all(&binding).unwrap();
+    let mut answer = [0u8; 64];
+    assert!(other.read(&mut answer).unwrap() >= 20, "no Binding answer");
+    drop(other);
+    // The silent ones are closed once their first frame is 10 s late.
+    let deadline = started + Duration::from_secs(20);
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        while is_timeout(c.read(&mut b)) {
+            assert!(
+                Instant::now() < deadline,
+                "a silent connection outlived 20 s"
+            );
+        }
+    }
+    println!(
+        "every silent connection closed {:?} after the first",
+        started.elapsed()
+    );
+    drop(conns);
+    wait_back_to(&relay, 0, baseline, "after the attack");
+}
+
+fn is_timeout(r: std::io::Result<usize>) -> bool {
+    matches!(r, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
