@@ -36,7 +36,11 @@ struct Counts {
 }
 
 /// Takes one from `key`'s count, forgetting the key at zero so the map holds only holders.
-fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+fn decrement<K, Q>(map: &mut HashMap<K, u32>, key: &Q)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
     if let Some(n) = map.get_mut(key) {
         *n = n.saturating_sub(1);
         if *n == 0 {
@@ -86,7 +90,7 @@ impl Quota {
     pub fn release(&self, user: &str, from: IpAddr) {
         let mut c = self.counts();
         c.total = c.total.saturating_sub(1);
-        decrement(&mut c.by_user, &user.to_owned());
+        decrement(&mut c.by_user, user);
         decrement(&mut c.by_source, &source_of(from));
     }
 
