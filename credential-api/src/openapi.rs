@@ -136,7 +136,7 @@ pub fn document() -> Value {
                         "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                     "401": error_response("Missing or invalid API key"),
                     "403": error_response("Not an API key (JWT callers may not read the fleet)"),
-                    "429": error_response("Rate limited; see Retry-After"),
+                    "429": error_response("Rate limited, or this caller already holds 8 event streams (too_many_streams); see Retry-After"),
                     "503": error_response("Too many event streams open (too_many_streams); poll /v1/relays or retry after Retry-After"),
                 }}},
         },

@@ -81,6 +81,28 @@ fn warmed_up_baseline(relay: &TestRelay, peer: &EchoPeer) -> usize {
     last
 }
 
+/// Allocates with each of `clients`: the ones that got an allocation, and how many were refused
+/// with 486 (any other answer fails the test).
+fn allocate_all(clients: impl Iterator<Item = TurnClient>) -> (Vec<TurnClient>, usize) {
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for mut c in clients {
+        match c.allocate() {
+            Ok(_) => held.push(c),
+            Err(TurnError::Code(486)) => refused += 1,
+            Err(e) => panic!("unexpected answer: {e:?}"),
+        }
+    }
+    (held, refused)
+}
+
+/// Deletes every allocation of `held` (Refresh 0) and closes their sockets.
+fn delete_all(mut held: Vec<TurnClient>) {
+    for c in &mut held {
+        c.refresh(0).unwrap();
+    }
+}
+
 /// Waits until the relay holds `n` allocations and this process is back to `fds` descriptors
 /// (the relayed sockets of deleted allocations are closed).
 fn wait_back_to(relay: &TestRelay, n: usize, fds: usize, what: &str) {
@@ -110,26 +132,17 @@ fn a_copied_credential_takes_at_most_its_quota() {
     let peer = EchoPeer::start().unwrap();
     let baseline = warmed_up_baseline(&relay, &peer);
     let copied = TestRelay::credentials("victim", 3600);
-    let mut held = Vec::new();
-    let mut refused = 0;
-    for _ in 0..100 {
-        let mut c = TurnClient::new(relay.addr(), &copied.username, &copied.password).unwrap();
-        match c.allocate() {
-            Ok(_) => held.push(c),
-            Err(TurnError::Code(486)) => refused += 1,
-            Err(e) => panic!("unexpected answer: {e:?}"),
-        }
-    }
+    let (held, refused) = allocate_all(
+        (0..100)
+            .map(|_| TurnClient::new(relay.addr(), &copied.username, &copied.password).unwrap()),
+    );
     println!(
         "copied credential: {} allocations held, {refused} refused with 486",
         held.len()
     );
     assert_eq!((held.len(), refused), (64, 36));
     let good = served(&relay, &peer, "alice");
-    for c in &mut held {
-        c.refresh(0).unwrap();
-    }
-    drop(held);
+    delete_all(held);
     // The good client's allocation and its two sockets (its own and the relayed one) remain.
     wait_back_to(&relay, 1, baseline + 2, "after the attack");
     drop(good);
@@ -146,17 +159,10 @@ fn one_address_takes_at_most_its_share_whatever_the_user_ids() {
     let peer = EchoPeer::start().unwrap();
     let baseline = warmed_up_baseline(&relay, &peer);
     let started = Instant::now();
-    let mut held = Vec::new();
-    let mut refused = 0;
-    for i in 0..600 {
-        let mut c = client(&relay, &format!("minted-{i}"));
-        match c.allocate() {
-            Ok(_) => held.push(c),
-            Err(TurnError::Code(486)) => refused += 1,
-            Err(e) => panic!("unexpected answer: {e:?}"),
-        }
+    let (held, refused) = allocate_all((0..600).map(|i| {
         assert!(started.elapsed() < Duration::from_secs(60), "took too long");
-    }
+        client(&relay, &format!("minted-{i}"))
+    }));
     println!(
         "one address, 600 user ids: {} allocations held, {refused} refused with 486",
         held.len()
@@ -167,10 +173,7 @@ fn one_address_takes_at_most_its_share_whatever_the_user_ids() {
     let sock = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
     let mut other = TurnClient::from_socket(sock, relay.addr(), &c.username, &c.password).unwrap();
     other.allocate().unwrap();
-    for c in &mut held {
-        c.refresh(0).unwrap();
-    }
-    drop(held);
+    delete_all(held);
     // Bob's allocation and its two sockets (his and the relayed one) remain.
     wait_back_to(&relay, 1, baseline + 2, "after the attack");
     drop(peer);
