@@ -144,6 +144,12 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_MAX_PPS")]
     pub max_pps: Option<u64>,
 
+    /// New peers per second per allocation, after a burst of 32: permissions for an IP that
+    /// has none, and RFC 6062 Connects; more get 508. A call adds a handful of peers at its
+    /// start; a scan through the relay adds them without end [default: 5; 0 = unlimited].
+    #[arg(long, env = "GEOTURN_MAX_NEW_PEERS_PER_SEC")]
+    pub max_new_peers_per_sec: Option<u32>,
+
     /// Receive and send buffer of each UDP listening socket in bytes; the kernel caps it at
     /// net.core.rmem_max / wmem_max [default: 4194304; 0 = the system default].
     #[arg(long, env = "GEOTURN_SOCKET_BUFFER")]
@@ -336,6 +342,8 @@ pub struct RelayConfig {
     pub max_bps: u64,
     /// Per-allocation datagrams per second (0 = none).
     pub max_pps: u64,
+    /// Per-allocation new peers per second after a burst of 32 (0 = none).
+    pub max_new_peers_per_sec: u32,
     /// Listening sockets' buffer size in bytes (0 = system default).
     pub socket_buffer: usize,
     /// Relayed sockets' receive buffer size in bytes (0 = system default).
@@ -419,6 +427,7 @@ impl RelayOptions {
             allocations_per_ip: self.allocations_per_ip.or(base.allocations_per_ip),
             max_bps: self.max_bps.or(base.max_bps),
             max_pps: self.max_pps.or(base.max_pps),
+            max_new_peers_per_sec: self.max_new_peers_per_sec.or(base.max_new_peers_per_sec),
             socket_buffer: self.socket_buffer.or(base.socket_buffer),
             relay_socket_buffer: self.relay_socket_buffer.or(base.relay_socket_buffer),
             udp_gso: self.udp_gso.or(base.udp_gso),
@@ -708,6 +717,7 @@ impl RelayOptions {
             allocations_per_ip: self.allocations_per_ip.unwrap_or(500),
             max_bps: self.max_bps.unwrap_or(100_000_000),
             max_pps: self.max_pps.unwrap_or(10_000),
+            max_new_peers_per_sec: self.max_new_peers_per_sec.unwrap_or(5),
             socket_buffer: self.socket_buffer.unwrap_or(4 << 20),
             relay_socket_buffer: self.relay_socket_buffer.unwrap_or(0),
             udp_gso: self.udp_gso.unwrap_or(true),

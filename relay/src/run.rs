@@ -60,6 +60,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     ));
     let tcp_relay = Arc::new(crate::net::tcp_relay::TcpRelay::new(
         tcp_connections.clone(),
+        config.max_bps,
     ));
     let (shutdown, _) = watch::channel(false);
     let (secrets, _) = watch::channel(config.secrets.clone());
@@ -148,6 +149,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             unauth_burst: config.unauth_burst,
             allocation_bps: config.max_bps,
             allocation_pps: config.max_pps,
+            new_peers_per_sec: config.max_new_peers_per_sec,
             anycast: anycast.clone(),
             own_addresses: own_addresses.clone(),
             guard_own_addresses: !config.allow_relay_to_self,

@@ -50,6 +50,9 @@ pub enum Received {
     },
 }
 
+/// Each client's first transaction id (high 32 bits), unique in this process.
+static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 32);
+
 /// A TURN client on its own UDP socket.
 #[derive(Debug)]
 pub struct TurnClient {
@@ -91,7 +94,9 @@ impl TurnClient {
                 realm: String::new(),
                 nonce: String::new(),
             },
-            tid_counter: 0,
+            // Transaction ids must not repeat across clients (RFC 8489 §5 makes them random): a
+            // new client on a recycled port would otherwise get a retransmission's cached answer.
+            tid_counter: NEXT_CLIENT.fetch_add(1 << 32, std::sync::atomic::Ordering::Relaxed),
             pending: vec![],
         })
     }
@@ -109,6 +114,7 @@ impl TurnClient {
     }
 
     fn tid(&mut self) -> TransactionId {
+        // The high half tells clients apart, the low half counts this client's requests.
         self.tid_counter += 1;
         let mut t = [0u8; 12];
         t[..8].copy_from_slice(&self.tid_counter.to_be_bytes());

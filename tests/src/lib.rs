@@ -10,6 +10,7 @@ pub mod peer;
 pub mod process;
 pub mod redis;
 pub mod relay;
+pub mod stream_client;
 pub mod tls;
 
 /// A secret long enough for the relay's validation.

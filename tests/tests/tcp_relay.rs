@@ -7,91 +7,16 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // a panic in a test is a failed test
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use geoturn_relay_proto::client::{ClientAuth, encode_request, error_code};
+use geoturn_relay_proto::client::encode_request;
 use geoturn_relay_proto::stun::attribute::types;
-use geoturn_relay_proto::stun::framing::frame_len;
 use geoturn_relay_proto::stun::{Attribute, Class, Message, Method, TransactionId};
 use geoturn_tests::relay::TestRelay;
+use geoturn_tests::stream_client::{StreamClient, code};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// A TURN client on one TCP connection.
-struct StreamClient {
-    stream: TcpStream,
-    auth: ClientAuth,
-    tid: u8,
-}
-
-impl StreamClient {
-    fn connect(relay: SocketAddr, user: &str) -> Self {
-        Self::connect_as(relay, TestRelay::credentials(user, 3600))
-    }
-
-    /// A client with credentials `c` (a data connection must use the control connection's,
-    /// RFC 6062 §5.4).
-    fn connect_as(relay: SocketAddr, c: geoturn_shared::RestCredential) -> Self {
-        let stream = TcpStream::connect(relay).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        Self {
-            stream,
-            auth: ClientAuth {
-                username: c.username,
-                password: c.password,
-                realm: String::new(),
-                nonce: String::new(),
-            },
-            tid: 0,
-        }
-    }
-
-    /// Reads one STUN frame.
-    fn read_frame(&mut self) -> Vec<u8> {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1500];
-        loop {
-            if let Ok(Some(len)) = frame_len(&buf)
-                && buf.len() >= len
-            {
-                buf.truncate(len);
-                return buf;
-            }
-            let n = self.stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "relay closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Sends a request, answering one 401/438 challenge; returns the final response.
-    fn request(&mut self, method: Method, attrs: &[Attribute<'_>]) -> Vec<u8> {
-        for _ in 0..2 {
-            self.tid += 1;
-            let auth = (!self.auth.nonce.is_empty()).then_some(&self.auth);
-            let req = encode_request(
-                method,
-                Class::Request,
-                TransactionId([self.tid; 12]),
-                attrs,
-                auth,
-            )
-            .unwrap();
-            self.stream.write_all(&req).unwrap();
-            let resp = self.read_frame();
-            let m = Message::parse(&resp).unwrap();
-            if matches!(error_code(&m), Some(401 | 438)) && self.auth.update_from_challenge(&m) {
-                continue;
-            }
-            return resp;
-        }
-        panic!("{method:?} challenged twice");
-    }
-}
-
-fn code(resp: &[u8]) -> Option<u16> {
-    error_code(&Message::parse(resp).unwrap())
-}
 
 /// True when `stream` reads end-of-file (or a reset) within the wait.
 fn closes_within(stream: &mut TcpStream, wait: Duration) -> bool {
@@ -237,4 +162,32 @@ fn a_connection_trickling_bytes_without_a_frame_is_closed() {
         }
     }
     panic!("still open after {:?} of trickled bytes", started.elapsed());
+}
+
+/// Spliced bytes are held to `--max-bps` (both directions together): at 256 kbit/s
+/// (32 000 bytes/s, one second of burst) 128 000 bytes from the peer need at least 2.5 s to
+/// reach the client (the burst and the last 16 KiB read pass without waiting, the rest at the
+/// rate). Only a lower bound: the limit makes the transfer slow, a busy machine can only make
+/// it slower.
+#[test]
+fn spliced_bytes_are_paced_to_the_bandwidth_limit() {
+    let relay = TestRelay::start(|o| o.max_bps = Some(256_000));
+    let (_control, mut data, mut at_peer) = spliced(&relay);
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        at_peer.write_all(&[7u8; 128_000]).unwrap();
+        at_peer
+    });
+    data.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = vec![0u8; 128_000];
+    data.read_exact(&mut got).unwrap();
+    let took = started.elapsed();
+    assert!(got.iter().all(|&b| b == 7));
+    println!("128 000 spliced bytes at 256 kbit/s took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "128 000 bytes took only {took:?}: not paced to 256 kbit/s"
+    );
+    drop(writer.join().unwrap());
 }

@@ -7,11 +7,12 @@
 //! socket is held as a plain std socket, since the data connection that binds it may land on
 //! any worker; that worker registers it with its own runtime.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use geoturn_relay_proto::allocation::tcp::{CONNECT_TIMEOUT, PeerHandle, TcpConnections};
 use geoturn_relay_proto::{ConnectionId, PeerSocket, RelayAddr};
@@ -32,18 +33,66 @@ pub struct TcpRelay {
     pub bytes_to_peer: AtomicU64,
     /// Bytes spliced from peers to clients' data connections.
     pub bytes_to_client: AtomicU64,
+    /// Each splice's bandwidth limit in bits per second, both directions together (`--max-bps`;
+    /// 0 = none).
+    bps: u64,
 }
 
 impl TcpRelay {
-    /// The driver side around the core's `connections`.
-    pub fn new(connections: Arc<TcpConnections>) -> Self {
+    /// The driver side around the core's `connections`, pacing every splice to `bps` bits per
+    /// second (0 = no limit).
+    pub fn new(connections: Arc<TcpConnections>, bps: u64) -> Self {
         Self {
             connections,
             bytes_to_peer: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
+            bps,
         }
     }
 }
+
+/// Paces a splice to a bandwidth limit: the same token bucket as a UDP allocation's, except
+/// that a chunk over the limit is delayed instead of dropped (TCP's flow control then slows
+/// the sender down). Bytes are charged after they pass, so the bucket can go into debt by one
+/// chunk; the next read waits until the debt is paid.
+#[derive(Debug)]
+struct Pace {
+    bytes_per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pace {
+    /// `None` for no limit. One second of traffic as burst, at least one read buffer.
+    fn new(bps: u64, now: Instant) -> Option<Self> {
+        (bps > 0).then(|| {
+            let bytes_per_sec = bps as f64 / 8.0;
+            let burst = bytes_per_sec.max(CHUNK as f64);
+            Self {
+                bytes_per_sec,
+                burst,
+                tokens: burst,
+                last: now,
+            }
+        })
+    }
+
+    /// Charges `n` bytes; how long to wait before the next read.
+    fn charge(&mut self, n: usize, now: Instant) -> Duration {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.bytes_per_sec).min(self.burst) - n as f64;
+        self.last = now;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.bytes_per_sec)
+        }
+    }
+}
+
+/// Read buffer of a splice, each direction.
+const CHUNK: usize = 16 * 1024;
 
 /// A peer socket as the core's table holds it: a std socket, not registered with any runtime,
 /// so the worker where the data connection lands can take it.
@@ -153,10 +202,12 @@ where
         }
         let (client_rd, client_wr) = tokio::io::split(client);
         let (peer_rd, peer_wr) = peer.into_split();
+        // Both directions share one limit, as they do for a UDP allocation.
+        let pace = RefCell::new(Pace::new(relay.bps, Instant::now()));
         // Either side closing ends both (RFC 6062 §5.5); bytes are counted as they pass.
         tokio::select! {
-            () = pump(client_rd, peer_wr, &relay.bytes_to_peer) => {}
-            () = pump(peer_rd, client_wr, &relay.bytes_to_client) => {}
+            () = pump(client_rd, peer_wr, &relay.bytes_to_peer, &pace) => {}
+            () = pump(peer_rd, client_wr, &relay.bytes_to_client, &pace) => {}
         }
     });
     // Refused when the allocation ended meanwhile: dropping the handle then ends the task.
@@ -165,13 +216,14 @@ where
     table.close(id);
 }
 
-/// Copies `from` to `to` until either ends, adding every chunk to `counter`.
-async fn pump<R, W>(mut from: R, mut to: W, counter: &AtomicU64)
+/// Copies `from` to `to` until either ends, adding every chunk to `counter` and pacing it
+/// with `pace`.
+async fn pump<R, W>(mut from: R, mut to: W, counter: &AtomicU64, pace: &RefCell<Option<Pace>>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -182,6 +234,45 @@ where
             break;
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
+        // Never held across the await: the other direction charges the same bucket.
+        let wait = pace
+            .borrow_mut()
+            .as_mut()
+            .map_or(Duration::ZERO, |p| p.charge(n, Instant::now()));
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     }
     let _ = to.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_lets_a_burst_through_then_holds_the_rate() {
+        let t0 = Instant::now();
+        assert!(Pace::new(0, t0).is_none(), "0 is no limit");
+        // 800 kbit/s = 100 000 bytes/s, one second of burst.
+        let mut pace = Pace::new(800_000, t0).unwrap();
+        assert_eq!(pace.charge(100_000, t0), Duration::ZERO);
+        // 50 000 bytes more at once: half a second of debt.
+        let wait = pace.charge(50_000, t0);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        // After the wait, the debt is paid and the next chunk costs its own share.
+        let wait = pace.charge(10_000, t0 + Duration::from_millis(500));
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
+        // Idle time refills up to the burst, no further.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(pace.charge(100_000, later), Duration::ZERO);
+        assert!(pace.charge(1, later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_small_limit_still_lets_one_read_buffer_through() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(8, t0).unwrap();
+        assert_eq!(pace.charge(CHUNK, t0), Duration::ZERO);
+    }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use geoturn_relay_proto::auth::AuthFailure;
-use geoturn_relay_proto::server::DropReason;
+use geoturn_relay_proto::server::{DropReason, Limit};
 
 use super::Ops;
 
@@ -24,6 +24,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "geoturn_auth_failures_total",
     "geoturn_peers_denied_total",
     "geoturn_dropped_packets_total",
+    "geoturn_limit_refusals_total",
     "geoturn_send_errors_total",
     "geoturn_redirects_total",
     "geoturn_draining",
@@ -190,6 +191,19 @@ pub fn render(ops: &Ops) -> String {
             "geoturn_dropped_packets_total",
             &[("reason", reason.as_str())],
             s.drops(reason),
+        );
+    }
+    w.header(
+        "geoturn_limit_refusals_total",
+        "counter",
+        "Requests refused (486 or 508) because a limit was reached, by limit: user_quota, \
+         source_quota, allocations, permissions, new_peers, peer_connections.",
+    );
+    for limit in Limit::ALL {
+        w.value(
+            "geoturn_limit_refusals_total",
+            &[("limit", limit.as_str())],
+            s.refusals(limit),
         );
     }
     w.single(

@@ -54,6 +54,8 @@ pub struct Allocation {
     pub bandwidth: Option<crate::rate_limit::TokenBucket>,
     /// The packet-rate limit, when one is configured.
     pub packet_rate: Option<crate::rate_limit::TokenBucket>,
+    /// The limit on new peers per second, when one is configured.
+    pub new_peers: Option<crate::rate_limit::TokenBucket>,
     /// How peers are reached: UDP datagrams, or TCP connections (RFC 6062).
     peers: PeerTransport,
 }
@@ -114,6 +116,7 @@ impl Allocation {
             counters: TrafficCounters::default(),
             bandwidth: None,
             packet_rate: None,
+            new_peers: None,
             peers,
         }
     }
@@ -158,6 +161,16 @@ impl Allocation {
     /// Takes one datagram from the packet-rate limit; false when it is spent (drop it).
     pub fn within_packet_rate(&mut self, now: std::time::Instant) -> bool {
         self.packet_rate.as_mut().is_none_or(|b| b.take(1.0, now))
+    }
+
+    /// Takes `n` new peers from the new-peer limit; false (and nothing taken) when fewer are
+    /// left.
+    pub fn admit_new_peers(&mut self, n: usize, now: std::time::Instant) -> bool {
+        n == 0
+            || self
+                .new_peers
+                .as_mut()
+                .is_none_or(|b| b.take(n as f64, now))
     }
 
     /// The relayed address that talks to peers of `ip`'s family.

@@ -11,12 +11,12 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::types::{ConnectionId, FiveTuple};
+use crate::types::{ConnectionId, FiveTuple, source_of};
 
 /// A peer connection not bound by ConnectionBind within this is closed (RFC 6062 §5.3, §5.4).
 pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,6 +29,14 @@ const CONNECT_FORGET: Duration = Duration::from_secs(35);
 pub const MAX_UNBOUND: usize = 10_000;
 /// Most peer connections one allocation holds, in any state.
 pub const MAX_PER_ALLOCATION: usize = 64;
+/// Most Connects in flight per allocation. A Connect to a blackholed address holds its place
+/// for [`CONNECT_TIMEOUT`]; a client reaching real peers rarely has more than one pending.
+pub const MAX_CONNECTING_PER_ALLOCATION: usize = 8;
+/// Most Connects in flight per client address (IPv4 address or IPv6 /64), whatever the
+/// allocations and users: one source cannot fill the relay's connecting table.
+pub const MAX_CONNECTING_PER_SOURCE: usize = 64;
+/// Most Connects in flight on the relay (each is a socket in SYN_SENT).
+pub const MAX_CONNECTING: usize = 2_000;
 
 /// The driver's resource for one peer connection: its socket while it waits, the task splicing
 /// it once bound. The core never looks inside; dropping it closes the connection.
@@ -79,6 +87,10 @@ impl Entry {
     fn is_unbound(&self) -> bool {
         !matches!(self.phase, Phase::Bound(_))
     }
+
+    fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting)
+    }
 }
 
 /// Why a Connect or an incoming peer connection is refused.
@@ -106,11 +118,21 @@ struct Inner {
     by_owner: HashMap<FiveTuple, Vec<ConnectionId>>,
     /// Entries connecting or waiting (the ones a client can pile up without binding).
     unbound: usize,
+    /// Entries connecting, on the relay and per client source.
+    connecting: usize,
+    connecting_by_source: HashMap<IpAddr, usize>,
 }
 
 impl Inner {
     fn add(&mut self, id: ConnectionId, entry: Entry) {
         self.unbound += usize::from(entry.is_unbound());
+        if entry.is_connecting() {
+            self.connecting += 1;
+            *self
+                .connecting_by_source
+                .entry(source_of(entry.owner.client.addr().ip()))
+                .or_default() += 1;
+        }
         self.by_owner.entry(entry.owner).or_default().push(id);
         self.entries.insert(id, entry);
     }
@@ -118,6 +140,9 @@ impl Inner {
     fn remove(&mut self, id: ConnectionId) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
         self.unbound -= usize::from(entry.is_unbound());
+        if entry.is_connecting() {
+            self.done_connecting(&entry.owner);
+        }
         if let Some(ids) = self.by_owner.get_mut(&entry.owner) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
@@ -127,9 +152,35 @@ impl Inner {
         Some(entry)
     }
 
+    /// A Connect of `owner` connected or ended.
+    fn done_connecting(&mut self, owner: &FiveTuple) {
+        self.connecting -= 1;
+        let source = source_of(owner.client.addr().ip());
+        if let Some(n) = self.connecting_by_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.connecting_by_source.remove(&source);
+            }
+        }
+    }
+
     fn room_for(&self, owner: &FiveTuple) -> bool {
         let owned = self.by_owner.get(owner).map_or(0, Vec::len);
         self.unbound < MAX_UNBOUND && owned < MAX_PER_ALLOCATION
+    }
+
+    /// Room for one more Connect of `owner`, besides [`Inner::room_for`].
+    fn room_to_connect(&self, owner: &FiveTuple) -> bool {
+        let of_owner = self.by_owner.get(owner).map_or(0, |ids| {
+            ids.iter()
+                .filter(|id| self.entries.get(id).is_some_and(Entry::is_connecting))
+                .count()
+        });
+        let source = source_of(owner.client.addr().ip());
+        let of_source = self.connecting_by_source.get(&source).copied().unwrap_or(0);
+        self.connecting < MAX_CONNECTING
+            && of_owner < MAX_CONNECTING_PER_ALLOCATION
+            && of_source < MAX_CONNECTING_PER_SOURCE
     }
 }
 
@@ -188,6 +239,9 @@ impl TcpConnections {
         if duplicate {
             return Err(AddError::Duplicate);
         }
+        if !inner.room_to_connect(&owner) {
+            return Err(AddError::Full);
+        }
         self.add(
             &mut inner,
             owner,
@@ -231,11 +285,13 @@ impl TcpConnections {
         let Some(entry) = inner.entries.get_mut(&id) else {
             return false;
         };
-        if !matches!(entry.phase, Phase::Connecting) {
+        if !entry.is_connecting() {
             return false;
         }
         entry.phase = Phase::Waiting(peer);
         entry.expires = now + BIND_TIMEOUT;
+        let owner = entry.owner;
+        inner.done_connecting(&owner);
         true
     }
 
@@ -454,8 +510,12 @@ mod tests {
     fn one_allocation_holds_a_bounded_number() {
         let t0 = crate::test_epoch();
         let table = TcpConnections::new(7);
+        let mut sockets = Vec::new();
         for p in 0..MAX_PER_ALLOCATION as u16 {
-            table.connect(owner(1), "1:alice", peer(p), t0).unwrap();
+            let id = table.connect(owner(1), "1:alice", peer(p), t0).unwrap();
+            let (h, closed) = handle();
+            assert!(table.connected(id, h, t0));
+            sockets.push(closed);
         }
         assert_eq!(
             table.connect(owner(1), "1:alice", peer(9999), t0),
@@ -470,5 +530,69 @@ mod tests {
         // Another allocation is not affected.
         assert!(table.connect(owner(2), "1:alice", peer(1), t0).is_ok());
         assert_eq!(table.owned_by(&owner(1)), MAX_PER_ALLOCATION);
+    }
+
+    fn owner_at(ip: [u8; 4], port: u16) -> FiveTuple {
+        FiveTuple {
+            client: ClientSocket::new((ip, port).into()),
+            ..owner(port)
+        }
+    }
+
+    #[test]
+    fn connects_in_flight_are_bounded_per_allocation_source_and_relay() {
+        let t0 = crate::test_epoch();
+        let table = TcpConnections::new(7);
+        // Per allocation: 8 in flight; the next is refused until one connects.
+        let ids: Vec<ConnectionId> = (0..MAX_CONNECTING_PER_ALLOCATION as u16)
+            .map(|p| table.connect(owner(1), "1:alice", peer(p), t0).unwrap())
+            .collect();
+        assert_eq!(
+            table.connect(owner(1), "1:alice", peer(100), t0),
+            Err(AddError::Full)
+        );
+        let (h, _closed) = handle();
+        assert!(table.connected(ids[0], h, t0));
+        assert!(table.connect(owner(1), "1:alice", peer(100), t0).is_ok());
+        // A failed Connect gives its place back as well.
+        table.close(ids[1]);
+        assert!(table.connect(owner(1), "1:alice", peer(101), t0).is_ok());
+
+        // Per source: other allocations of the same client address share 64 places; another
+        // address is not affected.
+        let table = TcpConnections::new(7);
+        let mut held = 0;
+        for port in 1..=20u16 {
+            for p in 0..MAX_CONNECTING_PER_ALLOCATION as u16 {
+                if table.connect(owner(port), "1:alice", peer(p), t0).is_ok() {
+                    held += 1;
+                }
+            }
+        }
+        assert_eq!(held, MAX_CONNECTING_PER_SOURCE);
+        assert!(
+            table
+                .connect(owner_at([198, 51, 100, 2], 1), "1:bob", peer(1), t0)
+                .is_ok()
+        );
+        // Expiry gives every place back.
+        table.expire(t0 + CONNECT_FORGET);
+        assert!(table.is_empty());
+        assert!(table.connect(owner(1), "1:alice", peer(1), t0).is_ok());
+
+        // Relay-wide: many sources together stop at MAX_CONNECTING.
+        let table = TcpConnections::new(7);
+        let mut held = 0;
+        'sources: for a in 0..=255u8 {
+            for port in 1..=8u16 {
+                for p in 0..MAX_CONNECTING_PER_ALLOCATION as u16 {
+                    match table.connect(owner_at([10, 1, 0, a], port), "1:x", peer(p), t0) {
+                        Ok(_) => held += 1,
+                        Err(_) => break 'sources,
+                    }
+                }
+            }
+        }
+        assert_eq!(held, MAX_CONNECTING);
     }
 }

@@ -5,8 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use super::config::NEW_PEER_BURST;
 use super::response::Answer;
-use super::{Command, MAX_BIND_ATTEMPTS, PendingAllocation, Server};
+use super::{Command, Limit, MAX_BIND_ATTEMPTS, PendingAllocation, Server};
 use crate::allocation::quota::QuotaExceeded;
 use crate::allocation::{Allocation, AllocationAddrs, PeerTransport};
 use crate::auth::Authenticated;
@@ -163,10 +164,16 @@ impl Server {
         let from = tuple.client.addr().ip();
         match self.quota.acquire(auth.user_id(), from) {
             Ok(()) => {}
-            Err(QuotaExceeded::User | QuotaExceeded::Source) => {
+            Err(QuotaExceeded::User) => {
+                self.stats.refuse(Limit::UserQuota);
+                return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
+            }
+            Err(QuotaExceeded::Source) => {
+                self.stats.refuse(Limit::SourceQuota);
                 return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
             }
             Err(QuotaExceeded::Total) => {
+                self.stats.refuse(Limit::Allocations);
                 return Err(ErrorCode::INSUFFICIENT_CAPACITY);
             }
         }
@@ -345,6 +352,10 @@ impl Server {
             let per_sec = self.config.allocation_pps as f64;
             // One second of packets, at least 256: a keyframe's burst must get through.
             TokenBucket::new(per_sec, per_sec.max(256.0), now)
+        });
+        alloc.new_peers = (self.config.new_peers_per_sec > 0).then(|| {
+            let per_sec = f64::from(self.config.new_peers_per_sec);
+            TokenBucket::new(per_sec, NEW_PEER_BURST.max(per_sec), now)
         });
         tracing::info!(
             relay = %relay,

@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use crate::peer_policy::PeerPolicy;
 
+/// New peers one allocation may add at once before `new_peers_per_sec` applies: a browser's
+/// remote candidates (host, server-reflexive, relayed, for each family and interface) arrive
+/// together and must all get their permission.
+pub const NEW_PEER_BURST: f64 = 32.0;
+
 /// Settings of one server (one shard of a relay).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -41,6 +46,9 @@ pub struct ServerConfig {
     pub allocation_bps: u64,
     /// Relayed datagrams per second per allocation, both directions together; 0 = no limit.
     pub allocation_pps: u64,
+    /// New peers per second per allocation (permissions for an IP without one, and RFC 6062
+    /// Connects), after a burst of [`NEW_PEER_BURST`]; 0 = no limit.
+    pub new_peers_per_sec: u32,
     /// Listener addresses shared by several sites (anycast): first contact only. An Allocate
     /// arriving on one is answered, once authenticated, with 300 Try Alternate to a unicast
     /// relay (see [`Server::set_first_contact`]) and never creates state here, because the
@@ -75,6 +83,7 @@ impl Default for ServerConfig {
             unauth_burst: 200,
             allocation_bps: 0,
             allocation_pps: 0,
+            new_peers_per_sec: 0,
             anycast: Vec::new(),
             own_addresses: Vec::new(),
             guard_own_addresses: true,

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use geoturn_shared::SecretSet;
 
-pub use self::config::ServerConfig;
+pub use self::config::{NEW_PEER_BURST, ServerConfig};
 pub use self::data_path::{PEER_HEADROOM, PEER_TAILROOM};
-pub use self::stats::{DropReason, ServerStats};
+pub use self::stats::{DropReason, Limit, ServerStats};
 
 use crate::allocation::AllocationTable;
 use crate::allocation::ports::{PortPool, Token};

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::response::{Answer, Budget};
-use super::{Command, Server};
+use super::{Command, Limit, Server, ServerStats};
 use crate::allocation::Allocation;
 use crate::auth::{AuthFailure, Authenticated, authenticate};
 use crate::stun::attribute::types;
@@ -18,6 +18,33 @@ use crate::types::FiveTuple;
 
 /// Most XOR-PEER-ADDRESS attributes one CreatePermission may carry.
 const MAX_PEERS_PER_REQUEST: usize = 16;
+
+/// Whether `alloc` may add permissions for `ips`: room among its permissions, and its
+/// new-peer limit (each IP without a permission is a new peer; a request costs at least
+/// `min_cost`, which is how an RFC 6062 Connect always counts). Takes the new peers from the
+/// limit when it answers yes; answers 508 otherwise, counting which limit refused.
+pub(super) fn admit_peers(
+    alloc: &mut Allocation,
+    stats: &mut ServerStats,
+    ips: &[IpAddr],
+    min_cost: usize,
+    now: Instant,
+) -> Result<(), ErrorCode> {
+    if alloc.permissions.can_install(ips.iter(), now).is_err() {
+        stats.refuse(Limit::Permissions);
+        return Err(ErrorCode::INSUFFICIENT_CAPACITY);
+    }
+    let new = ips
+        .iter()
+        .filter(|ip| !alloc.permissions.allows(**ip, now))
+        .count();
+    if !alloc.admit_new_peers(new.max(min_cost), now) {
+        stats.refuse(Limit::NewPeers);
+        tracing::debug!(new, "new peers over the allocation's rate: 508");
+        return Err(ErrorCode::INSUFFICIENT_CAPACITY);
+    }
+    Ok(())
+}
 
 impl Server {
     pub(super) fn handle_request(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'_>) {
@@ -281,9 +308,7 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&to.five_tuple) else {
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         };
-        if alloc.permissions.can_install(peers.iter(), now).is_err() {
-            return Err(ErrorCode::INSUFFICIENT_CAPACITY);
-        }
+        admit_peers(alloc, &mut self.stats, peers, 0, now)?;
         for ip in peers {
             alloc.permissions.install(*ip, now);
         }
@@ -323,12 +348,9 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&to.five_tuple) else {
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         };
-        if alloc
-            .permissions
-            .can_install(std::iter::once(&peer.ip()), now)
-            .is_err()
-        {
-            return Err(ErrorCode::INSUFFICIENT_CAPACITY);
+        if !alloc.permissions.allows(peer.ip(), now) {
+            // Checked before the binding so a refused new peer leaves no channel behind.
+            admit_peers(alloc, &mut self.stats, &[peer.ip()], 0, now)?;
         }
         if alloc.channels.bind(number, peer, now).is_err() {
             tracing::debug!(number, "ChannelBind conflicts with an existing binding");

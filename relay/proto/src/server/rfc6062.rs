@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use super::requests::admit_peers;
 use super::response::Answer;
-use super::{Command, Server};
+use super::{Command, Limit, Server};
 use crate::allocation::Allocation;
 use crate::allocation::tcp::{AddError, BindError, PeerHandle};
 use crate::auth::Authenticated;
@@ -36,14 +37,18 @@ impl Server {
         let Some(relay) = alloc.relay_for(peer.ip()) else {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         };
-        let id = self
-            .tcp
-            .connect(tuple, &auth.username, peer, now)
-            .map_err(|e| match e {
-                // One connection per peer address and allocation (RFC 6062 §5.2: 446).
-                AddError::Duplicate => ErrorCode::CONNECTION_ALREADY_EXISTS,
-                AddError::Full => ErrorCode::INSUFFICIENT_CAPACITY,
-            })?;
+        // Every Connect opens a connection from the relay's address: it counts as a new peer
+        // even to an IP with a permission, so an allocation cannot scan ports at line rate.
+        admit_peers(alloc, &mut self.stats, &[peer.ip()], 1, now)?;
+        let id = match self.tcp.connect(tuple, &auth.username, peer, now) {
+            Ok(id) => id,
+            // One connection per peer address and allocation (RFC 6062 §5.2: 446).
+            Err(AddError::Duplicate) => return Err(ErrorCode::CONNECTION_ALREADY_EXISTS),
+            Err(AddError::Full) => {
+                self.stats.refuse(Limit::PeerConnections);
+                return Err(ErrorCode::INSUFFICIENT_CAPACITY);
+            }
+        };
         // Data will flow to this peer: the permission comes with the connection.
         alloc.permissions.install(peer.ip(), now);
         self.connecting.insert(id, (*to, auth.key.clone()));

@@ -66,6 +66,53 @@ impl DropReason {
     }
 }
 
+/// Which limit refused a request (answered 486 or 508): quotas bite silently otherwise, and an
+/// operator needs to see whether they are too tight for real users or holding off an abuser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// Allocations per user (`--user-quota`).
+    UserQuota,
+    /// Allocations per client address or IPv6 /64 (`--allocations-per-ip`).
+    SourceQuota,
+    /// Allocations on the relay (`--max-allocations`, or the port range).
+    Allocations,
+    /// Permissions per allocation (128).
+    Permissions,
+    /// New peers per second per allocation (`--max-new-peers-per-sec`).
+    NewPeers,
+    /// RFC 6062 peer connections: per allocation, connecting per allocation or client
+    /// address, or on the relay.
+    PeerConnections,
+}
+
+impl Limit {
+    /// Every limit, for exporting zero-valued series.
+    pub const ALL: [Limit; 6] = [
+        Self::UserQuota,
+        Self::SourceQuota,
+        Self::Allocations,
+        Self::Permissions,
+        Self::NewPeers,
+        Self::PeerConnections,
+    ];
+
+    /// A metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserQuota => "user_quota",
+            Self::SourceQuota => "source_quota",
+            Self::Allocations => "allocations",
+            Self::Permissions => "permissions",
+            Self::NewPeers => "new_peers",
+            Self::PeerConnections => "peer_connections",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|l| *l == self).unwrap_or(0)
+    }
+}
+
 /// Monotonic counters of one server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStats {
@@ -94,6 +141,7 @@ pub struct ServerStats {
     /// Payload bytes relayed peer → client.
     pub bytes_to_client: u64,
     drops: [u64; DropReason::ALL.len()],
+    refusals: [u64; Limit::ALL.len()],
 }
 
 impl ServerStats {
@@ -102,6 +150,18 @@ impl ServerStats {
         if let Some(c) = self.drops.get_mut(reason.index()) {
             *c += 1;
         }
+    }
+
+    /// Counts a request refused by `limit`.
+    pub fn refuse(&mut self, limit: Limit) {
+        if let Some(c) = self.refusals.get_mut(limit.index()) {
+            *c += 1;
+        }
+    }
+
+    /// Requests refused by `limit`.
+    pub fn refusals(&self, limit: Limit) -> u64 {
+        self.refusals.get(limit.index()).copied().unwrap_or(0)
     }
 
     /// Adds another shard's counters to these. Every field is named in the destructuring
@@ -121,6 +181,7 @@ impl ServerStats {
             packets_to_client,
             bytes_to_client,
             drops,
+            refusals,
         } = other;
         self.allocations_created += allocations_created;
         self.allocations_deleted += allocations_deleted;
@@ -137,6 +198,9 @@ impl ServerStats {
         self.packets_to_client += packets_to_client;
         self.bytes_to_client += bytes_to_client;
         for (sum, n) in self.drops.iter_mut().zip(drops) {
+            *sum += n;
+        }
+        for (sum, n) in self.refusals.iter_mut().zip(refusals) {
             *sum += n;
         }
     }
@@ -178,6 +242,9 @@ mod tests {
         b.drop_packet(DropReason::RateLimited);
         b.auth_failures.insert("expired", 1);
         b.auth_failures.insert("bad_integrity", 1);
+        a.refuse(Limit::NewPeers);
+        b.refuse(Limit::NewPeers);
+        b.refuse(Limit::UserQuota);
         a.merge(&b);
         assert_eq!(
             (
@@ -198,5 +265,8 @@ mod tests {
         assert_eq!(a.drops(DropReason::RateLimited), 1);
         assert_eq!(a.auth_failures.get("expired"), Some(&3));
         assert_eq!(a.auth_failures.get("bad_integrity"), Some(&1));
+        assert_eq!(a.refusals(Limit::NewPeers), 2);
+        assert_eq!(a.refusals(Limit::UserQuota), 1);
+        assert_eq!(a.refusals(Limit::SourceQuota), 0);
     }
 }

@@ -151,3 +151,51 @@ fn a_challenge_is_at_most_four_times_the_smallest_allocate() {
     let resp = h.request_raw(&buf[..n]);
     assert!(resp.len() < 2 * n, "{} bytes", resp.len());
 }
+
+/// Sends CreatePermission for `ips` (203.0.113.x, port ignored); returns the error code.
+fn permit(h: &mut Harness, auth: &ClientAuth, ips: impl Iterator<Item = u8>) -> Option<u16> {
+    let peers: Vec<SocketAddr> = ips
+        .map(|i| SocketAddr::from(([203, 0, 113, i], 9)))
+        .collect();
+    let attrs: Vec<Attribute<'_>> = peers
+        .iter()
+        .map(|p| Attribute::XorPeerAddress(*p))
+        .collect();
+    let resp = h.request(Method::CreatePermission, &attrs, Some(auth));
+    code_of(&resp)
+}
+
+#[test]
+fn new_peers_are_limited_per_second_after_a_burst() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        new_peers_per_sec: 5,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
+    let (auth, _) = h.allocate();
+    // A browser's whole candidate list at once: 32 new peers pass.
+    assert_eq!(permit(&mut h, &auth, 1..=16), None);
+    assert_eq!(permit(&mut h, &auth, 17..=32), None);
+    // The 33rd is refused; refreshing the ones it has costs nothing.
+    assert_eq!(permit(&mut h, &auth, 33..=33), Some(508));
+    assert_eq!(permit(&mut h, &auth, 1..=16), None);
+    // A ChannelBind to a new peer is refused too, and leaves no channel behind.
+    let new_peer = SocketAddr::from(([203, 0, 113, 40], 9));
+    assert_eq!(code_of(&h.channel_bind(&auth, 0x4001, new_peer)), Some(508));
+    let mut frame = [0u8; 8];
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"x", false).unwrap();
+    assert!(h.input(&frame[..n]).is_none(), "no channel was bound");
+    // A ChannelBind to a permitted peer costs nothing.
+    let known = SocketAddr::from(([203, 0, 113, 1], 9));
+    assert_eq!(code_of(&h.channel_bind(&auth, 0x4002, known)), None);
+    assert_eq!(h.server.stats().refusals(Limit::NewPeers), 2);
+    // A second later, 5 more; not 6.
+    h.advance(1);
+    assert_eq!(permit(&mut h, &auth, 41..=45), None);
+    assert_eq!(permit(&mut h, &auth, 46..=46), Some(508));
+    // Another allocation has its own budget.
+    h.tuple = tuple(40001);
+    let (other, _) = h.allocate();
+    assert_eq!(permit(&mut h, &other, 1..=16), None);
+}
