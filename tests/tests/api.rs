@@ -25,6 +25,8 @@ const ISSUER: &str = "https://app.test";
 const AUDIENCE: &str = "geoturn";
 const SECRETS_KEY: &str = "0909090909090909090909090909090909090909090909090909090909090909";
 const HEARTBEAT: f64 = 0.3;
+/// A wait for something that takes a moment.
+const WAIT_SHORT: Duration = Duration::from_secs(5);
 
 /// Frankfurt, Ashburn, Singapore.
 const EU_CLIENT: &str = "192.0.2.10";
@@ -1107,4 +1109,118 @@ fn redis_outage_answers_from_the_last_snapshot_and_recovers() {
     let mut c = client_for(&f, &before, 1);
     c.allocate().unwrap();
     relays_data(&mut c, &peer);
+}
+
+/// Whether the server has ended `conn`: end-of-file, a reset, or an answer (hyper may send 408
+/// before it closes). Never blocks.
+fn ended(conn: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    conn.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 256];
+    let r = { conn }.read(&mut b);
+    conn.set_nonblocking(false).unwrap();
+    match r {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Connections that send the start of a request and never finish its headers.
+fn slow_clients(addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    (0..n)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /v1/ice-servers HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
+                .unwrap();
+            c
+        })
+        .collect()
+}
+
+/// Slowloris against both HTTP servers of `geoturn up`, which run with the production limits
+/// (API: 4 096 connections, ops port: 64, both 30 s to send a request's headers). 200 slow
+/// clients of the API are all held and a good client is served meanwhile; of 70 on the ops
+/// port 64 are held and 6 closed at once; every slow client is closed about 30 s after it
+/// started although it keeps sending a header byte every 2 s; the ops port then serves again
+/// and the process's descriptors are back to their baseline.
+#[test]
+fn slow_headers_are_capped_and_closed_while_good_clients_are_served() {
+    use std::io::Write;
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (relay, ops, api) = (
+        loopback(geoturn_tests::free_udp_port()),
+        loopback(free_port()),
+        loopback(free_port()),
+    );
+    let child = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .arg("up")
+            .args(["--listen", &relay.to_string()])
+            .args(["--http", &ops.to_string()])
+            .args(["--api-listen", &api.to_string()])
+            .args(["--api-key", &format!("ops:{ADMIN_KEY}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    // Ready, with the relay's first heartbeat in the API's snapshot.
+    wait_for(Duration::from_secs(15), "geoturn up to be ready", || {
+        get(api, "/readyz", None).is_some_and(|r| {
+            r.status == 200
+                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 1)
+        }) && get(ops, "/healthz", None).is_some_and(|r| r.status == 200)
+    });
+    let fd_dir = format!("/proc/{}/fd", child.0.id());
+    let fds = || std::fs::read_dir(&fd_dir).unwrap().count();
+    let baseline = fds();
+
+    let started = Instant::now();
+    let slow_api = slow_clients(api, 200);
+    let slow_ops = slow_clients(ops, 70);
+    // The ops port closes the ones past its cap as it accepts them.
+    let mut refused = 0;
+    wait_for(WAIT_SHORT, "the ops port to close 6 connections", || {
+        refused = slow_ops.iter().filter(|c| ended(c)).count();
+        refused >= 6
+    });
+    let held_api = slow_api.iter().filter(|c| !ended(c)).count();
+    println!(
+        "slowloris: API holds {held_api} of 200; ops port holds {} of 70, closed {refused} at once",
+        70 - refused
+    );
+    assert_eq!((held_api, refused), (200, 6));
+    assert_eq!(get(api, "/healthz", None).unwrap().status, 200);
+    let answer = ice(api, "", ADMIN_KEY);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // Trickle a header byte every 2 s to every open one until the server ends it.
+    let mut open: Vec<std::net::TcpStream> = slow_api.into_iter().chain(slow_ops).collect();
+    open.retain_mut(|c| !ended(c));
+    let mut first_closed = None;
+    while !open.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "{} slow clients still open after {:?}",
+            open.len(),
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let before = open.len();
+        open.retain_mut(|c| c.write_all(b"a").is_ok() && !ended(c));
+        if open.len() < before && first_closed.is_none() {
+            first_closed = Some(started.elapsed());
+        }
+    }
+    let (first, last) = (first_closed.unwrap(), started.elapsed());
+    println!("slow clients closed from {first:?} to {last:?} after they started");
+    assert!(
+        first >= Duration::from_secs(28),
+        "closed after only {first:?}"
+    );
+    // The ops port serves again, and nothing is left behind.
+    assert_eq!(get(ops, "/healthz", None).unwrap().status, 200);
+    wait_for(WAIT_SHORT, "the descriptors to come back", || {
+        fds() <= baseline
+    });
 }
