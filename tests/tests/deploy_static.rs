@@ -938,8 +938,28 @@ fn terraform_functions(ctx: &mut Context<'_>) {
         out.sort_by_key(text);
         Ok(Value::Array(out))
     }
+    // cidrsubnet(prefix, newbits, netnum), IPv4 only (what these modules carve).
+    fn cidrsubnet(a: FuncArgs) -> Result<Value, String> {
+        let net: ipnet::Ipv4Net = a[0]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or("cidrsubnet prefix")?;
+        let (Some(bits), Some(num)) = (a[1].as_u64(), a[2].as_u64()) else {
+            return Err("cidrsubnet newbits/netnum".into());
+        };
+        let len = u8::try_from(u64::from(net.prefix_len()) + bits)
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or("cidrsubnet: prefix too long")?;
+        if num >= 1u64 << bits {
+            return Err(format!("cidrsubnet: {num} does not fit {bits} bits"));
+        }
+        let base = u32::from(net.network()) as u64 + (num << (32 - u32::from(len)));
+        let addr = std::net::Ipv4Addr::from(u32::try_from(base).map_err(|e| e.to_string())?);
+        Ok(Value::String(format!("{addr}/{len}")))
+    }
     type Func = fn(FuncArgs) -> Result<Value, String>;
-    let funcs: [(&str, Func, bool); 14] = [
+    let funcs: [(&str, Func, bool); 15] = [
         ("tostring", tostring, false),
         ("keys", keys, false),
         ("values", values, false),
@@ -954,6 +974,7 @@ fn terraform_functions(ctx: &mut Context<'_>) {
         ("one", one, false),
         ("jsonencode", identity, false),
         ("toset", toset, false),
+        ("cidrsubnet", cidrsubnet, false),
     ];
     for (name, func, variadic) in funcs {
         let def = if variadic {
@@ -961,10 +982,10 @@ fn terraform_functions(ctx: &mut Context<'_>) {
                 .variadic_param(ParamType::Any)
                 .build(func)
         } else {
-            let arity = if matches!(name, "contains" | "join") {
-                2
-            } else {
-                1
+            let arity = match name {
+                "contains" | "join" => 2,
+                "cidrsubnet" => 3,
+                _ => 1,
             };
             FuncDef::new(func, vec![ParamType::Any; arity])
         };
@@ -2909,4 +2930,91 @@ fn the_api_load_balancer_keeps_metrics_and_the_dashboard_private() {
     }
     assert!(checked > 0, "no API load balancer listener found");
     assert_none(&problems, "the API load balancer");
+}
+
+/// The API believes X-Forwarded-For only from its load balancer: the load balancer sits in
+/// subnets of its own, the API's trusted proxies are exactly their CIDRs (not the VPC, where
+/// any relay or other instance could claim any client address), those overlap no other subnet,
+/// and nothing else is placed in them.
+#[test]
+fn the_api_trusts_forwarded_addresses_only_from_its_load_balancers_subnets() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for e in deployment()
+        .into_values()
+        .filter(|e| e.module.dir.ends_with("modules/relay-region"))
+    {
+        if e.vars.get("api").is_none_or(Value::is_null) {
+            continue;
+        }
+        let region = e.label.trim_end_matches('.').to_owned();
+        let cidrs = |kind: &str, name: &str| -> Vec<ipnet::Ipv4Net> {
+            e.instances(kind)
+                .into_iter()
+                .filter(|(a, ..)| a.contains(&format!(".{name}[")))
+                .map(|(_, body, ctx)| text(&attr(body, &ctx, "cidr_block")).parse().unwrap())
+                .collect()
+        };
+        let (lb, public) = (cidrs("aws_subnet", "lb"), cidrs("aws_subnet", "public"));
+        let trusted: Vec<String> = e
+            .instances("aws_ecs_task_definition")
+            .into_iter()
+            .flat_map(|(_, body, ctx)| {
+                let defs = attr(body, &ctx, "container_definitions");
+                defs.as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|c| {
+                        c.as_object()
+                            .and_then(|c| c.get("environment"))
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .filter(|v| {
+                        v.as_object()
+                            .and_then(|o| o.get("name"))
+                            .and_then(Value::as_str)
+                            == Some("GEOTURN_TRUSTED_PROXIES")
+                    })
+                    .map(|v| text(&v.as_object().unwrap()["value"]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want = lb
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        if lb.is_empty() || trusted != [want.clone()] {
+            problems.push(format!(
+                "{region}: GEOTURN_TRUSTED_PROXIES is {trusted:?}, want the load balancer's subnets [{want:?}]"
+            ));
+        }
+        for l in &lb {
+            if let Some(p) = public.iter().find(|p| p.contains(l) || l.contains(*p)) {
+                problems.push(format!("{region}: load balancer subnet {l} overlaps {p}"));
+            }
+        }
+        checked += 1;
+    }
+    let m = Module::load(&repo().join("terraform/modules/relay-region"));
+    let lb = hcl_text(m.resource("aws_lb", "api").body());
+    if !lb.contains("aws_subnet.lb[*].id") || lb.contains("aws_subnet.public") {
+        problems.push(format!(
+            "aws_lb.api is not in the load balancer subnets only:\n{lb}"
+        ));
+    }
+    for (_, block) in m.blocks("resource") {
+        let labels: Vec<&str> = block.labels().iter().map(|l| l.as_str()).collect();
+        let placed = ["aws_lb", "api"] == labels.as_slice()
+            || ["aws_route_table_association", "lb"] == labels.as_slice();
+        if hcl_text(block.body()).contains("aws_subnet.lb") && !placed {
+            problems.push(format!(
+                "{labels:?} is placed in the load balancer's subnets"
+            ));
+        }
+    }
+    assert!(checked > 0, "no region with an API");
+    assert_none(&problems, "trusted proxies");
 }

@@ -70,7 +70,7 @@ resource "aws_lb" "api" {
   name_prefix        = "gtapi-"
   load_balancer_type = "application"
   internal           = false
-  subnets            = aws_subnet.public[*].id
+  subnets            = aws_subnet.lb[*].id
   security_groups    = [aws_security_group.api_alb[0].id]
   # Below the API's own 30 s idle timeout, so the ALB never reuses a connection the API is
   # closing (which would surface as a 502).
@@ -231,8 +231,8 @@ resource "aws_ecs_task_definition" "api" {
       [
         { name = "GEOTURN_API_LISTEN", value = "0.0.0.0:${local.api_port}" },
         { name = "GEOTURN_DEFAULT_REGION", value = var.region_name },
-        # The load balancer is in the VPC: believe its X-Forwarded-For.
-        { name = "GEOTURN_TRUSTED_PROXIES", value = var.vpc_cidr },
+        # X-Forwarded-For is believed from the load balancer's own subnets only (network.tf).
+        { name = "GEOTURN_TRUSTED_PROXIES", value = join(",", local.lb_cidrs) },
         { name = "GEOTURN_LOG_JSON", value = "true" },
       ],
       length(var.api.geoip_paths) == 0 ? [] : [{ name = "GEOTURN_GEOIP", value = join(",", var.api.geoip_paths) }],

@@ -39,3 +39,26 @@ resource "aws_route_table_association" "public" {
   subnet_id      = aws_subnet.public[count.index].id
   route_table_id = aws_route_table.public.id
 }
+
+# Subnets for the API's load balancer and nothing else, so the API can believe X-Forwarded-For
+# from exactly these addresses: any instance in the VPC could otherwise claim any client
+# address (and with it another region's relays, or another caller's rate limit). One /26 per
+# zone (an ALB needs a /27 or larger), carved from the last /20 of the VPC, which the /20s of
+# the public subnets leave free up to 15 zones.
+locals {
+  lb_cidrs = [for i, zone in var.availability_zones : cidrsubnet(cidrsubnet(var.vpc_cidr, 4, 15), 6, i)]
+}
+
+resource "aws_subnet" "lb" {
+  count             = length(var.availability_zones)
+  vpc_id            = aws_vpc.this.id
+  availability_zone = var.availability_zones[count.index]
+  cidr_block        = local.lb_cidrs[count.index]
+  tags              = merge(local.tags, { Name = "${local.name}-lb-${var.availability_zones[count.index]}" })
+}
+
+resource "aws_route_table_association" "lb" {
+  count          = length(aws_subnet.lb)
+  subnet_id      = aws_subnet.lb[count.index].id
+  route_table_id = aws_route_table.public.id
+}

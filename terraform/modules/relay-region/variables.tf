@@ -29,8 +29,12 @@ variable "vpc_cidr" {
 }
 
 variable "availability_zones" {
-  description = "Availability zones for the public subnets (one /20 each, carved from vpc_cidr)."
+  description = "Availability zones for the public subnets (one /20 each, carved from vpc_cidr) and the API load balancer's (one /26 each, from the VPC's last /20)."
   type        = list(string)
+  validation {
+    condition     = length(var.availability_zones) >= 1 && length(var.availability_zones) <= 15
+    error_message = "Between 1 and 15 zones: the VPC's last /20 holds the load balancer's subnets."
+  }
 }
 
 variable "instance_type" {
