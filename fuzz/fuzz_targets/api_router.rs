@@ -370,8 +370,9 @@ fn build(data: &[u8]) -> Option<(axum::http::request::Parts, Vec<u8>, bool)> {
         _ => {}
     }
     let limited = flags & 0x40 != 0;
-    // Past the body limit (16 KiB): more than libFuzzer's default input length.
-    let body = if flags & 0x80 != 0 {
+    // Past the body limit (16 KiB): more than libFuzzer's default input length. Two bits, so
+    // only one input in four pays for 16 KiB.
+    let body = if flags & 0x80 != 0 && peer_sel & 0x80 != 0 {
         let mut big = body.to_vec();
         big.resize(MAX_BODY + 1, b' ');
         big
@@ -409,6 +410,23 @@ fn describe(data: &[u8]) -> String {
         }
         None => "no request".into(),
     }
+}
+
+/// Known finding, reported (not fixed here): a path parameter that percent-decodes to invalid
+/// UTF-8 (`GET /dashboard/%FF`, `POST /v1/turn/keys/%FF/credentials/generate-ice-servers`, and
+/// with an admin key `POST /v1/admin/users/%FF/revoke`, `POST /v1/admin/relays/%FF/drain`) is
+/// refused by axum's `Path` extractor with `400 text/plain` "Invalid URL: Invalid UTF-8 in
+/// `…`", not the JSON error shape. Tolerated so the campaign goes on past it; set
+/// `API_ROUTER_STRICT=1` to fail on it again.
+fn known_path_rejection(status: StatusCode, content_type: &str, body: &[u8]) -> bool {
+    status == StatusCode::BAD_REQUEST
+        && content_type.starts_with("text/plain")
+        && body.starts_with(b"Invalid URL: ")
+}
+
+fn strict() -> bool {
+    static STRICT: OnceLock<bool> = OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("API_ROUTER_STRICT").is_some_and(|v| v != "0"))
 }
 
 fn is_json_type(content_type: &str) -> bool {
@@ -473,7 +491,9 @@ fuzz_target!(|data: &[u8]| {
                 describe(data)
             );
         }
-        if status.is_client_error() {
+        if status.is_client_error()
+            && !(known_path_rejection(status, &content_type, &body) && !strict())
+        {
             assert!(
                 is_json_type(&content_type),
                 "{status} without a JSON content type ({content_type:?}) for {}\nresponse: {shown}",

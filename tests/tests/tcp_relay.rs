@@ -191,3 +191,50 @@ fn spliced_bytes_are_paced_to_the_bandwidth_limit() {
     );
     drop(writer.join().unwrap());
 }
+
+/// A connection must hold an allocation 30 s after its first frame: one that only sends
+/// Binding requests (every 2 s, each answered) is closed then, while one that allocated stays
+/// open past it and is still served.
+#[test]
+fn a_connection_without_an_allocation_is_closed_after_30_s() {
+    let relay = TestRelay::start(|_| {});
+    let mut allocated = StreamClient::connect(relay.addr(), "alice");
+    let resp = allocated.request(Method::Allocate, &[Attribute::RequestedTransport(17)]);
+    assert_eq!(code(&resp), None, "Allocate over TCP");
+    let mut pinging = StreamClient::connect(relay.addr(), "bob");
+    let started = Instant::now();
+    let closed_at = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "a connection without an allocation outlived 45 s"
+        );
+        let req = encode_request(
+            Method::Binding,
+            Class::Request,
+            TransactionId([9; 12]),
+            &[],
+            None,
+        )
+        .unwrap();
+        if pinging.stream.write_all(&req).is_err() {
+            break started.elapsed();
+        }
+        if let Some(resp) = pinging.try_read_frame(Duration::from_secs(2)) {
+            assert_eq!(code(&resp), None, "a Binding answer");
+        }
+        if closes_within(&mut pinging.stream, Duration::from_secs(2)) {
+            break started.elapsed();
+        }
+    };
+    println!("a connection sending only Binding requests was closed after {closed_at:?}");
+    assert!(
+        closed_at >= Duration::from_secs(28),
+        "closed after only {closed_at:?}"
+    );
+    let resp = allocated.request(Method::Refresh, &[Attribute::Lifetime(600)]);
+    assert_eq!(
+        code(&resp),
+        None,
+        "the allocated connection is still served"
+    );
+}

@@ -28,10 +28,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first complete STUN or ChannelData frame must arrive within this of the connection
 /// being ready (after the handshake for TLS).
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that has sent no complete frame for this long and holds no allocation is
-/// closed. Counted from the last frame, not the last byte: a byte every minute keeps nothing
-/// open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A connection must hold an allocation this long after its first frame, and at every check
+/// after that (one every this long); otherwise it is closed. Frames do not extend it: a client
+/// that sends only Binding requests, or Allocates that fail, does not keep a place among the
+/// connections of its address. (RFC 6062 data connections leave this loop at their
+/// ConnectionBind, within the first frame's deadline.)
+const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most simultaneous stream clients per worker, TLS handshakes included; bounds file
 /// descriptors and memory.
 const MAX_CONNECTIONS: usize = 20_000;
@@ -262,6 +264,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
     let mut buf = vec![0u8; 4096];
     let mut filled = 0usize;
     let mut deadline = tokio::time::Instant::now() + FIRST_FRAME_TIMEOUT;
+    // Until the first complete frame, the deadline is the first frame's; then the checks
+    // for an allocation.
+    let mut framed = false;
     loop {
         // Hand every complete frame to the loop.
         let mut start = 0usize;
@@ -289,7 +294,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
             if events.send(event).await.is_err() {
                 return Ok(Ended::Closed);
             }
-            deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+            if !framed {
+                framed = true;
+                deadline = tokio::time::Instant::now() + ALLOCATE_TIMEOUT;
+            }
             start += len;
             if let Some(answer) = answer
                 && let Ok(Some(id)) = answer.await
@@ -316,11 +324,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     tuple,
                     holds_allocation: tx,
                 };
-                if events.send(asked).await.is_ok() && rx.await == Ok(true) {
-                    deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                if framed && events.send(asked).await.is_ok() && rx.await == Ok(true) {
+                    deadline = tokio::time::Instant::now() + ALLOCATE_TIMEOUT;
                     continue;
                 }
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
+                let why = if framed { "no allocation" } else { "no frame" };
+                return Err(io::Error::new(io::ErrorKind::TimedOut, why));
             }
         };
         if n == 0 {
