@@ -359,17 +359,39 @@ fn fleet_nonce_key(config: &RelayConfig) -> Option<[u8; 32]> {
 /// Says at start, as a warning, what a client can reach on this host through the relay when
 /// the configuration loosens the defaults that keep it out.
 fn warn_reaches_inside(config: &RelayConfig) {
-    let loopback = [
-        std::net::IpAddr::from([127, 0, 0, 1]),
-        std::net::Ipv6Addr::LOCALHOST.into(),
+    use std::net::IpAddr;
+    // One address stands for each range the default policy keeps out.
+    let inside: [(&str, IpAddr); 8] = [
+        ("loopback", [127, 0, 0, 1].into()),
+        ("loopback", std::net::Ipv6Addr::LOCALHOST.into()),
+        (
+            "cloud metadata 169.254.169.254",
+            [169, 254, 169, 254].into(),
+        ),
+        (
+            "cloud metadata fd00:ec2::254",
+            std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254).into(),
+        ),
+        ("private 10.0.0.0/8", [10, 0, 0, 1].into()),
+        ("private 172.16.0.0/12", [172, 16, 0, 1].into()),
+        ("private 192.168.0.0/16", [192, 168, 0, 1].into()),
+        (
+            "unique local fc00::/7",
+            std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into(),
+        ),
     ];
-    if loopback
-        .iter()
-        .any(|ip| config.peer_policy.check(*ip).is_ok())
-    {
+    let mut reached: Vec<&str> = Vec::new();
+    for (name, ip) in inside {
+        if config.peer_policy.check(ip).is_ok() && !reached.contains(&name) {
+            reached.push(name);
+        }
+    }
+    if !reached.is_empty() {
         tracing::warn!(
-            "the peer policy allows loopback: clients can reach services on this host's loopback \
-         through the relay (fine for a development machine, never for a public relay)"
+            reaches = %reached.join(", "),
+            "the peer policy lets clients reach addresses inside this host or network through the \
+             relay (fine for a development machine or a private deployment that needs it, never \
+             for a public relay)"
         );
     }
     if config.allow_relay_to_self {

@@ -233,3 +233,55 @@ fn sigterm_drains_and_exits_at_the_deadline() {
         "exited after {took:?}, before the 2 s deadline, with an allocation alive"
     );
 }
+
+/// The relay's log at start, from a relay started with `extra` flags (and no other policy
+/// flags apart from the listeners and the relayed ports).
+fn startup_log(extra: &[&str]) -> String {
+    let dir = geoturn_tests::temp_dir("startup-log");
+    let log_path = dir.join("relay.log");
+    let (udp, http) = (
+        geoturn_tests::free_udp_port(),
+        geoturn_tests::free_tcp_port(),
+    );
+    let mut cmd = Command::new(geoturn_bin());
+    cmd.args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--relay-ports", "31000-31999"])
+        .args(extra)
+        .env("GEOTURN_AUTH_SECRETS", SECRET)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let child = ChildGuard::spawn(&mut cmd).unwrap();
+    wait_http(format!("127.0.0.1:{http}").parse().unwrap());
+    drop(child);
+    std::fs::read_to_string(&log_path).unwrap()
+}
+
+/// A relay whose configuration lets clients reach inside the host or its network says so at
+/// start, naming what it reaches; one with the defaults says nothing of the kind.
+#[test]
+fn a_relay_that_reaches_inside_says_so_at_start() {
+    let loosened = startup_log(&[
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--allow-peer",
+        "169.254.169.254/32",
+        "--allow-relay-to-self",
+    ]);
+    for named in [
+        "loopback",
+        "cloud metadata 169.254.169.254",
+        "--allow-relay-to-self",
+    ] {
+        assert!(
+            loosened.contains(named),
+            "no warning naming {named} at start:\n{loosened}"
+        );
+    }
+    assert!(!loosened.contains("private 10.0.0.0/8"), "{loosened}");
+    let default = startup_log(&[]);
+    assert!(
+        !default.contains("reaches") && !default.contains("allow-relay-to-self"),
+        "a relay with the default policy warned:\n{default}"
+    );
+}
