@@ -17,6 +17,18 @@ use crate::auth::{AuthConfig, Authenticator, JwtAlgorithm, JwtKeyConfig};
 pub use geoturn_shared::config::ConfigError;
 use geoturn_shared::config::invalid;
 
+/// Which of the chosen relays' URLs an ICE-server answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnswerUrls {
+    /// The best relay's UDP, TCP and one TLS URL; one URL of every other relay and of the
+    /// anycast ones.
+    #[default]
+    Compact,
+    /// Every URL of every chosen relay, and every anycast URL.
+    All,
+}
+
 /// One measured region-to-region round trip (config file `[[rtt]]`).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,9 +98,17 @@ pub struct ApiOptions {
     #[arg(long, env = "GEOTURN_DEFAULT_TTL")]
     pub default_ttl: Option<u64>,
 
-    /// Relays per answer when the caller gives no `count` [default: 3].
+    /// Relays per answer when the caller gives no `count`: the best one and a fallback in
+    /// another region [default: 2].
     #[arg(long, env = "GEOTURN_RELAYS_PER_ANSWER")]
     pub relays_per_answer: Option<usize>,
+
+    /// Which URLs of each relay an answer carries: `compact` (the best relay's UDP, TCP and one
+    /// TLS URL, on 443 when it has one; one URL of each other relay, and of the anycast ones)
+    /// or `all` (every URL of every relay). Browsers allocate on every URL they are given
+    /// [default: compact].
+    #[arg(long, env = "GEOTURN_ANSWER_URLS", value_enum)]
+    pub answer_urls: Option<AnswerUrls>,
 
     /// Proxy or load balancer whose X-Forwarded-For is believed (CIDR); repeatable.
     #[arg(
@@ -218,6 +238,8 @@ pub struct ApiConfig {
     pub default_ttl: u64,
     /// Relays per answer by default.
     pub relays_per_answer: usize,
+    /// Which of their URLs an answer carries.
+    pub answer_urls: AnswerUrls,
     /// Trusted proxies.
     pub trusted_proxies: Vec<IpNet>,
     /// Who may call.
@@ -281,6 +303,7 @@ impl ApiOptions {
             max_ttl: self.max_ttl.or(base.max_ttl),
             default_ttl: self.default_ttl.or(base.default_ttl),
             relays_per_answer: self.relays_per_answer.or(base.relays_per_answer),
+            answer_urls: self.answer_urls.or(base.answer_urls),
             trusted_proxies: vec_or(self.trusted_proxies, base.trusted_proxies),
             api_keys: self.api_keys,
             admin_keys: self.admin_keys,
@@ -314,7 +337,7 @@ impl ApiOptions {
         if default_ttl == 0 || default_ttl > max_ttl {
             return Err(invalid("default-ttl", "must be 1 to --max-ttl seconds"));
         }
-        let relays_per_answer = self.relays_per_answer.unwrap_or(3);
+        let relays_per_answer = self.relays_per_answer.unwrap_or(2);
         if !(1..=MAX_RELAYS_PER_ANSWER).contains(&relays_per_answer) {
             return Err(invalid(
                 "relays-per-answer",
@@ -435,6 +458,7 @@ impl ApiOptions {
             max_ttl,
             default_ttl,
             relays_per_answer,
+            answer_urls: self.answer_urls.unwrap_or_default(),
             trusted_proxies: self.trusted_proxies,
             auth,
             rate_limit,
@@ -492,7 +516,8 @@ mod tests {
         assert_eq!(c.registry, "memory");
         assert_eq!((c.max_ttl, c.default_ttl), (86_400, 43_200));
         assert_eq!(c.rank.stale_after, Duration::from_secs(6));
-        assert_eq!(c.rank.max_results, 3);
+        assert_eq!(c.rank.max_results, 2);
+        assert_eq!(c.answer_urls, AnswerUrls::Compact);
     }
 
     #[test]

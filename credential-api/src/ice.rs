@@ -7,7 +7,9 @@
 
 use geoturn_geo::Ranking;
 use geoturn_shared::RestCredential;
-use geoturn_shared::registry::RelayRecord;
+use geoturn_shared::registry::{RelayRecord, UrlChoice};
+
+use crate::config::AnswerUrls;
 use serde::Serialize;
 
 /// One `RTCIceServer`.
@@ -33,16 +35,18 @@ pub fn chosen<'a>(ranking: &Ranking, relays: &'a [RelayRecord]) -> Vec<&'a Relay
 }
 
 /// The answer's servers: a STUN entry from the best relay with a plain TURN address (UDP
-/// preferred), then each relay's TURN URLs with
-/// the one credential (every relay accepts it: they share the secret set), then, when
-/// configured, the anycast URLs as the last resort (its first contact is redirected to a
-/// unicast relay of whichever region the route reaches).
+/// preferred), then each relay's TURN URLs as `urls` chooses (see
+/// [`geoturn_shared::registry::RelayAddrs::urls`]) with the one credential (every relay
+/// accepts it: they share the secret set), then, when configured, the anycast URLs as the last
+/// resort (its first contact is redirected to a unicast relay of whichever region the route
+/// reaches); a compact answer carries the first anycast URL only.
 pub fn ice_servers(
     chosen: &[&RelayRecord],
     credential: &RestCredential,
     anycast: &[String],
+    urls: AnswerUrls,
 ) -> Vec<IceServer> {
-    let mut out = Vec::with_capacity(chosen.len() + 1);
+    let mut out = Vec::with_capacity(chosen.len() + 2);
     if let Some(stun) = chosen.iter().find_map(|r| r.addresses.stun_url()) {
         out.push(IceServer {
             urls: vec![stun],
@@ -50,33 +54,51 @@ pub fn ice_servers(
             credential: None,
         });
     }
-    for relay in chosen {
-        let urls = relay.addresses.turn_urls();
-        if urls.is_empty() {
-            continue;
-        }
-        out.push(IceServer {
-            urls,
-            username: Some(credential.username.clone()),
-            credential: Some(credential.password.clone()),
-        });
+    let turn = |urls: Vec<String>| IceServer {
+        urls,
+        username: Some(credential.username.clone()),
+        credential: Some(credential.password.clone()),
+    };
+    for urls in relay_urls(chosen, urls) {
+        out.push(turn(urls));
     }
+    let anycast = anycast_urls(anycast, urls);
     if !anycast.is_empty() {
-        out.push(IceServer {
-            urls: anycast.to_vec(),
-            username: Some(credential.username.clone()),
-            credential: Some(credential.password.clone()),
-        });
+        out.push(turn(anycast.to_vec()));
     }
     out
 }
 
-/// Every TURN URL of the chosen relays, best relay first (the TURN REST draft's `uris`).
-pub fn turn_uris(chosen: &[&RelayRecord]) -> Vec<String> {
+/// The anycast URLs an answer carries: all of them, or the first for a compact answer (the
+/// operator lists the most useful first).
+pub fn anycast_urls(anycast: &[String], urls: AnswerUrls) -> &[String] {
+    match urls {
+        AnswerUrls::All => anycast,
+        AnswerUrls::Compact => anycast.get(..1).unwrap_or_default(),
+    }
+}
+
+/// Each chosen relay's URLs, best first, skipping relays with none.
+fn relay_urls(chosen: &[&RelayRecord], urls: AnswerUrls) -> Vec<Vec<String>> {
     chosen
         .iter()
-        .flat_map(|r| r.addresses.turn_urls())
+        .enumerate()
+        .map(|(i, relay)| {
+            let choice = match (urls, i) {
+                (AnswerUrls::All, _) => UrlChoice::All,
+                (AnswerUrls::Compact, 0) => UrlChoice::Primary,
+                (AnswerUrls::Compact, _) => UrlChoice::Fallback,
+            };
+            relay.addresses.urls(choice)
+        })
+        .filter(|u| !u.is_empty())
         .collect()
+}
+
+/// The TURN URLs of the chosen relays, best relay first, as [`ice_servers`] gives them (the
+/// TURN REST draft's `uris`).
+pub fn turn_uris(chosen: &[&RelayRecord], urls: AnswerUrls) -> Vec<String> {
+    relay_urls(chosen, urls).into_iter().flatten().collect()
 }
 
 #[cfg(test)]
@@ -133,7 +155,7 @@ mod tests {
         );
         let c = relay("c", RelayAddrs::default());
         let cred = RestCredential::mint(b"s", "u", 100, 50);
-        let servers = ice_servers(&[&b, &a, &c], &cred, &[]);
+        let servers = ice_servers(&[&b, &a, &c], &cred, &[], AnswerUrls::All);
         // b has no plain TURN address, so the STUN entry comes from a, the next relay.
         assert_eq!(servers[0].urls, vec!["stun:192.0.2.1:3478"]);
         assert_eq!(servers[0].username, None);
@@ -150,7 +172,7 @@ mod tests {
         assert_eq!(servers[1].username.as_deref(), Some("150:u"));
         let json = serde_json::to_value(&servers[0]).unwrap();
         assert_eq!(json, serde_json::json!({"urls": ["stun:192.0.2.1:3478"]}));
-        assert_eq!(turn_uris(&[&b, &a]).len(), 4);
+        assert_eq!(turn_uris(&[&b, &a], AnswerUrls::All).len(), 4);
     }
 
     #[test]
@@ -158,7 +180,7 @@ mod tests {
         let a = relay("a", addrs(&["192.0.2.1:3478"], &[], &[], None));
         let cred = RestCredential::mint(b"s", "u", 100, 50);
         let anycast = vec!["turn:global.example:3478?transport=udp".to_owned()];
-        let servers = ice_servers(&[&a], &cred, &anycast);
+        let servers = ice_servers(&[&a], &cred, &anycast, AnswerUrls::Compact);
         assert_eq!(servers.len(), 3);
         assert_eq!(servers[1].urls, vec!["turn:192.0.2.1:3478?transport=udp"]);
         assert_eq!(servers[2].urls, anycast);
@@ -169,15 +191,57 @@ mod tests {
     fn ipv6_hosts_keep_their_brackets_and_names_replace_ips() {
         let cred = RestCredential::mint(b"s", "u", 100, 50);
         let v6 = relay("v6", addrs(&["[2001:db8::1]:3478"], &[], &[], None));
-        let servers = ice_servers(&[&v6], &cred, &[]);
+        let servers = ice_servers(&[&v6], &cred, &[], AnswerUrls::Compact);
         assert_eq!(servers[0].urls, vec!["stun:[2001:db8::1]:3478"]);
         assert_eq!(
             servers[1].urls,
             vec!["turn:[2001:db8::1]:3478?transport=udp"]
         );
         let named = relay("n", addrs(&[], &["192.0.2.9:443"], &[], Some("n.example")));
-        let servers = ice_servers(&[&named], &cred, &[]);
+        let servers = ice_servers(&[&named], &cred, &[], AnswerUrls::Compact);
         assert_eq!(servers[0].urls, vec!["stun:n.example:443"]);
         assert_eq!(servers[1].urls, vec!["turn:n.example:443?transport=tcp"]);
+    }
+
+    #[test]
+    fn a_compact_answer_gives_the_best_relay_every_transport_and_the_others_one_url() {
+        let full = |ip: &str| {
+            addrs(
+                &[&format!("{ip}:3478")],
+                &[&format!("{ip}:3478")],
+                &[&format!("{ip}:5349"), &format!("{ip}:443")],
+                None,
+            )
+        };
+        let (a, b, c) = (
+            relay("a", full("192.0.2.1")),
+            relay("b", full("198.51.100.7")),
+            relay("c", full("203.0.113.9")),
+        );
+        let cred = RestCredential::mint(b"s", "u", 100, 50);
+        let anycast: Vec<String> = ["udp", "tcp"]
+            .iter()
+            .map(|t| format!("turn:global.example:3478?transport={t}"))
+            .collect();
+        let compact = ice_servers(&[&a, &b, &c], &cred, &anycast, AnswerUrls::Compact);
+        let urls: Vec<Vec<String>> = compact.iter().map(|s| s.urls.clone()).collect();
+        assert_eq!(
+            urls,
+            vec![
+                vec!["stun:192.0.2.1:3478".to_owned()],
+                vec![
+                    "turn:192.0.2.1:3478?transport=udp".to_owned(),
+                    "turn:192.0.2.1:3478?transport=tcp".to_owned(),
+                    "turns:192.0.2.1:443?transport=tcp".to_owned(),
+                ],
+                vec!["turn:198.51.100.7:3478?transport=udp".to_owned()],
+                vec!["turn:203.0.113.9:3478?transport=udp".to_owned()],
+                vec![anycast[0].clone()],
+            ]
+        );
+        assert_eq!(turn_uris(&[&a, &b, &c], AnswerUrls::Compact).len(), 5);
+        let all = ice_servers(&[&a, &b, &c], &cred, &anycast, AnswerUrls::All);
+        let count = |servers: &[IceServer]| servers.iter().map(|s| s.urls.len()).sum::<usize>();
+        assert_eq!((count(&compact), count(&all)), (7, 15));
     }
 }

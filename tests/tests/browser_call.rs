@@ -25,6 +25,9 @@ use serde_json::Value;
 const SECRET: &str = "browser-call-secret-0123456789abcdef";
 const APP_KEY: &str = "browser-app-key-0123456789";
 const API: &str = "198.18.0.2:8080";
+/// A second API over the same relays, answering as every version before the compact answer:
+/// every URL of three relays.
+const API_ALL: &str = "198.18.0.3:8080";
 const ANYCAST: &str = "198.18.0.9:3478";
 
 fn browser_dir() -> PathBuf {
@@ -62,6 +65,46 @@ fn call(client: &NetNs, count: usize, only_urls: Option<&str>) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The allocations created on the three relays, once their counters have settled above
+/// `at_least` (workers publish every 500 ms; a browser's allocations arrive over a second).
+fn allocations_created(ns: &NetNs, at_least: f64) -> f64 {
+    let read = || -> f64 {
+        (0..3)
+            .map(|i| {
+                let addr: SocketAddr = format!("127.0.0.1:{}", 9641 + i).parse().unwrap();
+                let page = ns
+                    .enter(move || request(addr, "GET", "/metrics", &[], ""))
+                    .unwrap()
+                    .body;
+                metric(&page, "geoturn_allocations_created_total", "").unwrap()
+            })
+            .sum()
+    };
+    let t0 = Instant::now();
+    let mut last = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(1_200));
+        let now = read();
+        if (now == last && now > at_least) || t0.elapsed() > Duration::from_secs(10) {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// One RTCPeerConnection gathering relay candidates with the answer of the API at `api`.
+fn gather(client: &NetNs, api: &str) -> Value {
+    let mut cmd = client.command("node");
+    cmd.arg(browser_dir().join("gather.mjs"))
+        .env("GEOTURN_API_URL", format!("http://{api}"))
+        .env("GEOTURN_APP_KEY", APP_KEY)
+        .env("GEOTURN_CLIENT_IP", "192.0.2.10")
+        .stderr(Stdio::inherit());
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "gather.mjs failed ({})", out.status);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     require_tool("node", "apt-get install -y nodejs npm");
@@ -77,6 +120,7 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     client.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"]);
     for ip in [
         "198.18.0.2",
+        "198.18.0.3",
         "198.18.0.9",
         "198.18.1.1",
         "198.18.1.2",
@@ -149,18 +193,55 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     .env("GEOTURN_AUTH_SECRETS", SECRET)
     .env("GEOTURN_API_KEYS", format!("app:{APP_KEY}"));
     let _api = quiet(api);
+    let mut api_all = ns.command(geoturn_bin());
+    api_all
+        .args(["api", "--listen", API_ALL])
+        .args(["--registry", "redis://127.0.0.1:6390"])
+        .arg("--geoip")
+        .arg(&geo)
+        .args(["--heartbeat", "0.3", "--refresh-ms", "200"])
+        .args(["--answer-urls", "all", "--relays-per-answer", "3"])
+        .env("GEOTURN_AUTH_SECRETS", SECRET)
+        .env("GEOTURN_API_KEYS", format!("app:{APP_KEY}"));
+    let _api_all = quiet(api_all);
     let api_addr: SocketAddr = API.parse().unwrap();
-    ns.enter(move || {
-        wait_for(
-            Duration::from_secs(15),
-            "three relays behind the API",
-            || {
-                request(api_addr, "GET", "/readyz", &[], "").is_ok_and(|r| {
-                    serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 3)
-                })
-            },
-        )
-    });
+    for addr in [api_addr, API_ALL.parse().unwrap()] {
+        ns.enter(move || {
+            wait_for(
+                Duration::from_secs(15),
+                "three relays behind the API",
+                || {
+                    request(addr, "GET", "/readyz", &[], "").is_ok_and(|r| {
+                        serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 3)
+                    })
+                },
+            )
+        });
+    }
+
+    // 0. What one RTCPeerConnection costs the relays: allocations made while it gathers, with
+    // every URL of three relays (the answer before) and with the compact answer (now).
+    let mut costs = Vec::new();
+    for api in [API_ALL, API] {
+        let before = allocations_created(&ns, 0.0);
+        let g = gather(&client, api);
+        let made = allocations_created(&ns, before) - before;
+        let urls = g["turnUrls"].as_array().unwrap().len();
+        eprintln!("one RTCPeerConnection, {api}: {made} allocations for {urls} TURN URLs: {g}");
+        costs.push((urls, made));
+    }
+    println!(
+        "allocations per RTCPeerConnection (Chromium, relay only): {} with every URL of three \
+         relays ({} URLs), {} with the compact answer ({} URLs)",
+        costs[0].1, costs[0].0, costs[1].1, costs[1].0
+    );
+    assert_eq!((costs[0].0, costs[1].0), (6, 3), "TURN URLs per answer");
+    assert!(
+        costs[1].1 >= 1.0 && costs[1].1 < costs[0].1,
+        "the compact answer costs {} allocations, every URL {}",
+        costs[1].1,
+        costs[0].1
+    );
 
     // 1. The API's answer, in a browser: the caller (placed in Frankfurt) gets the two
     // eu-central relays first, then us-east, and both ends talk over relay candidates of them.

@@ -162,8 +162,13 @@ fn mint(
         "ICE servers minted"
     );
     Ok(Minted {
-        servers: ice_servers(&relays, &credential, &config.anycast_urls),
-        uris: turn_uris(&relays)
+        servers: ice_servers(
+            &relays,
+            &credential,
+            &config.anycast_urls,
+            config.answer_urls,
+        ),
+        uris: turn_uris(&relays, config.answer_urls)
             .into_iter()
             .chain(config.anycast_urls.iter().cloned())
             .collect(),

@@ -37,6 +37,17 @@ pub enum AddrTransport {
     Tls,
 }
 
+/// Which of a relay's URLs an answer carries (see [`RelayAddrs::urls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlChoice {
+    /// Every URL.
+    All,
+    /// One per transport, TLS on 443 when the relay has it: the best relay of an answer.
+    Primary,
+    /// One URL, UDP when the relay has it: the other relays of an answer.
+    Fallback,
+}
+
 /// Where clients reach a relay: its advertised public IP addresses per transport, and the host
 /// name its URLs carry instead of the IP when it has one.
 ///
@@ -75,15 +86,58 @@ impl RelayAddrs {
     /// else the IP (IPv6 in brackets).
     pub fn turn_urls(&self) -> Vec<String> {
         self.in_order()
-            .map(|(transport, a)| {
-                let hp = self.host_port(&a);
-                match transport {
-                    AddrTransport::Udp => format!("turn:{hp}?transport=udp"),
-                    AddrTransport::Tcp => format!("turn:{hp}?transport=tcp"),
-                    AddrTransport::Tls => format!("turns:{hp}?transport=tcp"),
-                }
-            })
+            .map(|(transport, a)| self.turn_url(transport, &a))
             .collect()
+    }
+
+    /// The URLs an answer carries for this relay, in [`Self::in_order`]'s order, by `choice`:
+    ///
+    /// - [`UrlChoice::All`]: every one ([`Self::turn_urls`]).
+    /// - [`UrlChoice::Primary`] (the best relay): one of each transport, so every client gets
+    ///   through whatever its network lets out: the first UDP and TCP addresses, and the TLS
+    ///   address on port 443 when there is one (the port firewalls leave open), else the first.
+    /// - [`UrlChoice::Fallback`] (every other relay): one URL, the first UDP address, else the
+    ///   TLS one a primary would carry, else the first TCP address. A browser allocates on
+    ///   every URL it is given (per network interface), so each URL is an allocation on a relay,
+    ///   most of them never used; a fallback is there for when the best relay is gone.
+    pub fn urls(&self, choice: UrlChoice) -> Vec<String> {
+        let tls = self
+            .tls
+            .iter()
+            .find(|a| a.port() == 443)
+            .or_else(|| self.tls.first());
+        let picked: Vec<(AddrTransport, &SocketAddr)> = match choice {
+            UrlChoice::All => return self.turn_urls(),
+            UrlChoice::Primary => [
+                self.udp.first().map(|a| (AddrTransport::Udp, a)),
+                self.tcp.first().map(|a| (AddrTransport::Tcp, a)),
+                tls.map(|a| (AddrTransport::Tls, a)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            UrlChoice::Fallback => self
+                .udp
+                .first()
+                .map(|a| (AddrTransport::Udp, a))
+                .or_else(|| tls.map(|a| (AddrTransport::Tls, a)))
+                .or_else(|| self.tcp.first().map(|a| (AddrTransport::Tcp, a)))
+                .into_iter()
+                .collect(),
+        };
+        picked
+            .into_iter()
+            .map(|(transport, a)| self.turn_url(transport, a))
+            .collect()
+    }
+
+    fn turn_url(&self, transport: AddrTransport, a: &SocketAddr) -> String {
+        let hp = self.host_port(a);
+        match transport {
+            AddrTransport::Udp => format!("turn:{hp}?transport=udp"),
+            AddrTransport::Tcp => format!("turn:{hp}?transport=tcp"),
+            AddrTransport::Tls => format!("turns:{hp}?transport=tcp"),
+        }
     }
 
     /// `stun:host:port` on the first UDP address, else the first TCP one: a TURN server
@@ -299,6 +353,56 @@ mod tests {
 
     fn strings(urls: &[&str]) -> Vec<String> {
         urls.iter().map(|u| (*u).to_owned()).collect()
+    }
+
+    #[test]
+    fn primary_carries_one_url_per_transport_and_a_fallback_one() {
+        let a = RelayAddrs {
+            udp: vec![sa("203.0.113.5:3478"), sa("[2001:db8::1]:3478")],
+            tcp: vec![sa("203.0.113.5:3478"), sa("[2001:db8::1]:3478")],
+            tls: vec![sa("203.0.113.5:5349"), sa("203.0.113.5:443")],
+            host: Some("turn.example.com".into()),
+        };
+        assert_eq!(
+            a.urls(UrlChoice::Primary),
+            strings(&[
+                "turn:turn.example.com:3478?transport=udp",
+                "turn:turn.example.com:3478?transport=tcp",
+                "turns:turn.example.com:443?transport=tcp",
+            ])
+        );
+        assert_eq!(
+            a.urls(UrlChoice::Fallback),
+            strings(&["turn:turn.example.com:3478?transport=udp"])
+        );
+        assert_eq!(a.urls(UrlChoice::All), a.turn_urls());
+        assert_eq!(a.urls(UrlChoice::All).len(), 6);
+        // Without 443, the first TLS address; without UDP, a fallback is TLS, then TCP.
+        let tls_only = RelayAddrs {
+            tls: vec![sa("198.51.100.7:5349"), sa("198.51.100.7:5350")],
+            tcp: vec![sa("198.51.100.7:3478")],
+            ..RelayAddrs::default()
+        };
+        assert_eq!(
+            tls_only.urls(UrlChoice::Primary),
+            strings(&[
+                "turn:198.51.100.7:3478?transport=tcp",
+                "turns:198.51.100.7:5349?transport=tcp",
+            ])
+        );
+        assert_eq!(
+            tls_only.urls(UrlChoice::Fallback),
+            strings(&["turns:198.51.100.7:5349?transport=tcp"])
+        );
+        let tcp_only = RelayAddrs {
+            tcp: vec![sa("198.51.100.7:3478")],
+            ..RelayAddrs::default()
+        };
+        assert_eq!(
+            tcp_only.urls(UrlChoice::Fallback),
+            strings(&["turn:198.51.100.7:3478?transport=tcp"])
+        );
+        assert!(RelayAddrs::default().urls(UrlChoice::Primary).is_empty());
     }
 
     #[test]

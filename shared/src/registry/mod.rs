@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-pub use self::addrs::{AddrTransport, MAX_ADDRS_PER_TRANSPORT, RelayAddrs, is_valid_host};
+pub use self::addrs::{
+    AddrTransport, MAX_ADDRS_PER_TRANSPORT, RelayAddrs, UrlChoice, is_valid_host,
+};
 pub use self::crypto::parse_secrets_key;
 pub use self::event::RegistryEvent;
 pub use self::memory::{Clock, MemoryRegistry};
