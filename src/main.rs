@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use geoturn_relay::RelayOptions;
 use geoturn_shared::RestCredential;
 
+/// How long the credential API may take to finish requests in progress after SIGTERM.
+const API_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[derive(Debug, Parser)]
 #[command(name = "geoturn", version, about = "A geo-distributed TURN service")]
 struct Cli {
@@ -144,8 +147,13 @@ fn main() -> anyhow::Result<()> {
                 let api = geoturn_api::start(config, None).await?;
                 eprintln!("credential API on http://{}", api.addr);
                 signals.recv().await;
-                tracing::info!("stopping");
-                drop(api);
+                // Requests in progress finish (a second signal cuts them); within the
+                // 30 s Kubernetes gives a pod by default, after its preStop delay.
+                tokio::select! {
+                    () = api.shutdown(API_SHUTDOWN_GRACE) => {}
+                    () = signals.recv() => tracing::warn!("second signal: stopping at once"),
+                }
+                tracing::info!("stopped");
                 anyhow::Ok(())
             })
         }

@@ -102,6 +102,27 @@ pub struct RunningApi {
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl RunningApi {
+    /// Shuts down gracefully: `/readyz` turns 503 and event streams end at once, the listener
+    /// closes, requests in progress are answered; returns when every connection has ended or
+    /// `grace` has passed, whichever comes first (then the rest is cut when this is dropped).
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.state.stopping.send_replace(true);
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "shutting down: readiness off, no new connections, finishing requests in progress"
+        );
+        // The HTTP server is the last task started.
+        if let Some(server) = self.tasks.pop() {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(grace, server).await.is_err() {
+                tracing::warn!("connections still open after the grace period: closing them");
+                abort.abort();
+            }
+        }
+    }
+}
+
 impl Drop for RunningApi {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -180,6 +201,7 @@ pub async fn start(
         limiter,
         metrics: ApiMetrics::default(),
         started: Instant::now(),
+        stopping: tokio::sync::watch::Sender::new(false),
     });
     let tasks = vec![
         tokio::spawn(crate::snapshot::refresh_loop(
@@ -195,7 +217,8 @@ pub async fn start(
 }
 
 async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) {
-    geoturn_shared::http_server::serve(listener, router(state), HTTP_LIMITS).await;
+    let stop = state.stopping.subscribe();
+    geoturn_shared::http_server::serve_until(listener, router(state), HTTP_LIMITS, stop).await;
 }
 
 /// Reloads secrets on rotation events (from any API instance), after a gap in the

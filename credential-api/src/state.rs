@@ -37,6 +37,16 @@ pub struct AppState {
     pub metrics: ApiMetrics,
     /// Process start, for the rate limiter's clock.
     pub started: Instant,
+    /// True once the API is shutting down: `/readyz` answers 503, event streams end, the HTTP
+    /// server stops accepting and finishes what is in progress.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl AppState {
+    /// True once shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
 }
 
 /// Marks a response as never cacheable (it holds credentials) and says how fresh its relays are.

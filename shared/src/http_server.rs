@@ -19,7 +19,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
 /// Bounds on one HTTP server.
@@ -31,12 +31,37 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Serves `app` on `listener` within `limits` until the task is dropped.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
+    let (_never, stop) = watch::channel(false);
+    serve_until(listener, app, limits, stop).await;
+}
+
+/// Serves `app` on `listener` within `limits` until `stop` turns true, then shuts down
+/// gracefully: no new connection is accepted (the listener closes), requests in progress are
+/// answered, idle keep-alive connections close, and a connection ends once its response is
+/// out. Returns when every connection has ended; a response that never ends (an event stream
+/// must end itself on the same signal) holds it, so the caller bounds the wait.
+pub async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
     let places = Arc::new(Semaphore::new(limits.max_connections));
     let mut refused_logged = false;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -63,17 +88,31 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
         });
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             let _place = place;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopped(&mut stop) => {
+                    // Answers the request in progress, if any, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });
     }
+    drop(listener);
+    // Every connection holds a place until it ends: all places back means all ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = places.acquire_many(all).await;
 }
 
 #[cfg(test)]
@@ -179,5 +218,55 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_answers_requests_in_progress_and_refuses_new_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                "finished"
+            }),
+        );
+        let (stop_tx, stop) = watch::channel(false);
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_secs(30),
+        };
+        let server = tokio::spawn(serve_until(listener, app, limits, stop));
+        let in_progress = tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            read_to_close(&mut c, Duration::from_secs(5))
+        });
+        // An idle keep-alive connection, open before the stop.
+        let mut idle = std::net::TcpStream::connect(addr).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop_tx.send(true).unwrap();
+        // The request in progress is answered, and its connection then closed.
+        let got = in_progress.await.unwrap().expect("closed after the answer");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("finished"),
+            "{text}"
+        );
+        // The idle one is closed without an answer; the server returns; nothing new connects.
+        let got =
+            tokio::task::spawn_blocking(move || read_to_close(&mut idle, Duration::from_secs(5)))
+                .await
+                .unwrap();
+        assert_eq!(got, Some(Vec::new()));
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve_until returned")
+            .unwrap();
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "still accepting"
+        );
     }
 }

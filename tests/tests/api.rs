@@ -1224,3 +1224,86 @@ fn slow_headers_are_capped_and_closed_while_good_clients_are_served() {
         fds() <= baseline
     });
 }
+
+/// SIGTERM stops the API gracefully: a request in progress (its body still arriving) is
+/// answered, an open event stream ends cleanly (a complete chunked body, not a reset), no new
+/// connection is accepted, and the process exits with status 0 well within its grace.
+#[test]
+fn sigterm_finishes_requests_in_progress_ends_event_streams_and_exits() {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut child = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
+            .args(["--api-key", &format!("app:{APP_KEY}")])
+            .env("GEOTURN_AUTH_SECRETS", "sigterm-test-secret-0123456789")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(WAIT_SHORT, "the API", || {
+        get(addr, "/healthz", None).is_some_and(|r| r.status == 200)
+    });
+    // An event stream, open.
+    let mut events = std::net::TcpStream::connect(addr).unwrap();
+    events
+        .write_all(
+            format!(
+                "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {APP_KEY}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    events.set_read_timeout(Some(WAIT_SHORT)).unwrap();
+    let mut head = [0u8; 512];
+    let n = events.read(&mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // A request whose body is still arriving.
+    let body = r#"{"ttl":600}"#;
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/ice-servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {APP_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            body.len(),
+            &body[..4]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = Instant::now();
+    child.terminate();
+    // New connections are refused once the listener is closed.
+    wait_for(WAIT_SHORT, "the listener to close", || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+    // The request in progress gets its answer.
+    slow.write_all(&body.as_bytes()[4..]).unwrap();
+    slow.set_read_timeout(Some(WAIT_SHORT)).unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert!(
+        answer.contains("\"error\"") || answer.contains("iceServers"),
+        "not a full answer: {answer}"
+    );
+    // The event stream ends with the chunked body's last chunk, then end-of-file.
+    let mut rest = Vec::new();
+    events.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.ends_with("0\r\n\r\n"),
+        "the stream did not end cleanly: {rest:?}"
+    );
+    let status = child.wait_timeout(Duration::from_secs(10)).unwrap();
+    println!(
+        "API stopped {:?} after SIGTERM: {status:?}",
+        stopped.elapsed()
+    );
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}

@@ -3018,3 +3018,34 @@ fn the_api_trusts_forwarded_addresses_only_from_its_load_balancers_subnets() {
     assert!(checked > 0, "no region with an API");
     assert_none(&problems, "trusted proxies");
 }
+
+/// The credential API's pod keeps serving through a preStop delay (while proxies learn it is
+/// going), then has time for the API's own graceful shutdown (20 s to finish requests in
+/// progress) before Kubernetes kills it.
+#[test]
+fn api_pod_stops_gracefully() {
+    let apis: Vec<Container> = Kubernetes::load()
+        .containers()
+        .into_iter()
+        .filter(|c| c.role == "api" && !c.init)
+        .collect();
+    assert!(!apis.is_empty(), "no API container in deploy/kubernetes");
+    for c in apis {
+        let delay = c.spec["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: no preStop sleep", c.workload));
+        let grace = c.pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(30);
+        assert!(
+            (1..=15).contains(&delay),
+            "{}: preStop sleep {delay} s",
+            c.workload
+        );
+        assert!(
+            grace >= delay + 20 + 1,
+            "{}: terminationGracePeriodSeconds {grace} leaves less than the API's 20 s after a {delay} s preStop",
+            c.workload
+        );
+    }
+}

@@ -184,6 +184,8 @@ pub fn open_streams() -> usize {
 struct Feed {
     state: Arc<AppState>,
     changes: watch::Receiver<u64>,
+    /// Ends the stream when the API shuts down, so a graceful shutdown is not held by it.
+    stopping: watch::Receiver<bool>,
     deadline: Instant,
     sent: bool,
     _slot: StreamSlot,
@@ -193,12 +195,22 @@ impl Feed {
     /// The next event: the snapshot now for the first, then the snapshot after the next swap;
     /// `None` once the lifetime is over.
     async fn next(mut self) -> Option<(Result<Event, axum::Error>, Self)> {
+        if *self.stopping.borrow() {
+            return None;
+        }
         if self.sent {
-            tokio::time::sleep(MIN_EVENT_GAP).await;
-            // A swap during the sleep counts: `changed` answers at once for it.
-            match tokio::time::timeout_at(self.deadline, self.changes.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return None,
+            let mut stopping = self.stopping.clone();
+            let changed = async {
+                tokio::time::sleep(MIN_EVENT_GAP).await;
+                // A swap during the sleep counts: `changed` answers at once for it.
+                tokio::time::timeout_at(self.deadline, self.changes.changed()).await
+            };
+            tokio::select! {
+                r = changed => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return None,
+                },
+                _ = stopping.wait_for(|s| *s) => return None,
             }
         }
         self.sent = true;
@@ -242,6 +254,7 @@ pub async fn events(
     };
     let feed = Feed {
         changes: state.snapshot.subscribe(),
+        stopping: state.stopping.subscribe(),
         state: state.clone(),
         deadline: Instant::now() + MAX_STREAM_LIFETIME,
         sent: false,

@@ -25,9 +25,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let snap = state.snapshot.get();
     let secrets = state.secrets.snapshot();
     let can_mint = secrets.active(unix_secs()).is_some();
-    let ready = snap.loaded() && can_mint;
+    // A stopping API is not ready: load balancers and Kubernetes take it out of rotation
+    // while it finishes what it has.
+    let stopping = state.is_stopping();
+    let ready = snap.loaded() && can_mint && !stopping;
     let body = serde_json::json!({
         "ready": ready,
+        "stopping": stopping,
         "registry": if snap.stale.is_some() { "unreachable" } else if snap.loaded() { "ok" } else { "never read" },
         "snapshot": if snap.stale.is_some() { "stale" } else { "fresh" },
         "snapshotAgeMs": snap.age(unix_ms()).as_millis() as u64,
