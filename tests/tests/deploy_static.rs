@@ -3043,7 +3043,7 @@ fn api_pod_stops_gracefully() {
             c.workload
         );
         assert!(
-            grace >= delay + 20 + 1,
+            grace > delay + 20,
             "{}: terminationGracePeriodSeconds {grace} leaves less than the API's 20 s after a {delay} s preStop",
             c.workload
         );
