@@ -96,6 +96,10 @@ struct ApiKeyOptions {
     /// Give the key the admin scope (rotate secrets, revoke users, drain relays).
     #[arg(long)]
     admin: bool,
+    /// Give the key a narrower scope: `secrets:read` (read the live TURN secrets, for a
+    /// signaling server that mints credentials itself). Repeatable.
+    #[arg(long = "scope", value_parser = ["secrets:read"])]
+    scopes: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +183,9 @@ fn main() -> anyhow::Result<()> {
             println!("name = {:?}", opts.name);
             println!("sha256 = {:?}", geoturn_api::auth::hash_api_key(&key));
             println!("admin = {}", opts.admin);
+            if !opts.scopes.is_empty() {
+                println!("scopes = {:?}", opts.scopes);
+            }
             Ok(())
         }
         Command::Creds(opts) => {

@@ -22,6 +22,29 @@ pub struct ApiCaller(pub Caller);
 #[derive(Debug)]
 pub struct Admin(pub Caller);
 
+/// An authenticated caller that may read the TURN secrets: the `secrets:read` scope or admin
+/// (403 `scope_required` otherwise).
+#[derive(Debug)]
+pub struct SecretsReader(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for SecretsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let ApiCaller(caller) = ApiCaller::from_request_parts(parts, state).await?;
+        if !caller.secrets_read {
+            return Err(ApiError::forbidden(
+                "scope_required",
+                "this endpoint needs an API key with the secrets:read or admin scope",
+            ));
+        }
+        Ok(Self(caller))
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for ApiCaller {
     type Rejection = ApiError;
 

@@ -117,7 +117,7 @@ pub fn document() -> Value {
                 "responses": {"201": ok_json("ICE servers", json!({"type": "object", "properties": {"iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}}}}))},
             }},
             "/v1/relays": {"get": relays_get},
-            "/v1/admin/secrets": {"get": admin("Live TURN secrets, active first (admin)", "200", json!([]))},
+            "/v1/admin/secrets": {"get": admin("Live TURN secrets, active first (an API key with the secrets:read scope, or admin)", "200", json!([]))},
             "/v1/admin/secrets/rotate": {"post": admin("Create a new active secret; older ones retire after max TTL (admin)", "201", json!([]))},
             "/v1/admin/users/{id}/revoke": {"post": admin("Refuse a user's current credentials on every relay (admin)", "202", id_param("id"))},
             "/v1/admin/relays/{id}/drain": {"post": admin("Drain a relay (admin)", "202", id_param("id"))},

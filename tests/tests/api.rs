@@ -1307,3 +1307,62 @@ fn sigterm_finishes_requests_in_progress_ends_event_streams_and_exits() {
     );
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// A signaling server that mints credentials itself needs the live TURN secrets, not the
+/// admin scope: a `secrets:read` key reads them and can do nothing else an admin can; a plain
+/// key cannot read them.
+#[test]
+fn a_secrets_read_key_reads_secrets_and_nothing_more() {
+    let dir = geoturn_tests::temp_dir("scopes");
+    let (reader, plain) = ("reader-key-0123456789abcdef", "plain-key-0123456789abcdef");
+    let config = dir.join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.api_keys]]\nname = \"signaling\"\nsha256 = \"{}\"\nscopes = [\"secrets:read\"]\n\n\
+             [[auth.api_keys]]\nname = \"web\"\nsha256 = \"{}\"\n",
+            geoturn_api::auth::hash_api_key(reader),
+            geoturn_api::auth::hash_api_key(plain)
+        ),
+    )
+    .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _api = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(WAIT_SHORT, "the API", || {
+        get(addr, "/readyz", None).is_some_and(|r| r.status == 200)
+    });
+    let secrets = get(addr, "/v1/admin/secrets", Some(reader)).unwrap();
+    assert_eq!(secrets.status, 200, "{}", secrets.body);
+    assert!(
+        json(&secrets)["secrets"][0]["secret"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{}",
+        secrets.body
+    );
+    let auth = format!("Bearer {reader}");
+    let rotate = call(
+        addr,
+        "POST",
+        "/v1/admin/secrets/rotate",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(
+        (rotate.status, error_code(&rotate)),
+        (403, "admin_required".into())
+    );
+    let denied = get(addr, "/v1/admin/secrets", Some(plain)).unwrap();
+    assert_eq!(
+        (denied.status, error_code(&denied)),
+        (403, "scope_required".into())
+    );
+}

@@ -46,12 +46,16 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The scope that reads the live TURN secrets.
+pub const SECRETS_READ: &str = "secrets:read";
+
 /// One configured key.
 #[derive(Clone)]
 struct Entry {
     name: String,
     hash: [u8; 32],
     admin: bool,
+    secrets_read: bool,
 }
 
 /// The configured API keys.
@@ -83,7 +87,22 @@ impl ApiKeys {
                 .map_err(|reason| AuthConfigError::invalid(field("name"), reason))?;
             let hash = parse_hex_sha256(&cfg.sha256)
                 .map_err(|reason| AuthConfigError::invalid(field("sha256"), reason))?;
+            let mut secrets_read = cfg.admin;
+            for scope in &cfg.scopes {
+                match scope.as_str() {
+                    SECRETS_READ => secrets_read = true,
+                    other => {
+                        return Err(AuthConfigError::invalid(
+                            field("scopes"),
+                            format!("unknown scope {other:?}: the scopes are {SECRETS_READ:?}"),
+                        ));
+                    }
+                }
+            }
             keys.insert(&cfg.name, hash, cfg.admin, &field("name"), &field("sha256"))?;
+            if let Some(entry) = keys.entries.last_mut() {
+                entry.secrets_read = secrets_read;
+            }
         }
         Ok(keys)
     }
@@ -125,6 +144,7 @@ impl ApiKeys {
             name: name.to_owned(),
             hash,
             admin,
+            secrets_read: admin,
         });
         Ok(())
     }
@@ -156,6 +176,7 @@ impl ApiKeys {
             name: entry.name.clone(),
             kind: CallerKind::ApiKey,
             admin: entry.admin,
+            secrets_read: entry.secrets_read,
             user: None,
         })
     }
@@ -243,6 +264,7 @@ mod tests {
             name: name.into(),
             sha256: sha256.into(),
             admin,
+            scopes: vec![],
         }
     }
 
@@ -317,6 +339,7 @@ mod tests {
                 name: "backend".into(),
                 kind: CallerKind::ApiKey,
                 admin: true,
+                secrets_read: true,
                 user: None,
             }
         );
@@ -480,5 +503,31 @@ mod tests {
         );
         assert!(parse_hex_sha256(&"+1".repeat(32)).is_err());
         assert!(parse_hex_sha256(&" 0".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn secrets_read_is_a_scope_of_its_own_and_part_of_admin() {
+        let scoped = |name: &str, key: &str, admin: bool, scopes: &[&str]| ApiKeyConfig {
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ..entry(name, &hash_api_key(key), admin)
+        };
+        let auth = Authenticator::from_config(&AuthConfig {
+            api_keys: vec![
+                scoped("signaling", "key-signaling", false, &[SECRETS_READ]),
+                scoped("web", "key-web", false, &[]),
+                scoped("ops", "key-ops", true, &[]),
+            ],
+            jwt_keys: vec![],
+        })
+        .unwrap();
+        let scopes = |key: &str| {
+            let c = auth.authenticate_api_key(key).unwrap();
+            (c.admin, c.secrets_read)
+        };
+        assert_eq!(scopes("key-signaling"), (false, true));
+        assert_eq!(scopes("key-web"), (false, false));
+        assert_eq!(scopes("key-ops"), (true, true));
+        let err = config_error(vec![scoped("x", "key-x", false, &["secrets:write"])]);
+        assert!(err.to_string().contains("unknown scope"), "{err}");
     }
 }

@@ -589,6 +589,7 @@ fn check_claims(key: &JwtKey, claims: &Value, now_unix: u64) -> Result<Caller, A
         kind: CallerKind::Jwt,
         // Admin operations need an API key: a user's token never carries operator rights.
         admin: false,
+        secrets_read: false,
         user: Some(sub.clone()),
     })
 }
@@ -745,6 +746,7 @@ mod tests {
                 name: "jwt:HS256".into(),
                 kind: CallerKind::Jwt,
                 admin: false,
+                secrets_read: false,
                 user: Some("user-1".into()),
             }
         );

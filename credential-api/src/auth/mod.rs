@@ -46,6 +46,11 @@ pub struct ApiKeyConfig {
     /// Admin scope (secret rotation and other operator calls).
     #[serde(default)]
     pub admin: bool,
+    /// Narrower scopes: `secrets:read` lets a signaling server that mints credentials itself
+    /// read the live TURN secrets (`GET /v1/admin/secrets`) without the admin scope's power to
+    /// rotate them, revoke users or drain relays. The admin scope includes it.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl fmt::Debug for ApiKeyConfig {
@@ -55,6 +60,7 @@ impl fmt::Debug for ApiKeyConfig {
             .field("name", &self.name)
             .field("sha256", &"<redacted>")
             .field("admin", &self.admin)
+            .field("scopes", &self.scopes)
             .finish()
     }
 }
@@ -154,6 +160,8 @@ pub struct Caller {
     pub kind: CallerKind,
     /// Admin scope; only API keys configured with `admin = true` have it, never JWT callers.
     pub admin: bool,
+    /// May read the live TURN secrets (`secrets:read`, or admin); never JWT callers.
+    pub secrets_read: bool,
     /// The JWT `sub`, which becomes the TURN user id; `None` for API keys.
     pub user: Option<String>,
 }
@@ -572,6 +580,7 @@ mod tests {
                 name: "backend".into(),
                 sha256: hash_api_key("the-api-key"),
                 admin: false,
+                scopes: vec![],
             }],
             jwt_keys: vec![JwtKeyConfig {
                 id: Some("k1".into()),

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use geoturn_shared::registry::{RegistryError, RegistryEvent};
 
-use crate::caller::{Admin, ApiCaller, require_api_key};
+use crate::caller::{Admin, ApiCaller, SecretsReader, require_api_key};
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
 use crate::state::{AppState, credential_headers};
@@ -64,10 +64,10 @@ pub async fn rotate_secret(
 }
 
 /// `GET /v1/admin/secrets`: the live set, newest (active) first, for signaling servers that
-/// mint credentials themselves.
+/// mint credentials themselves (the `secrets:read` scope, or admin).
 pub async fn list_secrets(
     State(state): State<Arc<AppState>>,
-    _admin: Admin,
+    _reader: SecretsReader,
 ) -> Result<Response, ApiError> {
     let now = unix_secs();
     let set = state.secrets.snapshot();
