@@ -1,12 +1,15 @@
-//! A real browser call: Debian's headless Chromium (driven by playwright-core) fetches ICE
-//! servers from the credential API and completes a relay-only data channel between two
-//! RTCPeerConnections: through any of the three relays the API ranks when given all three (which
-//! pair ICE nominates among them is Chromium's choice), and through the top-ranked one when the
-//! app asks for one relay. Then, given only the anycast
-//! URL, it follows the relay's 300 Try Alternate to a unicast relay, over UDP and over TCP.
+//! Real browser calls: Debian's headless Chromium (driven by playwright-core) and Firefox ESR
+//! (driven by puppeteer-core over WebDriver BiDi) fetch ICE servers from the credential API
+//! and complete relay-only data channels between two RTCPeerConnections. Chromium: through any
+//! of the three relays the API ranks when given all three (which pair ICE nominates among them
+//! is Chromium's choice), and through the top-ranked one when the app asks for one relay.
+//! Firefox: through the compact answer, and over TURN/TCP alone. Both, given only the anycast
+//! URL, follow the relay's 300 Try Alternate to a unicast relay, over UDP and over TCP. Each
+//! first measures what one RTCPeerConnection costs the relays: allocations with every URL of
+//! three relays (the answer before) and with the compact answer.
 //!
 //! The service runs in a network namespace ("server") with 198.18.x addresses on its `lo`:
-//! Chromium refuses to follow a redirect to a loopback address. Chromium runs in a second
+//! Chromium refuses to follow a redirect to a loopback address. The browser runs in a second
 //! namespace ("client", 10.0.0.2) routed to it, so it reaches every relay from one source
 //! address, as a real client does, and sees no interface of the host.
 
@@ -47,12 +50,22 @@ fn wait_for(within: Duration, what: &str, mut pred: impl FnMut() -> bool) {
     }
 }
 
-/// One call from the client namespace with `count` relays from the API; `only_urls` replaces
-/// the API's relays with these URLs.
+/// One call in Chromium from the client namespace with `count` relays from the API;
+/// `only_urls` replaces the API's relays with these URLs.
 fn call(client: &NetNs, count: usize, only_urls: Option<&str>) -> Value {
+    call_in(client, "chromium", count, only_urls)
+}
+
+/// One call in `browser` (`chromium` or `firefox`), as [`call`].
+fn call_in(client: &NetNs, browser: &str, count: usize, only_urls: Option<&str>) -> Value {
     let mut cmd = client.command("node");
-    cmd.arg(browser_dir().join("call.mjs"))
-        .env("GEOTURN_API_URL", format!("http://{API}"))
+    if browser == "firefox" {
+        cmd.arg(browser_dir().join("firefox.mjs"))
+            .env("GEOTURN_MODE", "call");
+    } else {
+        cmd.arg(browser_dir().join("call.mjs"));
+    }
+    cmd.env("GEOTURN_API_URL", format!("http://{API}"))
         .env("GEOTURN_APP_KEY", APP_KEY)
         .env("GEOTURN_CLIENT_IP", "192.0.2.10")
         .env("GEOTURN_COUNT", count.to_string())
@@ -61,7 +74,11 @@ fn call(client: &NetNs, count: usize, only_urls: Option<&str>) -> Value {
         cmd.env("GEOTURN_ONLY_URLS", urls);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "call.mjs failed ({})", out.status);
+    assert!(
+        out.status.success(),
+        "{browser}: the call failed ({})",
+        out.status
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -92,11 +109,17 @@ fn allocations_created(ns: &NetNs, at_least: f64) -> f64 {
     }
 }
 
-/// One RTCPeerConnection gathering relay candidates with the answer of the API at `api`.
-fn gather(client: &NetNs, api: &str) -> Value {
+/// One RTCPeerConnection in `browser` (`chromium` or `firefox`) gathering relay candidates
+/// with the answer of the API at `api`.
+fn gather(client: &NetNs, browser: &str, api: &str) -> Value {
     let mut cmd = client.command("node");
-    cmd.arg(browser_dir().join("gather.mjs"))
-        .env("GEOTURN_API_URL", format!("http://{api}"))
+    if browser == "firefox" {
+        cmd.arg(browser_dir().join("firefox.mjs"))
+            .env("GEOTURN_MODE", "gather");
+    } else {
+        cmd.arg(browser_dir().join("gather.mjs"));
+    }
+    cmd.env("GEOTURN_API_URL", format!("http://{api}"))
         .env("GEOTURN_APP_KEY", APP_KEY)
         .env("GEOTURN_CLIENT_IP", "192.0.2.10")
         .stderr(Stdio::inherit());
@@ -105,13 +128,16 @@ fn gather(client: &NetNs, api: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
+/// The service in its namespace (Redis, three relays, two APIs) and the client namespace.
+struct Service {
+    ns: NetNs,
+    client: NetNs,
+    _processes: Vec<ChildGuard>,
+}
+
+/// Starts the service and waits until both APIs see the three relays.
+fn service() -> Service {
     require_tool("node", "apt-get install -y nodejs npm");
-    require_tool(
-        "chromium",
-        "apt-get install -y --no-install-recommends chromium",
-    );
     require_tool("redis-server", "apt-get install -y redis-server");
     browser_dir();
     let ns = NetNs::new("srv");
@@ -218,34 +244,57 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
             )
         });
     }
+    relays.extend([_redis, _api, _api_all]);
+    Service {
+        ns,
+        client,
+        _processes: relays,
+    }
+}
 
-    // 0. What one RTCPeerConnection costs the relays: allocations made while it gathers, with
-    // every URL of three relays (the answer before) and with the compact answer (now).
+/// What one RTCPeerConnection costs the relays: allocations made while it gathers, with every
+/// URL of three relays (the answer before) and with the compact answer (now). Returns
+/// `[(TURN URLs, allocations)]` for the two answers, in that order.
+fn allocation_costs(service: &Service, browser: &str) -> Vec<(usize, f64)> {
     let mut costs = Vec::new();
     for api in [API_ALL, API] {
-        let before = allocations_created(&ns, 0.0);
-        let g = gather(&client, api);
-        let made = allocations_created(&ns, before) - before;
+        let before = allocations_created(&service.ns, 0.0);
+        let g = gather(&service.client, browser, api);
+        let made = allocations_created(&service.ns, before) - before;
         let urls = g["turnUrls"].as_array().unwrap().len();
-        eprintln!("one RTCPeerConnection, {api}: {made} allocations for {urls} TURN URLs: {g}");
+        eprintln!(
+            "{browser}: one RTCPeerConnection, {api}: {made} allocations for {urls} TURN URLs: {g}"
+        );
         costs.push((urls, made));
     }
     println!(
-        "allocations per RTCPeerConnection (Chromium, relay only): {} with every URL of three \
+        "allocations per RTCPeerConnection ({browser}, relay only): {} with every URL of three \
          relays ({} URLs), {} with the compact answer ({} URLs)",
         costs[0].1, costs[0].0, costs[1].1, costs[1].0
     );
     assert_eq!((costs[0].0, costs[1].0), (6, 3), "TURN URLs per answer");
     assert!(
         costs[1].1 >= 1.0 && costs[1].1 < costs[0].1,
-        "the compact answer costs {} allocations, every URL {}",
+        "{browser}: the compact answer costs {} allocations, every URL {}",
         costs[1].1,
         costs[0].1
     );
+    costs
+}
+
+#[test]
+fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
+    require_tool(
+        "chromium",
+        "apt-get install -y --no-install-recommends chromium",
+    );
+    let service = service();
+    let (ns, client) = (&service.ns, &service.client);
+    allocation_costs(&service, "chromium");
 
     // 1. The API's answer, in a browser: the caller (placed in Frankfurt) gets the two
     // eu-central relays first, then us-east, and both ends talk over relay candidates of them.
-    let all = call(&client, 3, None);
+    let all = call(client, 3, None);
     eprintln!("browser call, three relays: {all}");
     let ranked: Vec<&str> = all["rankedUrls"]
         .as_array()
@@ -274,7 +323,7 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     assert_eq!(all["echo"], "echo:hello through the relay");
     // Asked for one relay, the app gets the top-ranked one, and the call goes through it. The
     // first call's allocations now load eu-1, so that may be eu-2: it is one of the region's.
-    let top = call(&client, 1, None);
+    let top = call(client, 1, None);
     eprintln!("browser call, one relay: {top}");
     let top_url = top["rankedUrls"][0].as_str().unwrap();
     let top_ip = ["198.18.1.1", "198.18.1.2"]
@@ -292,7 +341,7 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     // UDP and over TCP.
     for transport in ["udp", "tcp"] {
         let urls = format!("[\"turn:{ANYCAST}?transport={transport}\"]");
-        let r = call(&client, 1, Some(&urls));
+        let r = call(client, 1, Some(&urls));
         eprintln!("anycast {transport}: {r}");
         for side in ["a", "b"] {
             assert_eq!(r[side]["localType"], "relay", "{r}");
@@ -327,4 +376,55 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     };
     eprintln!("eu-1 answered {redirects} anycast first contacts with 300");
     assert!(redirects >= 4.0, "{redirects}");
+}
+
+/// Firefox ESR (its own ICE and TURN stack, nICEr) with the same service: what one peer
+/// connection costs the relays with each answer, a relay-only call through the compact answer,
+/// one over TURN/TCP alone, and the anycast address's 300 Try Alternate followed over UDP and
+/// TCP.
+#[test]
+fn firefox_calls_through_the_compact_answer_over_udp_and_tcp_and_follows_anycast_redirects() {
+    require_tool(
+        "firefox-esr",
+        "apt-get install -y --no-install-recommends firefox-esr",
+    );
+    let service = service();
+    let client = &service.client;
+    allocation_costs(&service, "firefox");
+    let relayed = |r: &Value, what: &str| {
+        for side in ["a", "b"] {
+            assert_eq!(r[side]["localType"], "relay", "{what}: {r}");
+            assert_eq!(r[side]["remoteType"], "relay", "{what}: {r}");
+        }
+        assert_eq!(r["echo"], "echo:hello through the relay", "{what}: {r}");
+    };
+    let compact = call_in(client, "firefox", 2, None);
+    eprintln!("firefox, compact answer: {compact}");
+    relayed(&compact, "compact answer");
+    let tcp = call_in(
+        client,
+        "firefox",
+        1,
+        Some(r#"["turn:198.18.1.1:3478?transport=tcp"]"#),
+    );
+    eprintln!("firefox, TURN over TCP: {tcp}");
+    relayed(&tcp, "TURN over TCP");
+    for side in ["a", "b"] {
+        assert_eq!(tcp[side]["localAddress"], "198.18.1.1", "{tcp}");
+    }
+    // Firefox follows the anycast address's 300 Try Alternate to a unicast relay, over UDP and
+    // over TCP, as Chromium does: the relayed addresses are the unicast relay's.
+    for transport in ["udp", "tcp"] {
+        let urls = format!("[\"turn:{ANYCAST}?transport={transport}\"]");
+        let r = call_in(client, "firefox", 1, Some(&urls));
+        eprintln!("firefox, anycast only over {transport}: {r}");
+        relayed(&r, "anycast");
+        for side in ["a", "b"] {
+            let addr = r[side]["localAddress"].as_str().unwrap();
+            assert!(
+                addr == "198.18.1.1" || addr == "198.18.1.2",
+                "{transport}: relayed on {addr}, not a unicast relay"
+            );
+        }
+    }
 }
