@@ -1,5 +1,6 @@
-//! Every error the API answers, as one type with one JSON shape (DESIGN.md §5):
-//! `{"error": {"code": "…", "message": "…"}}` with the matching status.
+//! Every error the API answers, as one type with one shape: RFC 9457 problem details
+//! (`application/problem+json`, see `geoturn_shared::http_error`), which keep DESIGN.md §5's
+//! `{"error": {"code": "…", "message": "…"}}` as a member.
 
 use std::time::Duration;
 
@@ -69,10 +70,25 @@ impl From<AuthError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = geoturn_shared::http_error::error_body(self.code, &self.message);
-        let mut response = (self.status, Json(body)).into_response();
+        use geoturn_shared::http_error::{PROBLEM_JSON, error_body};
+        let body = error_body(self.status.as_u16(), self.code, &self.message);
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, PROBLEM_JSON)],
+            Json(body),
+        )
+            .into_response();
+        self.add_headers(response.headers_mut());
+        response
+    }
+}
+
+impl ApiError {
+    /// The headers that go with this error whatever the body's shape: WWW-Authenticate on 401,
+    /// Retry-After when there is a time to wait.
+    pub(crate) fn add_headers(&self, headers: &mut axum::http::HeaderMap) {
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
+            headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"geoturn\""),
             );
@@ -81,9 +97,8 @@ impl IntoResponse for ApiError {
             // Whole seconds, rounded up so a client that waits exactly this long succeeds.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
+                headers.insert(header::RETRY_AFTER, v);
             }
         }
-        response
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 fn error_response(description: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
 fn errors() -> Value {
@@ -65,7 +65,10 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key (server-to-server) or a JWT (browsers)"}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Error": {"type": "object", "description": "RFC 9457 problem details; `error` repeats code and detail in the shape of earlier versions", "required": ["type", "title", "status", "detail", "code", "error"], "properties": {
+                    "type": {"type": "string", "format": "uri"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "detail": {"type": "string"}, "code": {"type": "string"},
+                    "error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
                 "IceServer": {"type": "object", "required": ["urls"], "properties": {"urls": {"type": "array", "items": {"type": "string"}}, "username": {"type": "string"}, "credential": {"type": "string"}}},
                 "IceServersAnswer": {"type": "object", "required": ["iceServers", "ttl", "expiresAt"], "properties": {
                     "iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}},

@@ -1,19 +1,80 @@
-//! The error body every geoturn HTTP surface answers with (DESIGN.md §5), written in one
-//! place: `{"error": {"code": "…", "message": "…"}}`, where `code` is a stable machine-readable
-//! name and `message` says what went wrong for a person.
+//! The error body every geoturn HTTP surface answers with, written in one place: RFC 9457
+//! problem details (`application/problem+json`):
+//!
+//! ```json
+//! {"type": "tag:geoturn,2026:problem:rate_limited", "title": "Too Many Requests",
+//!  "status": 429, "detail": "too many requests; …", "code": "rate_limited",
+//!  "error": {"code": "rate_limited", "message": "too many requests; …"}}
+//! ```
+//!
+//! `code` is the stable machine-readable name (also the last part of `type`, a URI that names
+//! the problem without pretending to be a page); `detail` says what went wrong for a person
+//! and never holds a secret. `error` is the body earlier versions answered (DESIGN.md §5),
+//! kept as an extension member so clients written against it keep working.
 
-/// The JSON error body for `code` and `message`.
-pub fn error_body(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({"error": {"code": code, "message": message}})
+/// The media type of a problem details body (RFC 9457 §3).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The `type` URI of the problem `code`.
+pub fn problem_type(code: &str) -> String {
+    format!("tag:geoturn,2026:problem:{code}")
+}
+
+/// The problem details body for `status` (the HTTP status code), `code` and `message`.
+pub fn error_body(status: u16, code: &str, message: &str) -> serde_json::Value {
+    let title = title(status);
+    serde_json::json!({
+        "type": problem_type(code),
+        "title": title,
+        "status": status,
+        "detail": message,
+        "code": code,
+        "error": {"code": code, "message": message},
+    })
+}
+
+/// The status's reason phrase (RFC 9110), the problem's `title`.
+fn title(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        s if s < 500 => "Client Error",
+        _ => "Server Error",
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn shape_and_escaping() {
+        let body = super::error_body(404, "not_found", "no \"such\" endpoint");
         assert_eq!(
-            super::error_body("not_found", "no \"such\" endpoint").to_string(),
-            r#"{"error":{"code":"not_found","message":"no \"such\" endpoint"}}"#
+            body,
+            serde_json::json!({
+                "type": "tag:geoturn,2026:problem:not_found",
+                "title": "Not Found",
+                "status": 404,
+                "detail": "no \"such\" endpoint",
+                "code": "not_found",
+                "error": {"code": "not_found", "message": "no \"such\" endpoint"},
+            })
+        );
+        assert!(
+            body.to_string()
+                .contains(r#""detail":"no \"such\" endpoint""#)
         );
     }
 }

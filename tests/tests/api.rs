@@ -444,9 +444,22 @@ fn answers_rank_by_place_and_their_credentials_relay_data() {
         &[("Authorization", &format!("Bearer {APP_KEY}"))],
         "{}",
     );
+    // Cloudflare's route answers in Cloudflare's envelope.
+    let body = json(&wrong_key);
     assert_eq!(
-        (wrong_key.status, error_code(&wrong_key).as_str()),
-        (403, "key_mismatch")
+        (
+            wrong_key.status,
+            &body["success"],
+            &body["errors"][0]["code"]
+        ),
+        (403, &Value::Bool(false), &Value::from(10000)),
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("key id")),
+        "{body}"
     );
     drop(f.dir);
 }
@@ -1364,5 +1377,99 @@ fn a_secrets_read_key_reads_secrets_and_nothing_more() {
     assert_eq!(
         (denied.status, error_code(&denied)),
         (403, "scope_required".into())
+    );
+}
+
+/// Every error is an RFC 9457 problem (`application/problem+json` with type, title, status,
+/// detail and code, plus the `error` member earlier clients read), and the Cloudflare-shaped
+/// route answers its errors in Cloudflare's envelope, with the same status and headers.
+#[test]
+fn errors_are_problem_details_and_the_cloudflare_route_answers_cloudflares_envelope() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _api = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
+            .args(["--api-key", &format!("app:{APP_KEY}")])
+            .env("GEOTURN_AUTH_SECRETS", "problem-test-secret-0123456789")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(WAIT_SHORT, "the API", || {
+        get(addr, "/healthz", None).is_some_and(|r| r.status == 200)
+    });
+    let bad_key = "Bearer not-a-key-0123456789";
+    let cases = [
+        call(
+            addr,
+            "GET",
+            "/v1/ice-servers",
+            &[("Authorization", bad_key)],
+            "",
+        ),
+        call(
+            addr,
+            "GET",
+            "/v1/ice-servers?ttl=abc",
+            &[("Authorization", &format!("Bearer {APP_KEY}"))],
+            "",
+        ),
+        call(addr, "GET", "/v1/no-such-endpoint", &[], ""),
+        call(
+            addr,
+            "POST",
+            "/v1/ice-servers",
+            &[
+                ("Authorization", &format!("Bearer {APP_KEY}")),
+                ("Content-Type", "application/json"),
+            ],
+            "{not json",
+        ),
+    ];
+    for r in &cases {
+        assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{} {}",
+            r.status,
+            r.body
+        );
+        let p = json(r);
+        let code = p["code"].as_str().unwrap_or_default().to_owned();
+        assert!(!code.is_empty(), "{p}");
+        assert_eq!(p["status"], r.status, "{p}");
+        assert_eq!(p["type"], format!("tag:geoturn,2026:problem:{code}"), "{p}");
+        assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
+        assert_eq!(p["detail"], p["error"]["message"], "{p}");
+        assert_eq!(p["error"]["code"], code, "{p}");
+    }
+    assert_eq!(cases[0].status, 401);
+    assert!(cases[0].header("www-authenticate").is_some());
+
+    // Cloudflare's route: Cloudflare's envelope, same status and headers.
+    let cf = call(
+        addr,
+        "POST",
+        "/v1/turn/keys/app/credentials/generate-ice-servers",
+        &[
+            ("Authorization", bad_key),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"ttl":600}"#,
+    );
+    assert_eq!(cf.status, 401, "{}", cf.body);
+    assert!(cf.header("www-authenticate").is_some());
+    let body = json(&cf);
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["errors"][0]["code"], 10000, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert_eq!(
+        (body["messages"].clone(), body["result"].clone()),
+        (serde_json::json!([]), Value::Null)
     );
 }

@@ -390,6 +390,8 @@
   async function errorOf(res) {
     try {
       const body = await res.json();
+      // RFC 9457 problem details (`detail`, `code`); `error` is the older shape.
+      if (body && body.detail) return `${body.detail} (${body.code})`;
       if (body && body.error) return `${body.error.message} (${body.error.code})`;
     } catch (_) { /* not JSON */ }
     return `HTTP ${res.status}`;

@@ -277,16 +277,48 @@ pub struct CloudflareParams {
 }
 
 /// `POST /v1/turn/keys/{key_id}/credentials/generate-ice-servers` → 201 `{"iceServers":[…]}`.
-/// `key_id` is the calling API key's name.
+/// `key_id` is the calling API key's name. Errors come in Cloudflare's envelope, so a client
+/// written for Cloudflare's TURN service reads them as it reads Cloudflare's.
 pub async fn cloudflare_generate(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(key_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    cloudflare_answer(&state, peer, &key_id, &headers, body)
+        .unwrap_or_else(|e| cloudflare_error(&e))
+}
+
+/// Cloudflare's API error envelope for `e`, with `e`'s status and headers (Retry-After,
+/// WWW-Authenticate): `{"success": false, "errors": [{"code", "message"}], "messages": [],
+/// "result": null}`. The code is 10000 for authentication errors, as Cloudflare's, else the
+/// HTTP status.
+fn cloudflare_error(e: &ApiError) -> Response {
+    let code = match e.status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => 10_000,
+        s => s.as_u16(),
+    };
+    let body = serde_json::json!({
+        "success": false,
+        "errors": [{"code": code, "message": e.message}],
+        "messages": [],
+        "result": null,
+    });
+    let mut response = (e.status, Json(body)).into_response();
+    e.add_headers(response.headers_mut());
+    response
+}
+
+fn cloudflare_answer(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    key_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ip = request_ip(&state, peer, &headers);
-    let caller = authenticate(&state, &headers, ip)?;
+    let ip = request_ip(state, peer, headers);
+    let caller = authenticate(state, headers, ip)?;
     require_api_key(&caller, "generate-ice-servers")?;
     if caller.name != key_id {
         return Err(ApiError::forbidden(
@@ -300,12 +332,12 @@ pub async fn cloudflare_generate(
         user: p.custom_identifier,
         ..IceParams::default()
     };
-    let minted = mint(&state, &caller, &params, ip)?;
+    let minted = mint(state, &caller, &params, ip)?;
     let mut response = (
         StatusCode::CREATED,
         Json(serde_json::json!({"iceServers": minted.servers})),
     )
         .into_response();
-    credential_headers(&mut response, &state);
+    credential_headers(&mut response, state);
     Ok(response)
 }

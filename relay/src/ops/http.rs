@@ -1,5 +1,5 @@
 //! The ops HTTP listener: `/metrics`, `/status`, `/healthz`, `/readyz`, `POST /drain`.
-//! Errors are JSON `{"error":{"code","message"}}`.
+//! Errors are RFC 9457 problem details (`geoturn_shared::http_error`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,9 +39,11 @@ pub async fn serve(listener: tokio::net::TcpListener, ops: Arc<Ops>) {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    use geoturn_shared::http_error::{PROBLEM_JSON, error_body};
     (
         status,
-        Json(geoturn_shared::http_error::error_body(code, message)),
+        [(header::CONTENT_TYPE, PROBLEM_JSON)],
+        Json(error_body(status.as_u16(), code, message)),
     )
         .into_response()
 }
