@@ -128,6 +128,8 @@ pub fn document() -> Value {
             "/readyz": {"get": {"summary": "Readiness with snapshot freshness", "responses": {"200": ok_json("ready", json!({"type": "object"})), "503": ok_json("not ready", json!({"type": "object"}))}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/v1/client.js": {"get": {"summary": "The browser client: an ES module that fetches ICE servers, refreshes them before expiresAt and backs off on 429/503 (no authentication; any origin may import it)",
+                "responses": {"200": {"description": "JavaScript module", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
             "/dashboard": {"get": {"summary": "The operators' dashboard (HTML; asks for an API key, then reads /v1/events)", "responses": {"200": {"description": "text/html, with a Content-Security-Policy allowing this origin only"}}}},
             "/dashboard/{asset}": {"get": {"summary": "The dashboard's files: app.js, style.css, world.svg", "parameters": id_param("asset"),
                 "responses": {"200": {"description": "JavaScript, CSS or SVG"}, "404": error_response("No such file")}}},

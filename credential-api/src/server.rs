@@ -67,6 +67,7 @@ pub const ROUTES: &[&str] = &[
     "/dashboard",
     "/dashboard/{asset}",
     "/v1/events",
+    "/v1/client.js",
 ];
 
 /// Why the API could not start.
@@ -288,7 +289,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         Some(layer) => api.layer(layer),
         None => api,
     };
-    api.with_state(state)
+    // Outside the CORS layer: a public script, importable from any origin (it answers
+    // `Access-Control-Allow-Origin: *` itself; the layer would add a second value).
+    api.route("/v1/client.js", get(routes::ops::client_js))
+        .with_state(state)
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

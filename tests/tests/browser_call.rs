@@ -282,6 +282,58 @@ fn allocation_costs(service: &Service, browser: &str) -> Vec<(usize, f64)> {
     costs
 }
 
+/// The browser client `/v1/client.js`, checked in `browser` by client-check.js: an answer and
+/// its ranking, credentials refreshed into a live peer connection, a 429 retried after its
+/// Retry-After, a refused key reported at once with the API's code.
+fn client_module(client: &NetNs, browser: &str) {
+    let mut cmd = client.command("node");
+    cmd.arg(browser_dir().join("client.mjs"))
+        .env("BROWSER", browser)
+        .env("GEOTURN_API_URL", format!("http://{API}"))
+        .env("GEOTURN_APP_KEY", APP_KEY)
+        .env("GEOTURN_CLIENT_IP", "192.0.2.10")
+        .stderr(Stdio::inherit());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{browser}: client.mjs failed ({})",
+        out.status
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("{browser}: /v1/client.js: {r}");
+    assert_ne!(
+        r["firstUser"], r["secondUser"],
+        "{browser}: not refreshed: {r}"
+    );
+    let ranking = r["ranking"].as_array().unwrap();
+    assert_eq!(ranking.len(), 2, "{browser}: {r}");
+    assert!(
+        ranking[0][0]
+            .as_str()
+            .is_some_and(|u| u.starts_with("turn:198.18.1.")),
+        "{browser}: the best relay is not eu-central's: {r}"
+    );
+    assert_eq!(r["calls"], 2, "{browser}: {r}");
+    assert!(
+        r["waitedMs"].as_u64().unwrap() >= 900,
+        "{browser}: no wait for Retry-After: {r}"
+    );
+    assert!(r["retriedServers"].as_u64().unwrap() >= 2, "{browser}: {r}");
+    assert_eq!(
+        (
+            &r["refused"]["status"],
+            &r["refused"]["code"],
+            &r["refusedCalls"]
+        ),
+        (
+            &Value::from(401),
+            &Value::from("unknown_api_key"),
+            &Value::from(1)
+        ),
+        "{browser}: {r}"
+    );
+}
+
 #[test]
 fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     require_tool(
@@ -291,6 +343,7 @@ fn chromium_calls_through_the_top_ranked_relay_and_follows_anycast_redirects() {
     let service = service();
     let (ns, client) = (&service.ns, &service.client);
     allocation_costs(&service, "chromium");
+    client_module(client, "chromium");
 
     // 1. The API's answer, in a browser: the caller (placed in Frankfurt) gets the two
     // eu-central relays first, then us-east, and both ends talk over relay candidates of them.
@@ -391,6 +444,7 @@ fn firefox_calls_through_the_compact_answer_over_udp_and_tcp_and_follows_anycast
     let service = service();
     let client = &service.client;
     allocation_costs(&service, "firefox");
+    client_module(client, "firefox");
     let relayed = |r: &Value, what: &str| {
         for side in ["a", "b"] {
             assert_eq!(r[side]["localType"], "relay", "{what}: {r}");

@@ -76,6 +76,24 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     response
 }
 
+/// The browser client module (`credential-api/src/client/geoturn-client.js`).
+pub const CLIENT_JS: &str = include_str!("../client/geoturn-client.js");
+
+/// `GET /v1/client.js`: the browser client, an ES module any origin may import (it holds no
+/// secret; module scripts from another origin need CORS).
+pub async fn client_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        CLIENT_JS,
+    )
+        .into_response()
+}
+
 /// `GET /openapi.json`.
 pub async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
