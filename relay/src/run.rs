@@ -202,6 +202,13 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         if tls_local.is_empty() { "" } else { ", tls" }
     );
     warn_reaches_inside(config);
+    if !tls_local.is_empty() && config.public_host.is_none() {
+        tracing::warn!(
+            "TLS is on but --public-host is not set: turns: URLs carry the IP address, and \
+             browsers check the certificate against the URL's host, so they refuse them; set \
+             --public-host to the name the certificate covers"
+        );
+    }
     Ok(RelayHandle {
         local_addrs,
         tls_addrs: tls_local,

@@ -285,3 +285,32 @@ fn a_relay_that_reaches_inside_says_so_at_start() {
         "a relay with the default policy warned:\n{default}"
     );
 }
+
+/// A relay with TLS but no `--public-host` warns that browsers will refuse its `turns:` URLs
+/// (they check the certificate against the URL's host, here an IP); with a name it does not.
+#[test]
+fn a_tls_relay_without_a_name_says_so_at_start() {
+    let dir = geoturn_tests::temp_dir("tls-name");
+    let cert = geoturn_tests::tls::write_cert(&dir, "relay");
+    let tls = format!("127.0.0.1:{}", geoturn_tests::free_tcp_port());
+    let flags = |name: Option<&str>| {
+        let mut f = vec![
+            "--tls-cert".to_owned(),
+            cert.cert_path.display().to_string(),
+            "--tls-key".to_owned(),
+            cert.key_path.display().to_string(),
+            "--tls-listen".to_owned(),
+            tls.clone(),
+        ];
+        if let Some(n) = name {
+            f.extend(["--public-host".to_owned(), n.to_owned()]);
+        }
+        f
+    };
+    let unnamed = flags(None);
+    let log = startup_log(&unnamed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(log.contains("--public-host is not set"), "{log}");
+    let named = flags(Some("localhost"));
+    let log = startup_log(&named.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!log.contains("--public-host is not set"), "{log}");
+}
