@@ -8,6 +8,9 @@
 //   GEOTURN_COUNT      how many relays to ask the API for (default 3)
 //   GEOTURN_ONLY_URLS  optional JSON array of TURN URLs: use only these (with the API's
 //                      credential) instead of the API's relays, e.g. the anycast URL
+//   GEOTURN_OPEN_TIMEOUT_MS  how long the data channel may take to open (default 20000)
+//   HOME               Chromium's certificate database is $HOME/.pki/nssdb (a test CA there
+//                      is trusted for turns: URLs)
 //   CHROMIUM           the browser (default /usr/bin/chromium)
 //
 // Prints one JSON object: the ranked relay URLs, and the selected candidate pair of each peer
@@ -47,7 +50,7 @@ try {
   page.on('console', (m) => log(`console ${m.type()}: ${m.text()}`));
   const api = need('GEOTURN_API_URL');
   await page.goto(`${api}/healthz`);
-  const result = await page.evaluate(async ({ key, clientIp, count, onlyUrls }) => {
+  const result = await page.evaluate(async ({ key, clientIp, count, onlyUrls, openTimeoutMs }) => {
     const r = await fetch(`/v1/ice-servers?client_ip=${clientIp}&count=${count}`, {
       headers: { Authorization: `Bearer ${key}` },
     });
@@ -86,7 +89,7 @@ try {
     const deadline = (ms, what) => new Promise((_, reject) =>
       setTimeout(() => reject(new Error(`${what} within ${ms} ms; candidate errors: ${errors.join('; ')}`)), ms));
     const t0 = performance.now();
-    await Promise.race([opened, deadline(20_000, 'no data channel')]);
+    await Promise.race([opened, deadline(openTimeoutMs, 'no data channel')]);
     const openMs = Math.round(performance.now() - t0);
     channel.send('hello through the relay');
     const got = await Promise.race([received, deadline(5_000, 'no message')]);
@@ -120,6 +123,7 @@ try {
     clientIp: need('GEOTURN_CLIENT_IP'),
     count: Number(process.env.GEOTURN_COUNT || 3),
     onlyUrls: process.env.GEOTURN_ONLY_URLS ? JSON.parse(process.env.GEOTURN_ONLY_URLS) : null,
+    openTimeoutMs: Number(process.env.GEOTURN_OPEN_TIMEOUT_MS || 20_000),
   });
   process.stdout.write(`${JSON.stringify(result)}\n`);
   await context.close();

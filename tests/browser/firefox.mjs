@@ -9,6 +9,8 @@
 //   GEOTURN_CLIENT_IP  the address the API should place the caller at
 //   GEOTURN_COUNT      relays to ask for (call; default: the API's)
 //   GEOTURN_ONLY_URLS  optional JSON array of TURN URLs to use instead of the API's relays
+//   GEOTURN_OPEN_TIMEOUT_MS  how long the data channel may take to open (default 30000)
+//   FIREFOX_PROFILE    a profile directory to use and keep (its cert9.db may trust a test CA)
 //   FIREFOX            the browser (default /usr/bin/firefox-esr)
 //
 // Prints one JSON object (see call.mjs and gather.mjs).
@@ -25,7 +27,11 @@ const need = (name) => {
 };
 const log = (line) => process.stderr.write(`[firefox.mjs] ${line}\n`);
 
-const userDataDir = mkdtempSync(join(tmpdir(), 'geoturn-firefox-'));
+// FIREFOX_PROFILE: a profile prepared by the test (e.g. a certificate database trusting a
+// test CA); kept afterwards. Otherwise a fresh one, removed.
+const ownProfile = !process.env.FIREFOX_PROFILE;
+const userDataDir = process.env.FIREFOX_PROFILE || mkdtempSync(join(tmpdir(), 'geoturn-firefox-'));
+const removeProfile = () => { if (ownProfile) rmSync(userDataDir, { recursive: true, force: true }); };
 const timer = setTimeout(() => {
   log('overall timeout');
   process.exit(3);
@@ -55,8 +61,9 @@ try {
     clientIp: need('GEOTURN_CLIENT_IP'),
     count: process.env.GEOTURN_COUNT ? Number(process.env.GEOTURN_COUNT) : null,
     onlyUrls: process.env.GEOTURN_ONLY_URLS ? JSON.parse(process.env.GEOTURN_ONLY_URLS) : null,
+    openTimeoutMs: Number(process.env.GEOTURN_OPEN_TIMEOUT_MS || 30_000),
   };
-  const result = await page.evaluate(async ({ mode, key, clientIp, count, onlyUrls }) => {
+  const result = await page.evaluate(async ({ mode, key, clientIp, count, onlyUrls, openTimeoutMs }) => {
     const query = `client_ip=${clientIp}${count ? `&count=${count}` : ''}`;
     const r = await fetch(`/v1/ice-servers?${query}`, { headers: { Authorization: `Bearer ${key}` } });
     if (!r.ok) throw new Error(`ice-servers: ${r.status} ${await r.text()}`);
@@ -113,7 +120,7 @@ try {
     await b.setLocalDescription(await b.createAnswer());
     await a.setRemoteDescription(b.localDescription);
     const t0 = performance.now();
-    await Promise.race([opened, deadline(30_000, 'no data channel', errors)]);
+    await Promise.race([opened, deadline(openTimeoutMs, 'no data channel', errors)]);
     const openMs = Math.round(performance.now() - t0);
     channel.send('hello through the relay');
     const got = await Promise.race([received, deadline(5_000, 'no message', errors)]);
@@ -140,10 +147,10 @@ try {
   process.stdout.write(`${JSON.stringify(result)}\n`);
   await browser.close();
   clearTimeout(timer);
-  rmSync(userDataDir, { recursive: true, force: true });
+  removeProfile();
 } catch (e) {
   log(`FAILED: ${e.message}`);
   if (browser) await browser.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  removeProfile();
   process.exit(1);
 }

@@ -113,3 +113,91 @@ impl TlsClient {
         }
     }
 }
+
+/// A test certificate authority and a server certificate it signed, as PEM files in `dir`.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    /// The CA certificate (what a client must trust).
+    pub ca_path: PathBuf,
+    /// The server certificate.
+    pub cert_path: PathBuf,
+    /// The server key.
+    pub key_path: PathBuf,
+}
+
+/// Generates a fresh CA and a server certificate for `hosts` signed by it, into `dir`.
+pub fn write_ca_signed(dir: &Path, hosts: &[&str]) -> TestPki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "geoturn test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let mut params =
+        CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
+            .expect("server params");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        hosts.first().copied().unwrap_or("server"),
+    );
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    let pki = TestPki {
+        ca_path: dir.join("ca.crt"),
+        cert_path: dir.join("server.crt"),
+        key_path: dir.join("server.key"),
+    };
+    std::fs::write(&pki.ca_path, ca.pem()).expect("write CA");
+    std::fs::write(&pki.cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&pki.key_path, key.serialize_pem()).expect("write key");
+    pki
+}
+
+/// Creates an NSS certificate database in `db_dir` (as Chromium keeps in `$HOME/.pki/nssdb`
+/// and Firefox in its profile) that trusts the CA at `ca_path` for TLS servers. Needs
+/// `certutil` (Debian `libnss3-tools`).
+pub fn trust_ca_in_nss_db(db_dir: &Path, ca_path: &Path) {
+    let certutil = crate::process::require_tool(
+        "certutil",
+        "apt-get install -y --no-install-recommends libnss3-tools",
+    );
+    std::fs::create_dir_all(db_dir).expect("NSS db dir");
+    let db = format!("sql:{}", db_dir.display());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&certutil)
+            .args(args)
+            .output()
+            .expect("run certutil");
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["-N", "-d", &db, "--empty-password"]);
+    let ca = ca_path.display().to_string();
+    run(&[
+        "-A",
+        "-d",
+        &db,
+        "-n",
+        "geoturn test CA",
+        "-t",
+        "C,,",
+        "-i",
+        &ca,
+    ]);
+}

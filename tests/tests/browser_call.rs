@@ -58,6 +58,20 @@ fn call(client: &NetNs, count: usize, only_urls: Option<&str>) -> Value {
 
 /// One call in `browser` (`chromium` or `firefox`), as [`call`].
 fn call_in(client: &NetNs, browser: &str, count: usize, only_urls: Option<&str>) -> Value {
+    try_call(client, browser, count, only_urls, &[])
+        .unwrap_or_else(|status| panic!("{browser}: the call failed ({status})"))
+}
+
+/// One call in `browser` with more environment for the script (`HOME` for Chromium's
+/// certificate database, `FIREFOX_PROFILE`, `GEOTURN_OPEN_TIMEOUT_MS`); the script's exit status
+/// when it fails.
+fn try_call(
+    client: &NetNs,
+    browser: &str,
+    count: usize,
+    only_urls: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<Value, std::process::ExitStatus> {
     let mut cmd = client.command("node");
     if browser == "firefox" {
         cmd.arg(browser_dir().join("firefox.mjs"))
@@ -73,13 +87,12 @@ fn call_in(client: &NetNs, browser: &str, count: usize, only_urls: Option<&str>)
     if let Some(urls) = only_urls {
         cmd.env("GEOTURN_ONLY_URLS", urls);
     }
+    cmd.envs(env.iter().copied());
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{browser}: the call failed ({})",
-        out.status
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    if !out.status.success() {
+        return Err(out.status);
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// The allocations created on the three relays, once their counters have settled above
@@ -133,15 +146,51 @@ struct Service {
     ns: NetNs,
     client: NetNs,
     _processes: Vec<ChildGuard>,
+    _hosts: Option<NetnsEtc>,
+}
+
+/// `/etc/netns/NAME/`: files `ip netns exec NAME` mounts over `/etc` (here `hosts`, so the
+/// browsers resolve the relay's name); removed on drop.
+struct NetnsEtc(PathBuf);
+
+impl NetnsEtc {
+    fn hosts(ns: &NetNs, lines: &str) -> Self {
+        let dir = PathBuf::from("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), lines).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Starts the service and waits until both APIs see the three relays.
 fn service() -> Service {
+    service_with(None)
+}
+
+/// The relay name `turns:` URLs carry in [`service_with`]'s TLS setup.
+const TLS_NAME: &str = "eu-1.relays.test";
+
+/// As [`service`]; with `tls`, eu-1 is also named [`TLS_NAME`] (resolved in the client
+/// namespace through its own hosts file) and serves TLS on 198.18.1.1:443 with `tls`'s
+/// certificate.
+fn service_with(tls: Option<&geoturn_tests::tls::TestPki>) -> Service {
     require_tool("node", "apt-get install -y nodejs npm");
     require_tool("redis-server", "apt-get install -y redis-server");
     browser_dir();
     let ns = NetNs::new("srv");
     let client = NetNs::new("cli");
+    let hosts = tls.map(|_| {
+        NetnsEtc::hosts(
+            &client,
+            &format!("127.0.0.1 localhost\n198.18.1.1 {TLS_NAME}\n"),
+        )
+    });
     veth(&ns, "to-cli", "10.0.0.1/24", &client, "eth0", "10.0.0.2/24");
     client.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"]);
     for ip in [
@@ -186,10 +235,24 @@ fn service() -> Service {
             "198.18.1.1",
             50.1,
             8.7,
-            vec!["--anycast-listen", ANYCAST],
+            match tls {
+                None => vec!["--anycast-listen".to_owned(), ANYCAST.to_owned()],
+                Some(pki) => vec![
+                    "--anycast-listen".to_owned(),
+                    ANYCAST.to_owned(),
+                    "--public-host".to_owned(),
+                    TLS_NAME.to_owned(),
+                    "--tls-listen".to_owned(),
+                    "198.18.1.1:443".to_owned(),
+                    "--tls-cert".to_owned(),
+                    pki.cert_path.display().to_string(),
+                    "--tls-key".to_owned(),
+                    pki.key_path.display().to_string(),
+                ],
+            },
         ),
-        ("eu-2", "eu-central", "198.18.1.2", 50.1, 8.7, vec![]),
-        ("us-1", "us-east", "198.18.2.1", 39.0, -77.5, vec![]),
+        ("eu-2", "eu-central", "198.18.1.2", 50.1, 8.7, Vec::new()),
+        ("us-1", "us-east", "198.18.2.1", 39.0, -77.5, Vec::new()),
     ]
     .into_iter()
     .enumerate()
@@ -249,6 +312,7 @@ fn service() -> Service {
         ns,
         client,
         _processes: relays,
+        _hosts: hosts,
     }
 }
 
@@ -480,5 +544,76 @@ fn firefox_calls_through_the_compact_answer_over_udp_and_tcp_and_follows_anycast
                 "{transport}: relayed on {addr}, not a unicast relay"
             );
         }
+    }
+}
+
+/// `turns:` with a verified certificate: eu-1 is named and serves TLS on 443 with a
+/// certificate from a test CA. Each browser trusts that CA in its own certificate database
+/// (Chromium: `$HOME/.pki/nssdb`; Firefox: its profile), with no flag that skips verification,
+/// and completes a relay-only call over `turns:` alone. Without the CA trusted, neither gets a
+/// relayed path: the certificate is checked.
+#[test]
+fn turns_calls_verify_the_certificate_in_chromium_and_firefox() {
+    require_tool(
+        "chromium",
+        "apt-get install -y --no-install-recommends chromium",
+    );
+    require_tool(
+        "firefox-esr",
+        "apt-get install -y --no-install-recommends firefox-esr",
+    );
+    let dir = geoturn_tests::temp_dir("turns");
+    let pki = geoturn_tests::tls::write_ca_signed(&dir, &[TLS_NAME]);
+    let service = service_with(Some(&pki));
+    let client = &service.client;
+    let turns = format!("[\"turns:{TLS_NAME}:443?transport=tcp\"]");
+    let home = dir.join("home");
+    geoturn_tests::tls::trust_ca_in_nss_db(&home.join(".pki/nssdb"), &pki.ca_path);
+    let profile = dir.join("firefox-profile");
+    geoturn_tests::tls::trust_ca_in_nss_db(&profile, &pki.ca_path);
+    let home = home.display().to_string();
+    let profile = profile.display().to_string();
+    for (browser, env) in [
+        ("chromium", [("HOME", home.as_str())]),
+        ("firefox", [("FIREFOX_PROFILE", profile.as_str())]),
+    ] {
+        let r = try_call(client, browser, 1, Some(&turns), &env)
+            .unwrap_or_else(|status| panic!("{browser}: no call over turns: ({status})"));
+        eprintln!("{browser}, turns: with a trusted CA: {r}");
+        for side in ["a", "b"] {
+            assert_eq!(r[side]["localType"], "relay", "{browser}: {r}");
+            assert_eq!(r[side]["localAddress"], "198.18.1.1", "{browser}: {r}");
+        }
+        assert_eq!(r["echo"], "echo:hello through the relay", "{browser}: {r}");
+    }
+    // The same without the CA: a fresh HOME and profile.
+    let (bare_home, bare_profile) = (dir.join("bare-home"), dir.join("bare-profile"));
+    std::fs::create_dir_all(&bare_home).unwrap();
+    std::fs::create_dir_all(&bare_profile).unwrap();
+    let (bare_home, bare_profile) = (
+        bare_home.display().to_string(),
+        bare_profile.display().to_string(),
+    );
+    for (browser, env) in [
+        (
+            "chromium",
+            [
+                ("HOME", bare_home.as_str()),
+                ("GEOTURN_OPEN_TIMEOUT_MS", "8000"),
+            ],
+        ),
+        (
+            "firefox",
+            [
+                ("FIREFOX_PROFILE", bare_profile.as_str()),
+                ("GEOTURN_OPEN_TIMEOUT_MS", "8000"),
+            ],
+        ),
+    ] {
+        let r = try_call(client, browser, 1, Some(&turns), &env);
+        assert!(
+            r.is_err(),
+            "{browser} relayed over turns: with an untrusted certificate: {r:?}"
+        );
     }
 }
