@@ -137,6 +137,9 @@ fn main() -> anyhow::Result<()> {
             run_up(opts)
         }
         Command::Api(opts) => {
+            // The options as given, kept to read the config file and key files again on a
+            // reload (SIGHUP, or a change of those files).
+            let given = (*opts).clone();
             let config = (*opts).with_file()?.resolve()?;
             let _telemetry = telemetry::init(config.log_json, otlp, "geoturn-api")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -148,9 +151,19 @@ fn main() -> anyhow::Result<()> {
                 geoturn_relay::signal::ShutdownSignals::install()?
             };
             rt.block_on(async {
-                let api = geoturn_api::start(config, None).await?;
+                let mut hangup =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+                let mut api = geoturn_api::start(config, None).await?;
+                api.watch_auth(auth_source(given));
                 eprintln!("credential API on http://{}", api.addr);
-                signals.recv().await;
+                loop {
+                    tokio::select! {
+                        () = signals.recv() => break,
+                        _ = hangup.recv() => {
+                            api.reload_auth();
+                        }
+                    }
+                }
                 // Requests in progress finish (a second signal cuts them); within the
                 // 30 s Kubernetes gives a pod by default, after its preStop delay.
                 tokio::select! {
@@ -297,4 +310,31 @@ fn run_up(opts: UpOptions) -> anyhow::Result<()> {
         );
     })?;
     Ok(())
+}
+
+/// Where `geoturn api` reads its callers' keys again: the options as given over the config
+/// file as it is now, and the files they come from (the config file, the JWT key files).
+fn auth_source(given: geoturn_api::ApiOptions) -> geoturn_api::auth_reload::AuthSource {
+    let for_files = given.clone();
+    geoturn_api::auth_reload::AuthSource {
+        load: Box::new(move || {
+            given
+                .clone()
+                .with_file()
+                .and_then(geoturn_api::ApiOptions::resolve)
+                .map(|c| c.auth)
+                .map_err(|e| e.to_string())
+        }),
+        files: Box::new(move || {
+            let mut files: Vec<std::path::PathBuf> = for_files.config.iter().cloned().collect();
+            files.extend(for_files.jwt_public_key.iter().cloned());
+            if let Ok(merged) = for_files.clone().with_file() {
+                for key in &merged.auth.jwt_keys {
+                    files.extend(key.public_key_file.iter().cloned());
+                    files.extend(key.secret_file.iter().cloned());
+                }
+            }
+            files
+        }),
+    }
 }

@@ -103,7 +103,7 @@ pub(crate) fn authenticate(
     let value = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let result = state.config.auth.authenticate(value, unix_secs());
+    let result = state.authenticator().authenticate(value, unix_secs());
     charge(state, result, ip)
 }
 
@@ -113,7 +113,7 @@ pub(crate) fn authenticate_key(
     key: &str,
     ip: IpAddr,
 ) -> Result<Caller, ApiError> {
-    let result = state.config.auth.authenticate_api_key(key);
+    let result = state.authenticator().authenticate_api_key(key);
     charge(state, result, ip)
 }
 

@@ -9,6 +9,7 @@
 //! operators' page (`/dashboard`) and its live feed (`/v1/events`), both showing the [`fleet`].
 
 pub mod auth;
+pub mod auth_reload;
 pub mod caller;
 pub mod candidates;
 pub mod client_ip;

@@ -101,9 +101,30 @@ pub struct RunningApi {
     /// Shared state (tests read metrics and snapshots from it).
     pub state: Arc<AppState>,
     tasks: Vec<JoinHandle<()>>,
+    auth_source: Option<Arc<crate::auth_reload::AuthSource>>,
 }
 
 impl RunningApi {
+    /// Reloads the callers' keys from `source` on every change of its files from now on, and
+    /// whenever [`RunningApi::reload_auth`] is called (SIGHUP).
+    pub fn watch_auth(&mut self, source: crate::auth_reload::AuthSource) {
+        let source = Arc::new(source);
+        self.auth_source = Some(source.clone());
+        // First in the list: `shutdown` takes the last task as the HTTP server.
+        self.tasks.insert(
+            0,
+            tokio::spawn(crate::auth_reload::watch(self.state.clone(), source)),
+        );
+    }
+
+    /// Reads the callers' keys again now (SIGHUP); false when they were kept.
+    pub fn reload_auth(&self) -> bool {
+        match &self.auth_source {
+            Some(source) => crate::auth_reload::reload(&self.state, source, "SIGHUP"),
+            None => false,
+        }
+    }
+
     /// Shuts down gracefully: `/readyz` turns 503 and event streams end at once, the listener
     /// closes, requests in progress are answered; returns when every connection has ended or
     /// `grace` has passed, whichever comes first (then the rest is cut when this is dropped).
@@ -193,6 +214,7 @@ pub async fn start(
     })?;
     let refresh = config.refresh;
     let limiter = RateLimiter::new(config.rate_limit, config.rate_burst, MAX_RATE_KEYS);
+    let auth = std::sync::RwLock::new(Arc::new(config.auth.clone()));
     let state = Arc::new(AppState {
         config,
         registry: registry.clone(),
@@ -203,6 +225,7 @@ pub async fn start(
         metrics: ApiMetrics::default(),
         started: Instant::now(),
         stopping: tokio::sync::watch::Sender::new(false),
+        auth,
     });
     let tasks = vec![
         tokio::spawn(crate::snapshot::refresh_loop(
@@ -214,7 +237,12 @@ pub async fn start(
         tokio::spawn(serve(listener, state.clone())),
     ];
     tracing::info!(%addr, "credential API listening");
-    Ok(RunningApi { addr, state, tasks })
+    Ok(RunningApi {
+        addr,
+        state,
+        tasks,
+        auth_source: None,
+    })
 }
 
 async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) {

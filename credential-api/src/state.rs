@@ -40,12 +40,31 @@ pub struct AppState {
     /// True once the API is shutting down: `/readyz` answers 503, event streams end, the HTTP
     /// server stops accepting and finishes what is in progress.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Who may call: the configured API keys and JWT keys, replaced whole on a reload (SIGHUP,
+    /// or a change of the config or key files) so a request sees either the old set or the new.
+    pub auth: std::sync::RwLock<Arc<crate::auth::Authenticator>>,
 }
 
 impl AppState {
     /// True once shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
+    }
+
+    /// The callers' keys as they are now.
+    pub fn authenticator(&self) -> Arc<crate::auth::Authenticator> {
+        self.auth
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the callers' keys (a reload).
+    pub fn set_authenticator(&self, auth: crate::auth::Authenticator) {
+        *self
+            .auth
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(auth);
     }
 }
 

@@ -1473,3 +1473,92 @@ fn errors_are_problem_details_and_the_cloudflare_route_answers_cloudflares_envel
         (serde_json::json!([]), Value::Null)
     );
 }
+
+/// Caller keys reload without a restart: an edit of the config file takes effect within the
+/// file check (5 s), a broken file keeps the keys in use, and SIGHUP reloads at once (shown
+/// with an edit that keeps the file's size and modification time, which the check cannot see).
+#[test]
+fn caller_keys_reload_on_file_change_and_on_sighup() {
+    let dir = geoturn_tests::temp_dir("key-reload");
+    let config = dir.join("api.toml");
+    let entry = |name: &str, key: &str| {
+        format!(
+            "[[auth.api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\n",
+            geoturn_api::auth::hash_api_key(key)
+        )
+    };
+    let (key_a, key_b, key_c) = (
+        "first-key-0123456789abcdef",
+        "second-key-0123456789abcde",
+        "third-key-0123456789abcdef",
+    );
+    std::fs::write(&config, entry("aaaa", key_a)).unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(WAIT_SHORT, "the API", || {
+        get(addr, "/healthz", None).is_some_and(|r| r.status == 200)
+    });
+    let status = |key: &str| get(addr, "/v1/relays", Some(key)).unwrap().status;
+    // Polled 5 times a second, under the API's 20 refused calls a second per address (a 429
+    // would hide the 401 this test looks for).
+    let wait_until = |within: Duration, what: &str, key: &str, want: u16| {
+        let t0 = Instant::now();
+        loop {
+            if status(key) == want {
+                return t0.elapsed();
+            }
+            assert!(t0.elapsed() < within, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert_eq!(status(key_a), 200);
+    assert_eq!(status(key_b), 401);
+
+    // An edit: B replaces A within the file check.
+    std::fs::write(&config, entry("bbbb", key_b)).unwrap();
+    let took = wait_until(Duration::from_secs(10), "the edited keys", key_b, 200);
+    println!("an edited config file took effect after {took:?}");
+    assert_eq!(status(key_a), 401, "a removed key still works");
+
+    // A broken file keeps the keys in use.
+    std::fs::write(&config, "[[auth.api_keys]\nname = ").unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(status(key_b), 200, "a broken config file dropped the keys");
+
+    // SIGHUP: an edit the file check cannot see (same size, same modification time).
+    std::fs::write(&config, entry("bbbb", key_b)).unwrap();
+    wait_until(Duration::from_secs(10), "the repaired file", key_b, 200);
+    std::thread::sleep(Duration::from_secs(6));
+    let before = std::fs::metadata(&config).unwrap().modified().unwrap();
+    let same_size = entry("cccc", key_c);
+    assert_eq!(same_size.len(), entry("bbbb", key_b).len());
+    std::fs::write(&config, &same_size).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&config)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        status(key_c),
+        401,
+        "reloaded without SIGHUP: the check saw the edit"
+    );
+    child.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(2),
+        "SIGHUP to reload the keys",
+        key_c,
+        200,
+    );
+    assert_eq!(status(key_b), 401);
+}
