@@ -1,4 +1,4 @@
-// The page side of client.mjs: one async function expression, evaluated in the browser on the
+// A page check of the browser client (run by browser.mjs): one async function expression, on the
 // API's origin with ({ key, clientIp }). It imports the API's /v1/client.js and checks what a
 // web app relies on: an RTCConfiguration from the API, the ranking, credentials refreshed into
 // a live RTCPeerConnection before they expire, a 429 retried after its Retry-After, and a

@@ -1244,19 +1244,7 @@ fn slow_headers_are_capped_and_closed_while_good_clients_are_served() {
 #[test]
 fn sigterm_finishes_requests_in_progress_ends_event_streams_and_exits() {
     use std::io::{Read, Write};
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut child = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
-            .args(["--api-key", &format!("app:{APP_KEY}")])
-            .env("GEOTURN_AUTH_SECRETS", "sigterm-test-secret-0123456789")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    wait_for(WAIT_SHORT, "the API", || {
-        get(addr, "/healthz", None).is_some_and(|r| r.status == 200)
-    });
+    let (mut child, addr) = memory_api(&["--api-key", &format!("app:{APP_KEY}")]);
     // An event stream, open.
     let mut events = std::net::TcpStream::connect(addr).unwrap();
     events
@@ -1339,19 +1327,8 @@ fn a_secrets_read_key_reads_secrets_and_nothing_more() {
         ),
     )
     .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _api = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    wait_for(WAIT_SHORT, "the API", || {
-        get(addr, "/readyz", None).is_some_and(|r| r.status == 200)
-    });
+    let config_arg = config.display().to_string();
+    let (_api, addr) = memory_api(&["--config", &config_arg]);
     let secrets = get(addr, "/v1/admin/secrets", Some(reader)).unwrap();
     assert_eq!(secrets.status, 200, "{}", secrets.body);
     assert!(
@@ -1385,19 +1362,7 @@ fn a_secrets_read_key_reads_secrets_and_nothing_more() {
 /// route answers its errors in Cloudflare's envelope, with the same status and headers.
 #[test]
 fn errors_are_problem_details_and_the_cloudflare_route_answers_cloudflares_envelope() {
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _api = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
-            .args(["--api-key", &format!("app:{APP_KEY}")])
-            .env("GEOTURN_AUTH_SECRETS", "problem-test-secret-0123456789")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    wait_for(WAIT_SHORT, "the API", || {
-        get(addr, "/healthz", None).is_some_and(|r| r.status == 200)
-    });
+    let (_api, addr) = memory_api(&["--api-key", &format!("app:{APP_KEY}")]);
     let bad_key = "Bearer not-a-key-0123456789";
     let cases = [
         call(
@@ -1493,19 +1458,8 @@ fn caller_keys_reload_on_file_change_and_on_sighup() {
         "third-key-0123456789abcdef",
     );
     std::fs::write(&config, entry("aaaa", key_a)).unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let child = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    wait_for(WAIT_SHORT, "the API", || {
-        get(addr, "/healthz", None).is_some_and(|r| r.status == 200)
-    });
+    let config_arg = config.display().to_string();
+    let (child, addr) = memory_api(&["--config", &config_arg]);
     let status = |key: &str| get(addr, "/v1/relays", Some(key)).unwrap().status;
     // Polled 5 times a second, under the API's 20 refused calls a second per address (a 429
     // would hide the 401 this test looks for).
@@ -1561,4 +1515,23 @@ fn caller_keys_reload_on_file_change_and_on_sighup() {
         200,
     );
     assert_eq!(status(key_b), 401);
+}
+
+/// `geoturn api` alone on a free loopback port with the in-memory registry and a static TURN
+/// secret, plus `args`, once it answers `/readyz`; the process and its address.
+fn memory_api(args: &[&str]) -> (ChildGuard, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args(["api", "--listen", &addr.to_string(), "--registry", "memory"])
+            .args(args)
+            .env("GEOTURN_AUTH_SECRETS", "memory-api-test-secret-0123456789")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(WAIT_SHORT, "the API", || {
+        get(addr, "/readyz", None).is_some_and(|r| r.status == 200)
+    });
+    (child, addr)
 }

@@ -50,6 +50,16 @@ fn wait_for(within: Duration, what: &str, mut pred: impl FnMut() -> bool) {
     }
 }
 
+/// `node browser.mjs PAGE` in the client namespace: `page` (a file of tests/browser) evaluated
+/// in `browser` (`chromium` or `firefox`).
+fn page_script(client: &NetNs, browser: &str, page: &str) -> std::process::Command {
+    let mut cmd = client.command("node");
+    cmd.arg(browser_dir().join("browser.mjs"))
+        .arg(page)
+        .env("BROWSER", browser);
+    cmd
+}
+
 /// One call in Chromium from the client namespace with `count` relays from the API;
 /// `only_urls` replaces the API's relays with these URLs.
 fn call(client: &NetNs, count: usize, only_urls: Option<&str>) -> Value {
@@ -72,13 +82,7 @@ fn try_call(
     only_urls: Option<&str>,
     env: &[(&str, &str)],
 ) -> Result<Value, std::process::ExitStatus> {
-    let mut cmd = client.command("node");
-    if browser == "firefox" {
-        cmd.arg(browser_dir().join("firefox.mjs"))
-            .env("GEOTURN_MODE", "call");
-    } else {
-        cmd.arg(browser_dir().join("call.mjs"));
-    }
+    let mut cmd = page_script(client, browser, "call-page.js");
     cmd.env("GEOTURN_API_URL", format!("http://{API}"))
         .env("GEOTURN_APP_KEY", APP_KEY)
         .env("GEOTURN_CLIENT_IP", "192.0.2.10")
@@ -125,19 +129,17 @@ fn allocations_created(ns: &NetNs, at_least: f64) -> f64 {
 /// One RTCPeerConnection in `browser` (`chromium` or `firefox`) gathering relay candidates
 /// with the answer of the API at `api`.
 fn gather(client: &NetNs, browser: &str, api: &str) -> Value {
-    let mut cmd = client.command("node");
-    if browser == "firefox" {
-        cmd.arg(browser_dir().join("firefox.mjs"))
-            .env("GEOTURN_MODE", "gather");
-    } else {
-        cmd.arg(browser_dir().join("gather.mjs"));
-    }
+    let mut cmd = page_script(client, browser, "gather-page.js");
     cmd.env("GEOTURN_API_URL", format!("http://{api}"))
         .env("GEOTURN_APP_KEY", APP_KEY)
         .env("GEOTURN_CLIENT_IP", "192.0.2.10")
         .stderr(Stdio::inherit());
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "gather.mjs failed ({})", out.status);
+    assert!(
+        out.status.success(),
+        "{browser}: gathering failed ({})",
+        out.status
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -350,17 +352,15 @@ fn allocation_costs(service: &Service, browser: &str) -> Vec<(usize, f64)> {
 /// its ranking, credentials refreshed into a live peer connection, a 429 retried after its
 /// Retry-After, a refused key reported at once with the API's code.
 fn client_module(client: &NetNs, browser: &str) {
-    let mut cmd = client.command("node");
-    cmd.arg(browser_dir().join("client.mjs"))
-        .env("BROWSER", browser)
-        .env("GEOTURN_API_URL", format!("http://{API}"))
+    let mut cmd = page_script(client, browser, "client-check.js");
+    cmd.env("GEOTURN_API_URL", format!("http://{API}"))
         .env("GEOTURN_APP_KEY", APP_KEY)
         .env("GEOTURN_CLIENT_IP", "192.0.2.10")
         .stderr(Stdio::inherit());
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{browser}: client.mjs failed ({})",
+        "{browser}: client-check.js failed ({})",
         out.status
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();

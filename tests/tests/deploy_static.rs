@@ -1789,6 +1789,35 @@ fn turn_url(url: &str) -> Option<(&str, &str, u16, &str)> {
     Some((scheme, host, port.parse().ok()?, transport))
 }
 
+/// The values of variable `name` in the environment of every container of `e`'s ECS task
+/// definitions (the credential API's).
+fn task_env(e: &Eval, name: &str) -> Vec<String> {
+    e.instances("aws_ecs_task_definition")
+        .into_iter()
+        .flat_map(|(_, body, ctx)| {
+            let defs = attr(body, &ctx, "container_definitions");
+            defs.as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| {
+                    c.as_object()
+                        .and_then(|c| c.get("environment"))
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter(|v| {
+                    v.as_object()
+                        .and_then(|o| o.get("name"))
+                        .and_then(Value::as_str)
+                        == Some(name)
+                })
+                .map(|v| text(&v.as_object().unwrap()["value"]))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[test]
 fn accelerator_sends_every_port_to_a_first_contact_listener() {
     let calls = deployment();
@@ -1997,31 +2026,7 @@ fn accelerator_sends_every_port_to_a_first_contact_listener() {
         if e.vars.get("api").is_none_or(Value::is_null) {
             continue;
         }
-        let found: Vec<String> = e
-            .instances("aws_ecs_task_definition")
-            .into_iter()
-            .flat_map(|(_, body, ctx)| {
-                let defs = attr(body, &ctx, "container_definitions");
-                defs.as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|c| {
-                        c.as_object()
-                            .and_then(|c| c.get("environment"))
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .filter(|v| {
-                        v.as_object()
-                            .and_then(|o| o.get("name"))
-                            .and_then(Value::as_str)
-                            == Some("GEOTURN_ANYCAST_URLS")
-                    })
-                    .map(|v| text(&v.as_object().unwrap()["value"]))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let found = task_env(e, "GEOTURN_ANYCAST_URLS");
         if found != [want_env.clone()] {
             problems.push(format!(
                 "{}: the credential API's GEOTURN_ANYCAST_URLS is {found:?}, want [{want_env:?}] (modules/global output anycast_urls)",
@@ -2956,31 +2961,7 @@ fn the_api_trusts_forwarded_addresses_only_from_its_load_balancers_subnets() {
                 .collect()
         };
         let (lb, public) = (cidrs("aws_subnet", "lb"), cidrs("aws_subnet", "public"));
-        let trusted: Vec<String> = e
-            .instances("aws_ecs_task_definition")
-            .into_iter()
-            .flat_map(|(_, body, ctx)| {
-                let defs = attr(body, &ctx, "container_definitions");
-                defs.as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|c| {
-                        c.as_object()
-                            .and_then(|c| c.get("environment"))
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .filter(|v| {
-                        v.as_object()
-                            .and_then(|o| o.get("name"))
-                            .and_then(Value::as_str)
-                            == Some("GEOTURN_TRUSTED_PROXIES")
-                    })
-                    .map(|v| text(&v.as_object().unwrap()["value"]))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let trusted = task_env(&e, "GEOTURN_TRUSTED_PROXIES");
         let want = lb
             .iter()
             .map(ToString::to_string)
