@@ -168,3 +168,19 @@ pub(crate) fn require_api_key(caller: &Caller, what: &str) -> Result<(), ApiErro
         )),
     }
 }
+
+/// A path parameter (`{id}`, `{key_id}`, `{asset}`), or a 400 problem when it is not valid
+/// UTF-8 after percent-decoding (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError::bad_request("bad_path", e.body_text())),
+        }
+    }
+}

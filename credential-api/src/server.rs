@@ -319,8 +319,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     // Outside the CORS layer: a public script, importable from any origin (it answers
     // `Access-Control-Allow-Origin: *` itself; the layer would add a second value).
-    api.route("/v1/client.js", get(routes::ops::client_js))
-        .with_state(state)
+    api.route(
+        "/v1/client.js",
+        get(routes::ops::client_js).fallback(method_not_allowed),
+    )
+    .with_state(state)
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

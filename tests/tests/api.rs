@@ -1380,6 +1380,9 @@ fn errors_are_problem_details_and_the_cloudflare_route_answers_cloudflares_envel
             "",
         ),
         call(addr, "GET", "/v1/no-such-endpoint", &[], ""),
+        // A path parameter that is not UTF-8 once decoded; a method a route does not take.
+        call(addr, "GET", "/dashboard/%FF%FE", &[], ""),
+        call(addr, "POST", "/v1/client.js", &[], ""),
         call(
             addr,
             "POST",

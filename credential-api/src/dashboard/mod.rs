@@ -21,14 +21,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::caller::{ApiCaller, require_api_key};
+use crate::caller::{ApiCaller, PathParam, require_api_key};
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
 use crate::state::{AppState, credential_headers};
@@ -82,7 +82,7 @@ pub async fn page() -> Response {
 }
 
 /// `GET /dashboard/{asset}`: the page's script, style sheet and map.
-pub async fn asset(Path(name): Path<String>) -> Response {
+pub async fn asset(PathParam(name): PathParam) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, body)) => embedded(content_type, body),
         None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such dashboard file")

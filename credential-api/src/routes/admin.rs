@@ -5,12 +5,12 @@ use geoturn_shared::clock::unix_secs;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use geoturn_shared::registry::{RegistryError, RegistryEvent};
 
-use crate::caller::{Admin, ApiCaller, SecretsReader, require_api_key};
+use crate::caller::{Admin, ApiCaller, PathParam, SecretsReader, require_api_key};
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
 use crate::state::{AppState, credential_headers};
@@ -101,7 +101,7 @@ const REVOCATION_SLACK_SECS: u64 = 300;
 pub async fn revoke_user(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
-    Path(user): Path<String>,
+    PathParam(user): PathParam,
 ) -> Result<Response, ApiError> {
     check_id(&user, "user id")?;
     let until = geoturn_shared::clock::unix_secs()
@@ -135,7 +135,7 @@ pub async fn revoke_user(
 pub async fn drain_relay(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
-    Path(relay): Path<String>,
+    PathParam(relay): PathParam,
 ) -> Result<Response, ApiError> {
     check_id(&relay, "relay id")?;
     if !state.snapshot.get().relays.iter().any(|r| r.id == relay) {

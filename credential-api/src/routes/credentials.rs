@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use geoturn_geo::{ClientLocation, rank_relays};
@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::json_body;
 use crate::auth::{Caller, CallerKind};
-use crate::caller::{authenticate, authenticate_key, request_ip, require_api_key};
+use crate::caller::{PathParam, authenticate, authenticate_key, request_ip, require_api_key};
 use crate::config::MAX_RELAYS_PER_ANSWER;
 use crate::error::ApiError;
 use crate::ice::{IceServer, chosen, ice_servers, turn_uris};
@@ -282,7 +282,7 @@ pub struct CloudflareParams {
 pub async fn cloudflare_generate(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
