@@ -7,6 +7,10 @@ fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+fn cloudflare_error(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CloudflareError"}}}})
+}
+
 fn errors() -> Value {
     json!({
         "400": error_response("Malformed request"),
@@ -19,11 +23,27 @@ fn errors() -> Value {
 
 fn ice_params() -> Value {
     json!([
-        {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "Credential lifetime in seconds, capped by --max-ttl"},
-        {"name": "client_ip", "in": "query", "schema": {"type": "string"}, "description": "The client's address (API-key callers only)"},
+        {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 4294967295u64}, "description": "Credential lifetime in seconds, capped by --max-ttl"},
+        {"name": "client_ip", "in": "query", "schema": ip_schema(), "description": "The client's address (API-key callers only)"},
         {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 8}, "description": "Relays to return"},
-        {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "TURN user id (API-key callers; a JWT's sub is its user). Without one, each credential gets its own: the key's name, `~` and 12 random hex digits"},
+        {"name": "user", "in": "query", "schema": user_schema(), "description": "TURN user id (API-key callers; a JWT's sub is its user). Without one, each credential gets its own: the key's name, `~` and 12 random hex digits"},
     ])
+}
+
+/// A TURN user id: the API takes 1 to 128 bytes of UTF-8 without control characters; the
+/// schema promises no more than 32 characters, which always fit.
+fn user_schema() -> Value {
+    json!({"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,32}$"})
+}
+
+/// `schema`, or null (a JSON body's optional fields may be given as null).
+fn nullable(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
+/// An IPv4 or IPv6 address.
+fn ip_schema() -> Value {
+    json!({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
 }
 
 fn ok_json(description: &str, schema: Value) -> Value {
@@ -54,13 +74,13 @@ pub fn document() -> Value {
         );
         r
     };
-    let id_param = |name: &str| json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let id_param = |name: &str| json!([{"name": name, "in": "path", "required": true, "schema": user_schema()}]);
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "geoturn credential API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Time-limited TURN credentials and the nearest, least-loaded relays for a client. Authenticate with `Authorization: Bearer <API key or JWT>`. Errors are {\"error\":{\"code\",\"message\"}}.",
+            "description": "Time-limited TURN credentials and the nearest, least-loaded relays for a client. Authenticate with `Authorization: Bearer <API key or JWT>`. Errors are RFC 9457 problem details (application/problem+json); the Cloudflare-shaped route answers Cloudflare's envelope.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key (server-to-server) or a JWT (browsers)"}},
@@ -91,7 +111,13 @@ pub fn document() -> Value {
                     "fetchedAt": {"type": "string", "format": "date-time"}, "fetchedAtMs": {"type": "integer"},
                     "staleAfterMs": {"type": "integer"}, "stale": {"type": "boolean"}, "error": {"type": ["string", "null"]}}},
                 "IceRequest": {"type": "object", "additionalProperties": false, "properties": {
-                    "ttl": {"type": "integer"}, "client_ip": {"type": "string"}, "count": {"type": "integer"}, "user": {"type": "string"}}},
+                    "ttl": nullable(json!({"type": "integer", "minimum": 1, "maximum": 4294967295u64})), "client_ip": nullable(ip_schema()),
+                    "count": nullable(json!({"type": "integer", "minimum": 1, "maximum": 8})), "user": nullable(user_schema())}},
+                "CloudflareError": {"type": "object", "description": "Cloudflare's API error envelope (code 10000 for authentication errors, else the HTTP status)",
+                    "required": ["success", "errors", "messages", "result"], "properties": {
+                        "success": {"const": false},
+                        "errors": {"type": "array", "items": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}},
+                        "messages": {"type": "array"}, "result": {"type": "null"}}},
             },
         },
         "paths": {
@@ -105,19 +131,33 @@ pub fn document() -> Value {
                 "summary": "draft-uberti-behave-turn-rest-00 credentials",
                 "parameters": [
                     {"name": "service", "in": "query", "required": true, "schema": {"const": "turn"}},
-                    {"name": "username", "in": "query", "schema": {"type": "string"}},
+                    {"name": "username", "in": "query", "schema": user_schema()},
                     {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "API key (or use the Authorization header)"},
-                    {"name": "ttl", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 4294967295u64}},
                 ],
-                "responses": {"200": ok_json("Credentials", json!({"type": "object", "properties": {
-                    "username": {"type": "string"}, "password": {"type": "string"}, "ttl": {"type": "integer"}, "uris": {"type": "array", "items": {"type": "string"}}}}))},
+                "responses": {
+                    "200": ok_json("Credentials", json!({"type": "object", "properties": {
+                        "username": {"type": "string"}, "password": {"type": "string"}, "ttl": {"type": "integer"}, "uris": {"type": "array", "items": {"type": "string"}}}})),
+                    "400": error_response("Malformed request"),
+                    "401": error_response("Missing, unknown or invalid API key"),
+                    "403": error_response("Not an API key"),
+                    "429": error_response("Rate limited; see Retry-After"),
+                    "503": error_response("No live relay or no secret"),
+                },
             }},
             "/v1/turn/keys/{key_id}/credentials/generate-ice-servers": {"post": {
                 "summary": "Cloudflare-compatible ICE servers (key_id is the API key's name)",
                 "security": [{"bearer": []}],
                 "parameters": id_param("key_id"),
-                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"ttl": {"type": "integer"}, "customIdentifier": {"type": "string"}}}}}},
-                "responses": {"201": ok_json("ICE servers", json!({"type": "object", "properties": {"iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}}}}))},
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"ttl": {"type": "integer", "minimum": 1, "maximum": 4294967295u64}, "customIdentifier": user_schema()}}}}},
+                "responses": {
+                    "201": ok_json("ICE servers", json!({"type": "object", "properties": {"iceServers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}}}})),
+                    "400": cloudflare_error("Malformed request"),
+                    "401": cloudflare_error("Missing, unknown or invalid API key"),
+                    "403": cloudflare_error("Not an API key, or key_id is not the calling key's name"),
+                    "429": cloudflare_error("Rate limited; see Retry-After"),
+                    "503": cloudflare_error("No live relay or no secret"),
+                },
             }},
             "/v1/relays": {"get": relays_get},
             "/v1/admin/secrets": {"get": admin("Live TURN secrets, active first (an API key with the secrets:read scope, or admin)", "200", json!([]))},
@@ -138,7 +178,8 @@ pub fn document() -> Value {
                 "security": [{"bearer": []}],
                 "responses": {
                     "200": {"description": "text/event-stream of `event: snapshot` with the /v1/relays JSON as data; keep-alive comments every 15 s; the stream ends after 30 minutes (reconnect)",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                        "content": {"text/event-stream": {"schema": {"type": "object", "required": ["event", "data"], "properties": {
+                            "event": {"const": "snapshot"}, "data": {"type": "string", "description": "The /v1/relays JSON"}}}}}},
                     "401": error_response("Missing or invalid API key"),
                     "403": error_response("Not an API key (JWT callers may not read the fleet)"),
                     "429": error_response("Rate limited, or this caller already holds 8 event streams (too_many_streams); see Retry-After"),

@@ -1538,3 +1538,60 @@ fn memory_api(args: &[&str]) -> (ChildGuard, SocketAddr) {
     });
     (child, addr)
 }
+
+/// The API keeps the contract its `/openapi.json` describes, as schemathesis (PyPI) checks it
+/// against a live `geoturn up`: every generated request, valid or not, with an admin key: no
+/// 5xx, every answer's status and body as documented, schema-valid requests accepted and
+/// schema-violating ones refused. The drain endpoint is left out: draining the embedded relay
+/// ends `geoturn up`.
+#[test]
+fn the_api_keeps_its_openapi_contract_under_schemathesis() {
+    let schemathesis = geoturn_tests::process::require_tool(
+        "schemathesis",
+        "python3 -m venv /opt/schemathesis && /opt/schemathesis/bin/pip install schemathesis==4.32.5 \
+         && ln -s /opt/schemathesis/bin/schemathesis /usr/local/bin/ (as .ci/run does)",
+    );
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (relay, ops, api) = (
+        loopback(geoturn_tests::free_udp_port()),
+        loopback(free_port()),
+        loopback(free_port()),
+    );
+    let _up = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .arg("up")
+            .args(["--listen", &relay.to_string()])
+            .args(["--http", &ops.to_string()])
+            .args(["--api-listen", &api.to_string()])
+            .args(["--api-key", &format!("ops:{ADMIN_KEY}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(15), "geoturn up to be ready", || {
+        get(api, "/readyz", None).is_some_and(|r| {
+            r.status == 200
+                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 1)
+        })
+    });
+    let out = Command::new(schemathesis)
+        .args(["--no-color", "run", &format!("http://{api}/openapi.json")])
+        .args(["--checks", "all"])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
+        .args(["--max-examples", "50", "--request-timeout", "5"])
+        .args(["--exclude-path-regex", "drain"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let summary = report
+        .lines()
+        .filter(|l| l.contains("generated") || l.contains("Seed"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    println!("schemathesis: {summary}");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -37,13 +37,53 @@ const MAX_USER_LEN: usize = 128;
 #[serde(deny_unknown_fields)]
 pub struct IceParams {
     /// Credential lifetime in seconds; capped by `--max-ttl`.
+    #[serde(default, deserialize_with = "ttl_seconds")]
     pub ttl: Option<u64>,
     /// The client's address, when a backend asks on a browser's behalf (API keys only).
     pub client_ip: Option<IpAddr>,
     /// How many relays.
+    #[serde(default, deserialize_with = "whole_number")]
     pub count: Option<usize>,
     /// The TURN user id (API keys only; a JWT's `sub` is its user).
     pub user: Option<String>,
+}
+
+/// An optional whole number as JSON (`8`, and `8.0`, which JSON Schema counts as an integer
+/// too) or as a query-string value (`"8"`).
+fn whole_number<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+        Text(String),
+    }
+    let whole = match Option::<Number>::deserialize(de)? {
+        None => return Ok(None),
+        Some(Number::Whole(n)) => Some(n),
+        // Exactly representable and without a fraction: 2^53 bounds what f64 holds exactly.
+        Some(Number::Float(f))
+            if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) =>
+        {
+            Some(f as u64)
+        }
+        Some(Number::Float(_)) => None,
+        Some(Number::Text(s)) => s.parse::<u64>().ok(),
+    };
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("expected a whole number"))
+}
+
+/// An optional credential lifetime in seconds, a whole number up to 2^32 − 1 (longer is
+/// capped by `--max-ttl` anyway; more than 136 years is a mistake worth a 400).
+fn ttl_seconds<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    Ok(whole_number::<D, u32>(de)?.map(u64::from))
 }
 
 /// A minted answer.
@@ -227,6 +267,7 @@ pub struct TurnRestParams {
     /// The API key (the draft's way); an `Authorization` header works too.
     pub key: Option<String>,
     /// Lifetime in seconds.
+    #[serde(default, deserialize_with = "ttl_seconds")]
     pub ttl: Option<u64>,
 }
 
@@ -271,6 +312,7 @@ pub async fn turn_rest(
 #[serde(rename_all = "camelCase")]
 pub struct CloudflareParams {
     /// Lifetime in seconds.
+    #[serde(default, deserialize_with = "ttl_seconds")]
     pub ttl: Option<u64>,
     /// Cloudflare's name for a caller-chosen user id.
     pub custom_identifier: Option<String>,
