@@ -1440,6 +1440,16 @@ fn errors_are_problem_details_and_the_cloudflare_route_answers_cloudflares_envel
         (body["messages"].clone(), body["result"].clone()),
         (serde_json::json!([]), Value::Null)
     );
+    // A key id that is not UTF-8 once decoded: still Cloudflare's envelope.
+    let cf = call(
+        addr,
+        "POST",
+        "/v1/turn/keys/%FF/credentials/generate-ice-servers",
+        &[("Authorization", &format!("Bearer {APP_KEY}"))],
+        "{}",
+    );
+    assert_eq!(cf.status, 400, "{}", cf.body);
+    assert_eq!(json(&cf)["success"], false, "{}", cf.body);
 }
 
 /// Caller keys reload without a restart: an edit of the config file takes effect within the

@@ -324,11 +324,12 @@ pub struct CloudflareParams {
 pub async fn cloudflare_generate(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    PathParam(key_id): PathParam,
+    key_id: Result<PathParam, ApiError>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    cloudflare_answer(&state, peer, &key_id, &headers, body)
+    key_id
+        .and_then(|PathParam(key_id)| cloudflare_answer(&state, peer, &key_id, &headers, body))
         .unwrap_or_else(|e| cloudflare_error(&e))
 }
 
