@@ -3030,3 +3030,94 @@ fn api_pod_stops_gracefully() {
         );
     }
 }
+
+/// The Prometheus Operator finds every relay and API pod: each PodMonitor's selector matches the
+/// labels the manifests give those pods (and no other workload's), its port is a named port of
+/// their geoturn container, and it sets the job label the alert rules and the KEDA query use.
+#[test]
+fn pod_monitors_select_the_pods_their_ports_and_the_alerts_job_names() {
+    let k8s = Kubernetes::load();
+    let alerts = read(&repo().join("deploy/monitoring/alerts.yml"));
+    let monitors: Vec<&(String, Yaml)> = k8s
+        .docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "PodMonitor")
+        .collect();
+    let mut problems = Vec::new();
+    let mut covered: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (source, m) in &monitors {
+        let name = m["metadata"]["name"].as_str().unwrap_or_default();
+        let want: Vec<(String, String)> = m["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+            .collect();
+        let endpoint = &m["spec"]["podMetricsEndpoints"][0];
+        let port = endpoint["port"].as_str().unwrap_or_default();
+        let job = endpoint["relabelings"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|r| r["targetLabel"] == "job")
+            .and_then(|r| r["replacement"].as_str())
+            .unwrap_or_default();
+        let selected: Vec<&(String, Yaml)> = k8s
+            .workloads()
+            .filter(|(_, w)| {
+                let labels = &w["spec"]["template"]["metadata"]["labels"];
+                want.iter().all(|(k, v)| labels[k.as_str()] == v.as_str())
+            })
+            .collect();
+        if want.is_empty() || selected.is_empty() {
+            problems.push(format!("{source}: {name} selects no workload ({want:?})"));
+        }
+        for (wsource, w) in selected {
+            let pod = &w["spec"]["template"]["spec"];
+            let role = match string_list(&pod["containers"][0]["args"]).first().map(String::as_str)
+            {
+                Some("relay") => "relay",
+                Some("api") => "api",
+                other => {
+                    problems.push(format!("{source}: {name} selects {wsource}, not geoturn ({other:?})"));
+                    continue;
+                }
+            };
+            *covered.entry(role).or_default() += 1;
+            let ports: Vec<&str> = pod["containers"][0]["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            if !ports.contains(&port) {
+                problems.push(format!("{source}: {name} scrapes port {port:?}; {wsource} names {ports:?}"));
+            }
+            let want_job = format!("geoturn-{role}");
+            if job != want_job {
+                problems.push(format!("{source}: {name} sets job {job:?}, the alerts use {want_job:?}"));
+            }
+            if !alerts.contains(&format!("job=\"{want_job}\"")) {
+                problems.push(format!("alerts.yml has no rule on job {want_job:?}"));
+            }
+        }
+    }
+    // Every relay workload (DaemonSet, autoscaled Deployment) and the API are scraped.
+    let workloads = |role: &str| {
+        k8s.containers()
+            .iter()
+            .filter(|c| c.role == role && !c.init)
+            .count()
+    };
+    for role in ["relay", "api"] {
+        if covered.get(role).copied().unwrap_or(0) != workloads(role) {
+            problems.push(format!(
+                "{} {role} workloads, {} selected by a PodMonitor",
+                workloads(role),
+                covered.get(role).copied().unwrap_or(0)
+            ));
+        }
+    }
+    assert!(monitors.len() >= 2, "expected PodMonitors for the relays and the API");
+    assert_none(&problems, "PodMonitors");
+}
