@@ -39,6 +39,7 @@ pub fn reload(state: &AppState, source: &AuthSource, why: &str) -> bool {
             false
         }
         Ok(auth) => {
+            auth.start_jwks();
             state.set_authenticator(auth);
             tracing::info!(why, "caller keys reloaded");
             true

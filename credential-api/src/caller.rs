@@ -63,7 +63,7 @@ impl FromRequestParts<Arc<AppState>> for ApiCaller {
             ));
         };
         let ip = request_ip(state, peer, &parts.headers);
-        authenticate(state, &parts.headers, ip).map(Self)
+        authenticate(state, &parts.headers, ip).await.map(Self)
     }
 }
 
@@ -93,7 +93,7 @@ pub(crate) fn request_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap
 
 /// Authenticates the `Authorization` header and charges the caller's rate limit. A refused
 /// caller is charged to its address, so guessing keys is rate limited too.
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     ip: IpAddr,
@@ -103,7 +103,8 @@ pub(crate) fn authenticate(
     let value = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let result = state.authenticator().authenticate(value, unix_secs());
+    let auth = state.authenticator();
+    let result = auth.authenticate_fresh(value, unix_secs()).await;
     charge(state, result, ip)
 }
 

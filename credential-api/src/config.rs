@@ -321,6 +321,7 @@ impl ApiOptions {
             auth: AuthConfig {
                 api_keys: [base.auth.api_keys, self.auth.api_keys].concat(),
                 jwt_keys: [base.auth.jwt_keys, self.auth.jwt_keys].concat(),
+                jwks: [base.auth.jwks, self.auth.jwks].concat(),
             },
             rtt: [base.rtt, self.rtt].concat(),
         }

@@ -227,6 +227,8 @@ pub async fn start(
         stopping: tokio::sync::watch::Sender::new(false),
         auth,
     });
+    // JWKS keys: fetched now and on their interval, for as long as these keys are in use.
+    state.authenticator().start_jwks();
     let tasks = vec![
         tokio::spawn(crate::snapshot::refresh_loop(
             snapshot,

@@ -1605,3 +1605,122 @@ fn the_api_keeps_its_openapi_contract_under_schemathesis() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A JWKS document served on loopback: its body can be replaced (a key rotation) and its
+/// fetches are counted.
+struct JwksServer {
+    addr: SocketAddr,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(body: String) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, f) = (body.clone(), fetches.clone());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = b.lock().unwrap().clone();
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Self {
+            addr,
+            body,
+            fetches,
+        }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An ES256 signing key and its public JWK under `kid`.
+fn es256_key(kid: &str) -> (jsonwebtoken::EncodingKey, Value) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let point = key.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+    });
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    (encoding, jwk)
+}
+
+fn es256_token(key: &jsonwebtoken::EncodingKey, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, &claims("user-1", 600), key).unwrap()
+}
+
+/// JWT keys from a JWKS URL: fetched at start; after the provider rotates its keys, a token
+/// naming the new key id makes the API fetch again and is accepted, while the removed key's
+/// tokens are refused; a stream of tokens with made-up key ids costs the provider no more than
+/// one fetch per 30 s.
+#[test]
+fn jwks_keys_are_fetched_and_fetched_again_for_a_new_key_id() {
+    let (key_a, jwk_a) = es256_key("key-a");
+    let (key_b, jwk_b) = es256_key("key-b");
+    let jwks = JwksServer::start(serde_json::json!({"keys": [jwk_a]}).to_string());
+    let dir = geoturn_tests::temp_dir("jwks");
+    let config = dir.join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.jwks]]\nurl = \"http://{}/.well-known/jwks.json\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
+            jwks.addr
+        ),
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let (_api, addr) = memory_api(&["--config", &config_arg]);
+    let started = Instant::now();
+    let ice = |token: &str| get(addr, "/v1/ice-servers", Some(token)).unwrap();
+    // The in-memory registry has no relay: an accepted token gets 503 no_relays, a refused one
+    // 401.
+    let accepted = |r: &HttpResponse| (r.status, error_code(r)) == (503, "no_relays".into());
+
+    let r = ice(&es256_token(&key_a, "key-a"));
+    assert!(accepted(&r), "{}", r.body);
+    assert_eq!(jwks.fetches(), 1, "one fetch at start");
+
+    // The provider rotates: key-b in, key-a out. Past the 30 s between fetches, the first
+    // token naming key-b makes the API fetch again.
+    *jwks.body.lock().unwrap() = serde_json::json!({"keys": [jwk_b]}).to_string();
+    std::thread::sleep(Duration::from_secs(31).saturating_sub(started.elapsed()));
+    let r = ice(&es256_token(&key_b, "key-b"));
+    assert!(accepted(&r), "{}", r.body);
+    assert_eq!(jwks.fetches(), 2, "fetched again for the new key id");
+    let r = ice(&es256_token(&key_a, "key-a"));
+    assert_eq!((r.status, error_code(&r)), (401, "unknown_key_id".into()));
+
+    // Made-up key ids: refused, and no more fetches within the 30 s.
+    for i in 0..15 {
+        let r = ice(&es256_token(&key_b, &format!("made-up-{i}")));
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    assert_eq!(jwks.fetches(), 2, "made-up key ids made the API fetch");
+}

@@ -3074,12 +3074,16 @@ fn pod_monitors_select_the_pods_their_ports_and_the_alerts_job_names() {
         }
         for (wsource, w) in selected {
             let pod = &w["spec"]["template"]["spec"];
-            let role = match string_list(&pod["containers"][0]["args"]).first().map(String::as_str)
+            let role = match string_list(&pod["containers"][0]["args"])
+                .first()
+                .map(String::as_str)
             {
                 Some("relay") => "relay",
                 Some("api") => "api",
                 other => {
-                    problems.push(format!("{source}: {name} selects {wsource}, not geoturn ({other:?})"));
+                    problems.push(format!(
+                        "{source}: {name} selects {wsource}, not geoturn ({other:?})"
+                    ));
                     continue;
                 }
             };
@@ -3091,11 +3095,15 @@ fn pod_monitors_select_the_pods_their_ports_and_the_alerts_job_names() {
                 .filter_map(|p| p["name"].as_str())
                 .collect();
             if !ports.contains(&port) {
-                problems.push(format!("{source}: {name} scrapes port {port:?}; {wsource} names {ports:?}"));
+                problems.push(format!(
+                    "{source}: {name} scrapes port {port:?}; {wsource} names {ports:?}"
+                ));
             }
             let want_job = format!("geoturn-{role}");
             if job != want_job {
-                problems.push(format!("{source}: {name} sets job {job:?}, the alerts use {want_job:?}"));
+                problems.push(format!(
+                    "{source}: {name} sets job {job:?}, the alerts use {want_job:?}"
+                ));
             }
             if !alerts.contains(&format!("job=\"{want_job}\"")) {
                 problems.push(format!("alerts.yml has no rule on job {want_job:?}"));
@@ -3118,6 +3126,9 @@ fn pod_monitors_select_the_pods_their_ports_and_the_alerts_job_names() {
             ));
         }
     }
-    assert!(monitors.len() >= 2, "expected PodMonitors for the relays and the API");
+    assert!(
+        monitors.len() >= 2,
+        "expected PodMonitors for the relays and the API"
+    );
     assert_none(&problems, "PodMonitors");
 }

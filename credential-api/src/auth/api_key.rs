@@ -272,6 +272,7 @@ mod tests {
         Authenticator::from_config(&AuthConfig {
             api_keys,
             jwt_keys: vec![],
+            jwks: vec![],
         })
         .unwrap_err()
     }
@@ -306,6 +307,7 @@ mod tests {
         let auth = Authenticator::from_config(&AuthConfig {
             api_keys: vec![entry("gen", &hash_api_key(&a), false)],
             jwt_keys: vec![],
+            jwks: vec![],
         })
         .unwrap();
         assert_eq!(
@@ -329,6 +331,7 @@ mod tests {
                 entry("web", &hash_api_key("key-two").to_uppercase(), false),
             ],
             jwt_keys: vec![],
+            jwks: vec![],
         })
         .unwrap();
 
@@ -425,6 +428,7 @@ mod tests {
         let mut auth = Authenticator::from_config(&AuthConfig {
             api_keys: vec![entry("backend", &hash_api_key("a"), false)],
             jwt_keys: vec![],
+            jwks: vec![],
         })
         .unwrap();
         let err = auth.add_plain_api_key("backend", "b", false).unwrap_err();
@@ -489,6 +493,7 @@ mod tests {
         Authenticator::from_config(&AuthConfig {
             api_keys: vec![entry(&name, &good, false)],
             jwt_keys: vec![],
+            jwks: vec![],
         })
         .unwrap();
     }
@@ -518,6 +523,7 @@ mod tests {
                 scoped("ops", "key-ops", true, &[]),
             ],
             jwt_keys: vec![],
+            jwks: vec![],
         })
         .unwrap();
         let scopes = |key: &str| {

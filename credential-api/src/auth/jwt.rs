@@ -36,8 +36,11 @@ const MAX_KID_LEN: usize = 128;
 /// Longest `sub`; it becomes the TURN user id, which goes into the TURN username.
 const MAX_SUB_LEN: usize = 128;
 
-const SIGNATURE_DOES_NOT_VERIFY: AuthError = AuthError::InvalidToken {
+pub(super) const SIGNATURE_DOES_NOT_VERIFY: AuthError = AuthError::InvalidToken {
     reason: "signature does not verify",
+};
+pub(super) const NO_KEY_FOR_ALG: AuthError = AuthError::AlgorithmNotAllowed {
+    reason: "no key is configured for the token's alg",
 };
 
 /// A loaded JWT key, ready to verify.
@@ -204,6 +207,54 @@ impl JwtKey {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway_secs: cfg.leeway_secs,
+        })
+    }
+}
+
+impl JwtKey {
+    /// A key from a JWKS document (`jwks.rs`): an RS256 key of at least 2048 bits or an ES256
+    /// key on P-256, checked as configured keys are; `None` for anything else (other key types
+    /// and algorithms, encryption keys), which the document may hold for other relying parties.
+    pub(super) fn from_jwk(
+        jwk: &Jwk,
+        issuer: &str,
+        audience: &str,
+        leeway_secs: u64,
+    ) -> Option<Self> {
+        use jsonwebtoken::jwk::{KeyAlgorithm, PublicKeyUse};
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return None;
+        }
+        let kid = jwk.common.key_id.clone().filter(|k| check_kid(k).is_ok())?;
+        let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => JwtAlgorithm::RS256,
+            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                if p.curve == EllipticCurve::P256 =>
+            {
+                JwtAlgorithm::ES256
+            }
+            _ => return None,
+        };
+        if let AlgorithmParameters::RSA(params) = &jwk.algorithm {
+            let modulus = URL_SAFE_NO_PAD.decode(&params.n).ok()?;
+            if bit_length(&modulus) < MIN_RSA_BITS {
+                return None;
+            }
+        }
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        if alg == JwtAlgorithm::ES256 {
+            // Builds the verifier, which checks the point is on the curve.
+            jsonwebtoken::crypto::verify("", b"", &key, Algorithm::ES256).ok()?;
+        }
+        Some(Self {
+            caller_name: format!("jwt:{kid}"),
+            id: Some(kid),
+            algorithm: alg,
+            key,
+            validation: signature_only(alg),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_secs,
         })
     }
 }
@@ -448,9 +499,7 @@ fn candidate_keys<'k>(
     }
     let matching: Vec<&JwtKey> = keys.iter().filter(|k| k.algorithm == alg).collect();
     if matching.is_empty() {
-        return Err(AuthError::AlgorithmNotAllowed {
-            reason: "no key is configured for the token's alg",
-        });
+        return Err(NO_KEY_FOR_ALG);
     }
     Ok(matching)
 }
@@ -662,6 +711,7 @@ mod tests {
         Authenticator::from_config(&AuthConfig {
             api_keys: vec![],
             jwt_keys,
+            jwks: vec![],
         })
         .unwrap()
     }
@@ -670,6 +720,7 @@ mod tests {
         Authenticator::from_config(&AuthConfig {
             api_keys: vec![],
             jwt_keys,
+            jwks: vec![],
         })
         .unwrap_err()
     }
@@ -1494,6 +1545,62 @@ mod tests {
         assert!(
             err.to_string().contains(&missing.display().to_string()),
             "{err}"
+        );
+    }
+
+    /// A JWKS entry from a PEM test key, under `kid`.
+    fn jwk_of(pem: &str, alg: Algorithm, kid: &str) -> Jwk {
+        let key = match alg {
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+            _ => DecodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        };
+        let mut jwk = Jwk::from_decoding_key(&key, Some(alg)).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        jwk
+    }
+
+    #[test]
+    fn jwks_entries_are_taken_only_as_signing_keys_of_the_accepted_kinds() {
+        let ec =
+            JwtKey::from_jwk(&jwk_of(EC_PUBLIC, Algorithm::ES256, "ec"), ISS, AUD, 30).unwrap();
+        assert_eq!(
+            (ec.algorithm, ec.id.as_deref()),
+            (JwtAlgorithm::ES256, Some("ec"))
+        );
+        let rsa =
+            JwtKey::from_jwk(&jwk_of(RSA_PUBLIC, Algorithm::RS256, "rsa"), ISS, AUD, 30).unwrap();
+        assert_eq!(rsa.algorithm, JwtAlgorithm::RS256);
+        // Too short an RSA modulus, no kid, an encryption key, a symmetric key: none taken.
+        assert!(
+            JwtKey::from_jwk(
+                &jwk_of(RSA1024_PUBLIC, Algorithm::RS256, "short"),
+                ISS,
+                AUD,
+                30
+            )
+            .is_none()
+        );
+        let mut no_kid = jwk_of(EC_PUBLIC, Algorithm::ES256, "x");
+        no_kid.common.key_id = None;
+        assert!(JwtKey::from_jwk(&no_kid, ISS, AUD, 30).is_none());
+        let mut enc = jwk_of(EC_PUBLIC, Algorithm::ES256, "enc");
+        enc.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Encryption);
+        assert!(JwtKey::from_jwk(&enc, ISS, AUD, 30).is_none());
+        let oct: Jwk = serde_json::from_value(json!({"kty": "oct", "kid": "hs", "alg": "HS256", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"})).unwrap();
+        assert!(JwtKey::from_jwk(&oct, ISS, AUD, 30).is_none());
+        // A token signed by the EC test key verifies against the JWKS key.
+        let token = jsonwebtoken::encode(
+            &Header {
+                kid: Some("ec".into()),
+                ..Header::new(Algorithm::ES256)
+            },
+            &json!({"iss": ISS, "aud": AUD, "sub": "u", "exp": NOW + 60}),
+            &EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&[ec], &token, NOW).unwrap().user.as_deref(),
+            Some("u")
         );
     }
 

@@ -12,12 +12,14 @@
 //! virtual clock and one request sees one instant.
 
 mod api_key;
+mod jwks;
 mod jwt;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use api_key::{generate_api_key, hash_api_key};
+pub use jwks::JwksConfig;
 
 /// Longest token (API key or JWT) looked at; longer ones are refused before any parsing, so a
 /// huge header costs no base64 or JSON work.
@@ -33,6 +35,9 @@ pub struct AuthConfig {
     /// Keys that sign accepted JWTs (`[[auth.jwt_keys]]`).
     #[serde(default)]
     pub jwt_keys: Vec<JwtKeyConfig>,
+    /// JWKS URLs whose keys sign accepted JWTs (`[[auth.jwks]]`).
+    #[serde(default)]
+    pub jwks: Vec<JwksConfig>,
 }
 
 /// One API key, as its SHA-256 hash (the plain key is never written to the config).
@@ -232,6 +237,15 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// True when the keys tried had none for the token, so other keys (a JWKS's) may: an
+    /// unknown key id, no key of its algorithm, or, for a token without a key id, a signature
+    /// none of them verifies.
+    fn no_key_for_token(&self) -> bool {
+        *self == Self::UnknownKeyId
+            || *self == jwt::NO_KEY_FOR_ALG
+            || *self == jwt::SIGNATURE_DOES_NOT_VERIFY
+    }
+
     /// Stable machine-readable code for API responses and metrics.
     pub fn code(&self) -> &'static str {
         match self {
@@ -299,6 +313,7 @@ impl AuthConfigError {
 pub struct Authenticator {
     api_keys: api_key::ApiKeys,
     jwt_keys: Vec<jwt::JwtKey>,
+    jwks: Vec<std::sync::Arc<jwks::JwksSource>>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -306,6 +321,7 @@ impl fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("api_keys", &self.api_keys)
             .field("jwt_keys", &self.jwt_keys)
+            .field("jwks", &self.jwks)
             .finish()
     }
 }
@@ -318,7 +334,17 @@ impl Authenticator {
     pub fn from_config(cfg: &AuthConfig) -> Result<Self, AuthConfigError> {
         let api_keys = api_key::ApiKeys::from_config(&cfg.api_keys)?;
         let jwt_keys = jwt::load_keys(&cfg.jwt_keys)?;
-        Ok(Self { api_keys, jwt_keys })
+        let jwks = cfg
+            .jwks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| jwks::JwksSource::new(i, c).map(std::sync::Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            api_keys,
+            jwt_keys,
+            jwks,
+        })
     }
 
     /// Adds a development key given in plain text (`--api-key NAME:KEY`). The key is hashed at
@@ -334,7 +360,7 @@ impl Authenticator {
 
     /// True when neither API keys nor JWT keys are configured (nobody can authenticate).
     pub fn is_empty(&self) -> bool {
-        self.api_keys.is_empty() && self.jwt_keys.is_empty()
+        self.api_keys.is_empty() && self.jwt_keys.is_empty() && self.jwks.is_empty()
     }
 
     /// Checks an `Authorization` header value: `Bearer <token>`, the scheme in any case. A token
@@ -346,10 +372,42 @@ impl Authenticator {
         now_unix: u64,
     ) -> Result<Caller, AuthError> {
         let token = bearer_token(authorization)?;
-        if jwt::looks_like_jwt(token) {
-            jwt::verify(&self.jwt_keys, token, now_unix)
-        } else {
-            self.api_keys.lookup(token)
+        if !jwt::looks_like_jwt(token) {
+            return self.api_keys.lookup(token);
+        }
+        let mut result = jwt::verify(&self.jwt_keys, token, now_unix);
+        for source in &self.jwks {
+            if !matches!(result, Err(ref e) if e.no_key_for_token()) {
+                break;
+            }
+            result = jwt::verify(&source.keys(), token, now_unix);
+        }
+        result
+    }
+
+    /// Like [`Authenticator::authenticate`]; when the token names a key id no configured key
+    /// or JWKS has, the JWKS URLs are fetched again first (at most once per 30 s each: a
+    /// provider rotated its keys) and the token checked once more.
+    pub async fn authenticate_fresh(
+        &self,
+        authorization: Option<&str>,
+        now_unix: u64,
+    ) -> Result<Caller, AuthError> {
+        let result = self.authenticate(authorization, now_unix);
+        if self.jwks.is_empty() || !matches!(result, Err(AuthError::UnknownKeyId)) {
+            return result;
+        }
+        for source in &self.jwks {
+            source.refresh("a token names an unknown key id").await;
+        }
+        self.authenticate(authorization, now_unix)
+    }
+
+    /// Starts fetching every JWKS URL (now, then on its interval) for as long as this
+    /// authenticator is in use; a reload's new one starts its own. Needs a tokio runtime.
+    pub fn start_jwks(&self) {
+        for source in &self.jwks {
+            tokio::spawn(jwks::JwksSource::run(std::sync::Arc::downgrade(source)));
         }
     }
 
@@ -513,6 +571,7 @@ mod tests {
                 audience: "aud".into(),
                 leeway_secs: 30,
             }],
+            jwks: vec![],
         })
         .unwrap();
         assert!(!jwt_only.is_empty());
@@ -593,6 +652,7 @@ mod tests {
                 audience: "aud".into(),
                 leeway_secs: 30,
             }],
+            jwks: vec![],
         };
         let mut auth = Authenticator::from_config(&cfg).unwrap();
         auth.add_plain_api_key("dev", "plain-dev-key", true)

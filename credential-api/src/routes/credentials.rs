@@ -237,7 +237,7 @@ pub async fn get_ice_servers(
     query: Result<Query<IceParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let ip = request_ip(&state, peer, &headers);
-    let caller = authenticate(&state, &headers, ip)?;
+    let caller = authenticate(&state, &headers, ip).await?;
     let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let minted = mint(&state, &caller, &params, ip)?;
     Ok(ice_response(&state, minted))
@@ -251,7 +251,7 @@ pub async fn post_ice_servers(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let ip = request_ip(&state, peer, &headers);
-    let caller = authenticate(&state, &headers, ip)?;
+    let caller = authenticate(&state, &headers, ip).await?;
     let params: IceParams = json_body(body)?;
     let minted = mint(&state, &caller, &params, ip)?;
     Ok(ice_response(&state, minted))
@@ -282,7 +282,7 @@ pub async fn turn_rest(
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let caller = match &q.key {
         Some(key) => authenticate_key(&state, key, ip)?,
-        None => authenticate(&state, &headers, ip)?,
+        None => authenticate(&state, &headers, ip).await?,
     };
     if q.service.as_deref() != Some("turn") {
         return Err(ApiError::bad_request(
@@ -328,9 +328,11 @@ pub async fn cloudflare_generate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    key_id
-        .and_then(|PathParam(key_id)| cloudflare_answer(&state, peer, &key_id, &headers, body))
-        .unwrap_or_else(|e| cloudflare_error(&e))
+    let answer = match key_id {
+        Ok(PathParam(key_id)) => cloudflare_answer(&state, peer, &key_id, &headers, body).await,
+        Err(e) => Err(e),
+    };
+    answer.unwrap_or_else(|e| cloudflare_error(&e))
 }
 
 /// Cloudflare's API error envelope for `e`, with `e`'s status and headers (Retry-After,
@@ -353,7 +355,7 @@ fn cloudflare_error(e: &ApiError) -> Response {
     response
 }
 
-fn cloudflare_answer(
+async fn cloudflare_answer(
     state: &Arc<AppState>,
     peer: SocketAddr,
     key_id: &str,
@@ -361,7 +363,7 @@ fn cloudflare_answer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let ip = request_ip(state, peer, headers);
-    let caller = authenticate(state, headers, ip)?;
+    let caller = authenticate(state, headers, ip).await?;
     require_api_key(&caller, "generate-ice-servers")?;
     if caller.name != key_id {
         return Err(ApiError::forbidden(
