@@ -8,8 +8,9 @@ use crate::state::AppState;
 /// The load snapshot as `GET /v1/relays` answers it and `GET /v1/events` pushes it: every
 /// record plus its heartbeat age and staleness at the read, a relay the API was told is
 /// draining shown draining before its own heartbeat says so, the stale limit, and whether the
-/// registry could be read. Each relay carries its record's `addresses` and, as before them,
-/// its TURN `urls` (what the dashboard shows).
+/// registry could be read. Each relay carries its record's `addresses` and its TURN `urls`
+/// (what the dashboard shows). Names are camelCase and times RFC 3339, as in every answer of
+/// the API; durations are whole milliseconds named `…Ms`.
 pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value {
     let stale_after = state.config.rank.stale_after;
     let relays: Vec<_> = snap
@@ -17,27 +18,38 @@ pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value
         .iter()
         .zip(&snap.candidates)
         .map(|(r, c)| {
-            let mut v = serde_json::to_value(r).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("urls".into(), r.addresses.turn_urls().into());
-                o.insert(
-                    "heartbeat_age_ms".into(),
-                    u64::try_from(c.heartbeat_age.as_millis())
-                        .unwrap_or(u64::MAX)
-                        .into(),
-                );
-                o.insert("stale".into(), (c.heartbeat_age > stale_after).into());
-                if c.draining && r.state == RelayState::Active {
-                    o.insert("state".into(), RelayState::Draining.as_str().into());
-                }
-            }
-            v
+            let state = if c.draining && r.state == RelayState::Active {
+                RelayState::Draining
+            } else {
+                r.state
+            };
+            serde_json::json!({
+                "id": r.id,
+                "region": r.region,
+                "lat": r.lat,
+                "lon": r.lon,
+                "state": state.as_str(),
+                "version": r.version,
+                "addresses": r.addresses,
+                "urls": r.addresses.turn_urls(),
+                "allocations": r.allocations,
+                "capacityAllocations": r.capacity_allocations,
+                "capacityMbps": r.capacity_mbps,
+                "bpsIn": r.bps_in,
+                "bpsOut": r.bps_out,
+                "ppsIn": r.pps_in,
+                "ppsOut": r.pps_out,
+                "cpu": r.cpu,
+                "startedAt": crate::rfc3339::format_utc_ms(r.started_at_ms),
+                "updatedAt": crate::rfc3339::format_utc_ms(r.updated_at_ms),
+                "heartbeatAgeMs": u64::try_from(c.heartbeat_age.as_millis()).unwrap_or(u64::MAX),
+                "stale": c.heartbeat_age > stale_after,
+            })
         })
         .collect();
     serde_json::json!({
         "relays": relays,
-        "fetchedAt": crate::rfc3339::format_utc(snap.fetched_at_ms / 1000),
-        "fetchedAtMs": snap.fetched_at_ms,
+        "fetchedAt": crate::rfc3339::format_utc_ms(snap.fetched_at_ms),
         "staleAfterMs": u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
         "stale": snap.stale.is_some(),
         "error": snap.stale.as_ref().map(|s| s.error.clone()),

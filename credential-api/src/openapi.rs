@@ -24,7 +24,7 @@ fn errors() -> Value {
 fn ice_params() -> Value {
     json!([
         {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 4294967295u64}, "description": "Credential lifetime in seconds, capped by --max-ttl"},
-        {"name": "client_ip", "in": "query", "schema": ip_schema(), "description": "The client's address (API-key callers only)"},
+        {"name": "clientIp", "in": "query", "schema": ip_schema(), "description": "The client's address (API-key callers only); its first spelling, client_ip, is still accepted"},
         {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 8}, "description": "Relays to return"},
         {"name": "user", "in": "query", "schema": user_schema(), "description": "TURN user id (API-key callers; a JWT's sub is its user). Without one, each credential gets its own: the key's name, `~` and 12 random hex digits"},
     ])
@@ -100,18 +100,24 @@ pub fn document() -> Value {
                         "tcp": {"type": "array", "items": {"type": "string"}},
                         "tls": {"type": "array", "items": {"type": "string"}},
                         "host": {"type": ["string", "null"]}}},
-                "Relay": {"type": "object", "description": "A relay record as of its last heartbeat (load, capacity, times as in the registry) plus heartbeat_age_ms and stale",
+                "Relay": {"type": "object", "description": "A relay as of its last heartbeat (load in bits and packets per second, capacity), with its heartbeat age and staleness at the read",
+                    "required": ["id", "region", "state", "addresses", "urls", "allocations", "capacityAllocations", "startedAt", "updatedAt", "heartbeatAgeMs", "stale"],
                     "properties": {
-                        "id": {"type": "string"}, "region": {"type": "string"}, "state": {"type": "string", "enum": ["active", "draining"]},
+                        "id": {"type": "string"}, "region": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
+                        "state": {"type": "string", "enum": ["active", "draining"]}, "version": {"type": "string"},
                         "addresses": {"$ref": "#/components/schemas/RelayAddresses"},
-                        "urls": {"type": "array", "items": {"type": "string"}, "description": "The TURN URLs built from addresses, as ICE answers give them"},
-                        "heartbeat_age_ms": {"type": "integer"}, "stale": {"type": "boolean"}}},
+                        "urls": {"type": "array", "items": {"type": "string"}, "description": "The TURN URLs built from addresses"},
+                        "allocations": {"type": "integer"}, "capacityAllocations": {"type": "integer"}, "capacityMbps": {"type": "integer"},
+                        "bpsIn": {"type": "integer"}, "bpsOut": {"type": "integer"}, "ppsIn": {"type": "integer"}, "ppsOut": {"type": "integer"},
+                        "cpu": {"type": "number"},
+                        "startedAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
+                        "heartbeatAgeMs": {"type": "integer"}, "stale": {"type": "boolean"}}},
                 "RelaysSnapshot": {"type": "object", "required": ["relays"], "properties": {
                     "relays": {"type": "array", "items": {"$ref": "#/components/schemas/Relay"}},
-                    "fetchedAt": {"type": "string", "format": "date-time"}, "fetchedAtMs": {"type": "integer"},
+                    "fetchedAt": {"type": "string", "format": "date-time"},
                     "staleAfterMs": {"type": "integer"}, "stale": {"type": "boolean"}, "error": {"type": ["string", "null"]}}},
                 "IceRequest": {"type": "object", "additionalProperties": false, "properties": {
-                    "ttl": nullable(json!({"type": "integer", "minimum": 1, "maximum": 4294967295u64})), "client_ip": nullable(ip_schema()),
+                    "ttl": nullable(json!({"type": "integer", "minimum": 1, "maximum": 4294967295u64})), "clientIp": nullable(ip_schema()),
                     "count": nullable(json!({"type": "integer", "minimum": 1, "maximum": 8})), "user": nullable(user_schema())}},
                 "CloudflareError": {"type": "object", "description": "Cloudflare's API error envelope (code 10000 for authentication errors, else the HTTP status)",
                     "required": ["success", "errors", "messages", "result"], "properties": {

@@ -23,6 +23,19 @@ pub fn format_utc(unix_secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
 }
 
+/// `unix_ms` as an RFC 3339 UTC timestamp with millisecond precision, e.g.
+/// `2026-11-23T16:41:36.250Z` (clamped as [`format_utc`]).
+#[must_use]
+pub fn format_utc_ms(unix_ms: u64) -> String {
+    let secs = format_utc(unix_ms / 1000);
+    let ms = if unix_ms / 1000 > MAX_UNIX_SECS {
+        999
+    } else {
+        unix_ms % 1000
+    };
+    format!("{}.{ms:03}Z", secs.trim_end_matches('Z'))
+}
+
 /// Year, month (1–12) and day (1–31) of the proleptic Gregorian calendar for a count of days
 /// since 1970-01-01.
 ///
@@ -161,5 +174,15 @@ mod tests {
             assert!(text > previous, "{text} after {previous}");
             previous = text;
         }
+    }
+
+    #[test]
+    fn milliseconds() {
+        assert_eq!(format_utc_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_utc_ms(1_795_000_000_250),
+            format!("{}", format_utc(1_795_000_000).replace('Z', ".250Z"))
+        );
+        assert_eq!(format_utc_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -82,8 +82,8 @@ pub async fn route(opts: &RouteOptions) -> Result<String, RouteError> {
             .iter()
             .map(|c| {
                 serde_json::json!({
-                    "id": c.id, "region": c.region, "distance_km": c.distance_km,
-                    "rtt_ms": c.rtt_ms, "load": c.load, "score": c.score, "reason": c.reason,
+                    "id": c.id, "region": c.region, "distanceKm": c.distance_km,
+                    "rttMs": c.rtt_ms, "load": c.load, "score": c.score, "reason": c.reason,
                     "urls": records.get(c.index).map(|r| r.addresses.turn_urls()).unwrap_or_default(),
                 })
             })

@@ -3,7 +3,7 @@
 // "relay", a data channel, a message and its echo. Returns the ranked relay URLs and each
 // side's selected candidate pair (types, addresses, relay protocol).
 async ({ key, clientIp, count, onlyUrls, openTimeoutMs }) => {
-  const query = `client_ip=${clientIp}${count ? `&count=${count}` : ''}`;
+  const query = `clientIp=${clientIp}${count ? `&count=${count}` : ''}`;
   const r = await fetch(`/v1/ice-servers?${query}`, { headers: { Authorization: `Bearer ${key}` } });
   if (!r.ok) throw new Error(`ice-servers: ${r.status} ${await r.text()}`);
   const answer = await r.json();

@@ -8,7 +8,7 @@ async ({ key, clientIp }) => {
   const turnUser = (pc) => pc.getConfiguration().iceServers.find((s) => s.username).username;
 
   // 1. The real API, with credentials of 60 s refreshed 58 s before they expire (2 s in).
-  const ice = new IceServers({ apiKey: key, query: { client_ip: clientIp, ttl: 60 }, refreshMarginSec: 58 });
+  const ice = new IceServers({ apiKey: key, query: { clientIp: clientIp, ttl: 60 }, refreshMarginSec: 58 });
   const config = await ice.configuration({ iceTransportPolicy: 'relay' });
   const pc = new RTCPeerConnection(config);
   const firstUser = turnUser(pc);
@@ -35,7 +35,7 @@ async ({ key, clientIp }) => {
     return fetch(url, init);
   };
   const t0 = performance.now();
-  const retried = await new IceServers({ apiKey: key, query: { client_ip: clientIp }, fetch: flaky }).fetch();
+  const retried = await new IceServers({ apiKey: key, query: { clientIp: clientIp }, fetch: flaky }).fetch();
   const waitedMs = Math.round(performance.now() - t0);
 
   // 3. A refused key: the API's problem code, thrown at once.

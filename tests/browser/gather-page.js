@@ -2,7 +2,7 @@
 // browser.mjs): what one connection costs the relays, which the test counts on the relays
 // themselves. Returns the answer's TURN URLs and the relay candidates gathered.
 async ({ key, clientIp }) => {
-  const r = await fetch(`/v1/ice-servers?client_ip=${clientIp}`, {
+  const r = await fetch(`/v1/ice-servers?clientIp=${clientIp}`, {
     headers: { Authorization: `Bearer ${key}` },
   });
   if (!r.ok) throw new Error(`ice-servers: ${r.status} ${await r.text()}`);

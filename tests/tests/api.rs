@@ -704,7 +704,12 @@ fn secret_rotation_and_revocation_reach_every_relay() {
     assert_eq!(list.len(), 2, "{secrets}");
     assert_eq!(list[0]["id"], new_id.as_str());
     assert_eq!(list[0]["active"], true);
-    assert!(list[1]["notAfter"].as_u64().is_some());
+    assert!(
+        list[1]["notAfter"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 20),
+        "{list:?}"
+    );
     let minted = geoturn_shared::RestCredential::mint(
         list[0]["secret"].as_str().unwrap().as_bytes(),
         "self-minted",

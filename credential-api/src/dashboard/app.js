@@ -4,7 +4,7 @@
 //
 // Data: GET v1/events (server-sent events read with fetch(), because EventSource cannot send an
 // Authorization header), else GET v1/relays every 2 s. Both carry the same JSON: the relays'
-// registry records with heartbeat_age_ms and stale, fetchedAtMs, staleAfterMs, and whether the
+// registry records with heartbeatAgeMs and stale, fetchedAt, staleAfterMs, and whether the
 // API could read the registry (stale, error).
 //
 // Rendering: each update rebuilds the table body and the map's marker group in one assignment
@@ -96,11 +96,11 @@
       const prev = state.relays.get(r.id);
       // Heartbeat age: as the API measured it when it read the registry, growing on our clock
       // until a newer heartbeat arrives (so it keeps counting while Redis is unreachable).
-      const sameBeat = prev && !prev.gone && prev.updated_at_ms === r.updated_at_ms;
+      const sameBeat = prev && !prev.gone && prev.updatedAt === r.updatedAt;
       const view = {
         ...r,
         urls: Array.isArray(r.urls) ? r.urls : [],
-        ageBase: sameBeat ? prev.ageBase : (r.heartbeat_age_ms || 0),
+        ageBase: sameBeat ? prev.ageBase : (r.heartbeatAgeMs || 0),
         ageAt: sameBeat ? prev.ageAt : now,
         gone: false,
         goneAt: 0,
@@ -116,7 +116,7 @@
       }
     }
     state.meta = {
-      fetchedAtMs: snap.fetchedAtMs || 0,
+      fetchedAtMs: Date.parse(snap.fetchedAt) || 0,
       staleAfterMs: snap.staleAfterMs || 0,
       stale: !!snap.stale,
       error: snap.error || null,
@@ -142,14 +142,14 @@
   }
 
   function derive(v) {
-    const allocLoad = v.capacity_allocations > 0 ? v.allocations / v.capacity_allocations : 0;
-    const bw = (v.bps_in || 0) + (v.bps_out || 0);
-    const bwLoad = v.capacity_mbps > 0 ? bw / (v.capacity_mbps * 1e6) : 0;
+    const allocLoad = v.capacityAllocations > 0 ? v.allocations / v.capacityAllocations : 0;
+    const bw = (v.bpsIn || 0) + (v.bpsOut || 0);
+    const bwLoad = v.capacityMbps > 0 ? bw / (v.capacityMbps * 1e6) : 0;
     v.allocLoad = allocLoad;
     v.bwLoad = bwLoad;
     v.load = Math.max(allocLoad, bwLoad);
     const asked = state.drains.get(v.id);
-    const drainAsked = asked && asked.startedAt === v.started_at_ms;
+    const drainAsked = asked && asked.startedAt === v.startedAt;
     if (v.gone) {
       v.status = v.state === 'draining' || drainAsked ? 'drained' : 'stale';
     } else if (v.stale) {
@@ -184,8 +184,8 @@
 
   const sortValue = {
     region: (v) => v.region, id: (v) => v.id, urls: (v) => v.urls[0] || '', status: (v) => v.status,
-    allocations: (v) => v.allocations, load: (v) => v.load, bps_in: (v) => v.bps_in, bps_out: (v) => v.bps_out,
-    pps_in: (v) => v.pps_in, pps_out: (v) => v.pps_out, age: (v) => v.ageBase - v.ageAt, version: (v) => v.version,
+    allocations: (v) => v.allocations, load: (v) => v.load, bps_in: (v) => v.bpsIn, bps_out: (v) => v.bpsOut,
+    pps_in: (v) => v.ppsIn, pps_out: (v) => v.ppsOut, age: (v) => v.ageBase - v.ageAt, version: (v) => v.version,
   };
 
   function compare(a, b) {
@@ -235,10 +235,10 @@
       + cell(esc(v.id), 'id', v.id)
       + cell(shortUrls(v.urls), 'urls', v.urls.join('\n'))
       + cell(statusCell(v))
-      + cell(`${int(v.allocations)}<small> / ${int(v.capacity_allocations)}</small>`, 'num')
+      + cell(`${int(v.allocations)}<small> / ${int(v.capacityAllocations)}</small>`, 'num')
       + cell(`<span class="load ${loadClass(v)}">${pct(v.load)}</span>`, 'num', `allocations ${pct(v.allocLoad)}, bandwidth ${pct(v.bwLoad)}`)
-      + cell(bits(v.bps_in), 'num') + cell(bits(v.bps_out), 'num')
-      + cell(pps(v.pps_in), 'num') + cell(pps(v.pps_out), 'num')
+      + cell(bits(v.bpsIn), 'num') + cell(bits(v.bpsOut), 'num')
+      + cell(pps(v.ppsIn), 'num') + cell(pps(v.ppsOut), 'num')
       + cell(age(currentAge(v, now)), 'num')
       + cell(esc(v.version), 'version', v.version)
       + cell(button, 'actions') + '</div>';
@@ -250,7 +250,7 @@
     const x = (Number(v.lon) + 180).toFixed(2);
     const y = (90 - Number(v.lat)).toFixed(2);
     const r = (scale * (1.8 + 3.4 * Math.sqrt(Math.min(1, v.allocLoad)))).toFixed(2);
-    const tip = `${v.id} (${v.region}): ${v.status}, load ${pct(v.load)}, ${int(v.allocations)} allocations, ${bits(v.bps_in + v.bps_out)}`;
+    const tip = `${v.id} (${v.region}): ${v.status}, load ${pct(v.load)}, ${int(v.allocations)} allocations, ${bits(v.bpsIn + v.bpsOut)}`;
     return `<circle class="m ${loadClass(v)}" cx="${x}" cy="${y}" r="${r}" data-id="${esc(v.id)}"><title>${esc(tip)}</title></circle>`;
   }
 
@@ -275,8 +275,8 @@
       for (const t of [total, regions.get(v.region)]) {
         t.n += 1;
         if (v.status === 'stale') t.stale += 1; else if (v.status === 'draining') t.draining += 1; else t.active += 1;
-        t.alloc += v.allocations; t.cap += v.capacity_allocations;
-        t.bin += v.bps_in; t.bout += v.bps_out; t.bcap += v.capacity_mbps * 1e6;
+        t.alloc += v.allocations; t.cap += v.capacityAllocations;
+        t.bin += v.bpsIn; t.bout += v.bpsOut; t.bcap += v.capacityMbps * 1e6;
       }
       if (v.status !== 'stale' && (!busiest || v.load > busiest.load)) busiest = v;
     }
@@ -546,7 +546,7 @@
   function askDrain(id) {
     const v = state.relays.get(id);
     if (!v || state.admin === false) return;
-    confirmFor = { id, startedAt: v.started_at_ms };
+    confirmFor = { id, startedAt: v.startedAt };
     el.confirmId.textContent = id;
     el.confirm.returnValue = '';
     el.confirm.showModal();

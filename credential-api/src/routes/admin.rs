@@ -56,7 +56,7 @@ pub async fn rotate_secret(
     let body = serde_json::json!({
         "id": rotation.id,
         "retiring": rotation.retiring.iter().map(|r| serde_json::json!({
-            "id": r.id, "notAfter": r.not_after,
+            "id": r.id, "notAfter": crate::rfc3339::format_utc(r.not_after),
         })).collect::<Vec<_>>(),
         "removed": rotation.removed,
     });
@@ -78,7 +78,7 @@ pub async fn list_secrets(
             serde_json::json!({
                 "id": s.id,
                 "secret": String::from_utf8_lossy(s.value.expose()),
-                "notAfter": s.not_after,
+                "notAfter": s.not_after.map(crate::rfc3339::format_utc),
                 "active": Some(&s.id) == active.as_ref(),
             })
         })

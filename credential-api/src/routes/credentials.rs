@@ -40,6 +40,8 @@ pub struct IceParams {
     #[serde(default, deserialize_with = "ttl_seconds")]
     pub ttl: Option<u64>,
     /// The client's address, when a backend asks on a browser's behalf (API keys only).
+    /// `clientIp`, as every name the API answers with; `client_ip`, its first spelling, too.
+    #[serde(rename = "clientIp", alias = "client_ip")]
     pub client_ip: Option<IpAddr>,
     /// How many relays.
     #[serde(default, deserialize_with = "whole_number")]
