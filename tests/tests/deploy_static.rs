@@ -3132,3 +3132,114 @@ fn pod_monitors_select_the_pods_their_ports_and_the_alerts_job_names() {
     );
     assert_none(&problems, "PodMonitors");
 }
+
+/// Every relay has a name its certificate covers: its `GEOTURN_PUBLIC_HOST` is
+/// `$(NODE_NAME).$(RELAY_DOMAIN)` with NODE_NAME the node's name and RELAY_DOMAIN the ConfigMap's;
+/// the cert-manager Certificate writes the Secret the relay mounts for TLS and covers
+/// `*.RELAY_DOMAIN`; external-dns publishes `{{.Name}}.RELAY_DOMAIN` for the relay nodes.
+#[test]
+fn relays_have_names_their_certificate_covers() {
+    let k8s = Kubernetes::load();
+    let mut problems = Vec::new();
+    let domains: Vec<String> = k8s
+        .docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "geoturn-relay")
+        .filter_map(|(_, d)| d["data"]["RELAY_DOMAIN"].as_str().map(str::to_owned))
+        .collect();
+    let [domain] = domains.as_slice() else {
+        panic!("expected one RELAY_DOMAIN in the geoturn-relay ConfigMap, found {domains:?}");
+    };
+    let certificates: Vec<&Yaml> = k8s
+        .docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "Certificate")
+        .map(|(_, d)| d)
+        .collect();
+    for c in k8s.relays() {
+        let env = c.spec["env"].as_sequence().cloned().unwrap_or_default();
+        let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+        if var("GEOTURN_PUBLIC_HOST").map(|e| e["value"].clone())
+            != Some(Yaml::from("$(NODE_NAME).$(RELAY_DOMAIN)"))
+        {
+            problems.push(format!(
+                "{}: GEOTURN_PUBLIC_HOST is not $(NODE_NAME).$(RELAY_DOMAIN)",
+                c.workload
+            ));
+        }
+        // $(VAR) expands only variables defined earlier in the list.
+        let position = |name: &str| env.iter().position(|e| e["name"] == name);
+        if !(position("NODE_NAME") < position("GEOTURN_PUBLIC_HOST")
+            && position("RELAY_DOMAIN") < position("GEOTURN_PUBLIC_HOST"))
+        {
+            problems.push(format!(
+                "{}: NODE_NAME and RELAY_DOMAIN must come before GEOTURN_PUBLIC_HOST",
+                c.workload
+            ));
+        }
+        if var("NODE_NAME").map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+            != Some(Yaml::from("spec.nodeName"))
+        {
+            problems.push(format!("{}: NODE_NAME is not the node's name", c.workload));
+        }
+        let domain_ref = var("RELAY_DOMAIN").map(|e| e["valueFrom"]["configMapKeyRef"].clone());
+        if domain_ref
+            .as_ref()
+            .map(|r| (r["name"].clone(), r["key"].clone()))
+            != Some((Yaml::from("geoturn-relay"), Yaml::from("RELAY_DOMAIN")))
+        {
+            problems.push(format!(
+                "{}: RELAY_DOMAIN is not the ConfigMap's",
+                c.workload
+            ));
+        }
+        // The Secret mounted for TLS is the one the Certificate writes, covering the names.
+        let cert_path = c.get("GEOTURN_TLS_CERT").unwrap_or_default().to_owned();
+        let mounts = c.spec["volumeMounts"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        let volumes = c.pod["volumes"].as_sequence().cloned().unwrap_or_default();
+        let secret = mounts
+            .iter()
+            .find(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|p| cert_path.starts_with(p))
+            })
+            .and_then(|m| volumes.iter().find(|v| v["name"] == m["name"]))
+            .and_then(|v| v["secret"]["secretName"].as_str().map(str::to_owned));
+        let covering = certificates.iter().any(|cert| {
+            cert["spec"]["secretName"].as_str() == secret.as_deref()
+                && string_list(&cert["spec"]["dnsNames"]).contains(&format!("*.{domain}"))
+        });
+        if !covering {
+            problems.push(format!(
+                "{}: no Certificate writes its TLS Secret {secret:?} for *.{domain}",
+                c.workload
+            ));
+        }
+    }
+    let dns: Vec<&Yaml> = k8s
+        .workloads()
+        .map(|(_, w)| w)
+        .filter(|w| w["metadata"]["name"] == "geoturn-external-dns")
+        .collect();
+    for w in &dns {
+        let args = string_list(&w["spec"]["template"]["spec"]["containers"][0]["args"]);
+        for want in [
+            "--source=node".to_owned(),
+            format!("--fqdn-template={{{{.Name}}}}.{domain}"),
+            format!("--domain-filter={domain}"),
+            "--label-filter=geoturn.example.org/relay=true".to_owned(),
+        ] {
+            if !args.contains(&want) {
+                problems.push(format!("external-dns lacks {want}: {args:?}"));
+            }
+        }
+    }
+    if dns.is_empty() {
+        problems.push("no external-dns publishes the relays' names".into());
+    }
+    assert_none(&problems, "relay names");
+}
