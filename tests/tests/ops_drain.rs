@@ -239,20 +239,30 @@ fn sigterm_drains_and_exits_at_the_deadline() {
 fn startup_log(extra: &[&str]) -> String {
     let dir = geoturn_tests::temp_dir("startup-log");
     let log_path = dir.join("relay.log");
-    let (udp, http) = (
-        geoturn_tests::free_udp_port(),
-        geoturn_tests::free_tcp_port(),
-    );
+    // Port 0 everywhere: the relay picks free ports itself (a port chosen here could be taken
+    // by a parallel test before the relay binds it).
     let mut cmd = Command::new(geoturn_bin());
-    cmd.args(["relay", "--listen", &format!("127.0.0.1:{udp}")])
-        .args(["--http", &format!("127.0.0.1:{http}")])
+    cmd.args(["relay", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--relay-ports", "31000-31999"])
         .args(extra)
         .env("GEOTURN_AUTH_SECRETS", SECRET)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap());
-    let child = ChildGuard::spawn(&mut cmd).unwrap();
-    wait_http(format!("127.0.0.1:{http}").parse().unwrap());
+    let mut child = ChildGuard::spawn(&mut cmd).unwrap();
+    // The start-up warnings follow the "relay listening" line at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("relay listening") {
+            break;
+        }
+        let exited = child.wait_timeout(Duration::from_millis(50)).unwrap();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "the relay did not start ({exited:?}):\n{log}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
     drop(child);
     std::fs::read_to_string(&log_path).unwrap()
 }
@@ -292,7 +302,7 @@ fn a_relay_that_reaches_inside_says_so_at_start() {
 fn a_tls_relay_without_a_name_says_so_at_start() {
     let dir = geoturn_tests::temp_dir("tls-name");
     let cert = geoturn_tests::tls::write_cert(&dir, "relay");
-    let tls = format!("127.0.0.1:{}", geoturn_tests::free_tcp_port());
+    let tls = "127.0.0.1:0".to_owned();
     let flags = |name: Option<&str>| {
         let mut f = vec![
             "--tls-cert".to_owned(),
