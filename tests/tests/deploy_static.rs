@@ -3243,3 +3243,59 @@ fn relays_have_names_their_certificate_covers() {
     }
     assert_none(&problems, "relay names");
 }
+
+/// Terraform gives every relay a name its certificate can cover: each region's relays get
+/// `relay_names` (a domain and a zone); at boot a relay publishes INSTANCE_ID.<domain> and uses
+/// it as GEOTURN_PUBLIC_HOST; scale-in deletes the record after the drain; the instance role may
+/// change A records under that domain only.
+#[test]
+fn terraform_relays_publish_their_own_names() {
+    let mut problems = Vec::new();
+    let mut regions = 0;
+    for e in deployment()
+        .into_values()
+        .filter(|e| e.module.dir.ends_with("modules/relay-region"))
+    {
+        regions += 1;
+        let names = e.vars.get("relay_names").and_then(Value::as_object);
+        let field = |k: &str| {
+            names
+                .and_then(|n| n.get(k))
+                .map(text)
+                .unwrap_or_default()
+        };
+        if field("domain").is_empty() || field("zone_id").is_empty() {
+            problems.push(format!("{}: no relay_names ({names:?})", e.label));
+        }
+    }
+    let m = Module::load(&repo().join("terraform/modules/relay-region"));
+    let template = read(&repo().join("terraform/modules/relay-region/cloud-init.yaml.tftpl"));
+    for want in [
+        "host=\"$instance.${relay_domain}\"",
+        "\\\"Action\\\":\\\"UPSERT\\\"",
+        "\\\"Action\\\":\\\"DELETE\\\"",
+        "$${host:+GEOTURN_PUBLIC_HOST=$host}",
+    ] {
+        if !template.contains(want) {
+            problems.push(format!("cloud-init.yaml.tftpl lacks {want}"));
+        }
+    }
+    let policy = m
+        .blocks("data")
+        .map(|(_, b)| b)
+        .find(|b| b.labels().get(1).map(|l| l.as_str()) == Some("relay"))
+        .map(|b| hcl_text(b.body()))
+        .unwrap_or_default();
+    for want in [
+        "route53:ChangeResourceRecordSets",
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames",
+        "\"*.${statement.value.domain}\"",
+        "route53:ChangeResourceRecordSetsRecordTypes",
+    ] {
+        if !policy.contains(want) {
+            problems.push(format!("the relay role's policy lacks {want}"));
+        }
+    }
+    assert!(regions > 0, "no relay-region module call");
+    assert_none(&problems, "relay names in terraform");
+}

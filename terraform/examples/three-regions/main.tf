@@ -34,6 +34,9 @@ provider "aws" {
 
 locals {
   primary_region = "eu-central-1"
+  # Every relay is INSTANCE_ID.relays.<domain>; the certificate in the secret covers the
+  # wildcard (terraform/README.md).
+  relay_names = { domain = "relays.${var.domain}", zone_id = var.zone_id }
   relay_common = {
     geoturn_url    = var.geoturn_url
     geoturn_sha256 = var.geoturn_sha256
@@ -53,6 +56,7 @@ module "us_east" {
   geoturn_sha256     = local.relay_common.geoturn_sha256
   secret_arn         = module.global.secret_arns["us-east-1"]
   realm              = var.domain
+  relay_names        = local.relay_names
   api = {
     image           = var.api_image
     certificate_arn = var.api_certificate_arns["us-east-1"]
@@ -76,6 +80,7 @@ module "eu_central" {
   geoturn_sha256     = local.relay_common.geoturn_sha256
   secret_arn         = module.global.secret_arns["eu-central-1"]
   realm              = var.domain
+  relay_names        = local.relay_names
   api = {
     image           = var.api_image
     certificate_arn = var.api_certificate_arns["eu-central-1"]
@@ -96,6 +101,7 @@ module "ap_southeast" {
   geoturn_sha256     = local.relay_common.geoturn_sha256
   secret_arn         = module.global.secret_arns["ap-southeast-1"]
   realm              = var.domain
+  relay_names        = local.relay_names
   api = {
     image           = var.api_image
     certificate_arn = var.api_certificate_arns["ap-southeast-1"]

@@ -33,6 +33,26 @@ data "aws_iam_policy_document" "relay" {
     }
   }
 
+  # Each relay publishes, and at scale-in removes, its own A record under the relays' domain.
+  dynamic "statement" {
+    for_each = var.relay_names == null ? [] : [var.relay_names]
+    content {
+      sid       = "PublishOwnName"
+      actions   = ["route53:ChangeResourceRecordSets"]
+      resources = ["arn:aws:route53:::hostedzone/${statement.value.zone_id}"]
+      condition {
+        test     = "ForAllValues:StringLike"
+        variable = "route53:ChangeResourceRecordSetsNormalizedRecordNames"
+        values   = ["*.${statement.value.domain}"]
+      }
+      condition {
+        test     = "ForAllValues:StringEquals"
+        variable = "route53:ChangeResourceRecordSetsRecordTypes"
+        values   = ["A"]
+      }
+    }
+  }
+
   # The drain handler (cloud-init) tells the group when the relay has drained.
   statement {
     sid       = "FinishScaleIn"

@@ -51,6 +51,8 @@ resource "aws_launch_template" "relay" {
     drain_timeout              = var.drain_timeout
     asg_name                   = local.asg_name
     lifecycle_hook_name        = local.lifecycle_hook_name
+    relay_domain               = var.relay_names == null ? "" : var.relay_names.domain
+    relay_zone_id              = var.relay_names == null ? "" : var.relay_names.zone_id
     # The same files as a hand-made install (deploy/): one unit, one drain script.
     relay_unit = file("${path.module}/../../../deploy/systemd/geoturn-relay.service")
     sysusers   = file("${path.module}/../../../deploy/systemd/geoturn.sysusers")

@@ -213,3 +213,12 @@ variable "first_contact_tls_alt_port" {
     error_message = "A port number, 1-65535."
   }
 }
+
+variable "relay_names" {
+  description = "A DNS name per relay for its turn:/turns: URLs (browsers verify a turns: certificate against the URL's host): at boot each relay publishes INSTANCE_ID.<domain> -> its public IPv4 address in Route 53 zone zone_id and uses it as --public-host; scale-in removes the record after the drain. The TLS certificate in the secret must cover *.<domain>. Null: relays are named by IP, and browsers refuse their turns: URLs."
+  type = object({
+    domain  = string
+    zone_id = string
+  })
+  default = null
+}
