@@ -50,16 +50,81 @@ fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-fn admin(summary: &str, status: &str, params: Value) -> Value {
+fn admin(summary: &str, status: &str, params: Value, schema: Value) -> Value {
     let mut responses = errors();
-    responses[status] = ok_json(summary, json!({"type": "object"}));
+    responses[status] = ok_json(summary, schema);
     json!({"summary": summary, "security": [{"bearer": []}], "parameters": params, "responses": responses})
+}
+
+/// An object with exactly these properties, all required.
+fn strict_object(properties: Value) -> Value {
+    let required: Vec<String> = properties
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    json!({"type": "object", "required": required, "additionalProperties": false, "properties": properties})
+}
+
+/// A stable operationId from the method and path: `post` `/v1/admin/secrets/rotate` is
+/// `postAdminSecretsRotate` (the `/v1` prefix and path parameters' braces dropped).
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_owned();
+    for word in path
+        .trim_start_matches("/v1")
+        .split(['/', '-', '.', '{', '}'])
+        .filter(|w| !w.is_empty())
+    {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            id.extend(first.to_uppercase());
+            id.push_str(chars.as_str());
+        }
+    }
+    id
+}
+
+/// Gives every operation of `doc` its [`operation_id`].
+fn add_operation_ids(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if let Some(ops) = item.as_object_mut() {
+            for (method, op) in ops.iter_mut() {
+                op["operationId"] = Value::String(operation_id(method, path));
+            }
+        }
+    }
+}
+
+/// `GET /readyz`'s body, ready or not.
+fn readiness() -> Value {
+    strict_object(json!({
+        "ready": {"type": "boolean"},
+        "stopping": {"type": "boolean"},
+        "registry": {"enum": ["ok", "unreachable", "never read"]},
+        "snapshot": {"enum": ["fresh", "stale"]},
+        "snapshotAgeMs": {"type": "integer"},
+        "relays": {"type": "integer"},
+        "secrets": {"type": "integer"},
+    }))
 }
 
 /// The document.
 pub fn document() -> Value {
+    let mut doc = paths_and_schemas();
+    add_operation_ids(&mut doc);
+    doc
+}
+
+fn paths_and_schemas() -> Value {
     let relays_get = {
-        let mut get = admin("The relay load snapshot (API keys)", "200", json!([]));
+        let mut get = admin(
+            "The relay load snapshot (API keys)",
+            "200",
+            json!([]),
+            json!({}),
+        );
         get["responses"]["200"] = ok_json(
             "The relay load snapshot (API keys)",
             json!({"$ref": "#/components/schemas/RelaysSnapshot"}),
@@ -75,6 +140,20 @@ pub fn document() -> Value {
         r
     };
     let id_param = |name: &str| json!([{"name": name, "in": "path", "required": true, "schema": user_schema()}]);
+    let rotate = {
+        let mut op = admin(
+            "Create a new active secret; older ones retire after max TTL (admin)",
+            "201",
+            json!([]),
+            strict_object(json!({
+                "id": {"type": "string"},
+                "retiring": {"type": "array", "items": strict_object(json!({"id": {"type": "string"}, "notAfter": {"type": "string", "format": "date-time"}}))},
+                "removed": {"type": "array", "items": {"type": "string"}}})),
+        );
+        op["responses"]["409"] =
+            error_response("Secrets are static (no --secrets-key): nothing to rotate");
+        op
+    };
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -166,12 +245,20 @@ pub fn document() -> Value {
                 },
             }},
             "/v1/relays": {"get": relays_get},
-            "/v1/admin/secrets": {"get": admin("Live TURN secrets, active first (an API key with the secrets:read scope, or admin)", "200", json!([]))},
-            "/v1/admin/secrets/rotate": {"post": admin("Create a new active secret; older ones retire after max TTL (admin)", "201", json!([]))},
-            "/v1/admin/users/{id}/revoke": {"post": admin("Refuse a user's current credentials on every relay (admin)", "202", id_param("id"))},
-            "/v1/admin/relays/{id}/drain": {"post": admin("Drain a relay (admin)", "202", id_param("id"))},
+            "/v1/admin/secrets": {"get": admin("Live TURN secrets, active first (an API key with the secrets:read scope, or admin)", "200", json!([]),
+                strict_object(json!({
+                    "secrets": {"type": "array", "items": strict_object(json!({
+                        "id": {"type": "string"}, "secret": {"type": "string"},
+                        "notAfter": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}], "description": "When a retiring secret stops validating; null for the active one"},
+                        "active": {"type": "boolean"}}))},
+                    "maxTtl": {"type": "integer", "description": "Longest credential lifetime, seconds"}})))},
+            "/v1/admin/secrets/rotate": {"post": rotate},
+            "/v1/admin/users/{id}/revoke": {"post": admin("Refuse a user's current credentials on every relay (admin)", "202", id_param("id"),
+                strict_object(json!({"user": {"type": "string"}, "revoked": {"const": true}})))},
+            "/v1/admin/relays/{id}/drain": {"post": admin("Drain a relay (admin)", "202", id_param("id"),
+                strict_object(json!({"relay": {"type": "string"}, "draining": {"const": true}})))},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "Readiness with snapshot freshness", "responses": {"200": ok_json("ready", json!({"type": "object"})), "503": ok_json("not ready", json!({"type": "object"}))}}},
+            "/readyz": {"get": {"summary": "Readiness with snapshot freshness", "responses": {"200": ok_json("ready", readiness()), "503": ok_json("not ready (or stopping)", readiness())}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/v1/client.js": {"get": {"summary": "The browser client: an ES module that fetches ICE servers, refreshes them before expiresAt and backs off on 429/503 (no authentication; any origin may import it)",
@@ -213,5 +300,20 @@ mod tests {
         for path in paths.keys() {
             assert!(ROUTES.contains(&path.as_str()), "{path} is not a route");
         }
+    }
+
+    #[test]
+    fn every_operation_has_a_unique_operation_id() {
+        let doc = document();
+        let mut ids = Vec::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                ids.push(op["operationId"].as_str().unwrap().to_owned());
+            }
+        }
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        assert!(ids.contains(&"postAdminSecretsRotate".to_owned()), "{ids:?}");
+        assert!(ids.contains(&"getIceServers".to_owned()), "{ids:?}");
     }
 }
