@@ -41,6 +41,16 @@ enum Command {
     /// Load generator: N allocations over UDP with timestamped traffic to in-process echo
     /// peers; reports packets/s, loss, round-trip percentiles, allocation rate (see BENCHMARKS.md).
     Bench(Box<geoturn_bench::BenchOptions>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) for geoturn.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages, geoturn(1) and one per subcommand (geoturn-relay(1), ...), into DIR.
+    Man {
+        /// Where to write them (e.g. /usr/share/man/man1).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `geoturn up`: a development setup on this machine. It reads no `GEOTURN_*` variable (an
@@ -175,6 +185,24 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Bench(opts) => Ok(geoturn_bench::run_and_print(&opts)?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "geoturn", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory as _;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            Ok(())
+        }
         Command::Route(opts) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

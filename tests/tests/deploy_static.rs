@@ -3258,12 +3258,7 @@ fn terraform_relays_publish_their_own_names() {
     {
         regions += 1;
         let names = e.vars.get("relay_names").and_then(Value::as_object);
-        let field = |k: &str| {
-            names
-                .and_then(|n| n.get(k))
-                .map(text)
-                .unwrap_or_default()
-        };
+        let field = |k: &str| names.and_then(|n| n.get(k)).map(text).unwrap_or_default();
         if field("domain").is_empty() || field("zone_id").is_empty() {
             problems.push(format!("{}: no relay_names ({names:?})", e.label));
         }
@@ -3298,4 +3293,48 @@ fn terraform_relays_publish_their_own_names() {
     }
     assert!(regions > 0, "no relay-region module call");
     assert_none(&problems, "relay names in terraform");
+}
+
+/// Man pages and shell completions come from the binary's own option definitions (`geoturn man`,
+/// `geoturn completions`), as the Dockerfile installs them: a page per subcommand that lists
+/// the relay's newest options, and a completion script that knows the subcommands.
+#[test]
+fn man_pages_and_completions_come_from_the_binary() {
+    let bin = geoturn_bin();
+    let dir = geoturn_tests::temp_dir("man");
+    let status = std::process::Command::new(&bin)
+        .arg("man")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for page in [
+        "geoturn.1",
+        "geoturn-relay.1",
+        "geoturn-api.1",
+        "geoturn-up.1",
+    ] {
+        assert!(dir.join(page).is_file(), "no {page}");
+    }
+    let relay = read(&dir.join("geoturn-relay.1"));
+    assert!(
+        relay.contains("max\\-new\\-peers\\-per\\-sec"),
+        "geoturn-relay.1 lacks a current option"
+    );
+    let out = std::process::Command::new(&bin)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && script.contains("geoturn__subcmd__relay"),
+        "{script:.200}"
+    );
+    let dockerfile = read(&repo().join("deploy/Dockerfile"));
+    for step in ["geoturn man ", "geoturn completions bash"] {
+        assert!(
+            dockerfile.contains(step),
+            "the Dockerfile does not run `{step}`"
+        );
+    }
 }
