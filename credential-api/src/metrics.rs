@@ -171,6 +171,7 @@ impl ApiMetrics {
         }
         header(w, "geoturn_api_secrets", "gauge", "Live TURN secrets.");
         let _ = writeln!(w, "geoturn_api_secrets {}", gauges.secrets);
+        out.push_str(&geoturn_shared::process_metrics::render());
         out
     }
 }
@@ -198,7 +199,11 @@ mod tests {
         }
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split(' ').nth(2).unwrap();
-            assert!(METRIC_NAMES.contains(&name), "{name} undeclared");
+            assert!(
+                METRIC_NAMES.contains(&name)
+                    || geoturn_shared::process_metrics::NAMES.contains(&name),
+                "{name} undeclared"
+            );
         }
         assert!(text.contains(
             "geoturn_api_request_duration_seconds_bucket{route=\"/v1/ice-servers\",le=\"0.0025\"} 1"

@@ -313,7 +313,10 @@ mod tests {
         }
         let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len(), "{ids:?}");
-        assert!(ids.contains(&"postAdminSecretsRotate".to_owned()), "{ids:?}");
+        assert!(
+            ids.contains(&"postAdminSecretsRotate".to_owned()),
+            "{ids:?}"
+        );
         assert!(ids.contains(&"getIceServers".to_owned()), "{ids:?}");
     }
 }

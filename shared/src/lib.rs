@@ -7,6 +7,7 @@
 //! - [`http_error`]: the JSON error body of every HTTP surface.
 //! - [`load`]: a relay's load, the one formula ranking and sibling choice use.
 //! - [`pii`]: a redacting wrapper for client addresses and user ids in logs.
+//! - [`process_metrics`]: the standard `process_*` metrics (descriptors, memory, CPU).
 //! - `registry` (feature `registry`): relay records, events and encrypted secrets, in memory
 //!   or in Redis. Behind a feature so the sans-IO core, which depends on this crate, stays free
 //!   of tokio and sockets.
@@ -19,6 +20,7 @@ pub mod http_error;
 pub mod http_server;
 pub mod load;
 pub mod pii;
+pub mod process_metrics;
 #[cfg(feature = "registry")]
 pub mod registry;
 pub mod secret_set;

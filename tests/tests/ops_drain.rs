@@ -108,8 +108,16 @@ fn metrics_and_status_follow_traffic() {
     for line in page.body.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();
         assert!(
-            geoturn_relay::ops::metrics::METRIC_NAMES.contains(&name),
+            geoturn_relay::ops::metrics::METRIC_NAMES.contains(&name)
+                || geoturn_shared::process_metrics::NAMES.contains(&name),
             "undocumented metric {name}"
+        );
+    }
+    // The process metrics: descriptors counted, memory and CPU measured.
+    for name in geoturn_shared::process_metrics::NAMES {
+        assert!(
+            metric(&page.body, name, "").is_some_and(|v| v >= 0.0),
+            "{name} missing"
         );
     }
     let status = request(http, "GET", "/status", &[], "").unwrap();
