@@ -38,6 +38,10 @@ enum Command {
     ApiKey(ApiKeyOptions),
     /// Show which relays a client address would be given, and why.
     Route(geoturn_api::route::RouteOptions),
+    /// Operate a fleet through its credential API: list relays, drain one (and wait), list or
+    /// rotate secrets, revoke a user. Exit codes: 0 done, 1 refused by the API, 2 a wait
+    /// timed out, 3 the API unreachable.
+    Ctl(geoturn_api::ctl::CtlOptions),
     /// Load generator: N allocations over UDP with timestamped traffic to in-process echo
     /// peers; reports packets/s, loss, round-trip percentiles, allocation rate (see BENCHMARKS.md).
     Bench(Box<geoturn_bench::BenchOptions>),
@@ -202,6 +206,21 @@ fn main() -> anyhow::Result<()> {
             clap_mangen::generate_to(Cli::command(), &dir)
                 .with_context(|| format!("writing man pages into {}", dir.display()))?;
             Ok(())
+        }
+        Command::Ctl(opts) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(geoturn_api::ctl::run(&opts)) {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("geoturn ctl: {}", e.message);
+                    std::process::exit(i32::from(e.code));
+                }
+            }
         }
         Command::Route(opts) => {
             let rt = tokio::runtime::Builder::new_current_thread()

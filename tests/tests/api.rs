@@ -1729,3 +1729,113 @@ fn jwks_keys_are_fetched_and_fetched_again_for_a_new_key_id() {
     }
     assert_eq!(jwks.fetches(), 2, "made-up key ids made the API fetch");
 }
+
+/// `geoturn ctl` against a live `geoturn up`: the fleet as a table and as JSON, the secrets
+/// (without their values unless asked), a revocation, the exit codes a script relies on (1
+/// refused, 3 unreachable), and a drain waited for until the relay has left.
+#[test]
+fn geoturn_ctl_operates_a_fleet_through_the_api() {
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (relay, ops, api) = (
+        loopback(geoturn_tests::free_udp_port()),
+        loopback(free_port()),
+        loopback(free_port()),
+    );
+    let mut up = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .arg("up")
+            .args(["--listen", &relay.to_string()])
+            .args(["--http", &ops.to_string()])
+            .args(["--api-listen", &api.to_string()])
+            .args(["--api-key", &format!("ops:{ADMIN_KEY}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(15), "geoturn up to be ready", || {
+        get(api, "/readyz", None).is_some_and(|r| {
+            r.status == 200
+                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 1)
+        })
+    });
+    let ctl = |key: &str, api: SocketAddr, args: &[&str]| {
+        let out = Command::new(geoturn_bin())
+            .args(["ctl", "--api", &format!("http://{api}"), "--key", key])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, table, err) = ctl(ADMIN_KEY, api, &["relays"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("local") && l.contains("active")),
+        "{table}"
+    );
+    let (code, json_out, _) = ctl(ADMIN_KEY, api, &["relays", "--json"]);
+    assert_eq!(code, Some(0));
+    let fleet: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(fleet["relays"][0]["id"], "local");
+    let (code, secrets, _) = ctl(ADMIN_KEY, api, &["secrets", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        secrets.contains("yes"),
+        "no active secret listed: {secrets}"
+    );
+    let (code, out, err) = ctl(ADMIN_KEY, api, &["users", "revoke", "mallory"]);
+    assert_eq!((code, out.contains("revoked")), (Some(0), true), "{err}");
+    let (code, _, err) = ctl("not-a-key-0123456789", api, &["relays"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("unknown_api_key"), "{err}");
+    let (code, _, err) = ctl(ADMIN_KEY, loopback(free_port()), &["relays"]);
+    assert_eq!(code, Some(3), "{err}");
+    // A drain (without --wait: `geoturn up` ends with its relay, API included).
+    let (code, out, err) = ctl(ADMIN_KEY, api, &["drain", "local"]);
+    assert_eq!((code, out.trim()), (Some(0), "local: draining"), "{err}");
+    assert!(up.wait_timeout(Duration::from_secs(15)).unwrap().is_some());
+}
+
+/// `geoturn ctl drain ID --wait` in a fleet (relays and API apart, as deployed): it prints the
+/// allocations left and returns once the relay has left the registry; an unknown relay id is
+/// refused with exit code 1.
+#[test]
+fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
+    let f = fleet("ctl-drain", &[]);
+    let ctl = |args: &[&str]| {
+        let out = Command::new(geoturn_bin())
+            .args([
+                "ctl",
+                "--api",
+                &format!("http://{}", f.api_addr),
+                "--key",
+                ADMIN_KEY,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = ctl(&["drain", "no-such-relay"]);
+    assert_eq!(code, Some(1), "{err}");
+    let started = Instant::now();
+    let (code, out, err) = ctl(&["drain", "eu-2", "--wait", "--timeout", "60"]);
+    println!(
+        "geoturn ctl drain eu-2 --wait: {out}{err}({:?})",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("eu-2: drained and gone"), "{out}");
+    assert!(err.contains("eu-2: 0 allocations left"), "{err}");
+    let (_, table, _) = ctl(&["relays"]);
+    assert!(!table.lines().any(|l| l.starts_with("eu-2 ")), "{table}");
+}

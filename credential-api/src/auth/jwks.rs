@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::http::Uri;
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::JwkSet;
+
+use crate::http_client::{Request, tls_config};
 
 use super::AuthConfigError;
 use super::jwt::JwtKey;
@@ -149,9 +148,17 @@ impl JwksSource {
             return;
         }
         *last = Some(Instant::now());
-        let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetch(&self.uri, self.tls.clone()))
+        let request = Request::get(self.uri.clone(), self.tls.clone());
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, request.send(MAX_BODY))
             .await
             .unwrap_or_else(|_| Err("timed out".into()))
+            .and_then(|(status, body)| {
+                if status == 200 {
+                    Ok(body)
+                } else {
+                    Err(format!("HTTP {status}"))
+                }
+            })
             .and_then(|body| self.parse(&body));
         let mut failing = self
             .failing
@@ -214,104 +221,4 @@ impl JwksSource {
             why = "refresh interval";
         }
     }
-}
-
-/// rustls settings for fetching: the system's CA certificates plus those of `ca_file`.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no certificate", path.display()));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err("no CA certificate to verify the JWKS server with (install ca-certificates, or give ca_file)".into());
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// GETs `uri` (HTTP/1.1, TLS when `tls` is given) and returns a 200 answer's body, at most
-/// [`MAX_BODY`] bytes.
-async fn fetch(uri: &Uri, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Bytes, String> {
-    let host = uri
-        .host()
-        .ok_or("no host")?
-        .trim_matches(['[', ']'])
-        .to_owned();
-    let port = uri
-        .port_u16()
-        .unwrap_or(if tls.is_some() { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let request = hyper::Request::get(path)
-        .header(
-            hyper::header::HOST,
-            uri.authority().map_or(host.as_str(), |a| a.as_str()),
-        )
-        .header(hyper::header::ACCEPT, "application/json")
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("geoturn/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = match tls {
-        Some(config) => {
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("server name: {e}"))?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            send(TokioIo::new(stream), request).await?
-        }
-        None => send(TokioIo::new(tcp), request).await?,
-    };
-    if response.status() != hyper::StatusCode::OK {
-        return Err(format!("HTTP {}", response.status()));
-    }
-    Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| format!("body: {e}"))
-}
-
-async fn send<S>(
-    io: S,
-    request: hyper::Request<Empty<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    // Drives the connection; ends with it (the response body is read before this returns).
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))
 }
