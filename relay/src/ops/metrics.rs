@@ -29,7 +29,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "geoturn_redirects_total",
     "geoturn_draining",
     "geoturn_capacity_allocations",
-    "geoturn_capacity_mbps",
+    "geoturn_capacity_bytes_per_second",
     "geoturn_registry_up",
 ];
 
@@ -239,10 +239,10 @@ pub fn render(ops: &Ops) -> String {
         ops.config.capacity_allocations,
     );
     w.single(
-        "geoturn_capacity_mbps",
+        "geoturn_capacity_bytes_per_second",
         "gauge",
-        "Relayed bandwidth this relay is sized for, Mbit/s.",
-        ops.config.capacity_mbps,
+        "Relayed bandwidth this relay is sized for, bytes per second (--capacity-mbps x 125000).",
+        ops.config.capacity_mbps.saturating_mul(125_000),
     );
     // No sample without a registry (nothing to alert on), nor before the first heartbeat.
     w.header(
