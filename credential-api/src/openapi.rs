@@ -150,8 +150,9 @@ fn paths_and_schemas() -> Value {
                 "retiring": {"type": "array", "items": strict_object(json!({"id": {"type": "string"}, "notAfter": {"type": "string", "format": "date-time"}}))},
                 "removed": {"type": "array", "items": {"type": "string"}}})),
         );
-        op["responses"]["409"] =
-            error_response("Secrets are static (no --secrets-key): nothing to rotate");
+        op["responses"]["409"] = error_response(
+            "Secrets are static (no --secrets-key): nothing to rotate; or 16 secrets are still valid (too_many_secrets): rotate again once the oldest retires",
+        );
         op
     };
     json!({

@@ -1839,3 +1839,46 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
     let (_, table, _) = ctl(&["relays"]);
     assert!(!table.lines().any(|l| l.starts_with("eu-2 ")), "{table}");
 }
+
+/// Relays and the API keep at most 16 secrets: a rotation that would make a 17th still-valid
+/// secret is refused (409 too_many_secrets), so no secret falls out of their sets before it
+/// expires and no credential minted with it is refused early.
+#[test]
+fn rotation_stops_at_sixteen_live_secrets() {
+    let (_api, addr) = memory_api(&["--admin-key", &format!("ops:{ADMIN_KEY}")]);
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let rotate = || {
+        call(
+            addr,
+            "POST",
+            "/v1/admin/secrets/rotate",
+            &[("Authorization", &auth)],
+            "",
+        )
+    };
+    let mut rotations = 0;
+    let refused = loop {
+        let r = rotate();
+        if r.status != 201 {
+            break r;
+        }
+        rotations += 1;
+        assert!(rotations <= 16, "no limit after {rotations} rotations");
+    };
+    assert_eq!(
+        (refused.status, error_code(&refused)),
+        (409, "too_many_secrets".into()),
+        "{}",
+        refused.body
+    );
+    // 16 rotations (the static secret is not the registry's): all 16 in the API's set.
+    assert_eq!(rotations, 16);
+    let list = json(&get(addr, "/v1/admin/secrets", Some(ADMIN_KEY)).unwrap());
+    let stored = list["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["id"].as_str().is_some_and(|id| id.starts_with('k')))
+        .count();
+    assert_eq!(stored, 16, "{list}");
+}

@@ -46,9 +46,31 @@ pub async fn rotate_secret(
             "secrets live in the registry only with --secrets-key; this API has static secrets",
         ));
     }
+    // Relays and the API load at most MAX_SECRETS secrets, newest first: a rotation past that
+    // many still-valid secrets would push the oldest out of every set before it expires, and
+    // credentials minted with it would be refused early. So it waits for one to retire.
+    let stored = state
+        .registry
+        .load_secrets()
+        .await
+        .map_err(registry_error)?;
+    let now = unix_secs();
+    let live = stored.live(now).count();
+    if live >= geoturn_shared::secret_set::MAX_SECRETS {
+        let next = stored.live(now).filter_map(|s| s.not_after).min();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_secrets",
+            format!(
+                "{live} secrets are still valid, the most relays and the API keep; rotate again once the oldest retires{}",
+                next.map(|t| format!(" ({})", crate::rfc3339::format_utc(t)))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     let rotation = state
         .secrets
-        .rotate(&state.registry, unix_secs(), state.config.max_ttl)
+        .rotate(&state.registry, now, state.config.max_ttl)
         .await
         .map_err(registry_error)?;
     state.metrics.rotation();
