@@ -1165,30 +1165,7 @@ fn slow_clients(addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
 #[test]
 fn slow_headers_are_capped_and_closed_while_good_clients_are_served() {
     use std::io::Write;
-    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let (relay, ops, api) = (
-        loopback(geoturn_tests::free_udp_port()),
-        loopback(free_port()),
-        loopback(free_port()),
-    );
-    let child = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .arg("up")
-            .args(["--listen", &relay.to_string()])
-            .args(["--http", &ops.to_string()])
-            .args(["--api-listen", &api.to_string()])
-            .args(["--api-key", &format!("ops:{ADMIN_KEY}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    // Ready, with the relay's first heartbeat in the API's snapshot.
-    wait_for(Duration::from_secs(15), "geoturn up to be ready", || {
-        get(api, "/readyz", None).is_some_and(|r| {
-            r.status == 200
-                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 1)
-        }) && get(ops, "/healthz", None).is_some_and(|r| r.status == 200)
-    });
+    let (child, ops, api) = geoturn_up();
     let fd_dir = format!("/proc/{}/fd", child.0.id());
     let fds = || std::fs::read_dir(&fd_dir).unwrap().count();
     let baseline = fds();
@@ -1566,29 +1543,7 @@ fn the_api_keeps_its_openapi_contract_under_schemathesis() {
         "python3 -m venv /opt/schemathesis && /opt/schemathesis/bin/pip install schemathesis==4.32.5 \
          && ln -s /opt/schemathesis/bin/schemathesis /usr/local/bin/ (as .ci/run does)",
     );
-    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let (relay, ops, api) = (
-        loopback(geoturn_tests::free_udp_port()),
-        loopback(free_port()),
-        loopback(free_port()),
-    );
-    let _up = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .arg("up")
-            .args(["--listen", &relay.to_string()])
-            .args(["--http", &ops.to_string()])
-            .args(["--api-listen", &api.to_string()])
-            .args(["--api-key", &format!("ops:{ADMIN_KEY}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    wait_for(Duration::from_secs(15), "geoturn up to be ready", || {
-        get(api, "/readyz", None).is_some_and(|r| {
-            r.status == 200
-                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 1)
-        })
-    });
+    let (_up, _, api) = geoturn_up();
     let out = Command::new(schemathesis)
         .args(["--no-color", "run", &format!("http://{api}/openapi.json")])
         .args(["--checks", "all"])
@@ -1736,28 +1691,7 @@ fn jwks_keys_are_fetched_and_fetched_again_for_a_new_key_id() {
 #[test]
 fn geoturn_ctl_operates_a_fleet_through_the_api() {
     let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let (relay, ops, api) = (
-        loopback(geoturn_tests::free_udp_port()),
-        loopback(free_port()),
-        loopback(free_port()),
-    );
-    let mut up = ChildGuard::spawn(
-        Command::new(geoturn_bin())
-            .arg("up")
-            .args(["--listen", &relay.to_string()])
-            .args(["--http", &ops.to_string()])
-            .args(["--api-listen", &api.to_string()])
-            .args(["--api-key", &format!("ops:{ADMIN_KEY}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    wait_for(Duration::from_secs(15), "geoturn up to be ready", || {
-        get(api, "/readyz", None).is_some_and(|r| {
-            r.status == 200
-                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 1)
-        })
-    });
+    let (mut up, _, api) = geoturn_up();
     let ctl = |key: &str, api: SocketAddr, args: &[&str]| {
         let out = Command::new(geoturn_bin())
             .args(["ctl", "--api", &format!("http://{api}"), "--key", key])
@@ -1881,4 +1815,33 @@ fn rotation_stops_at_sixteen_live_secrets() {
         .filter(|s| s["id"].as_str().is_some_and(|id| id.starts_with('k')))
         .count();
     assert_eq!(stored, 16, "{list}");
+}
+
+/// `geoturn up` on free loopback ports with the admin key `ops:ADMIN_KEY`, once its API has the
+/// relay's first heartbeat and its ops port answers: the process, the ops and the API address.
+fn geoturn_up() -> (ChildGuard, SocketAddr, SocketAddr) {
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (relay, ops, api) = (
+        loopback(geoturn_tests::free_udp_port()),
+        loopback(free_port()),
+        loopback(free_port()),
+    );
+    let child = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .arg("up")
+            .args(["--listen", &relay.to_string()])
+            .args(["--http", &ops.to_string()])
+            .args(["--api-listen", &api.to_string()])
+            .args(["--api-key", &format!("ops:{ADMIN_KEY}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(15), "geoturn up to be ready", || {
+        get(api, "/readyz", None).is_some_and(|r| {
+            r.status == 200
+                && serde_json::from_str::<Value>(&r.body).is_ok_and(|v| v["relays"] == 1)
+        }) && get(ops, "/healthz", None).is_some_and(|r| r.status == 200)
+    });
+    (child, ops, api)
 }
