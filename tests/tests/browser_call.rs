@@ -51,12 +51,17 @@ fn wait_for(within: Duration, what: &str, mut pred: impl FnMut() -> bool) {
 }
 
 /// `node browser.mjs PAGE` in the client namespace: `page` (a file of tests/browser) evaluated
-/// in `browser` (`chromium` or `firefox`).
-fn page_script(client: &NetNs, browser: &str, page: &str) -> std::process::Command {
+/// in `browser` (`chromium` or `firefox`) on the API at `api`, with the app's key, for a client
+/// placed in Frankfurt.
+fn page_script(client: &NetNs, browser: &str, page: &str, api: &str) -> std::process::Command {
     let mut cmd = client.command("node");
     cmd.arg(browser_dir().join("browser.mjs"))
         .arg(page)
-        .env("BROWSER", browser);
+        .env("BROWSER", browser)
+        .env("GEOTURN_API_URL", format!("http://{api}"))
+        .env("GEOTURN_APP_KEY", APP_KEY)
+        .env("GEOTURN_CLIENT_IP", "192.0.2.10")
+        .stderr(Stdio::inherit());
     cmd
 }
 
@@ -82,12 +87,8 @@ fn try_call(
     only_urls: Option<&str>,
     env: &[(&str, &str)],
 ) -> Result<Value, std::process::ExitStatus> {
-    let mut cmd = page_script(client, browser, "call-page.js");
-    cmd.env("GEOTURN_API_URL", format!("http://{API}"))
-        .env("GEOTURN_APP_KEY", APP_KEY)
-        .env("GEOTURN_CLIENT_IP", "192.0.2.10")
-        .env("GEOTURN_COUNT", count.to_string())
-        .stderr(Stdio::inherit());
+    let mut cmd = page_script(client, browser, "call-page.js", API);
+    cmd.env("GEOTURN_COUNT", count.to_string());
     if let Some(urls) = only_urls {
         cmd.env("GEOTURN_ONLY_URLS", urls);
     }
@@ -129,12 +130,9 @@ fn allocations_created(ns: &NetNs, at_least: f64) -> f64 {
 /// One RTCPeerConnection in `browser` (`chromium` or `firefox`) gathering relay candidates
 /// with the answer of the API at `api`.
 fn gather(client: &NetNs, browser: &str, api: &str) -> Value {
-    let mut cmd = page_script(client, browser, "gather-page.js");
-    cmd.env("GEOTURN_API_URL", format!("http://{api}"))
-        .env("GEOTURN_APP_KEY", APP_KEY)
-        .env("GEOTURN_CLIENT_IP", "192.0.2.10")
-        .stderr(Stdio::inherit());
-    let out = cmd.output().unwrap();
+    let out = page_script(client, browser, "gather-page.js", api)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{browser}: gathering failed ({})",
@@ -352,12 +350,9 @@ fn allocation_costs(service: &Service, browser: &str) -> Vec<(usize, f64)> {
 /// its ranking, credentials refreshed into a live peer connection, a 429 retried after its
 /// Retry-After, a refused key reported at once with the API's code.
 fn client_module(client: &NetNs, browser: &str) {
-    let mut cmd = page_script(client, browser, "client-check.js");
-    cmd.env("GEOTURN_API_URL", format!("http://{API}"))
-        .env("GEOTURN_APP_KEY", APP_KEY)
-        .env("GEOTURN_CLIENT_IP", "192.0.2.10")
-        .stderr(Stdio::inherit());
-    let out = cmd.output().unwrap();
+    let out = page_script(client, browser, "client-check.js", API)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{browser}: client-check.js failed ({})",
