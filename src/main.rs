@@ -50,6 +50,9 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the credential API's OpenAPI 3.1 document (what `GET /openapi.json` serves), for
+    /// client generators and reviews without a running API.
+    Openapi,
     /// Write man pages, geoturn(1) and one per subcommand (geoturn-relay(1), ...), into DIR.
     Man {
         /// Where to write them (e.g. /usr/share/man/man1).
@@ -196,6 +199,14 @@ fn main() -> anyhow::Result<()> {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "geoturn", &mut script);
             match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
+        Command::Openapi => {
+            use std::io::Write as _;
+            let doc = serde_json::to_string_pretty(&geoturn_api::openapi::document())?;
+            match writeln!(std::io::stdout(), "{doc}") {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
                 _ => Ok(()),
             }

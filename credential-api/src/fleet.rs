@@ -2,6 +2,8 @@
 
 use geoturn_shared::registry::RelayState;
 
+use crate::answers::{Fleet, RelayView};
+use crate::rfc3339::Timestamp;
 use crate::snapshot::Snapshot;
 use crate::state::AppState;
 
@@ -11,47 +13,48 @@ use crate::state::AppState;
 /// registry could be read. Each relay carries its record's `addresses` and its TURN `urls`
 /// (what the dashboard shows). Names are camelCase and times RFC 3339, as in every answer of
 /// the API; durations are whole milliseconds named `…Ms`.
-pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value {
+pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> Fleet {
     let stale_after = state.config.rank.stale_after;
-    let relays: Vec<_> = snap
+    let relays = snap
         .relays
         .iter()
         .zip(&snap.candidates)
-        .map(|(r, c)| {
-            let state = if c.draining && r.state == RelayState::Active {
+        .map(|(r, c)| RelayView {
+            id: r.id.clone(),
+            region: r.region.clone(),
+            lat: r.lat,
+            lon: r.lon,
+            state: if c.draining && r.state == RelayState::Active {
                 RelayState::Draining
             } else {
                 r.state
-            };
-            serde_json::json!({
-                "id": r.id,
-                "region": r.region,
-                "lat": r.lat,
-                "lon": r.lon,
-                "state": state.as_str(),
-                "version": r.version,
-                "addresses": r.addresses,
-                "urls": r.addresses.turn_urls(),
-                "allocations": r.allocations,
-                "capacityAllocations": r.capacity_allocations,
-                "capacityMbps": r.capacity_mbps,
-                "bpsIn": r.bps_in,
-                "bpsOut": r.bps_out,
-                "ppsIn": r.pps_in,
-                "ppsOut": r.pps_out,
-                "cpu": r.cpu,
-                "startedAt": crate::rfc3339::format_utc_ms(r.started_at_ms),
-                "updatedAt": crate::rfc3339::format_utc_ms(r.updated_at_ms),
-                "heartbeatAgeMs": u64::try_from(c.heartbeat_age.as_millis()).unwrap_or(u64::MAX),
-                "stale": c.heartbeat_age > stale_after,
-            })
+            },
+            version: r.version.clone(),
+            addresses: r.addresses.clone(),
+            urls: r.addresses.turn_urls(),
+            allocations: r.allocations,
+            capacity_allocations: r.capacity_allocations,
+            capacity_mbps: r.capacity_mbps,
+            bps_in: r.bps_in,
+            bps_out: r.bps_out,
+            pps_in: r.pps_in,
+            pps_out: r.pps_out,
+            cpu: r.cpu,
+            started_at: Timestamp::millis(r.started_at_ms),
+            updated_at: Timestamp::millis(r.updated_at_ms),
+            heartbeat_age_ms: millis(c.heartbeat_age),
+            stale: c.heartbeat_age > stale_after,
         })
         .collect();
-    serde_json::json!({
-        "relays": relays,
-        "fetchedAt": crate::rfc3339::format_utc_ms(snap.fetched_at_ms),
-        "staleAfterMs": u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
-        "stale": snap.stale.is_some(),
-        "error": snap.stale.as_ref().map(|s| s.error.clone()),
-    })
+    Fleet {
+        relays,
+        fetched_at: Timestamp::millis(snap.fetched_at_ms),
+        stale_after_ms: millis(stale_after),
+        stale: snap.stale.is_some(),
+        error: snap.stale.as_ref().map(|s| s.error.clone()),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

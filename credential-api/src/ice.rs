@@ -13,7 +13,7 @@ use crate::config::AnswerUrls;
 use serde::Serialize;
 
 /// One `RTCIceServer`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IceServer {
     /// `stun:`, `turn:` or `turns:` URLs.
     pub urls: Vec<String>,

@@ -8,6 +8,7 @@
 //! `geoturn route`, the same ranking for one address on the command line. [`dashboard`] is the
 //! operators' page (`/dashboard`) and its live feed (`/v1/events`), both showing the [`fleet`].
 
+pub mod answers;
 pub mod auth;
 pub mod auth_reload;
 pub mod caller;

@@ -36,6 +36,26 @@ pub fn format_utc_ms(unix_ms: u64) -> String {
     format!("{}.{ms:03}Z", secs.trim_end_matches('Z'))
 }
 
+/// An RFC 3339 time in an answer: serialized as its text, described in the OpenAPI document as
+/// a `date-time` string.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(value_type = String, format = DateTime)]
+pub struct Timestamp(String);
+
+impl Timestamp {
+    /// Unix seconds, shown to the second ([`format_utc`]).
+    #[must_use]
+    pub fn secs(unix_secs: u64) -> Self {
+        Self(format_utc(unix_secs))
+    }
+
+    /// Unix milliseconds, shown to the millisecond ([`format_utc_ms`]).
+    #[must_use]
+    pub fn millis(unix_ms: u64) -> Self {
+        Self(format_utc_ms(unix_ms))
+    }
+}
+
 /// Year, month (1–12) and day (1–31) of the proleptic Gregorian calendar for a count of days
 /// since 1970-01-01.
 ///

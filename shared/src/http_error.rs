@@ -20,17 +20,55 @@ pub fn problem_type(code: &str) -> String {
     format!("tag:geoturn,2026:problem:{code}")
 }
 
+/// A problem details body (RFC 9457 §3.1), with `code` and `error` as extension members.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "RFC 9457 problem details; `code` is the stable machine-readable name and `error` repeats code and detail in the shape of earlier versions"
+    )
+)]
+pub struct Problem {
+    /// A URI naming the problem: `tag:geoturn,2026:problem:` and the code.
+    #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
+    pub type_uri: String,
+    /// The status's reason phrase.
+    pub title: &'static str,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a person; never holds a secret.
+    pub detail: String,
+    /// The stable machine-readable name.
+    pub code: String,
+    /// `code` and `detail` as earlier versions answered them (DESIGN.md §5).
+    pub error: LegacyError,
+}
+
+/// The error body of earlier versions, kept inside [`Problem`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LegacyError {
+    /// The problem's code.
+    pub code: String,
+    /// The problem's detail.
+    pub message: String,
+}
+
 /// The problem details body for `status` (the HTTP status code), `code` and `message`.
-pub fn error_body(status: u16, code: &str, message: &str) -> serde_json::Value {
-    let title = title(status);
-    serde_json::json!({
-        "type": problem_type(code),
-        "title": title,
-        "status": status,
-        "detail": message,
-        "code": code,
-        "error": {"code": code, "message": message},
-    })
+pub fn error_body(status: u16, code: &str, message: &str) -> Problem {
+    Problem {
+        type_uri: problem_type(code),
+        title: title(status),
+        status,
+        detail: message.to_owned(),
+        code: code.to_owned(),
+        error: LegacyError {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    }
 }
 
 /// The status's reason phrase (RFC 9110), the problem's `title`.
@@ -60,7 +98,9 @@ fn title(status: u16) -> &'static str {
 mod tests {
     #[test]
     fn shape_and_escaping() {
-        let body = super::error_body(404, "not_found", "no \"such\" endpoint");
+        let body =
+            serde_json::to_value(super::error_body(404, "not_found", "no \"such\" endpoint"))
+                .unwrap();
         assert_eq!(
             body,
             serde_json::json!({

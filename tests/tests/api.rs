@@ -1544,7 +1544,19 @@ fn the_api_keeps_its_openapi_contract_under_schemathesis() {
          && ln -s /opt/schemathesis/bin/schemathesis /usr/local/bin/ (as .ci/run does)",
     );
     let (_up, _, api) = geoturn_up();
+    // `geoturn openapi` prints the document the API serves, for generators without a live API.
+    let printed = Command::new(geoturn_tests::process::geoturn_bin())
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed, json(&get(api, "/openapi.json", None).unwrap()));
+    assert_eq!(printed["openapi"], "3.1.0");
+    // Its cache of found failures goes to a directory of its own, not into the repository.
+    let workdir = geoturn_tests::temp_dir("schemathesis");
     let out = Command::new(schemathesis)
+        .current_dir(&workdir)
         .args(["--no-color", "run", &format!("http://{api}/openapi.json")])
         .args(["--checks", "all"])
         .args(["-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
@@ -1552,6 +1564,7 @@ fn the_api_keeps_its_openapi_contract_under_schemathesis() {
         .args(["--exclude-path-regex", "drain"])
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&workdir);
     let report = String::from_utf8_lossy(&out.stdout);
     let summary = report
         .lines()

@@ -28,10 +28,12 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::answers::SnapshotEvent;
 use crate::caller::{ApiCaller, PathParam, require_api_key};
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
 use crate::state::{AppState, credential_headers};
+use geoturn_shared::http_error::Problem;
 
 /// Event streams open at once in this process; more get 503 (a reconnect loop or a crowd of
 /// tabs cannot exhaust the server's connections).
@@ -77,11 +79,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 
 /// `GET /dashboard`: the page.
+#[utoipa::path(get, tag = "dashboard", path = "/dashboard",
+    summary = "The operators' dashboard (HTML; asks for an API key, then reads /v1/events)",
+    responses((status = 200, description = "The page, with a Content-Security-Policy allowing this origin only",
+        body = String, content_type = "text/html")))]
 pub async fn page() -> Response {
     embedded("text/html; charset=utf-8", INDEX_HTML)
 }
 
 /// `GET /dashboard/{asset}`: the page's script, style sheet and map.
+#[utoipa::path(get, tag = "dashboard", path = "/dashboard/{asset}", summary = "The dashboard's files",
+    params(("asset" = String, Path, description = "app.js, style.css, world.svg or favicon.svg")),
+    responses(
+        (status = 200, description = "JavaScript, CSS or SVG",
+            content((String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
+        (status = 404, description = "No such file", body = Problem, content_type = "application/problem+json")))]
 pub async fn asset(PathParam(name): PathParam) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, body)) => embedded(content_type, body),
@@ -222,6 +234,16 @@ impl Feed {
 }
 
 /// `GET /v1/events`: the load snapshot as server-sent events (API keys, as `GET /v1/relays`).
+#[utoipa::path(get, tag = "dashboard", path = "/v1/events",
+    summary = "The relay load snapshot (the /v1/relays JSON) as server-sent events: one `snapshot` event at once, then one per snapshot refresh (API keys)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "text/event-stream of `event: snapshot` with the /v1/relays JSON (the Fleet schema) as data; keep-alive comments every 15 s; the stream ends after 30 minutes (reconnect)",
+            body = SnapshotEvent, content_type = "text/event-stream"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an API key (JWT callers may not read the fleet)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited, or this caller already holds 8 event streams (too_many_streams); see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many event streams open (too_many_streams); poll /v1/relays or retry after Retry-After", body = Problem, content_type = "application/problem+json")))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     ApiCaller(caller): ApiCaller,

@@ -10,10 +10,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use geoturn_shared::registry::{RegistryError, RegistryEvent};
 
+use crate::answers::Fleet;
+use crate::answers::{DrainRequested, LiveSecret, RetiringSecret, Revoked, Rotated, SecretsList};
 use crate::caller::{Admin, ApiCaller, PathParam, SecretsReader, require_api_key};
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
+use crate::openapi::{Problems, UserId};
+use crate::rfc3339::Timestamp;
 use crate::state::{AppState, credential_headers};
+use geoturn_shared::http_error::Problem;
 
 fn registry_error(e: RegistryError) -> ApiError {
     tracing::warn!(error = %e, "registry call failed");
@@ -35,6 +40,14 @@ fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /v1/admin/secrets/rotate` → 201 with the new secret's id and the retiring ones.
+#[utoipa::path(post, tag = "admin", path = "/v1/admin/secrets/rotate",
+    summary = "Create a new active secret; older ones retire after max TTL (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Rotated", body = Rotated),
+        (status = 409, description = "Secrets are static (no --secrets-key): nothing to rotate; or 16 secrets are still valid (too_many_secrets): rotate again once the oldest retires",
+            body = Problem, content_type = "application/problem+json"),
+        Problems))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -75,18 +88,27 @@ pub async fn rotate_secret(
         .map_err(registry_error)?;
     state.metrics.rotation();
     tracing::info!(caller = %caller.name, secret_id = %rotation.id, "secret rotated");
-    let body = serde_json::json!({
-        "id": rotation.id,
-        "retiring": rotation.retiring.iter().map(|r| serde_json::json!({
-            "id": r.id, "notAfter": crate::rfc3339::format_utc(r.not_after),
-        })).collect::<Vec<_>>(),
-        "removed": rotation.removed,
-    });
+    let body = Rotated {
+        id: rotation.id,
+        retiring: rotation
+            .retiring
+            .into_iter()
+            .map(|r| RetiringSecret {
+                id: r.id,
+                not_after: Timestamp::secs(r.not_after),
+            })
+            .collect(),
+        removed: rotation.removed,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `GET /v1/admin/secrets`: the live set, newest (active) first, for signaling servers that
 /// mint credentials themselves (the `secrets:read` scope, or admin).
+#[utoipa::path(get, tag = "admin", path = "/v1/admin/secrets",
+    summary = "Live TURN secrets, active first (an API key with the secrets:read scope, or admin)",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The live secrets", body = SecretsList), Problems))]
 pub async fn list_secrets(
     State(state): State<Arc<AppState>>,
     _reader: SecretsReader,
@@ -96,18 +118,18 @@ pub async fn list_secrets(
     let active = set.active(now).map(|s| s.id.clone());
     let secrets: Vec<_> = set
         .live(now)
-        .map(|s| {
-            serde_json::json!({
-                "id": s.id,
-                "secret": String::from_utf8_lossy(s.value.expose()),
-                "notAfter": s.not_after.map(crate::rfc3339::format_utc),
-                "active": Some(&s.id) == active.as_ref(),
-            })
+        .map(|s| LiveSecret {
+            id: s.id.clone(),
+            secret: String::from_utf8_lossy(s.value.expose()).into_owned(),
+            not_after: s.not_after.map(Timestamp::secs),
+            active: Some(&s.id) == active.as_ref(),
         })
         .collect();
-    let mut response =
-        Json(serde_json::json!({"secrets": secrets, "maxTtl": state.config.max_ttl}))
-            .into_response();
+    let mut response = Json(SecretsList {
+        secrets,
+        max_ttl: state.config.max_ttl,
+    })
+    .into_response();
     credential_headers(&mut response, &state);
     Ok(response)
 }
@@ -120,6 +142,11 @@ const REVOCATION_SLACK_SECS: u64 = 300;
 /// start or reconnect later, or miss the event, load it; it lasts until every credential that
 /// could have been minted before it has expired (`--max-ttl`, at least a day, for signaling
 /// servers minting with the shared secret).
+#[utoipa::path(post, tag = "admin", path = "/v1/admin/users/{id}/revoke",
+    summary = "Refuse a user's current credentials on every relay (admin)",
+    params(("id" = UserId, Path, description = "The TURN user id")),
+    security(("bearer" = [])),
+    responses((status = 202, description = "Revoked", body = Revoked), Problems))]
 pub async fn revoke_user(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -145,7 +172,10 @@ pub async fn revoke_user(
     tracing::info!(caller = %caller.name, user = %geoturn_shared::pii::Pii(&user), "user revoked");
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"user": user, "revoked": true})),
+        Json(Revoked {
+            user,
+            revoked: true,
+        }),
     )
         .into_response())
 }
@@ -154,6 +184,14 @@ pub async fn revoke_user(
 /// API instance no longer hands the relay out (others as soon as the event reaches them).
 /// The relay stops taking allocations, finishes the ones it has, and leaves; its own registry
 /// record says `draining` once it has heard, normally within milliseconds.
+#[utoipa::path(post, tag = "admin", path = "/v1/admin/relays/{id}/drain", summary = "Drain a relay (admin)",
+    params(("id" = UserId, Path, description = "The relay id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Drain requested", body = DrainRequested),
+        (status = 404, description = "No relay with this id is registered (unknown_relay)",
+            body = Problem, content_type = "application/problem+json"),
+        Problems))]
 pub async fn drain_relay(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -179,13 +217,19 @@ pub async fn drain_relay(
     tracing::info!(caller = %caller.name, %relay, "drain requested");
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"relay": relay, "draining": true})),
+        Json(DrainRequested {
+            relay,
+            draining: true,
+        }),
     )
         .into_response())
 }
 
 /// `GET /v1/relays`: the load snapshot, for dashboards and operators (API keys only: it lists
 /// the fleet's addresses and load).
+#[utoipa::path(get, tag = "admin", path = "/v1/relays", summary = "The relay load snapshot (API keys)",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The fleet", body = Fleet), Problems))]
 pub async fn relays(
     State(state): State<Arc<AppState>>,
     ApiCaller(caller): ApiCaller,

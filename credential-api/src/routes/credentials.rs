@@ -19,13 +19,19 @@ use axum::response::{IntoResponse, Response};
 use geoturn_geo::{ClientLocation, rank_relays};
 use geoturn_shared::RestCredential;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::json_body;
+use crate::answers::{
+    CloudflareAnswer, CloudflareError, CloudflareErrorItem, IceServersAnswer, TurnRestAnswer,
+};
 use crate::auth::{Caller, CallerKind};
 use crate::caller::{PathParam, authenticate, authenticate_key, request_ip, require_api_key};
 use crate::config::MAX_RELAYS_PER_ANSWER;
 use crate::error::ApiError;
 use crate::ice::{IceServer, chosen, ice_servers, turn_uris};
+use crate::openapi::{CloudflareProblems, IpAddress, Problems, TurnService, UserId};
+use crate::rfc3339::Timestamp;
 use crate::state::AppState;
 use crate::state::credential_headers;
 
@@ -33,20 +39,31 @@ use crate::state::credential_headers;
 const MAX_USER_LEN: usize = 128;
 
 /// What a caller may ask for (query string or JSON body).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[schema(as = IceRequest)]
+#[into_params(parameter_in = Query)]
 pub struct IceParams {
-    /// Credential lifetime in seconds; capped by `--max-ttl`.
+    /// Credential lifetime in seconds, capped by --max-ttl.
     #[serde(default, deserialize_with = "ttl_seconds")]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
+    #[param(minimum = 1, maximum = 4_294_967_295_u64)]
     pub ttl: Option<u64>,
-    /// The client's address, when a backend asks on a browser's behalf (API keys only).
-    /// `clientIp`, as every name the API answers with; `client_ip`, its first spelling, too.
+    /// The client's address, when a backend asks on a browser's behalf (API-key callers only);
+    /// its first spelling, client_ip, is still accepted.
     #[serde(rename = "clientIp", alias = "client_ip")]
+    #[schema(value_type = Option<IpAddress>)]
+    #[param(value_type = Option<IpAddress>)]
     pub client_ip: Option<IpAddr>,
-    /// How many relays.
+    /// Relays to return.
     #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 8)]
+    #[param(minimum = 1, maximum = 8)]
     pub count: Option<usize>,
-    /// The TURN user id (API keys only; a JWT's `sub` is its user).
+    /// TURN user id (API-key callers; a JWT's sub is its user). Without one, each credential
+    /// gets its own: the key's name, `~` and 12 random hex digits.
+    #[schema(value_type = Option<UserId>)]
+    #[param(value_type = Option<UserId>)]
     pub user: Option<String>,
 }
 
@@ -221,17 +238,20 @@ fn mint(
 }
 
 fn ice_response(state: &Arc<AppState>, minted: Minted) -> Response {
-    let body = serde_json::json!({
-        "iceServers": minted.servers,
-        "ttl": minted.ttl,
-        "expiresAt": crate::rfc3339::format_utc(minted.expires_at),
-    });
+    let body = IceServersAnswer {
+        ice_servers: minted.servers,
+        ttl: minted.ttl,
+        expires_at: Timestamp::secs(minted.expires_at),
+    };
     let mut response = Json(body).into_response();
     credential_headers(&mut response, state);
     response
 }
 
-/// `GET /v1/ice-servers?ttl=&client_ip=&count=&user=`
+/// `GET /v1/ice-servers?ttl=&clientIp=&count=&user=`
+#[utoipa::path(get, tag = "credentials", path = "/v1/ice-servers", summary = "ICE servers for the caller's client",
+    params(IceParams), security(("bearer" = [])),
+    responses((status = 200, description = "ICE servers", body = IceServersAnswer), Problems))]
 pub async fn get_ice_servers(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -246,6 +266,11 @@ pub async fn get_ice_servers(
 }
 
 /// `POST /v1/ice-servers` with the same fields as a JSON body (an empty body is fine).
+#[utoipa::path(post, tag = "credentials", path = "/v1/ice-servers",
+    summary = "ICE servers for the caller's client (JSON body)",
+    request_body(content = Option<IceParams>, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "ICE servers", body = IceServersAnswer), Problems))]
 pub async fn post_ice_servers(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -260,20 +285,28 @@ pub async fn post_ice_servers(
 }
 
 /// The TURN REST draft's query: `service`, `username`, `key`, plus our `ttl`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TurnRestParams {
     /// Must be `turn`.
+    #[param(required = true, value_type = TurnService)]
     pub service: Option<String>,
     /// The user id the username carries.
+    #[param(value_type = Option<UserId>)]
     pub username: Option<String>,
-    /// The API key (the draft's way); an `Authorization` header works too.
+    /// The API key (the draft's way); the Authorization header works too.
     pub key: Option<String>,
     /// Lifetime in seconds.
     #[serde(default, deserialize_with = "ttl_seconds")]
+    #[param(minimum = 1, maximum = 4_294_967_295_u64)]
     pub ttl: Option<u64>,
 }
 
 /// `GET /v1/turn-rest?service=turn&username=U&key=K` → `{"username","password","ttl","uris"}`.
+#[utoipa::path(get, tag = "credentials", path = "/v1/turn-rest",
+    summary = "draft-uberti-behave-turn-rest-00 credentials (API keys, in `key` or the Authorization header)",
+    params(TurnRestParams),
+    responses((status = 200, description = "Credentials", body = TurnRestAnswer), Problems))]
 pub async fn turn_rest(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -298,31 +331,40 @@ pub async fn turn_rest(
         ..IceParams::default()
     };
     let minted = mint(&state, &caller, &params, ip)?;
-    let body = serde_json::json!({
-        "username": minted.credential.username,
-        "password": minted.credential.password,
-        "ttl": minted.ttl,
-        "uris": minted.uris,
-    });
+    let body = TurnRestAnswer {
+        username: minted.credential.username,
+        password: minted.credential.password,
+        ttl: minted.ttl,
+        uris: minted.uris,
+    };
     let mut response = Json(body).into_response();
     credential_headers(&mut response, &state);
     Ok(response)
 }
 
 /// Cloudflare's request body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CloudflareRequest)]
 pub struct CloudflareParams {
     /// Lifetime in seconds.
     #[serde(default, deserialize_with = "ttl_seconds")]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
     pub ttl: Option<u64>,
     /// Cloudflare's name for a caller-chosen user id.
+    #[schema(value_type = Option<UserId>)]
     pub custom_identifier: Option<String>,
 }
 
 /// `POST /v1/turn/keys/{key_id}/credentials/generate-ice-servers` → 201 `{"iceServers":[…]}`.
 /// `key_id` is the calling API key's name. Errors come in Cloudflare's envelope, so a client
 /// written for Cloudflare's TURN service reads them as it reads Cloudflare's.
+#[utoipa::path(post, tag = "credentials", path = "/v1/turn/keys/{key_id}/credentials/generate-ice-servers",
+    summary = "Cloudflare-compatible ICE servers (key_id is the API key's name)",
+    params(("key_id" = UserId, Path, description = "The calling API key's name")),
+    request_body(content = Option<CloudflareParams>, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses((status = 201, description = "ICE servers", body = CloudflareAnswer), CloudflareProblems))]
 pub async fn cloudflare_generate(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -346,12 +388,15 @@ fn cloudflare_error(e: &ApiError) -> Response {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => 10_000,
         s => s.as_u16(),
     };
-    let body = serde_json::json!({
-        "success": false,
-        "errors": [{"code": code, "message": e.message}],
-        "messages": [],
-        "result": null,
-    });
+    let body = CloudflareError {
+        success: false,
+        errors: vec![CloudflareErrorItem {
+            code,
+            message: e.message.clone(),
+        }],
+        messages: Vec::new(),
+        result: None,
+    };
     let mut response = (e.status, Json(body)).into_response();
     e.add_headers(response.headers_mut());
     response
@@ -382,7 +427,9 @@ async fn cloudflare_answer(
     let minted = mint(state, &caller, &params, ip)?;
     let mut response = (
         StatusCode::CREATED,
-        Json(serde_json::json!({"iceServers": minted.servers})),
+        Json(CloudflareAnswer {
+            ice_servers: minted.servers,
+        }),
     )
         .into_response();
     credential_headers(&mut response, state);

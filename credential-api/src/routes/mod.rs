@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body parsed into `T`; an empty body is `T::default()`. Errors are 4xx with the JSON
+/// A JSON body parsed into `T`; an empty body, or `null`, is `T::default()`. Errors are 4xx with the JSON
 /// error shape (axum's own rejections are plain text).
 pub(crate) fn json_body<T: DeserializeOwned + Default>(
     body: Result<Bytes, BytesRejection>,
@@ -21,6 +21,7 @@ pub(crate) fn json_body<T: DeserializeOwned + Default>(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice::<Option<T>>(&bytes)
+        .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::bad_request("bad_json", format!("request body: {e}")))
 }

@@ -8,12 +8,15 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::answers::{Freshness, Readiness, RegistryHealth};
 use crate::metrics::Gauges;
 use crate::state::AppState;
 use geoturn_shared::clock::unix_ms;
 use geoturn_shared::clock::unix_secs;
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, tag = "ops", path = "/healthz", summary = "Liveness",
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -21,6 +24,10 @@ pub async fn healthz() -> &'static str {
 /// `GET /readyz`: 200 once the registry has been read and a secret can mint, with the
 /// snapshot's freshness in the body (a stale snapshot still serves, so it stays ready), but
 /// not why the registry is unreachable.
+#[utoipa::path(get, tag = "ops", path = "/readyz", summary = "Readiness with snapshot freshness",
+    responses(
+        (status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "not ready (or stopping)", body = Readiness)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let snap = state.snapshot.get();
     let secrets = state.secrets.snapshot();
@@ -29,15 +36,25 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     // while it finishes what it has.
     let stopping = state.is_stopping();
     let ready = snap.loaded() && can_mint && !stopping;
-    let body = serde_json::json!({
-        "ready": ready,
-        "stopping": stopping,
-        "registry": if snap.stale.is_some() { "unreachable" } else if snap.loaded() { "ok" } else { "never read" },
-        "snapshot": if snap.stale.is_some() { "stale" } else { "fresh" },
-        "snapshotAgeMs": snap.age(unix_ms()).as_millis() as u64,
-        "relays": snap.relays.len(),
-        "secrets": secrets.live(unix_secs()).count(),
-    });
+    let body = Readiness {
+        ready,
+        stopping,
+        registry: if snap.stale.is_some() {
+            RegistryHealth::Unreachable
+        } else if snap.loaded() {
+            RegistryHealth::Ok
+        } else {
+            RegistryHealth::NeverRead
+        },
+        snapshot: if snap.stale.is_some() {
+            Freshness::Stale
+        } else {
+            Freshness::Fresh
+        },
+        snapshot_age_ms: u64::try_from(snap.age(unix_ms()).as_millis()).unwrap_or(u64::MAX),
+        relays: snap.relays.len() as u64,
+        secrets: secrets.live(unix_secs()).count() as u64,
+    };
     // No registry error text here: this endpoint is unauthenticated, and the text can name
     // hosts and ports. It is in the log (once per outage) and in `/v1/relays` for callers.
     let status = if ready {
@@ -49,6 +66,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, tag = "ops", path = "/metrics", summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text exposition", body = String,
+        content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let snap = state.snapshot.get();
     let stale_after = state.config.rank.stale_after;
@@ -81,6 +101,9 @@ pub const CLIENT_JS: &str = include_str!("../client/geoturn-client.js");
 
 /// `GET /v1/client.js`: the browser client, an ES module any origin may import (it holds no
 /// secret; module scripts from another origin need CORS).
+#[utoipa::path(get, tag = "ops", path = "/v1/client.js",
+    summary = "The browser client: an ES module that fetches ICE servers, refreshes them before expiresAt and backs off on 429/503 (no authentication; any origin may import it)",
+    responses((status = 200, description = "JavaScript module", body = String, content_type = "text/javascript")))]
 pub async fn client_js() -> Response {
     (
         [
@@ -95,6 +118,8 @@ pub async fn client_js() -> Response {
 }
 
 /// `GET /openapi.json`.
+#[utoipa::path(get, tag = "ops", path = "/openapi.json", summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
 pub async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }

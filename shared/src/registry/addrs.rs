@@ -55,16 +55,22 @@ pub enum UrlChoice {
 /// `{"udp":["203.0.113.5:3478"],"tcp":["203.0.113.5:3478"],"tls":["203.0.113.5:5349"],"host":"turn.example.com"}`,
 /// IPv6 addresses as `"[2001:db8::1]:3478"`, `host` `null` when none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = RelayAddresses))]
 pub struct RelayAddrs {
-    /// TURN over UDP (`turn:…?transport=udp`).
+    /// TURN over UDP (`turn:…?transport=udp`), `IP:port`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub udp: Vec<SocketAddr>,
-    /// TURN over TCP (`turn:…?transport=tcp`).
+    /// TURN over TCP (`turn:…?transport=tcp`), `IP:port`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub tcp: Vec<SocketAddr>,
-    /// TURN over TLS (`turns:…?transport=tcp`).
+    /// TURN over TLS (`turns:…?transport=tcp`), `IP:port`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub tls: Vec<SocketAddr>,
     /// The relay's public host name (`--public-host`): used in its URLs in place of the IP and
     /// as the TLS certificate name. The addresses above stay IPs either way.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub host: Option<String>,
 }
 

@@ -19,6 +19,7 @@ const MAX_VERSION_LEN: usize = 64;
 
 /// Whether a relay takes new allocations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum RelayState {

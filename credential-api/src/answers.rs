@@ -1,0 +1,294 @@
+//! Every JSON answer of the API as a type: the handlers serialize these, and the OpenAPI
+//! document ([`crate::openapi`]) describes these, so the two cannot drift apart.
+//!
+//! Names are camelCase and times RFC 3339 ([`Timestamp`]) throughout; durations are whole
+//! milliseconds named `…Ms` or seconds named `ttl`/`maxTtl`. Types an answer must hold exactly
+//! (the admin answers) carry `deny_unknown_fields`: serde ignores it when serializing, and the
+//! schema turns it into `additionalProperties: false`.
+
+use geoturn_shared::registry::{RelayAddrs, RelayState};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::ice::IceServer;
+use crate::rfc3339::Timestamp;
+
+/// `GET`/`POST /v1/ice-servers`: what `new RTCPeerConnection({iceServers})` takes, and when
+/// the credential in it expires.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServersAnswer {
+    /// STUN first, then each chosen relay, best first, then the anycast entry if configured.
+    pub ice_servers: Vec<IceServer>,
+    /// The credential's lifetime, seconds.
+    pub ttl: u64,
+    /// When the credential stops working: refresh before.
+    pub expires_at: Timestamp,
+}
+
+/// `GET /v1/turn-rest`: draft-uberti-behave-turn-rest-00 §2.2.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TurnRestAnswer {
+    /// The TURN username (`expiry:user`).
+    pub username: String,
+    /// The TURN password (base64 HMAC of the username).
+    pub password: String,
+    /// Lifetime, seconds.
+    pub ttl: u64,
+    /// TURN URLs, best relay first.
+    pub uris: Vec<String>,
+}
+
+/// `POST …/generate-ice-servers`: Cloudflare's answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudflareAnswer {
+    /// As in [`IceServersAnswer`].
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Cloudflare's API error envelope: code 10000 for authentication errors, else the HTTP
+/// status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CloudflareError {
+    /// Always false.
+    #[schema(schema_with = always_false)]
+    pub success: bool,
+    /// One entry.
+    pub errors: Vec<CloudflareErrorItem>,
+    /// Always empty.
+    #[schema(max_items = 0)]
+    pub messages: Vec<String>,
+    /// Always null.
+    #[schema(schema_with = null, required = true)]
+    pub result: Option<()>,
+}
+
+/// One error of [`CloudflareError`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CloudflareErrorItem {
+    /// 10000 (authentication) or the HTTP status.
+    pub code: u16,
+    /// For a person.
+    pub message: String,
+}
+
+/// `GET /v1/admin/secrets`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretsList {
+    /// The live secrets, active (newest) first.
+    pub secrets: Vec<LiveSecret>,
+    /// Longest credential lifetime, seconds.
+    pub max_ttl: u64,
+}
+
+/// One live TURN secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LiveSecret {
+    /// The secret's id.
+    pub id: String,
+    /// The shared secret itself.
+    pub secret: String,
+    /// When a retiring secret stops validating; null for the active one.
+    #[schema(required = true)]
+    pub not_after: Option<Timestamp>,
+    /// Whether credentials are minted with this one.
+    pub active: bool,
+}
+
+/// `POST /v1/admin/secrets/rotate`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rotated {
+    /// The new active secret's id.
+    pub id: String,
+    /// Secrets that still validate until their `notAfter`.
+    pub retiring: Vec<RetiringSecret>,
+    /// Ids of secrets past their time, removed.
+    pub removed: Vec<String>,
+}
+
+/// A secret that validates until `notAfter`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetiringSecret {
+    /// The secret's id.
+    pub id: String,
+    /// When it stops validating.
+    pub not_after: Timestamp,
+}
+
+/// `POST /v1/admin/users/{id}/revoke`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revoked {
+    /// The user id.
+    pub user: String,
+    /// Always true.
+    #[schema(schema_with = always_true)]
+    pub revoked: bool,
+}
+
+/// `POST /v1/admin/relays/{id}/drain`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequested {
+    /// The relay id.
+    pub relay: String,
+    /// Always true.
+    #[schema(schema_with = always_true)]
+    pub draining: bool,
+}
+
+/// `GET /readyz`, ready or not.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Readiness {
+    /// Registry read, a secret can mint, and not stopping.
+    pub ready: bool,
+    /// The process is shutting down.
+    pub stopping: bool,
+    /// Whether the registry answered the last read.
+    pub registry: RegistryHealth,
+    /// Whether the relay snapshot is current.
+    pub snapshot: Freshness,
+    /// The snapshot's age.
+    pub snapshot_age_ms: u64,
+    /// Relays in the snapshot.
+    pub relays: u64,
+    /// Live secrets.
+    pub secrets: u64,
+}
+
+/// The registry as of the last read.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub enum RegistryHealth {
+    /// Read.
+    #[serde(rename = "ok")]
+    Ok,
+    /// The last read failed; the snapshot before it still serves.
+    #[serde(rename = "unreachable")]
+    Unreachable,
+    /// Not read yet.
+    #[serde(rename = "never read")]
+    NeverRead,
+}
+
+/// A snapshot's freshness.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Freshness {
+    /// From the last read.
+    Fresh,
+    /// Older: the registry could not be read since.
+    Stale,
+}
+
+/// `GET /v1/relays`, and the data of every `/v1/events` `snapshot` event: the fleet as of the
+/// snapshot.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Fleet {
+    /// Every relay, as of its last heartbeat.
+    pub relays: Vec<RelayView>,
+    /// When the registry was read.
+    pub fetched_at: Timestamp,
+    /// A heartbeat older than this is stale.
+    pub stale_after_ms: u64,
+    /// The registry could not be read since the snapshot.
+    pub stale: bool,
+    /// Why, when stale.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// One server-sent event of `GET /v1/events`, as the OpenAPI document describes events.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // a schema only: the stream is written by axum's SSE encoder
+pub struct SnapshotEvent {
+    /// Always `snapshot`.
+    #[schema(schema_with = snapshot_event_name)]
+    pub event: String,
+    /// The [`Fleet`] JSON, as `GET /v1/relays` answers it.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// A relay as of its last heartbeat (load in bits and packets per second, capacity), with its
+/// heartbeat age and staleness at the read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Relay)]
+pub struct RelayView {
+    /// Unique id.
+    pub id: String,
+    /// Region name.
+    pub region: String,
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// Draining as soon as the API has asked it to, before its own heartbeat says so.
+    pub state: RelayState,
+    /// Software version.
+    pub version: String,
+    /// Public addresses per transport, and host name.
+    pub addresses: RelayAddrs,
+    /// The TURN URLs built from `addresses`.
+    pub urls: Vec<String>,
+    /// Allocations held.
+    pub allocations: u64,
+    /// Most allocations it takes.
+    pub capacity_allocations: u64,
+    /// Provisioned bandwidth, megabits per second.
+    pub capacity_mbps: u64,
+    /// Relayed bits per second, client to peer.
+    pub bps_in: u64,
+    /// Relayed bits per second, peer to client.
+    pub bps_out: u64,
+    /// Packets per second received.
+    pub pps_in: u64,
+    /// Packets per second sent.
+    pub pps_out: u64,
+    /// Share of the host's CPU, 0.0 to 1.0.
+    pub cpu: f32,
+    /// When the relay started.
+    pub started_at: Timestamp,
+    /// When the record was written.
+    pub updated_at: Timestamp,
+    /// The heartbeat's age at the read.
+    pub heartbeat_age_ms: u64,
+    /// Older than `staleAfterMs`.
+    pub stale: bool,
+}
+
+/// A boolean that is always `value`.
+fn boolean(value: bool) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([value]))
+        .build()
+}
+
+fn always_true() -> utoipa::openapi::Object {
+    boolean(true)
+}
+
+fn always_false() -> utoipa::openapi::Object {
+    boolean(false)
+}
+
+fn null() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .build()
+}
+
+fn snapshot_event_name() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["snapshot"]))
+        .build()
+}
