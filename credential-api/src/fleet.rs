@@ -1,6 +1,7 @@
 //! The fleet as operators see it: `GET /v1/relays` answers it and `GET /v1/events` pushes it.
 
-use geoturn_shared::registry::RelayState;
+use geoturn_geo::Candidate;
+use geoturn_shared::registry::{RelayRecord, RelayState};
 
 use crate::snapshot::Snapshot;
 use crate::state::AppState;
@@ -18,11 +19,7 @@ pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value
         .iter()
         .zip(&snap.candidates)
         .map(|(r, c)| {
-            let state = if c.draining && r.state == RelayState::Active {
-                RelayState::Draining
-            } else {
-                r.state
-            };
+            let state = shown_state(r, c);
             serde_json::json!({
                 "id": r.id,
                 "region": r.region,
@@ -54,4 +51,14 @@ pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> serde_json::Value
         "stale": snap.stale.is_some(),
         "error": snap.stale.as_ref().map(|s| s.error.clone()),
     })
+}
+
+/// A relay's state as operators are shown it: draining as soon as the API was told so (the
+/// candidate's hint), before the relay's own heartbeat says it.
+pub(crate) fn shown_state(r: &RelayRecord, c: &Candidate) -> RelayState {
+    if c.draining && r.state == RelayState::Active {
+        RelayState::Draining
+    } else {
+        r.state
+    }
 }

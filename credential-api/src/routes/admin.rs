@@ -5,7 +5,8 @@ use geoturn_shared::clock::unix_secs;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use geoturn_shared::registry::{RegistryError, RegistryEvent};
@@ -192,6 +193,42 @@ pub async fn relays(
 ) -> Result<Response, ApiError> {
     require_api_key(&caller, "the relay list")?;
     let mut response = Json(fleet_json(&state, &state.snapshot.get())).into_response();
+    credential_headers(&mut response, &state);
+    Ok(response)
+}
+
+/// `GET /v1/history`'s query.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    /// One relay's series instead of the fleet's and the regions'.
+    pub relay: Option<String>,
+}
+
+/// `GET /v1/history[?relay=ID]`: the last hour this API instance recorded (the dashboard's
+/// charts), for API-key callers as `GET /v1/relays`. 404 `unknown_relay` for a relay without a
+/// series (never seen in the window, or beyond the relay cap).
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    ApiCaller(caller): ApiCaller,
+    query: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_api_key(&caller, "the history")?;
+    let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    if let Some(id) = &params.relay {
+        check_id(id, "relay")?;
+    }
+    let answer = state
+        .history()
+        .answer(geoturn_shared::clock::unix_ms(), params.relay.as_deref())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_relay",
+                "no history for this relay: not seen in the last hour, or beyond the relays tracked",
+            )
+        })?;
+    let mut response = Json(answer).into_response();
     credential_headers(&mut response, &state);
     Ok(response)
 }
