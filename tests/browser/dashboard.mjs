@@ -394,7 +394,8 @@ async function fleet(context) {
     if (Math.max(...active) !== 3 || active[active.length - 1] > 1) throw new Error(`active relays over time: ${active}`);
     return { pointsBeforeReload: kept.length, compared, regions: api.regions.length, stepMs: api.stepMs };
   });
-  await shot(page, '6-history-after-reload', true);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, '6-history-after-reload');
 
   const open = remaining[0];
   await check(`a relay row links to its own history (${open})`, 5000, async () => {
@@ -500,6 +501,25 @@ async function scale(context) {
     return { ...fit, truncatedCells: cut.truncated };
   });
   await shot(page, '8-500-relays-1280');
+
+  const step = Number(need('GEOTURN_HISTORY_STEP_MS'));
+  await check('history of 500 relays: a chart per region, the fleet\'s as the API recorded it', 15000, async () => {
+    await until(page, 12000, () => {
+      const svg = document.querySelector('figure[data-chart="fleet-allocations"] svg');
+      return svg && svg.dataset.t.split(',').length >= 8;
+    });
+    const api = await apiHistory();
+    const regions = await page.locator('#region-charts .region-chart').count();
+    if (regions !== api.regions.length || regions < 10) throw new Error(`${regions} region charts, the API has ${api.regions.length}`);
+    const closed = Date.now() - 2 * step;
+    const compared = matchApi(await chartData(page, 'fleet-allocations'), api.fleet, [(p) => p.allocations], closed, 'fleet')
+      + matchApi(await chartData(page, 'fleet-bandwidth'), api.fleet, [(p) => p.bpsIn, (p) => p.bpsOut], closed, 'fleet bandwidth');
+    const values = (await chartData(page, 'fleet-allocations')).lines[0].values;
+    if (new Set(values).size < 2) throw new Error(`the load varied but the chart is flat: ${values}`);
+    return { regions, compared };
+  });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, '10-history-500-relays');
   await check('at 1000 px the table scrolls inside its card, not the page, and Drain stays reachable', 3000, async () => {
     await page.setViewportSize({ width: 1000, height: 800 });
     try {

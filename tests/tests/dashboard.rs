@@ -487,8 +487,12 @@ fn dashboard_in_chromium_shows_the_fleet_live_its_history_drains_and_scales_to_5
                 })
                 .collect();
             let (mut slowest, mut failed) = (Duration::ZERO, 0usize);
+            let mut rounds = 0u32;
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                 let round = Instant::now();
+                // The load swings from round to round (±20 %), so the history charts move.
+                let swing = 1.0 + 0.2 * (f64::from(rounds) / 2.0).sin();
+                rounds += 1;
                 // 50 at a time (the connection pipelines them), each stamped as it is sent. A
                 // write that times out on a busy machine is counted, not fatal: the record
                 // lives 60 s and the next round rewrites it.
@@ -496,6 +500,10 @@ fn dashboard_in_chromium_shows_the_fleet_live_its_history_drains_and_scales_to_5
                     let mut writes = tokio::task::JoinSet::new();
                     for (r, lag) in chunk {
                         let (mut r, lag, registry) = (r.clone(), *lag, registry.clone());
+                        r.allocations =
+                            ((r.allocations as f64 * swing) as u64).min(r.capacity_allocations);
+                        r.bps_in = (r.bps_in as f64 * swing) as u64;
+                        r.bps_out = (r.bps_out as f64 * swing) as u64;
                         writes.spawn(async move {
                             r.updated_at_ms = geoturn_tests::unix_ms() - lag;
                             registry.heartbeat(&r, Duration::from_secs(60)).await
@@ -530,7 +538,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_its_history_drains_and_scales_to_5
         "dashboard: the slowest round of {SYNTHETIC} heartbeats took {slowest:?}; {failed} \
          writes failed"
     );
-    assert_eq!(check_names(&scale).len(), 6, "{scale}");
+    assert_eq!(check_names(&scale).len(), 7, "{scale}");
     eprintln!(
         "dashboard: one render of {} rows takes {} ms in the page; screenshots in {}",
         SYNTHETIC + 1,
@@ -548,6 +556,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_its_history_drains_and_scales_to_5
         "7-relay-history",
         "8-500-relays-1280",
         "9-1000px-card-scrolled",
+        "10-history-500-relays",
     ] {
         let path = shots.join(format!("{name}.png"));
         assert!(path.is_file(), "{name}.png");

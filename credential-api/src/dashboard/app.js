@@ -502,10 +502,23 @@
     queueRender();
   }
 
-  const windowLabel = () => {
-    const ms = hist.stepMs * hist.n;
-    return ms >= 3600000 && ms % 3600000 === 0 ? (ms === 3600000 ? 'hour' : `${ms / 3600000} hours`) : `${Math.round(ms / 60000)} min`;
-  };
+  const span = (ms) => (ms >= 3600000 && ms % 3600000 === 0 ? (ms === 3600000 ? 'hour' : `${ms / 3600000} hours`)
+    : ms >= 120000 ? `${Math.round(ms / 60000)} min` : `${Math.round(ms / 1000)} s`);
+  const windowLabel = () => span(hist.stepMs * hist.n);
+
+  // The time every chart spans: up to the current step, from the window's start or, while this
+  // API instance has recorded less than that (just started), from its oldest point (at least
+  // MIN_STEPS steps): a fresh history fills the width instead of a sliver at the right edge.
+  const MIN_STEPS = 10;
+  function timeAxis() {
+    const step = hist.stepMs;
+    const now = Date.now() + hist.skewMs;
+    const end = now - (now % step);
+    const windowStart = end - (hist.n - 1) * step;
+    const oldest = hist.fleet.length ? hist.fleet[0].t : end;
+    const start = Math.max(windowStart, Math.min(oldest, end - (MIN_STEPS - 1) * step));
+    return { start, end, steps: (end - start) / step };
+  }
 
   // A small chart of `lines` over the window ending at the current step. Drawn as SVG paths
   // (one unit per step across, the peak at the top); a missing step breaks the line. The svg
@@ -513,9 +526,7 @@
   // drawn can be checked against the API's numbers.
   function chart(key, title, series, lines, fmt) {
     const step = hist.stepMs;
-    const now = Date.now() + hist.skewMs;
-    const end = now - (now % step);
-    const start = end - (hist.n - 1) * step;
+    const { start, end, steps } = timeAxis();
     const shown = series.filter((p) => p.t >= start && p.t <= end);
     const H = 40;
     let peak = 0;
@@ -535,12 +546,12 @@
     }).join('');
     const last = shown[shown.length - 1];
     const now2 = last ? lines.map((l) => `<span class="${l.key || ''}">${esc(fmt(l.value(last)))}</span>`).join(' · ') : 'no data yet';
-    const label = `${title}, last ${windowLabel()}: ${shown.length} points, peak ${fmt(peak)}`;
+    const label = `${title}, last ${span(end - start)}: ${shown.length} points, peak ${fmt(peak)}`;
     return `<figure class="chart" data-chart="${esc(key)}">`
       + `<figcaption><span>${esc(title)}</span><span class="now">${now2}</span></figcaption>`
-      + `<svg viewBox="0 0 ${hist.n - 1} ${H}" preserveAspectRatio="none" role="img" aria-label="${esc(label)}" data-t="${shown.map((p) => p.t).join(',')}">`
-      + `<line class="grid" x1="0" y1="${H}" x2="${hist.n - 1}" y2="${H}"/>${paths}</svg>`
-      + `<div class="axis"><span>−${windowLabel()}</span><span>peak ${esc(fmt(peak))}</span><span>now</span></div></figure>`;
+      + `<svg viewBox="0 0 ${steps} ${H}" preserveAspectRatio="none" role="img" aria-label="${esc(label)}" data-t="${shown.map((p) => p.t).join(',')}">`
+      + `<line class="grid" x1="0" y1="${H}" x2="${steps}" y2="${H}"/>${paths}</svg>`
+      + `<div class="axis"><span class="edge">−${span(end - start)}</span><span>peak ${esc(fmt(peak))}</span><span class="edge">now</span></div></figure>`;
   }
 
   const LINES = {
