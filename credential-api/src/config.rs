@@ -562,6 +562,13 @@ mod tests {
             ),
             (
                 ApiOptions {
+                    history_step_ms: Some(999),
+                    ..base()
+                },
+                "history-step-ms",
+            ),
+            (
+                ApiOptions {
                     api_keys: vec!["nocolon".into()],
                     ..base()
                 },

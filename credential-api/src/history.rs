@@ -498,7 +498,7 @@ mod tests {
         let a = relay("a", "eu", Status::Active, 1);
         let b = relay("b", "eu", Status::Draining, 2);
         let c = relay("c", "us", Status::Stale, 4);
-        h.record(T0 + 100, &[a.clone()]);
+        h.record(T0 + 100, std::slice::from_ref(&a));
         // Same step, later: replaces, does not add.
         h.record(T0 + 9_999, &[a.clone(), b.clone(), c.clone()]);
         h.record(T0 + STEP + 1, &[a.clone(), c.clone()]);
