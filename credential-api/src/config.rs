@@ -188,6 +188,11 @@ pub struct ApiOptions {
     #[arg(long, env = "GEOTURN_REFRESH_MS")]
     pub refresh_ms: Option<u64>,
 
+    /// Milliseconds between two points of the dashboard's history (it keeps 360 of them: an
+    /// hour at the default) [default: 10000].
+    #[arg(long, env = "GEOTURN_HISTORY_STEP_MS")]
+    pub history_step_ms: Option<u64>,
+
     /// Anycast TURN URL (`turn:global.example.com:3478?transport=udp`); repeatable. Every
     /// answer then ends with one entry holding these URLs: the fallback that reaches a live
     /// region whatever happened since the answer was made.
@@ -252,6 +257,8 @@ pub struct ApiConfig {
     pub cors_origins: Vec<String>,
     /// Snapshot refresh period.
     pub refresh: Duration,
+    /// Step between two points of the history.
+    pub history_step: Duration,
     /// Anycast TURN URLs, offered last.
     pub anycast_urls: Vec<String>,
     /// JSON logs.
@@ -316,6 +323,7 @@ impl ApiOptions {
             cors_origins: vec_or(self.cors_origins, base.cors_origins),
             heartbeat: self.heartbeat.or(base.heartbeat),
             refresh_ms: self.refresh_ms.or(base.refresh_ms),
+            history_step_ms: self.history_step_ms.or(base.history_step_ms),
             anycast_urls: vec_or(self.anycast_urls, base.anycast_urls),
             log_json: self.log_json || base.log_json,
             auth: AuthConfig {
@@ -352,6 +360,12 @@ impl ApiOptions {
         let refresh_ms = self.refresh_ms.unwrap_or(1000);
         if !(50..=60_000).contains(&refresh_ms) {
             return Err(invalid("refresh-ms", "must be 50 to 60000"));
+        }
+        let history_step_ms = self.history_step_ms.unwrap_or(10_000);
+        // A second at the finest (a point per snapshot at most), a minute at the coarsest
+        // (6 hours of 360 points, the same memory).
+        if !(1_000..=60_000).contains(&history_step_ms) {
+            return Err(invalid("history-step-ms", "must be 1000 to 60000"));
         }
         let rate_limit = self.rate_limit.unwrap_or(20.0);
         if !(rate_limit.is_finite() && rate_limit >= 0.0) {
@@ -466,6 +480,7 @@ impl ApiOptions {
             rate_burst,
             cors_origins: self.cors_origins,
             refresh: Duration::from_millis(refresh_ms),
+            history_step: Duration::from_millis(history_step_ms),
             anycast_urls: self.anycast_urls,
             log_json: self.log_json,
         })
@@ -544,6 +559,13 @@ mod tests {
                     ..base()
                 },
                 "relays-per-answer",
+            ),
+            (
+                ApiOptions {
+                    history_step_ms: Some(999),
+                    ..base()
+                },
+                "history-step-ms",
             ),
             (
                 ApiOptions {

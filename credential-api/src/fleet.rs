@@ -1,6 +1,7 @@
 //! The fleet as operators see it: `GET /v1/relays` answers it and `GET /v1/events` pushes it.
 
-use geoturn_shared::registry::RelayState;
+use geoturn_geo::Candidate;
+use geoturn_shared::registry::{RelayRecord, RelayState};
 
 use crate::answers::{Fleet, RelayView};
 use crate::rfc3339::Timestamp;
@@ -24,11 +25,7 @@ pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> Fleet {
             region: r.region.clone(),
             lat: r.lat,
             lon: r.lon,
-            state: if c.draining && r.state == RelayState::Active {
-                RelayState::Draining
-            } else {
-                r.state
-            },
+            state: shown_state(r, c),
             version: r.version.clone(),
             addresses: r.addresses.clone(),
             urls: r.addresses.turn_urls(),
@@ -57,4 +54,14 @@ pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> Fleet {
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A relay's state as operators are shown it: draining as soon as the API was told so (the
+/// candidate's hint), before the relay's own heartbeat says it.
+pub(crate) fn shown_state(r: &RelayRecord, c: &Candidate) -> RelayState {
+    if c.draining && r.state == RelayState::Active {
+        RelayState::Draining
+    } else {
+        r.state
+    }
 }

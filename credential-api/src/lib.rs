@@ -6,7 +6,8 @@
 //! [`client_ip`]) → GeoIP and `geoturn_geo::rank_relays` over the
 //! [`snapshot`] → [`ice`] (answer) with a credential from [`secrets`]. [`route`] is
 //! `geoturn route`, the same ranking for one address on the command line. [`dashboard`] is the
-//! operators' page (`/dashboard`) and its live feed (`/v1/events`), both showing the [`fleet`].
+//! operators' page (`/dashboard`) and its live feed (`/v1/events`), both showing the [`fleet`],
+//! and its charts' data, the last hour kept by [`history`] (`/v1/history`).
 
 pub mod answers;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod ctl;
 pub mod dashboard;
 pub mod error;
 pub mod fleet;
+pub mod history;
 pub mod http_client;
 pub mod ice;
 pub mod metrics;

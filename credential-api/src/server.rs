@@ -56,6 +56,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/turn-rest",
     "/v1/turn/keys/{key_id}/credentials/generate-ice-servers",
     "/v1/relays",
+    "/v1/history",
     "/v1/admin/secrets",
     "/v1/admin/secrets/rotate",
     "/v1/admin/users/{id}/revoke",
@@ -215,6 +216,7 @@ pub async fn start(
     let refresh = config.refresh;
     let limiter = RateLimiter::new(config.rate_limit, config.rate_burst, MAX_RATE_KEYS);
     let auth = std::sync::RwLock::new(Arc::new(config.auth.clone()));
+    let history = std::sync::Mutex::new(crate::history::History::new(config.history_step));
     let state = Arc::new(AppState {
         config,
         registry: registry.clone(),
@@ -226,6 +228,7 @@ pub async fn start(
         started: Instant::now(),
         stopping: tokio::sync::watch::Sender::new(false),
         auth,
+        history,
     });
     // JWKS keys: fetched now and on their interval, for as long as these keys are in use.
     state.authenticator().start_jwks();
@@ -236,6 +239,7 @@ pub async fn start(
             refresh,
         )),
         tokio::spawn(follow_events(state.clone())),
+        tokio::spawn(record_history(state.clone())),
         tokio::spawn(serve(listener, state.clone())),
     ];
     tracing::info!(%addr, "credential API listening");
@@ -278,6 +282,23 @@ async fn follow_events(state: Arc<AppState>) {
     }
 }
 
+/// Records every new snapshot into the history (the first one, loaded before this starts, too).
+/// A snapshot the registry could not refresh is left out: its numbers are old.
+async fn record_history(state: Arc<AppState>) {
+    let mut changes = state.snapshot.subscribe();
+    let stale_after = state.config.rank.stale_after;
+    loop {
+        let snap = state.snapshot.get();
+        if snap.loaded() && snap.stale.is_none() {
+            let relays = crate::history::RelaySample::from_snapshot(&snap, stale_after);
+            state.history().record(snap.fetched_at_ms, &relays);
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The router with every route and layer.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -291,6 +312,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(routes::credentials::cloudflare_generate),
         )
         .route("/v1/relays", get(routes::admin::relays))
+        .route("/v1/history", get(routes::admin::history))
         .route("/v1/admin/secrets", get(routes::admin::list_secrets))
         .route(
             "/v1/admin/secrets/rotate",

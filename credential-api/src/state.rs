@@ -43,6 +43,9 @@ pub struct AppState {
     /// Who may call: the configured API keys and JWT keys, replaced whole on a reload (SIGHUP,
     /// or a change of the config or key files) so a request sees either the old set or the new.
     pub auth: std::sync::RwLock<Arc<crate::auth::Authenticator>>,
+    /// The last hour of the fleet, for the dashboard's charts (`GET /v1/history`), recorded
+    /// from each new snapshot by `server::record_history`.
+    pub history: std::sync::Mutex<crate::history::History>,
 }
 
 impl AppState {
@@ -57,6 +60,13 @@ impl AppState {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The history, for reading or recording (a poisoned lock still holds whole points).
+    pub fn history(&self) -> std::sync::MutexGuard<'_, crate::history::History> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces the callers' keys (a reload).

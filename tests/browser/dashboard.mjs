@@ -7,7 +7,9 @@
 //   GEOTURN_API_URL      http://127.0.0.1:PORT
 //   GEOTURN_ADMIN_KEY    an admin API key;  GEOTURN_APP_KEY  an API key without the admin scope
 //   GEOTURN_SCREENSHOTS  directory for the PNGs
+//   GEOTURN_HISTORY_STEP_MS  the API's --history-step-ms
 //   CHROMIUM             the browser (default /usr/bin/chromium)
+// The window is 1280x800 (the width the relay table must fit).
 // fleet:  GEOTURN_RELAYS   JSON [{id, region, lat, lon}]
 //         GEOTURN_KILL_ID, GEOTURN_KILL_PID   the relay to SIGKILL (a child of the test process)
 //         GEOTURN_DRAIN_ID                    the relay to drain from the page
@@ -53,9 +55,9 @@ async function check(name, limitMs, fn, since) {
   if (ms > limitMs) throw new Error(`${name} took ${ms} ms, limit ${limitMs} ms`);
 }
 
-async function shot(page, name) {
+async function shot(page, name, fullPage = false) {
   const path = join(need('GEOTURN_SCREENSHOTS'), `${name}.png`);
-  await page.screenshot({ path });
+  await page.screenshot({ path, fullPage });
   results.screenshots.push(path);
   log(`screenshot ${path}`);
 }
@@ -91,6 +93,98 @@ async function openDashboard(context, key, label, expectedErrors) {
   await page.fill('#key', key);
   await page.click('#connect');
   return { page, t0 };
+}
+
+
+// ---------- history and layout helpers ----------
+
+const VIEWPORT = { width: 1280, height: 800 };
+
+// GET v1/history[?relay=ID] from here (not through the page), as the API answers it.
+async function apiHistory(relay) {
+  const url = `${need('GEOTURN_API_URL')}/v1/history${relay ? `?relay=${encodeURIComponent(relay)}` : ''}`;
+  const res = await fetch(url, { headers: { Authorization: `Bearer ${need('GEOTURN_ADMIN_KEY')}` } });
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return res.json();
+}
+
+// What one chart draws: its steps (Unix ms) and each line's values, read from the SVG.
+function chartData(page, key) {
+  return page.evaluate((key) => {
+    const fig = [...document.querySelectorAll('figure.chart')].find((f) => f.dataset.chart === key);
+    if (!fig) return null;
+    const svg = fig.querySelector('svg');
+    const list = (s) => (s ? s.split(',').map(Number) : []);
+    const lines = [...svg.querySelectorAll('path')].map((p) => ({
+      cls: p.getAttribute('class'),
+      values: list(p.dataset.v),
+      // Vertices drawn: every M or L of the path.
+      vertices: (p.getAttribute('d').match(/[ML]/g) || []).length,
+    }));
+    return { t: list(svg.dataset.t), lines };
+  }, key);
+}
+
+// Every point the chart drew before `before` (Unix ms) is the API's point of that step: same
+// time, same values. Returns how many were compared.
+function matchApi(drawn, apiPoints, fields, before, what) {
+  if (!drawn) throw new Error(`${what}: no chart`);
+  const byT = new Map(apiPoints.map((p) => [Date.parse(p.at), p]));
+  let compared = 0;
+  drawn.lines.forEach((line, i) => {
+    if (line.values.length !== drawn.t.length) throw new Error(`${what}: ${line.cls} has ${line.values.length} values for ${drawn.t.length} steps`);
+    if (line.vertices !== drawn.t.length) throw new Error(`${what}: ${line.cls} draws ${line.vertices} vertices for ${drawn.t.length} steps`);
+    drawn.t.forEach((t, j) => {
+      if (t >= before) return;
+      const p = byT.get(t);
+      if (!p) throw new Error(`${what}: the chart has a point at ${new Date(t).toISOString()} the API has not`);
+      const expected = fields[i](p);
+      if (line.values[j] !== expected) throw new Error(`${what}: ${line.cls} at ${new Date(t).toISOString()} is ${line.values[j]}, the API says ${expected}`);
+      compared += 1;
+    });
+  });
+  return compared;
+}
+
+// The page does not scroll sideways, and every Drain button (of the rows, or the first
+// `limit`) lies inside the window and inside the table's card.
+async function fitsWindow(page, limit) {
+  return page.evaluate((limit) => {
+    const doc = document.scrollingElement;
+    const wrap = document.querySelector('.table-wrap').getBoundingClientRect();
+    const buttons = [...document.querySelectorAll('#rows button.drain')].slice(0, limit);
+    const outside = buttons.filter((b) => {
+      const r = b.getBoundingClientRect();
+      return r.left < 0 || r.right > window.innerWidth || r.left < wrap.left || r.right > wrap.right;
+    }).map((b) => b.dataset.id);
+    return { scrollWidth: doc.scrollWidth, innerWidth: window.innerWidth, buttons: buttons.length, outside };
+  }, limit);
+}
+
+// Every cell of the first `limit` rows cut short ("…") has its value as a title.
+function truncatedWithoutTitle(page, limit) {
+  return page.evaluate((limit) => {
+    const rows = [...document.querySelectorAll('#rows > .r')].slice(0, limit);
+    let truncated = 0;
+    const bad = [];
+    for (const row of rows) {
+      for (const cell of row.querySelectorAll('[role="cell"]')) {
+        if (cell.scrollWidth <= cell.clientWidth + 1) continue;
+        truncated += 1;
+        if (!cell.title && !cell.querySelector('[title]')) bad.push(`${row.dataset.id}: ${cell.textContent}`);
+      }
+    }
+    return { truncated, bad };
+  }, limit);
+}
+
+async function layoutAt1280(page, limit) {
+  const fit = await fitsWindow(page, limit);
+  if (fit.innerWidth !== VIEWPORT.width) throw new Error(`window is ${fit.innerWidth} px wide`);
+  if (fit.scrollWidth > fit.innerWidth) throw new Error(`the page scrolls sideways: ${fit.scrollWidth} > ${fit.innerWidth}`);
+  if (fit.buttons === 0) throw new Error('no Drain button to check');
+  if (fit.outside.length) throw new Error(`Drain buttons outside the window or card: ${fit.outside.slice(0, 5)}`);
+  return fit;
 }
 
 async function fleet(context) {
@@ -160,6 +254,7 @@ async function fleet(context) {
     await page.fill('#filter', '');
     await page.click('#relay-head [data-key="region"] button');
   });
+  await check('at 1280x800 the page does not scroll sideways and every Drain button is in view', 2000, async () => layoutAt1280(page));
   await shot(page, '1-initial');
 
   // A key without the admin scope: the Drain button answers 403, the page says so and disables
@@ -256,6 +351,87 @@ async function fleet(context) {
     await until(page, 8000, () => document.getElementById('snapshot').textContent === 'registry ok'
       && document.getElementById('banner').hidden);
   });
+
+  // History: the charts hold the API's points; after a reload they still hold the points of
+  // before it (fetched from the API again), with the API's values.
+  const step = Number(need('GEOTURN_HISTORY_STEP_MS'));
+  const fleetFields = {
+    allocations: [(p) => p.allocations],
+    bandwidth: [(p) => p.bpsIn, (p) => p.bpsOut],
+    relays: [(p) => p.active, (p) => p.draining, (p) => p.stale],
+  };
+  await check('history: the charts keep the points of before a reload, with the API\'s values', 15000, async () => {
+    await until(page, 5000, () => {
+      const svg = document.querySelector('figure[data-chart="fleet-allocations"] svg');
+      return svg && svg.dataset.t.split(',').length >= 10;
+    });
+    const before = await chartData(page, 'fleet-allocations');
+    const reloadAt = Date.now();
+    await page.reload({ waitUntil: 'commit' });
+    await until(page, 10000, (at) => Number(document.body.dataset.historyLoadedAt || 0) >= at
+      && document.querySelector('figure[data-chart="fleet-allocations"] svg'), reloadAt);
+    // Steps closed well before the reload: the page can have them only from the API.
+    const closed = reloadAt - 2 * step;
+    const api = await apiHistory();
+    let compared = 0;
+    for (const [name, fields] of Object.entries(fleetFields)) {
+      compared += matchApi(await chartData(page, `fleet-${name}`), api.fleet, fields, closed, `fleet ${name}`);
+    }
+    const after = await chartData(page, 'fleet-allocations');
+    const kept = before.t.filter((t) => t < closed);
+    const lost = kept.filter((t) => !after.t.includes(t));
+    if (kept.length < 5) throw new Error(`only ${kept.length} points before the reload`);
+    if (lost.length) throw new Error(`${lost.length} of ${kept.length} points of before the reload are gone`);
+    // Per region: each region's chart against the API's series.
+    for (const region of api.regions) {
+      compared += matchApi(await chartData(page, `region-allocations:${region.region}`), region.points, [(p) => p.allocations], closed, `region ${region.region}`);
+      compared += matchApi(await chartData(page, `region-bandwidth:${region.region}`), region.points, [(p) => p.bpsIn + p.bpsOut], closed, `region ${region.region} bandwidth`);
+    }
+    // It is history: three relays active once, one now (one killed, one drained).
+    const relays = await chartData(page, 'fleet-relays');
+    const active = relays.lines[0].values;
+    // (The last may be 0: a relay's record can lapse while Redis was frozen, until its next beat.)
+    if (Math.max(...active) !== 3 || active[active.length - 1] > 1) throw new Error(`active relays over time: ${active}`);
+    return { pointsBeforeReload: kept.length, compared, regions: api.regions.length, stepMs: api.stepMs };
+  });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, '6-history-after-reload');
+
+  const open = remaining[0];
+  await check(`a relay row links to its own history (${open})`, 5000, async () => {
+    const clickedAt = Date.now();
+    await page.locator(`#rows > .r[data-id="${open}"] .id a`).click({ timeout: 2000 });
+    await page.locator('#relay-history').waitFor({ state: 'visible', timeout: 2000 });
+    const hash = await page.evaluate(() => location.hash);
+    if (hash !== `#relay=${open}`) throw new Error(`the address says ${hash}`);
+    await until(page, 3000, (id) => {
+      const svg = [...document.querySelectorAll('#rh-charts figure.chart')].find((f) => f.dataset.chart === `relay-allocations:${id}`)?.querySelector('svg');
+      return svg && svg.dataset.t.split(',').length >= 10;
+    }, open);
+    const api = await apiHistory(open);
+    if (api.relay.id !== open) throw new Error(`the API answered ${api.relay.id}`);
+    const closed = clickedAt - 2 * step;
+    let compared = matchApi(await chartData(page, `relay-allocations:${open}`), api.relay.points, [(p) => p.allocations], closed, `${open} allocations`);
+    compared += matchApi(await chartData(page, `relay-bandwidth:${open}`), api.relay.points, [(p) => p.bpsIn, (p) => p.bpsOut], closed, `${open} bandwidth`);
+    if (compared < 10) throw new Error(`only ${compared} values compared`);
+    return { compared, region: (await page.locator('#rh-region').textContent()).trim() };
+  });
+  await shot(page, '7-relay-history');
+  await check(`the history of ${killId}, killed, opens from its link too`, 5000, async () => {
+    await page.click('#rh-close');
+    await page.locator('#relay-history').waitFor({ state: 'hidden', timeout: 2000 });
+    if (await page.evaluate(() => location.hash)) throw new Error('closing left the relay in the address');
+    await page.evaluate((id) => { location.hash = `#relay=${encodeURIComponent(id)}`; }, killId);
+    await until(page, 3000, (id) => {
+      const svg = [...document.querySelectorAll('#rh-charts figure.chart')].find((f) => f.dataset.chart === `relay-allocations:${id}`)?.querySelector('svg');
+      return svg && svg.dataset.t.length > 0;
+    }, killId);
+    const drawn = await chartData(page, `relay-allocations:${killId}`);
+    const api = await apiHistory(killId);
+    const compared = matchApi(drawn, api.relay.points, [(p) => p.allocations], Date.now() - 2 * step, killId);
+    await page.click('#rh-close');
+    return { points: drawn.t.length, compared };
+  });
 }
 
 async function scale(context) {
@@ -317,6 +493,56 @@ async function scale(context) {
   await page.fill('#filter', '');
   await until(page, 2000, (n) => document.querySelectorAll('#rows > .r').length >= n, minRows);
 
+  await check('500 relays at 1280x800: no sideways page scroll, Drain buttons in view, cut values have a tooltip', 3000, async () => {
+    await page.locator('.relays').scrollIntoViewIfNeeded();
+    const fit = await layoutAt1280(page, 40);
+    const cut = await truncatedWithoutTitle(page, 40);
+    if (cut.bad.length) throw new Error(`cut short without a title: ${cut.bad.slice(0, 5)}`);
+    return { ...fit, truncatedCells: cut.truncated };
+  });
+  await shot(page, '8-500-relays-1280');
+
+  const step = Number(need('GEOTURN_HISTORY_STEP_MS'));
+  await check('history of 500 relays: a chart per region, the fleet\'s as the API recorded it', 15000, async () => {
+    await until(page, 12000, () => {
+      const svg = document.querySelector('figure[data-chart="fleet-allocations"] svg');
+      return svg && svg.dataset.t.split(',').length >= 8;
+    });
+    const api = await apiHistory();
+    const regions = await page.locator('#region-charts .region-chart').count();
+    if (regions !== api.regions.length || regions < 10) throw new Error(`${regions} region charts, the API has ${api.regions.length}`);
+    const closed = Date.now() - 2 * step;
+    const compared = matchApi(await chartData(page, 'fleet-allocations'), api.fleet, [(p) => p.allocations], closed, 'fleet')
+      + matchApi(await chartData(page, 'fleet-bandwidth'), api.fleet, [(p) => p.bpsIn, (p) => p.bpsOut], closed, 'fleet bandwidth');
+    const values = (await chartData(page, 'fleet-allocations')).lines[0].values;
+    if (new Set(values).size < 2) throw new Error(`the load varied but the chart is flat: ${values}`);
+    return { regions, compared };
+  });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, '10-history-500-relays');
+  await check('at 1000 px the table scrolls inside its card, not the page, and Drain stays reachable', 3000, async () => {
+    await page.setViewportSize({ width: 1000, height: 800 });
+    try {
+      const r = await page.evaluate(() => {
+        const wrap = document.querySelector('.table-wrap');
+        const page = document.scrollingElement.scrollWidth;
+        const inner = window.innerWidth;
+        const scrolls = wrap.scrollWidth > wrap.clientWidth;
+        wrap.scrollLeft = wrap.scrollWidth;
+        const box = wrap.getBoundingClientRect();
+        const b = document.querySelector('#rows button.drain').getBoundingClientRect();
+        return { page, inner, scrolls, reachable: b.left >= box.left && b.right <= box.right && b.right <= inner };
+      });
+      if (r.page > r.inner) throw new Error(`the page scrolls sideways: ${r.page} > ${r.inner}`);
+      if (!r.scrolls) throw new Error('the table does not scroll inside its card');
+      if (!r.reachable) throw new Error('the first Drain button is out of reach with the card scrolled');
+      await shot(page, '9-1000px-card-scrolled');
+      return r;
+    } finally {
+      await page.setViewportSize(VIEWPORT);
+    }
+  });
+
   // No per-row listeners: the rows are rebuilt on every update, one listener on the body serves
   // them all (checked through the DevTools protocol).
   await check('rows carry no event listeners of their own', 2000, async () => {
@@ -349,7 +575,7 @@ async function main() {
         '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
         '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-dev-shm-usage',
       ],
-      viewport: { width: 1440, height: 900 },
+      viewport: VIEWPORT,
       timeout: 30_000,
     });
     results.browser = context.browser()?.version() ?? 'chromium';

@@ -9,6 +9,14 @@
 //! 2. `scale`: 500 synthetic records written straight into Redis render within a few seconds,
 //!    sort, and the filter box narrows them.
 //!
+//!    Then, at the end of (1): the history charts hold the API's `/v1/history` points and keep
+//!    those of before a reload; a relay row's link opens that relay's history, a killed relay's
+//!    too; at 1280x800 (the window of both phases) the page never scrolls sideways and every
+//!    Drain button is in view; at 1000 px the table scrolls inside its card.
+//!
+//! A third test checks `GET /v1/history` without a browser: authenticated as `/v1/relays`,
+//! bounded (1 000 relays, 100 regions), shaped as documented.
+//!
 //! Screenshots go to `target/test-artifacts/dashboard/`. The browser side needs
 //! `npm ci --prefix tests/browser` (CI runs it) and `/usr/bin/chromium`; without them this test
 //! fails with the command to run, never skips.
@@ -37,6 +45,8 @@ const HEARTBEAT: f64 = 0.3;
 const NODE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Synthetic records for the scale phase.
 const SYNTHETIC: usize = 500;
+/// The APIs' `--history-step-ms`: a point a second, so a test minute holds 60 of them.
+const HISTORY_STEP_MS: u64 = 1000;
 /// When the synthetic relays "started", before the test.
 const STARTED_AGO_MS: u64 = 3_600_000;
 
@@ -190,6 +200,7 @@ fn start_api(
             .args(["--registry", &redis.url()])
             .args(["--heartbeat", &heartbeat.to_string()])
             .args(["--refresh-ms", &refresh_ms.to_string()])
+            .args(["--history-step-ms", &HISTORY_STEP_MS.to_string()])
             .env("GEOTURN_SECRETS_KEY", SECRETS_KEY)
             .env("GEOTURN_API_KEYS", format!("app:{APP_KEY}"))
             .env("GEOTURN_ADMIN_KEYS", format!("ops:{ADMIN_KEY}"))
@@ -364,7 +375,7 @@ fn synthetic_records(now_ms: u64) -> Vec<RelayRecord> {
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
-fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() {
+fn dashboard_in_chromium_shows_the_fleet_live_its_history_drains_and_scales_to_500_relays() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // Fail early, before starting anything, when the browser side is not installed.
     browser_tools();
@@ -406,6 +417,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
             ("GEOTURN_API_URL", format!("http://{api}")),
             ("GEOTURN_ADMIN_KEY", ADMIN_KEY.to_owned()),
             ("GEOTURN_APP_KEY", APP_KEY.to_owned()),
+            ("GEOTURN_HISTORY_STEP_MS", HISTORY_STEP_MS.to_string()),
         ]
     };
     let mut env = common(api);
@@ -417,7 +429,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
         ("GEOTURN_REDIS_PID", redis.pid().unwrap().to_string()),
     ]);
     let fleet = run_browser("fleet", &env, &shots);
-    assert_eq!(check_names(&fleet).len(), 11, "{fleet}");
+    assert_eq!(check_names(&fleet).len(), 15, "{fleet}");
     assert_eq!(fleet["remaining"], json!(["sin-1"]));
 
     // The page's SIGKILL hit our child; the drained relay exited by itself, cleanly.
@@ -475,8 +487,12 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
                 })
                 .collect();
             let (mut slowest, mut failed) = (Duration::ZERO, 0usize);
+            let mut rounds = 0u32;
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                 let round = Instant::now();
+                // The load swings from round to round (±20 %), so the history charts move.
+                let swing = 1.0 + 0.2 * (f64::from(rounds) / 2.0).sin();
+                rounds += 1;
                 // 50 at a time (the connection pipelines them), each stamped as it is sent. A
                 // write that times out on a busy machine is counted, not fatal: the record
                 // lives 60 s and the next round rewrites it.
@@ -484,6 +500,10 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
                     let mut writes = tokio::task::JoinSet::new();
                     for (r, lag) in chunk {
                         let (mut r, lag, registry) = (r.clone(), *lag, registry.clone());
+                        r.allocations =
+                            ((r.allocations as f64 * swing) as u64).min(r.capacity_allocations);
+                        r.bps_in = (r.bps_in as f64 * swing) as u64;
+                        r.bps_out = (r.bps_out as f64 * swing) as u64;
                         writes.spawn(async move {
                             r.updated_at_ms = geoturn_tests::unix_ms() - lag;
                             registry.heartbeat(&r, Duration::from_secs(60)).await
@@ -518,7 +538,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
         "dashboard: the slowest round of {SYNTHETIC} heartbeats took {slowest:?}; {failed} \
          writes failed"
     );
-    assert_eq!(check_names(&scale).len(), 4, "{scale}");
+    assert_eq!(check_names(&scale).len(), 7, "{scale}");
     eprintln!(
         "dashboard: one render of {} rows takes {} ms in the page; screenshots in {}",
         SYNTHETIC + 1,
@@ -532,8 +552,15 @@ fn dashboard_in_chromium_shows_the_fleet_live_drains_and_scales_to_500_relays() 
         "3b-registry-unreachable",
         "4-500-relays",
         "5-500-relays-filtered",
+        "6-history-after-reload",
+        "7-relay-history",
+        "8-500-relays-1280",
+        "9-1000px-card-scrolled",
+        "10-history-500-relays",
     ] {
-        assert!(shots.join(format!("{name}.png")).is_file(), "{name}.png");
+        let path = shots.join(format!("{name}.png"));
+        assert!(path.is_file(), "{name}.png");
+        eprintln!("dashboard: screenshot {}", path.display());
     }
     drop(relays);
 }
@@ -793,5 +820,306 @@ fn events_stream_is_authenticated_bounded_and_pushes_the_relays_json() {
     eprintln!(
         "events: a place was free again {:?} after a client left",
         t0.elapsed()
+    );
+}
+
+const JWT_SECRET: &str = "history-jwt-secret-0123456789abcdef";
+
+/// An HS256 JWT for `sub`, valid for 5 minutes.
+fn jwt(sub: &str) -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit as _, Mac as _};
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let now = geoturn_tests::unix_secs();
+    let claims =
+        json!({"sub": sub, "iss": "geoturn-test", "aud": "geoturn", "exp": now + 300, "iat": now});
+    let input = format!(
+        "{}.{}",
+        b64(&json!({"alg": "HS256", "typ": "JWT"})),
+        b64(&claims)
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(JWT_SECRET.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{input}.{sig}")
+}
+
+/// Relays and regions written for the history test: five of each beyond the API's caps.
+const HISTORY_RELAYS: u64 = 1_005;
+const HISTORY_REGIONS: u64 = 105;
+
+fn history_record(i: u64, now_ms: u64) -> RelayRecord {
+    let ip = std::net::Ipv4Addr::new(198, 51, 100, (i % 250 + 1) as u8);
+    RelayRecord {
+        id: format!("h-{i:04}"),
+        region: format!("g-{:03}", i % HISTORY_REGIONS),
+        lat: 0.0,
+        lon: 0.0,
+        addresses: RelayAddrs {
+            udp: vec![SocketAddr::from((ip, 3478))],
+            ..Default::default()
+        },
+        capacity_allocations: 100_000,
+        capacity_mbps: 10_000,
+        allocations: i,
+        bps_in: i * 1000,
+        bps_out: i * 2000,
+        pps_in: 0,
+        pps_out: 0,
+        cpu: 0.1,
+        state: RelayState::Active,
+        version: "0.1.0".into(),
+        started_at_ms: now_ms - 60_000,
+        updated_at_ms: now_ms,
+    }
+}
+
+fn sorted_keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+/// Checks one series as documented: at most 360 points of the seven fields, `at` RFC 3339 with
+/// milliseconds on whole steps (1 s here), in increasing order. Returns the last point.
+fn check_series(points: &Value, what: &str) -> Value {
+    let points = points
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: {points}"));
+    assert!(
+        !points.is_empty() && points.len() <= 360,
+        "{what}: {} points",
+        points.len()
+    );
+    let mut last_at = String::new();
+    for p in points {
+        assert_eq!(
+            sorted_keys(p),
+            [
+                "active",
+                "allocations",
+                "at",
+                "bpsIn",
+                "bpsOut",
+                "draining",
+                "stale"
+            ],
+            "{what}: {p}"
+        );
+        let at = p["at"].as_str().unwrap().to_owned();
+        // 2026-01-02T03:04:05.000Z: fixed width, so text order is time order.
+        assert_eq!(at.len(), 24, "{what}: {at}");
+        assert!(
+            at.ends_with(".000Z") && at.as_bytes()[10] == b'T',
+            "{what}: {at}"
+        );
+        assert!(at > last_at, "{what}: {at} after {last_at}");
+        last_at = at;
+    }
+    points.last().unwrap().clone()
+}
+
+/// `GET /v1/history` without a browser: authenticated as `/v1/relays` (401 without a valid key,
+/// 403 for a JWT), bounded (1 005 relays in 105 regions: 1 000 and 100 get a series, the rest
+/// are counted as untracked), and shaped as documented (camelCase, RFC 3339, sums that match
+/// the registry's records); `?relay=` gives one relay's series, 404 for one without.
+#[test]
+fn history_is_authenticated_bounded_and_shaped_as_documented() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let logs = geoturn_tests::temp_dir("dashboard-history-logs");
+    let redis = RedisServer::start();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _api = ChildGuard::spawn(
+        Command::new(geoturn_bin())
+            .args([
+                "api",
+                "--listen",
+                &addr.to_string(),
+                "--registry",
+                &redis.url(),
+            ])
+            .args(["--refresh-ms", "200", "--rate-limit", "0"])
+            .args(["--history-step-ms", &HISTORY_STEP_MS.to_string()])
+            // Stale after 90 s: the records written once stay active for the whole test.
+            .args(["--heartbeat", "30"])
+            .args(["--jwt-issuer", "geoturn-test", "--jwt-audience", "geoturn"])
+            .env("GEOTURN_JWT_HS256_SECRET", JWT_SECRET)
+            .env("GEOTURN_AUTH_SECRETS", "history-test-secret-0123456789")
+            .env("GEOTURN_API_KEYS", format!("app:{APP_KEY}"))
+            .env_remove("GEOTURN_ADMIN_KEYS")
+            .env_remove("GEOTURN_SECRETS_KEY")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log_file(&logs, "api")),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while ready_relays(addr).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the API did not start:{}",
+            dump_logs(&logs)
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    // 1 005 records, written once (they live 60 s), 50 at a time.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = geoturn_tests::unix_ms();
+    let records: Vec<RelayRecord> = (0..HISTORY_RELAYS)
+        .map(|i| history_record(i, now))
+        .collect();
+    rt.block_on(async {
+        let registry = Registry::connect(&redis.url(), "geoturn:", None)
+            .await
+            .unwrap();
+        for chunk in records.chunks(50) {
+            let mut writes = tokio::task::JoinSet::new();
+            for r in chunk {
+                let (r, registry) = (r.clone(), registry.clone());
+                writes.spawn(async move { registry.heartbeat(&r, Duration::from_secs(60)).await });
+            }
+            while let Some(written) = writes.join_next().await {
+                written.unwrap().unwrap();
+            }
+        }
+    });
+    wait_for(
+        Duration::from_secs(15),
+        "the API to list every record",
+        || ready_relays(addr) == Some(HISTORY_RELAYS),
+    );
+
+    let get = |path: &str, auth: Option<&str>| {
+        let header = auth.map(|a| format!("Bearer {a}"));
+        let headers: Vec<(&str, &str)> = header
+            .as_deref()
+            .map(|h| vec![("Authorization", h)])
+            .unwrap_or_default();
+        request(addr, "GET", path, &headers, "").unwrap()
+    };
+
+    // Authenticated as /v1/relays: 401 without a (valid) key, 403 for a JWT caller.
+    for (auth, status) in [(None, 401), (Some("not-a-key"), 401)] {
+        let r = get("/v1/history", auth);
+        assert_eq!(r.status, status, "{auth:?}: {}", r.body);
+    }
+    let token = jwt("alice");
+    assert_eq!(get("/v1/relays", Some(&token)).status, 403);
+    let r = get("/v1/history", Some(&token));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("api_key_required"), "{}", r.body);
+
+    // Three steps recorded with every record in them.
+    let expected_allocations: u64 = records.iter().map(|r| r.allocations).sum();
+    let mut body = Value::Null;
+    wait_for(
+        Duration::from_secs(10),
+        "three full steps of history",
+        || {
+            let r = get("/v1/history", Some(APP_KEY));
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+            assert!(
+                r.header("content-type")
+                    .unwrap()
+                    .starts_with("application/json")
+            );
+            body = serde_json::from_str(&r.body).unwrap();
+            body["fleet"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["allocations"] == expected_allocations)
+                .count()
+                >= 3
+        },
+    );
+    let head = [
+        "generatedAt",
+        "maxRegions",
+        "maxRelays",
+        "points",
+        "stepMs",
+        "untrackedRegions",
+        "untrackedRelays",
+        "windowMs",
+    ];
+    let mut keys: Vec<&str> = head.to_vec();
+    keys.extend(["fleet", "regions"]);
+    keys.sort();
+    assert_eq!(sorted_keys(&body), keys, "{body}");
+    assert_eq!(body["stepMs"], HISTORY_STEP_MS);
+    assert_eq!(body["points"], 360);
+    assert_eq!(body["windowMs"], HISTORY_STEP_MS * 360);
+    assert_eq!(body["maxRelays"], 1000);
+    assert_eq!(body["maxRegions"], 100);
+    // Bounded: five relays and five regions beyond the caps have no series.
+    assert_eq!(body["untrackedRelays"], HISTORY_RELAYS - 1000);
+    assert_eq!(body["untrackedRegions"], HISTORY_REGIONS - 100);
+    assert!(body["generatedAt"].as_str().unwrap().ends_with('Z'));
+    let last = check_series(&body["fleet"], "fleet");
+    assert_eq!(last["allocations"], expected_allocations);
+    assert_eq!(last["bpsIn"], expected_allocations * 1000);
+    assert_eq!(last["bpsOut"], expected_allocations * 2000);
+    assert_eq!(
+        (&last["active"], &last["draining"], &last["stale"]),
+        (&json!(HISTORY_RELAYS), &json!(0), &json!(0))
+    );
+    let regions = body["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 100);
+    for region in regions {
+        assert_eq!(sorted_keys(region), ["points", "region"]);
+        let name = region["region"].as_str().unwrap();
+        let last = check_series(&region["points"], name);
+        let mine: Vec<&RelayRecord> = records.iter().filter(|r| r.region == name).collect();
+        assert_eq!(
+            last["allocations"],
+            mine.iter().map(|r| r.allocations).sum::<u64>(),
+            "{name}"
+        );
+        assert_eq!(last["active"], mine.len(), "{name}");
+    }
+
+    // One relay's series; one beyond the cap has none; bad queries are 400s.
+    let r = get("/v1/history?relay=h-0042", Some(APP_KEY));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let one: Value = serde_json::from_str(&r.body).unwrap();
+    let mut keys: Vec<&str> = head.to_vec();
+    keys.push("relay");
+    keys.sort();
+    assert_eq!(sorted_keys(&one), keys, "{one}");
+    assert_eq!(sorted_keys(&one["relay"]), ["id", "points", "region"]);
+    assert_eq!(one["relay"]["id"], "h-0042");
+    assert_eq!(
+        one["relay"]["region"],
+        format!("g-{:03}", 42 % HISTORY_REGIONS)
+    );
+    let last = check_series(&one["relay"]["points"], "h-0042");
+    assert_eq!(
+        (&last["allocations"], &last["bpsOut"], &last["active"]),
+        (&json!(42), &json!(84_000), &json!(1))
+    );
+    let beyond = get("/v1/history?relay=h-1004", Some(APP_KEY));
+    assert_eq!(beyond.status, 404, "{}", beyond.body);
+    assert!(beyond.body.contains("unknown_relay"), "{}", beyond.body);
+    for bad in ["/v1/history?relay=", "/v1/history?region=g-000"] {
+        let r = get(bad, Some(APP_KEY));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    eprintln!(
+        "history: {} fleet points; the fleet answer for {HISTORY_RELAYS} relays in 100 regions is {} bytes",
+        body["fleet"].as_array().unwrap().len(),
+        serde_json::to_string(&body).unwrap().len()
     );
 }

@@ -5,7 +5,9 @@
 // Data: GET v1/events (server-sent events read with fetch(), because EventSource cannot send an
 // Authorization header), else GET v1/relays every 2 s. Both carry the same JSON: the relays'
 // registry records with heartbeatAgeMs and stale, fetchedAt, staleAfterMs, and whether the
-// API could read the registry (stale, error).
+// API could read the registry (stale, error). The charts start from GET v1/history (the last
+// hour the API recorded, so they survive a reload) and go on from the live snapshots, bucketed
+// as the API does: one point per step, the step's last snapshot wins, stale snapshots skipped.
 //
 // Rendering: each update rebuilds the table body and the map's marker group in one assignment
 // each (throttled to the machine's speed); rows are grid rows with content-visibility, so those
@@ -31,6 +33,9 @@
     updated: $('updated'), banner: $('banner'), toast: $('toast'), rows: $('rows'), head: $('relay-head'),
     filter: $('filter'), shown: $('shown'), markers: $('markers'), regionRows: $('region-rows'),
     regionTotal: $('region-total'), confirm: $('confirm'), confirmId: $('confirm-id'),
+    fleetCharts: $('fleet-charts'), regionCharts: $('region-charts'), historyNote: $('history-note'),
+    relayHistory: $('relay-history'), rhId: $('rh-id'), rhRegion: $('rh-region'), rhNote: $('rh-note'),
+    rhCharts: $('rh-charts'),
   };
 
   const state = {
@@ -50,6 +55,18 @@
     lastRenderAt: 0,        // performance.now() when the last render ended
     lastRenderMs: 0,        // how long it took, layout included
     drawnData: false,       // a snapshot has been drawn (for the first-render mark)
+  };
+
+  // The charts' data: the API's history, then the live snapshots (see appendSnapshot).
+  const hist = {
+    loaded: false,
+    stepMs: 10000,
+    n: 360,                 // points a series holds
+    skewMs: 0,              // the API's clock minus ours, from generatedAt
+    fleet: [],              // points {t, allocations, bpsIn, bpsOut, active, draining, stale}
+    regions: new Map(),     // region -> points
+    dirty: false,           // charts need drawing
+    relay: null,            // the relay history open: { id, region, points, loaded }
   };
 
   // ---------- formatting ----------
@@ -122,6 +139,7 @@
       error: snap.error || null,
     };
     state.receivedAt = now;
+    appendSnapshot(snap);
     expire(now);
     queueRender();
   }
@@ -230,16 +248,19 @@
       : '';
     const cls = v.status === 'stale' || v.status === 'drained' ? 'stale' : v.status;
     const cell = (content, c = '', title = '') => `<span role="cell"${c ? ` class="${c}"` : ''}${title ? ` title="${esc(title)}"` : ''}>${content}</span>`;
+    // Every cell that can be cut short ("…") carries its whole value as its title (tooltip).
+    const allocs = `${int(v.allocations)} / ${int(v.capacityAllocations)}`;
+    const text = (value, c = 'num') => cell(esc(value), c, value);
     return `<div role="row" class="r ${esc(cls)}" data-id="${esc(v.id)}" data-status="${esc(v.status)}">`
-      + cell(esc(v.region))
-      + cell(esc(v.id), 'id', v.id)
+      + cell(esc(v.region), '', v.region)
+      + cell(`<a href="#relay=${esc(encodeURIComponent(v.id))}" title="${esc(`${v.id}: history of the last hour`)}">${esc(v.id)}</a>`, 'id')
       + cell(shortUrls(v.urls), 'urls', v.urls.join('\n'))
       + cell(statusCell(v))
-      + cell(`${int(v.allocations)}<small> / ${int(v.capacityAllocations)}</small>`, 'num')
+      + cell(`${int(v.allocations)}<small> / ${int(v.capacityAllocations)}</small>`, 'num', `${allocs} allocations`)
       + cell(`<span class="load ${loadClass(v)}">${pct(v.load)}</span>`, 'num', `allocations ${pct(v.allocLoad)}, bandwidth ${pct(v.bwLoad)}`)
-      + cell(bits(v.bpsIn), 'num') + cell(bits(v.bpsOut), 'num')
-      + cell(pps(v.ppsIn), 'num') + cell(pps(v.ppsOut), 'num')
-      + cell(age(currentAge(v, now)), 'num')
+      + text(bits(v.bpsIn)) + text(bits(v.bpsOut))
+      + text(pps(v.ppsIn)) + text(pps(v.ppsOut))
+      + text(age(currentAge(v, now)))
       + cell(esc(v.version), 'version', v.version)
       + cell(button, 'actions') + '</div>';
   }
@@ -321,6 +342,7 @@
     el.markers.innerHTML = all.map((v) => [rank[loadClass(v)], v.load, v])
       .sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(([, , v]) => markerHtml(v, scale)).join('');
 
+    if (hist.dirty) renderCharts();
     renderStatus(now);
     // Reading a size forces the layout now, so the time measured includes it.
     void el.rows.offsetHeight;
@@ -379,6 +401,234 @@
     el.toast.hidden = false;
     clearTimeout(toastTimer);
     toastTimer = setTimeout(() => { el.toast.hidden = true; }, TOAST_MS);
+  }
+
+
+  // ---------- history ----------
+
+  const point = (p) => ({
+    t: Date.parse(p.at), allocations: p.allocations || 0, bpsIn: p.bpsIn || 0, bpsOut: p.bpsOut || 0,
+    active: p.active || 0, draining: p.draining || 0, stale: p.stale || 0,
+  });
+  const points = (list) => (Array.isArray(list) ? list.map(point).filter((p) => p.t > 0) : []);
+
+  // As the API's ring: the newest point of a step replaces the step's, an older one is dropped,
+  // and a series keeps hist.n points.
+  function put(series, p) {
+    const last = series[series.length - 1];
+    if (last && last.t > p.t) return;
+    if (last && last.t === p.t) series[series.length - 1] = p;
+    else series.push(p);
+    if (series.length > hist.n) series.splice(0, series.length - hist.n);
+  }
+
+  function prune(series, cutoff) {
+    let i = 0;
+    while (i < series.length && series[i].t < cutoff) i += 1;
+    if (i) series.splice(0, i);
+  }
+
+  function addRelay(p, r) {
+    p.allocations += r.allocations || 0;
+    p.bpsIn += r.bpsIn || 0;
+    p.bpsOut += r.bpsOut || 0;
+    if (r.stale) p.stale += 1; else if (r.state === 'draining') p.draining += 1; else p.active += 1;
+  }
+
+  // One live snapshot into the step it was read in, as the API records it (a snapshot of a
+  // registry that could not be read is left out there too).
+  function appendSnapshot(snap) {
+    const fetched = Date.parse(snap.fetchedAt);
+    if (!hist.loaded || snap.stale || !fetched) return;
+    const t = fetched - (fetched % hist.stepMs);
+    const empty = () => ({ t, allocations: 0, bpsIn: 0, bpsOut: 0, active: 0, draining: 0, stale: 0 });
+    const fleet = empty();
+    const regions = new Map();
+    const open = hist.relay;
+    let mine = null;
+    for (const r of snap.relays || []) {
+      if (!r || typeof r.region !== 'string') continue;
+      addRelay(fleet, r);
+      if (!regions.has(r.region)) regions.set(r.region, empty());
+      addRelay(regions.get(r.region), r);
+      if (open && r.id === open.id) { mine = empty(); addRelay(mine, r); }
+    }
+    const cutoff = t - (hist.n - 1) * hist.stepMs;
+    put(hist.fleet, fleet);
+    prune(hist.fleet, cutoff);
+    for (const [name, p] of regions) {
+      if (!hist.regions.has(name)) hist.regions.set(name, []);
+      put(hist.regions.get(name), p);
+    }
+    for (const [name, series] of hist.regions) {
+      prune(series, cutoff);
+      if (!series.length) hist.regions.delete(name);
+    }
+    if (open && open.loaded) {
+      if (mine) put(open.points, mine);
+      prune(open.points, cutoff);
+    }
+    hist.dirty = true;
+  }
+
+  async function loadHistory(gen) {
+    el.historyNote.textContent = 'loading history…';
+    let res;
+    try {
+      res = await fetch(api('v1/history'), { headers: authHeaders(), cache: 'no-store' });
+    } catch (e) {
+      if (gen === state.generation) el.historyNote.textContent = `history unavailable: ${e.message}`;
+      return;
+    }
+    if (gen !== state.generation) return;
+    if (!res.ok) {
+      el.historyNote.textContent = `history unavailable: ${await errorOf(res)}`;
+      return;
+    }
+    const body = await res.json();
+    if (gen !== state.generation) return;
+    hist.stepMs = Number(body.stepMs) || 10000;
+    hist.n = Number(body.points) || 360;
+    hist.skewMs = (Date.parse(body.generatedAt) || Date.now()) - Date.now();
+    hist.fleet = points(body.fleet);
+    hist.regions = new Map((body.regions || []).map((r) => [r.region, points(r.points)]));
+    hist.loaded = true;
+    hist.dirty = true;
+    const untracked = body.untrackedRelays ? `; ${body.untrackedRelays} relays beyond the ${body.maxRelays} tracked` : '';
+    el.historyNote.textContent = `one point per ${age(hist.stepMs)}, kept by this API instance${untracked}`;
+    $('history-title').textContent = `Last ${windowLabel()}`;
+    document.body.dataset.historyLoadedAt = String(Date.now());
+    performance.mark('geoturn:history');
+    queueRender();
+  }
+
+  const span = (ms) => (ms >= 3600000 && ms % 3600000 === 0 ? (ms === 3600000 ? 'hour' : `${ms / 3600000} hours`)
+    : ms >= 120000 ? `${Math.round(ms / 60000)} min` : `${Math.round(ms / 1000)} s`);
+  const windowLabel = () => span(hist.stepMs * hist.n);
+
+  // The time every chart spans: up to the current step, from the window's start or, while this
+  // API instance has recorded less than that (just started), from its oldest point (at least
+  // MIN_STEPS steps): a fresh history fills the width instead of a sliver at the right edge.
+  const MIN_STEPS = 10;
+  function timeAxis() {
+    const step = hist.stepMs;
+    const now = Date.now() + hist.skewMs;
+    const end = now - (now % step);
+    const windowStart = end - (hist.n - 1) * step;
+    const oldest = hist.fleet.length ? hist.fleet[0].t : end;
+    const start = Math.max(windowStart, Math.min(oldest, end - (MIN_STEPS - 1) * step));
+    return { start, end, steps: (end - start) / step };
+  }
+
+  // A small chart of `lines` over the window ending at the current step. Drawn as SVG paths
+  // (one unit per step across, the peak at the top); a missing step breaks the line. The svg
+  // carries the steps it draws (data-t, Unix ms) and each path its values (data-v), so what is
+  // drawn can be checked against the API's numbers.
+  function chart(key, title, series, lines, fmt) {
+    const step = hist.stepMs;
+    const { start, end, steps } = timeAxis();
+    const shown = series.filter((p) => p.t >= start && p.t <= end);
+    const H = 40;
+    let peak = 0;
+    for (const p of shown) for (const l of lines) peak = Math.max(peak, l.value(p));
+    const top = peak > 0 ? peak * 1.1 : 1;
+    const paths = lines.map((l) => {
+      let d = '';
+      let prev = null;
+      for (const p of shown) {
+        const x = ((p.t - start) / step).toFixed(2);
+        const y = (H - (l.value(p) / top) * H).toFixed(2);
+        // A new sub-path after a missing step; a lone point is a dot (round caps).
+        d += prev !== null && p.t - prev === step ? ` L${x} ${y}` : ` M${x} ${y} l0 0`;
+        prev = p.t;
+      }
+      return `<path class="${l.cls}" d="${d.trim()}" data-v="${shown.map((p) => l.value(p)).join(',')}"><title>${esc(l.label)}</title></path>`;
+    }).join('');
+    const last = shown[shown.length - 1];
+    const now2 = last ? lines.map((l) => `<span class="${l.key || ''}">${esc(fmt(l.value(last)))}</span>`).join(' · ') : 'no data yet';
+    const label = `${title}, last ${span(end - start)}: ${shown.length} points, peak ${fmt(peak)}`;
+    return `<figure class="chart" data-chart="${esc(key)}">`
+      + `<figcaption><span>${esc(title)}</span><span class="now">${now2}</span></figcaption>`
+      + `<svg viewBox="0 0 ${steps} ${H}" preserveAspectRatio="none" role="img" aria-label="${esc(label)}" data-t="${shown.map((p) => p.t).join(',')}">`
+      + `<line class="grid" x1="0" y1="${H}" x2="${steps}" y2="${H}"/>${paths}</svg>`
+      + `<div class="axis"><span class="edge">−${span(end - start)}</span><span>peak ${esc(fmt(peak))}</span><span class="edge">now</span></div></figure>`;
+  }
+
+  const LINES = {
+    allocations: [{ cls: 'l-alloc', label: 'allocations', value: (p) => p.allocations }],
+    bandwidth: [
+      { cls: 'l-in', key: 'key-in', label: 'bit/s in (client → peer)', value: (p) => p.bpsIn },
+      { cls: 'l-out', key: 'key-out', label: 'bit/s out (peer → client)', value: (p) => p.bpsOut },
+    ],
+    total: [{ cls: 'l-in', label: 'bit/s in + out', value: (p) => p.bpsIn + p.bpsOut }],
+    relays: [
+      { cls: 'l-active', label: 'active', value: (p) => p.active },
+      { cls: 'l-draining', key: 'key-draining', label: 'draining', value: (p) => p.draining },
+      { cls: 'l-stale', key: 'key-stale', label: 'stale', value: (p) => p.stale },
+    ],
+  };
+
+  function renderCharts() {
+    hist.dirty = false;
+    if (!hist.loaded) {
+      el.fleetCharts.innerHTML = '';
+      el.regionCharts.innerHTML = '';
+      return;
+    }
+    el.fleetCharts.innerHTML = chart('fleet-allocations', 'Allocations', hist.fleet, LINES.allocations, int)
+      + chart('fleet-bandwidth', 'Bandwidth in · out', hist.fleet, LINES.bandwidth, bits)
+      + chart('fleet-relays', 'Relays active · draining · stale', hist.fleet, LINES.relays, int);
+    el.regionCharts.innerHTML = [...hist.regions].sort((a, b) => cmp(a[0], b[0])).map(([name, series]) => (
+      `<div class="region-chart" data-region="${esc(name)}"><h4 title="${esc(name)}">${esc(name)}</h4><div class="pair">`
+      + chart(`region-allocations:${name}`, 'allocations', series, LINES.allocations, int)
+      + chart(`region-bandwidth:${name}`, 'bit/s', series, LINES.total, bits)
+      + '</div></div>')).join('');
+    const r = hist.relay;
+    if (r && r.loaded) {
+      el.rhCharts.innerHTML = chart(`relay-allocations:${r.id}`, 'Allocations', r.points, LINES.allocations, int)
+        + chart(`relay-bandwidth:${r.id}`, 'Bandwidth in · out', r.points, LINES.bandwidth, bits);
+    }
+    document.body.dataset.historyPoints = String(hist.fleet.length);
+  }
+
+  // ---------- one relay's history (#relay=ID: a row's node id links there) ----------
+
+  function relayFromHash() {
+    const m = /^#relay=(.+)$/.exec(location.hash);
+    if (!m) return null;
+    try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+  }
+
+  async function openRelay(id) {
+    if (!state.key) return;
+    const gen = state.generation;
+    hist.relay = { id, region: '', points: [], loaded: false };
+    el.rhId.textContent = id;
+    el.rhRegion.textContent = '';
+    el.rhNote.textContent = 'loading…';
+    el.rhCharts.innerHTML = '';
+    if (!el.relayHistory.open) el.relayHistory.showModal();
+    let res;
+    try {
+      res = await fetch(api(`v1/history?relay=${encodeURIComponent(id)}`), { headers: authHeaders(), cache: 'no-store' });
+    } catch (e) {
+      el.rhNote.textContent = `history unavailable: ${e.message}`;
+      return;
+    }
+    if (gen !== state.generation || !hist.relay || hist.relay.id !== id) return;
+    if (!res.ok) {
+      el.rhNote.textContent = res.status === 404 ? 'This API instance has no history of this relay (not seen in the window).'
+        : `history unavailable: ${await errorOf(res)}`;
+      return;
+    }
+    const body = await res.json();
+    if (!hist.relay || hist.relay.id !== id) return;
+    const r = body.relay || {};
+    hist.relay = { id, region: r.region || '', points: points(r.points), loaded: true };
+    el.rhRegion.textContent = hist.relay.region ? `(${hist.relay.region})` : '';
+    el.rhNote.textContent = `last ${windowLabel()}, one point per ${age(hist.stepMs)}; updated live`;
+    hist.dirty = true;
+    renderCharts();
   }
 
   // ---------- talking to the API ----------
@@ -450,6 +700,8 @@
     if (!res.ok || !res.body) return 'failed';
     if (gen !== state.generation) { ctrl.abort(); return 'failed'; }
     setFeed('live');
+    // Each new stream: the history again (it covers what this page missed while away).
+    loadHistory(gen);
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let idle = setTimeout(() => ctrl.abort(), STREAM_IDLE_MS);
     let buf = '';
@@ -479,6 +731,7 @@
   // Polls v1/relays every POLL_MS for `forMs`. Resolves to 'done' or 'refused'.
   async function poll(gen, forMs) {
     const until = performance.now() + forMs;
+    let historyAsked = false;
     while (gen === state.generation && performance.now() < until) {
       const ctrl = new AbortController();
       state.abort = ctrl;
@@ -496,6 +749,7 @@
           const body = await res.json();
           if (gen !== state.generation) return 'done';
           setFeed('polling');
+          if (!hist.loaded && !historyAsked) { historyAsked = true; loadHistory(gen); }
           if (!state.meta) performance.mark('geoturn:first-snapshot');
           merge(body);
         } else {
@@ -532,11 +786,17 @@
     state.drains.clear();
     state.admin = null;
     state.meta = null;
+    hist.loaded = false;
+    hist.fleet = [];
+    hist.regions = new Map();
+    hist.dirty = true;
     hideBanner();
     el.key.value = '';
     showKeyForm(false);
     queueRender();
     run(state.generation);
+    const relay = relayFromHash();
+    if (relay) openRelay(relay);
   }
 
   // ---------- drain ----------
@@ -600,6 +860,9 @@
     state.key = null;
     state.relays.clear();
     state.meta = null;
+    hist.loaded = false;
+    hist.dirty = true;
+    if (el.relayHistory.open) el.relayHistory.close();
     showKeyForm(true);
     setFeed('off');
     setPill(el.snapshot, 'off', 'no data');
@@ -646,6 +909,18 @@
     el.filter.value = tr.dataset.region;
     state.filter = tr.dataset.region;
     render();
+  });
+
+  window.addEventListener('hashchange', () => {
+    const id = relayFromHash();
+    if (id) openRelay(id);
+    else if (el.relayHistory.open) el.relayHistory.close();
+  });
+
+  el.relayHistory.addEventListener('close', () => {
+    hist.relay = null;
+    // The link stays shareable while open; closing returns to the fleet's address.
+    if (relayFromHash()) history.replaceState(null, '', location.pathname + location.search);
   });
 
   el.confirm.addEventListener('close', () => {

@@ -5,7 +5,8 @@ use geoturn_shared::clock::unix_secs;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use geoturn_shared::registry::{RegistryError, RegistryEvent};
@@ -15,6 +16,7 @@ use crate::answers::{DrainRequested, LiveSecret, RetiringSecret, Revoked, Rotate
 use crate::caller::{Admin, ApiCaller, PathParam, SecretsReader, require_api_key};
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
+use crate::history::HistoryAnswer;
 use crate::openapi::{Problems, UserId};
 use crate::rfc3339::Timestamp;
 use crate::state::{AppState, credential_headers};
@@ -236,6 +238,53 @@ pub async fn relays(
 ) -> Result<Response, ApiError> {
     require_api_key(&caller, "the relay list")?;
     let mut response = Json(fleet_json(&state, &state.snapshot.get())).into_response();
+    credential_headers(&mut response, &state);
+    Ok(response)
+}
+
+/// `GET /v1/history`'s query.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// One relay's series instead of the fleet's and the regions'.
+    #[param(value_type = Option<UserId>)]
+    pub relay: Option<String>,
+}
+
+/// `GET /v1/history[?relay=ID]`: the last hour this API instance recorded (the dashboard's
+/// charts), for API-key callers as `GET /v1/relays`. 404 `unknown_relay` for a relay without a
+/// series (never seen in the window, or beyond the relay cap).
+#[utoipa::path(get, tag = "admin", path = "/v1/history",
+    summary = "The last hour of fleet, region and relay load this API instance recorded (API keys)",
+    params(HistoryParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The history: the fleet's and every region's series, or one relay's with ?relay=",
+            body = HistoryAnswer),
+        (status = 404, description = "No series for this relay (unknown_relay): not seen in the window, or beyond the relays tracked",
+            body = Problem, content_type = "application/problem+json"),
+        Problems))]
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    ApiCaller(caller): ApiCaller,
+    query: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_api_key(&caller, "the history")?;
+    let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    if let Some(id) = &params.relay {
+        check_id(id, "relay")?;
+    }
+    let answer = state
+        .history()
+        .answer(geoturn_shared::clock::unix_ms(), params.relay.as_deref())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_relay",
+                "no history for this relay: not seen in the last hour, or beyond the relays tracked",
+            )
+        })?;
+    let mut response = Json(answer).into_response();
     credential_headers(&mut response, &state);
     Ok(response)
 }

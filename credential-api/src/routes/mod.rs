@@ -1,6 +1,6 @@
 //! Request handlers, one module per surface: [`credentials`] (ICE servers in three shapes),
-//! [`admin`] (secrets, revocation, drain, the relay list) and [`ops`] (health, metrics,
-//! OpenAPI). Who is calling is [`crate::caller`]'s; this module holds the body parser they share.
+//! [`admin`] (secrets, revocation, drain, the relay list and its history) and [`ops`] (health,
+//! metrics, OpenAPI). Who is calling is [`crate::caller`]'s; this module holds the body parser they share.
 
 pub mod admin;
 pub mod credentials;
