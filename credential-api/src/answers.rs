@@ -292,3 +292,142 @@ fn snapshot_event_name() -> utoipa::openapi::Object {
         .enum_values(Some(["snapshot"]))
         .build()
 }
+
+/// `GET /v1/route?ip=` and `geoturn route --json`: the relays a client address would be given,
+/// best first, with how each scored and why the others were left out.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteAnswer {
+    /// The client address.
+    #[schema(value_type = crate::openapi::IpAddress)]
+    pub ip: std::net::IpAddr,
+    /// Where GeoIP places it; null when unknown.
+    #[schema(required = true)]
+    pub location: Option<RouteLocation>,
+    /// Relays considered.
+    pub relays: u64,
+    /// The chosen relays, best first.
+    pub chosen: Vec<RouteChoice>,
+    /// Relays that may not be handed out, and why.
+    pub excluded: Vec<RouteExclusion>,
+}
+
+/// Where GeoIP places a client.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct RouteLocation {
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// ISO 3166-1 alpha-2 country code, when known.
+    #[schema(required = true)]
+    pub country: Option<String>,
+}
+
+/// A chosen relay and how it scored.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteChoice {
+    /// Relay id.
+    pub id: String,
+    /// Its region.
+    pub region: String,
+    /// Great-circle distance to the client; null when the client's place is unknown.
+    #[schema(required = true)]
+    pub distance_km: Option<f64>,
+    /// Estimated round trip, ms.
+    pub rtt_ms: f64,
+    /// Utilisation, 0 to 1.
+    pub load: f64,
+    /// What it was ranked by, lower is better.
+    pub score: f64,
+    /// One line for people: distance, RTT and its source, load, score.
+    pub reason: String,
+    /// Its TURN URLs.
+    pub urls: Vec<String>,
+}
+
+/// A relay left out, and why.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct RouteExclusion {
+    /// Relay id.
+    pub id: String,
+    /// Draining, stale, over capacity or a broken record.
+    pub reason: String,
+}
+
+impl RouteAnswer {
+    /// The answer for a client at `ip`, placed at `location`, from `ranking` of `relays`.
+    pub fn new(
+        ip: std::net::IpAddr,
+        location: Option<&geoturn_geo::Location>,
+        ranking: &geoturn_geo::Ranking,
+        relays: &[geoturn_shared::registry::RelayRecord],
+    ) -> Self {
+        Self {
+            ip,
+            location: location.map(|l| RouteLocation {
+                lat: l.lat,
+                lon: l.lon,
+                country: l.country.clone(),
+            }),
+            relays: relays.len() as u64,
+            chosen: ranking
+                .chosen
+                .iter()
+                .map(|c| RouteChoice {
+                    id: c.id.clone(),
+                    region: c.region.clone(),
+                    distance_km: c.distance_km,
+                    rtt_ms: c.rtt_ms,
+                    load: c.load,
+                    score: c.score,
+                    reason: c.reason.clone(),
+                    urls: relays
+                        .get(c.index)
+                        .map(|r| r.addresses.turn_urls())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            excluded: ranking
+                .excluded
+                .iter()
+                .map(|e| RouteExclusion {
+                    id: e.id.clone(),
+                    reason: e.reason.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The answer for people: where the client is, then each choice and exclusion on a line.
+    pub fn to_text(&self) -> String {
+        let mut out = match &self.location {
+            Some(l) => format!(
+                "client {} at {:.2},{:.2}{}\n",
+                self.ip,
+                l.lat,
+                l.lon,
+                l.country
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            ),
+            None => format!("client {}: location unknown\n", self.ip),
+        };
+        out.push_str(&format!("{} relays considered\n", self.relays));
+        for (i, c) in self.chosen.iter().enumerate() {
+            out.push_str(&format!(
+                "{}. {} ({}): {}\n",
+                i + 1,
+                c.id,
+                c.region,
+                c.reason
+            ));
+        }
+        for e in &self.excluded {
+            out.push_str(&format!("excluded {}: {}\n", e.id, e.reason));
+        }
+        out
+    }
+}

@@ -1,5 +1,6 @@
 //! `geoturn ctl`: the operator's commands against a credential API, in place of hand-written
-//! curl: the fleet, draining a relay and waiting for it to leave, secrets, revocations.
+//! curl: the fleet, draining a relay and waiting for it to leave, a client's route, secrets,
+//! revocations.
 //!
 //! Exit codes a script can use: 0 done; 1 the API refused (its problem's `code` and `detail`
 //! are printed); 2 `drain --wait` ran out of time; 3 the API could not be reached.
@@ -48,6 +49,15 @@ pub enum CtlCommand {
         /// Longest wait, seconds.
         #[arg(long, default_value_t = 3700)]
         timeout: u64,
+    },
+    /// The relays a client address would be given now, best first, and why (the API's own
+    /// ranking: its snapshot, GeoIP and settings).
+    Route {
+        /// The client address.
+        ip: std::net::IpAddr,
+        /// Relays to choose (default: as many as an answer carries).
+        #[arg(long)]
+        count: Option<usize>,
     },
     /// TURN secrets.
     #[command(subcommand)]
@@ -175,6 +185,23 @@ pub async fn run(opts: &CtlOptions) -> Result<String, CtlError> {
                 });
             }
             wait_gone(&api, id, Duration::from_secs(*timeout)).await
+        }
+        CtlCommand::Route { ip, count } => {
+            let mut path = format!("/v1/route?ip={}", encode(&ip.to_string()));
+            if let Some(n) = count {
+                path.push_str(&format!("&count={n}"));
+            }
+            let answer = api.call(hyper::Method::GET, &path, 200).await?;
+            Ok(if opts.json {
+                format!("{answer}\n")
+            } else {
+                serde_json::from_value::<crate::answers::RouteAnswer>(answer)
+                    .map(|a| a.to_text())
+                    .map_err(|e| CtlError {
+                        code: 1,
+                        message: format!("the API's answer is not a route: {e}"),
+                    })?
+            })
         }
         CtlCommand::Secrets(SecretsCommand::List) => {
             let list = api

@@ -27,6 +27,7 @@ use crate::answers::{CloudflareError, CloudflareErrorItem};
         crate::routes::credentials::cloudflare_generate,
         crate::routes::admin::relays,
         crate::routes::admin::history,
+        crate::routes::admin::route,
         crate::routes::admin::list_secrets,
         crate::routes::admin::rotate_secret,
         crate::routes::admin::revoke_user,

@@ -76,56 +76,10 @@ pub async fn route(opts: &RouteOptions) -> Result<String, RouteError> {
         .validate()
         .map_err(|e| RouteError::Config(e.to_string()))?;
     let ranking = rank_relays(&client, &candidates, &config);
-    if opts.json {
-        let chosen: Vec<_> = ranking
-            .chosen
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "id": c.id, "region": c.region, "distanceKm": c.distance_km,
-                    "rttMs": c.rtt_ms, "load": c.load, "score": c.score, "reason": c.reason,
-                    "urls": records.get(c.index).map(|r| r.addresses.turn_urls()).unwrap_or_default(),
-                })
-            })
-            .collect();
-        let excluded: Vec<_> = ranking
-            .excluded
-            .iter()
-            .map(|e| serde_json::json!({"id": e.id, "reason": e.reason.to_string()}))
-            .collect();
-        let located =
-            location.map(|l| serde_json::json!({"lat": l.lat, "lon": l.lon, "country": l.country}));
-        return Ok(serde_json::json!({
-            "ip": opts.ip, "location": located, "chosen": chosen, "excluded": excluded,
-        })
-        .to_string());
-    }
-    let mut out = String::new();
-    match &location {
-        Some(l) => out.push_str(&format!(
-            "client {} at {:.2},{:.2}{}\n",
-            opts.ip,
-            l.lat,
-            l.lon,
-            l.country
-                .as_deref()
-                .map(|c| format!(" ({c})"))
-                .unwrap_or_default()
-        )),
-        None => out.push_str(&format!("client {}: location unknown\n", opts.ip)),
-    }
-    out.push_str(&format!("{} relays in the registry\n", records.len()));
-    for (i, c) in ranking.chosen.iter().enumerate() {
-        out.push_str(&format!(
-            "{}. {} ({}): {}\n",
-            i + 1,
-            c.id,
-            c.region,
-            c.reason
-        ));
-    }
-    for e in &ranking.excluded {
-        out.push_str(&format!("excluded {}: {}\n", e.id, e.reason));
-    }
-    Ok(out)
+    let answer = crate::answers::RouteAnswer::new(opts.ip, location.as_ref(), &ranking, &records);
+    Ok(if opts.json {
+        serde_json::to_string(&answer).unwrap_or_default()
+    } else {
+        answer.to_text()
+    })
 }

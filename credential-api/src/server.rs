@@ -57,6 +57,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/turn/keys/{key_id}/credentials/generate-ice-servers",
     "/v1/relays",
     "/v1/history",
+    "/v1/route",
     "/v1/admin/secrets",
     "/v1/admin/secrets/rotate",
     "/v1/admin/users/{id}/revoke",
@@ -313,6 +314,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/relays", get(routes::admin::relays))
         .route("/v1/history", get(routes::admin::history))
+        .route("/v1/route", get(routes::admin::route))
         .route("/v1/admin/secrets", get(routes::admin::list_secrets))
         .route(
             "/v1/admin/secrets/rotate",

@@ -1750,7 +1750,8 @@ fn geoturn_ctl_operates_a_fleet_through_the_api() {
 
 /// `geoturn ctl drain ID --wait` in a fleet (relays and API apart, as deployed): it prints the
 /// allocations left and returns once the relay has left the registry; an unknown relay id is
-/// refused with exit code 1.
+/// refused with exit code 1. `geoturn ctl route IP` shows the API's ranking for a client before
+/// and after.
 #[test]
 fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
     let f = fleet("ctl-drain", &[]);
@@ -1772,6 +1773,32 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    // `ctl route`: the API's own ranking for a client, with reasons: a US client gets us-1
+    // first, then Frankfurt; a Frankfurt client an EU relay first.
+    let (code, out, err) = ctl(&["route", US_CLIENT]);
+    assert_eq!(code, Some(0), "{err}");
+    println!("geoturn ctl route {US_CLIENT}:\n{out}");
+    let first = out.lines().find(|l| l.starts_with("1. ")).unwrap_or("");
+    assert!(first.starts_with("1. us-1 (us-east): "), "{out}");
+    assert!(out.contains("3 relays considered"), "{out}");
+    let (code, json_out, _) = ctl(&["route", EU_CLIENT, "--count", "3", "--json"]);
+    assert_eq!(code, Some(0));
+    let route: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(route["chosen"].as_array().map(Vec::len), Some(3), "{route}");
+    assert_eq!(route["chosen"][0]["region"], "eu-central", "{route}");
+    assert!(
+        route["location"]["lat"]
+            .as_f64()
+            .is_some_and(|lat| (lat - 50.11).abs() < 0.01)
+    );
+    assert!(
+        route["chosen"][0]["urls"][0]
+            .as_str()
+            .is_some_and(|u| u.starts_with("turn:"))
+    );
+    let (code, _, err) = ctl(&["route", EU_CLIENT, "--count", "9"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("bad_count"), "{err}");
     let (code, _, err) = ctl(&["drain", "no-such-relay"]);
     assert_eq!(code, Some(1), "{err}");
     let started = Instant::now();
@@ -1785,6 +1812,16 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
     assert!(err.contains("eu-2: 0 allocations left"), "{err}");
     let (_, table, _) = ctl(&["relays"]);
     assert!(!table.lines().any(|l| l.starts_with("eu-2 ")), "{table}");
+    // The drained relay is no longer chosen for anyone.
+    let (_, json_out, _) = ctl(&["route", EU_CLIENT, "--count", "3", "--json"]);
+    let route: Value = serde_json::from_str(&json_out).unwrap();
+    let chosen: Vec<&str> = route["chosen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert!(!chosen.contains(&"eu-2"), "{route}");
 }
 
 /// Relays and the API keep at most 16 secrets: a rotation that would make a 17th still-valid

@@ -11,16 +11,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use geoturn_shared::registry::{RegistryError, RegistryEvent};
 
-use crate::answers::Fleet;
 use crate::answers::{DrainRequested, LiveSecret, RetiringSecret, Revoked, Rotated, SecretsList};
+use crate::answers::{Fleet, RouteAnswer};
 use crate::caller::{Admin, ApiCaller, PathParam, SecretsReader, require_api_key};
+use crate::config::MAX_RELAYS_PER_ANSWER;
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
 use crate::history::HistoryAnswer;
-use crate::openapi::{Problems, UserId};
+use crate::openapi::{IpAddress, Problems, UserId};
 use crate::rfc3339::Timestamp;
 use crate::state::{AppState, credential_headers};
+use geoturn_geo::{ClientLocation, rank_relays};
 use geoturn_shared::http_error::Problem;
+use std::net::IpAddr;
 
 fn registry_error(e: RegistryError) -> ApiError {
     tracing::warn!(error = %e, "registry call failed");
@@ -284,6 +287,56 @@ pub async fn history(
                 "no history for this relay: not seen in the last hour, or beyond the relays tracked",
             )
         })?;
+    let mut response = Json(answer).into_response();
+    credential_headers(&mut response, &state);
+    Ok(response)
+}
+
+/// `GET /v1/route`'s query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RouteParams {
+    /// The client address to route.
+    #[param(value_type = IpAddress)]
+    pub ip: IpAddr,
+    /// Relays to choose (default: as many as an answer carries, --relays-per-answer).
+    #[param(minimum = 1, maximum = 8)]
+    pub count: Option<usize>,
+}
+
+/// `GET /v1/route?ip=ADDR[&count=N]`: the relays this API would give a client at ADDR now,
+/// best first, with each one's score and reason and the relays left out (API keys, as
+/// `GET /v1/relays`: it shows the fleet). The same ranking `GET /v1/ice-servers` uses, from the
+/// same snapshot, GeoIP and settings; `geoturn ctl route` prints it.
+#[utoipa::path(get, tag = "admin", path = "/v1/route",
+    summary = "Which relays a client address would be given now, and why (API keys)",
+    params(RouteParams), security(("bearer" = [])),
+    responses((status = 200, description = "The ranking", body = RouteAnswer), Problems))]
+pub async fn route(
+    State(state): State<Arc<AppState>>,
+    ApiCaller(caller): ApiCaller,
+    query: Result<Query<RouteParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_api_key(&caller, "routing")?;
+    let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let count = params.count.unwrap_or(state.config.relays_per_answer);
+    if !(1..=MAX_RELAYS_PER_ANSWER).contains(&count) {
+        return Err(ApiError::bad_request(
+            "bad_count",
+            format!("count must be 1 to {MAX_RELAYS_PER_ANSWER}"),
+        ));
+    }
+    let snapshot = state.snapshot.get();
+    let location = state.geo.lookup(params.ip);
+    let mut rank = state.config.rank.clone();
+    rank.max_results = count;
+    let ranking = rank_relays(
+        &ClientLocation::from(location.clone()),
+        &snapshot.candidates,
+        &rank,
+    );
+    let answer = RouteAnswer::new(params.ip, location.as_ref(), &ranking, &snapshot.relays);
     let mut response = Json(answer).into_response();
     credential_headers(&mut response, &state);
     Ok(response)
