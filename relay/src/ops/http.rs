@@ -52,7 +52,7 @@ async fn get_metrics(State(ops): State<Arc<Ops>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::CONTENT_TYPE,
         )],
         metrics::render(&ops),
     )
