@@ -36,13 +36,13 @@ mod hand_written {
     use geoturn_relay_proto::server::{DropReason, Limit};
 
     struct Writer(String);
-    
+
     impl Writer {
         fn header(&mut self, name: &str, kind: &str, help: &str) {
             let _ = writeln!(self.0, "# HELP {name} {help}");
             let _ = writeln!(self.0, "# TYPE {name} {kind}");
         }
-    
+
         fn value(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
             self.0.push_str(name);
             if !labels.is_empty() {
@@ -58,7 +58,7 @@ mod hand_written {
             }
             let _ = writeln!(self.0, " {v}");
         }
-    
+
         fn single(&mut self, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
             self.header(name, kind, help);
             self.value(name, &[], v);

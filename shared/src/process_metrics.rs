@@ -4,7 +4,9 @@
 //! time. Elsewhere, or when `/proc` cannot be read, the lines are left out rather than made up.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet, prometheus_text};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, NoLabelSet, prometheus_text,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -49,7 +51,10 @@ impl Collector for Process {
                 None,
                 MetricType::Counter,
             )?
-            .encode_counter::<NoLabelSet, _, u64>(&((f.utime + f.stime) / TICKS_PER_SECOND), None)?;
+            .encode_counter::<NoLabelSet, _, u64>(
+                &((f.utime + f.stime) / TICKS_PER_SECOND),
+                None,
+            )?;
         }
         gauge(
             &mut e,

@@ -71,7 +71,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut response = state.metrics.render(&gauges).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     response
 }

@@ -138,8 +138,18 @@ impl Collector for RelayState {
                 .into_iter()
                 .zip(snap.allocations_by_transport.map(|n| n as u64)),
         )?;
-        gauge(&mut e, "geoturn_permissions", "Live permissions.", snap.permissions as u64)?;
-        gauge(&mut e, "geoturn_channels", "Live channel bindings.", snap.channels as u64)?;
+        gauge(
+            &mut e,
+            "geoturn_permissions",
+            "Live permissions.",
+            snap.permissions as u64,
+        )?;
+        gauge(
+            &mut e,
+            "geoturn_channels",
+            "Live channel bindings.",
+            snap.channels as u64,
+        )?;
         counter(
             &mut e,
             "geoturn_allocations_created",
@@ -163,14 +173,20 @@ impl Collector for RelayState {
             Counter("geoturn_relayed_packets"),
             "Packets relayed, by direction.",
             "direction",
-            [("to_peer", s.packets_to_peer), ("to_client", s.packets_to_client)],
+            [
+                ("to_peer", s.packets_to_peer),
+                ("to_client", s.packets_to_client),
+            ],
         )?;
         labelled(
             &mut e,
             Counter("geoturn_relayed_bytes"),
             "Payload bytes relayed, by direction.",
             "direction",
-            [("to_peer", s.bytes_to_peer), ("to_client", s.bytes_to_client)],
+            [
+                ("to_peer", s.bytes_to_peer),
+                ("to_client", s.bytes_to_client),
+            ],
         )?;
         labelled(
             &mut e,
@@ -222,7 +238,12 @@ impl Collector for RelayState {
                 ("anycast_refused", s.first_contact_refused),
             ],
         )?;
-        gauge(&mut e, "geoturn_draining", "1 while draining.", u64::from(self.draining))?;
+        gauge(
+            &mut e,
+            "geoturn_draining",
+            "1 while draining.",
+            u64::from(self.draining),
+        )?;
         gauge(
             &mut e,
             "geoturn_capacity_allocations",
@@ -379,6 +400,22 @@ mod tests {
         let declared: std::collections::BTreeSet<&str> = METRIC_NAMES.iter().copied().collect();
         assert_eq!(seen, declared);
         assert_eq!(text.matches("# HELP ").count(), METRIC_NAMES.len());
+    }
+
+    /// Node ids and regions are validated at start, but the page must stay parseable whatever
+    /// a label holds: quotes, backslashes and newlines are escaped (Prometheus text format).
+    #[test]
+    fn label_values_are_escaped() {
+        let state = RelayState {
+            node_id: "a\"b".into(),
+            region: "c\\d\ne".into(),
+            ..sample_state()
+        };
+        let text = encode(state);
+        assert!(
+            text.contains(r#"node_id="a\"b",region="c\\d\ne"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
