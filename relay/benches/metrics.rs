@@ -4,7 +4,7 @@
 //!
 //! Method: both encoders render the same state, `geoturn_relay::ops::metrics::sample_state()`
 //! (every family of the relay with all its label values, counters in the billions: 21 families,
-//! 51 samples), without the `process_*` metrics (they read `/proc`, the same for both). The
+//! 47 samples), without the `process_*` metrics (they read `/proc`, the same for both). The
 //! hand-written writer is kept below, as it was in the crate at e8f272a, so both run side by
 //! side in one process. The prometheus-client side includes building the per-scrape
 //! `Registry`, as `/metrics` does; the clone of the state that it takes by value is outside
