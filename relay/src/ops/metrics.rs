@@ -1,5 +1,6 @@
-//! Prometheus text exposition of the relay's counters (prefix `geoturn_`). Counters move as
-//! packets flow (workers publish every 500 ms), not when sessions end.
+//! Prometheus text exposition of the relay's counters (prefix `geoturn_`), written by
+//! prometheus-client's text encoder. Counters move as packets flow (workers publish every
+//! 500 ms), not when sessions end.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet, prometheus_text};
