@@ -8,7 +8,8 @@
 //! hand-written writer is kept below, as it was in the crate at e8f272a, so both run side by
 //! side in one process. The prometheus-client side includes building the per-scrape
 //! `Registry`, as `/metrics` does; the clone of the state that it takes by value is outside
-//! the timing (`iter_batched`). The counter benches time one increment of:
+//! the timing (`iter_batched`). `process_metrics` times the `process_*` part alone, for scale.
+//! The counter benches time one increment of:
 //! a plain `u64` (the relay's shards: each shard owns its `ServerStats`), an `AtomicU64`
 //! (the RFC 6062 splice's byte counters), the API's `Mutex<BTreeMap>` entry, and
 //! prometheus-client's `Counter::inc`, `Family::get_or_create(labels).inc()` and a handle
@@ -270,6 +271,11 @@ fn exposition(c: &mut Criterion) {
             |s| metrics::encode(black_box(s)),
             BatchSize::SmallInput,
         )
+    });
+    // For scale: what every page adds on top, reading /proc/self (open fds, stat, status,
+    // limits) and writing the process_* lines.
+    g.bench_function("process_metrics", |b| {
+        b.iter(geoturn_shared::process_metrics::render)
     });
     g.finish();
 }
