@@ -2,13 +2,19 @@
 //! status with a latency histogram, credentials issued, authentication failures, rate limiting,
 //! and the load snapshot's freshness.
 //!
-//! One small mutex guards the counters: it is held for a few map updates per request, far
-//! below the cost of the request itself, and keeps the exposition simple.
+//! Counters and the histogram are prometheus-client metrics updated as requests finish (a
+//! read lock and a hash per labelled update: per request, never per packet); the gauges are
+//! set from the load snapshot at each scrape.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Every metric name the API exports (dashboards and alert rules are checked against it).
 pub const METRIC_NAMES: &[&str] = &[
@@ -29,27 +35,46 @@ const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    requests: BTreeMap<(&'static str, u16), u64>,
-    latency: BTreeMap<&'static str, Histogram>,
-    credentials: u64,
-    auth_failures: BTreeMap<&'static str, u64>,
-    rate_limited: u64,
-    rotations: u64,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
 }
 
-/// The API's counters.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The API's metrics and the registry that writes them. The metric handles share their
+/// values with the registry (each is an `Arc` inside).
+#[derive(Debug)]
 pub struct ApiMetrics {
-    inner: Mutex<Counters>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram>,
+    credentials: Counter,
+    auth_failures: Family<ReasonLabel, Counter>,
+    rate_limited: Counter,
+    rotations: Counter,
+    snapshot_age: Gauge<f64, AtomicU64>,
+    snapshot_stale: Gauge,
+    relays: Family<StateLabel, Gauge>,
+    secrets: Gauge,
 }
 
 /// Gauges read at scrape time.
@@ -65,121 +90,133 @@ pub struct Gauges {
     pub secrets: u64,
 }
 
-impl ApiMetrics {
-    fn with(&self, f: impl FnOnce(&mut Counters)) {
-        match self.inner.lock() {
-            Ok(mut g) => f(&mut g),
-            Err(p) => f(&mut p.into_inner()),
-        }
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        let m = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            credentials: Counter::default(),
+            auth_failures: Family::default(),
+            rate_limited: Counter::default(),
+            rotations: Counter::default(),
+            snapshot_age: Gauge::default(),
+            snapshot_stale: Gauge::default(),
+            relays: Family::default(),
+            secrets: Gauge::default(),
+        };
+        // The registry appends a full stop to each help text, and `_total` to counter names.
+        let mut r = Registry::default();
+        r.register(
+            "geoturn_api_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "geoturn_api_request_duration_seconds",
+            "Time to answer, by route",
+            m.latency.clone(),
+        );
+        r.register(
+            "geoturn_api_credentials_issued",
+            "TURN credentials minted",
+            m.credentials.clone(),
+        );
+        r.register(
+            "geoturn_api_auth_failures",
+            "Refused callers by reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "geoturn_api_rate_limited",
+            "Requests answered 429",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "geoturn_api_secret_rotations",
+            "Secret rotations done by this instance",
+            m.rotations.clone(),
+        );
+        r.register(
+            "geoturn_api_snapshot_age_seconds",
+            "Age of the relay load snapshot",
+            m.snapshot_age.clone(),
+        );
+        r.register(
+            "geoturn_api_snapshot_stale",
+            "1 while the registry cannot be read",
+            m.snapshot_stale.clone(),
+        );
+        r.register(
+            "geoturn_api_relays",
+            "Relays in the snapshot by state",
+            m.relays.clone(),
+        );
+        r.register(
+            "geoturn_api_secrets",
+            "Live TURN secrets",
+            m.secrets.clone(),
+        );
+        r.register_collector(Box::new(geoturn_shared::process_metrics::Process));
+        Self { registry: r, ..m }
     }
+}
 
+impl ApiMetrics {
     /// Counts a finished request. `route` is the matched route pattern (bounded set).
     pub fn request(&self, route: &'static str, status: u16, took: Duration) {
-        self.with(|c| {
-            *c.requests.entry((route, status)).or_default() += 1;
-            let h = c.latency.entry(route).or_default();
-            let secs = took.as_secs_f64();
-            for (slot, bound) in h.counts.iter_mut().zip(BUCKETS) {
-                if secs <= bound {
-                    *slot += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += secs;
-        });
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabel { route })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts a minted credential.
     pub fn credential_issued(&self) {
-        self.with(|c| c.credentials += 1);
+        self.credentials.inc();
     }
 
     /// Counts a refused caller by reason code (a fixed set of `&'static str`s).
     pub fn auth_failure(&self, code: &'static str) {
-        self.with(|c| *c.auth_failures.entry(code).or_default() += 1);
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason: code })
+            .inc();
     }
 
     /// Counts a 429.
     pub fn rate_limited(&self) {
-        self.with(|c| c.rate_limited += 1);
+        self.rate_limited.inc();
     }
 
     /// Counts a secret rotation.
     pub fn rotation(&self) {
-        self.with(|c| c.rotations += 1);
+        self.rotations.inc();
     }
 
-    /// The exposition text.
+    /// The exposition text (Prometheus text format 0.0.4, [`CONTENT_TYPE`]), the gauges set
+    /// from `gauges` first.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let mut out = String::with_capacity(4096);
-        let w = &mut out;
-        self.with(|c| {
-            header(w, "geoturn_api_requests_total", "counter", "HTTP requests by route and status.");
-            for ((route, status), n) in &c.requests {
-                let _ = writeln!(w, "geoturn_api_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
-            }
-            header(w, "geoturn_api_request_duration_seconds", "histogram", "Time to answer, by route.");
-            for (route, h) in &c.latency {
-                for (n, bound) in h.counts.iter().zip(BUCKETS) {
-                    let _ = writeln!(w, "geoturn_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}");
-                }
-                let _ = writeln!(w, "geoturn_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(w, "geoturn_api_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-                let _ = writeln!(w, "geoturn_api_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
-            }
-            header(w, "geoturn_api_credentials_issued_total", "counter", "TURN credentials minted.");
-            let _ = writeln!(w, "geoturn_api_credentials_issued_total {}", c.credentials);
-            header(w, "geoturn_api_auth_failures_total", "counter", "Refused callers by reason.");
-            for (code, n) in &c.auth_failures {
-                let _ = writeln!(w, "geoturn_api_auth_failures_total{{reason=\"{code}\"}} {n}");
-            }
-            header(w, "geoturn_api_rate_limited_total", "counter", "Requests answered 429.");
-            let _ = writeln!(w, "geoturn_api_rate_limited_total {}", c.rate_limited);
-            header(w, "geoturn_api_secret_rotations_total", "counter", "Secret rotations done by this instance.");
-            let _ = writeln!(w, "geoturn_api_secret_rotations_total {}", c.rotations);
-        });
-        header(
-            w,
-            "geoturn_api_snapshot_age_seconds",
-            "gauge",
-            "Age of the relay load snapshot.",
-        );
-        let _ = writeln!(
-            w,
-            "geoturn_api_snapshot_age_seconds {}",
-            gauges.snapshot_age.as_secs_f64()
-        );
-        header(
-            w,
-            "geoturn_api_snapshot_stale",
-            "gauge",
-            "1 while the registry cannot be read.",
-        );
-        let _ = writeln!(
-            w,
-            "geoturn_api_snapshot_stale {}",
-            u8::from(gauges.snapshot_stale)
-        );
-        header(
-            w,
-            "geoturn_api_relays",
-            "gauge",
-            "Relays in the snapshot by state.",
-        );
+        self.snapshot_age.set(gauges.snapshot_age.as_secs_f64());
+        self.snapshot_stale.set(i64::from(gauges.snapshot_stale));
         for (state, n) in &gauges.relays {
-            let _ = writeln!(w, "geoturn_api_relays{{state=\"{state}\"}} {n}");
+            self.relays
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
-        header(w, "geoturn_api_secrets", "gauge", "Live TURN secrets.");
-        let _ = writeln!(w, "geoturn_api_secrets {}", gauges.secrets);
-        out.push_str(&geoturn_shared::process_metrics::render());
+        self.secrets
+            .set(i64::try_from(gauges.secrets).unwrap_or(i64::MAX));
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
 
-fn header(w: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(w, "# HELP {name} {help}");
-    let _ = writeln!(w, "# TYPE {name} {kind}");
-}
+/// The `Content-Type` of [`ApiMetrics::render`]'s text: the classic text format, which every
+/// Prometheus and `promtool check metrics` read.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 #[cfg(test)]
 mod tests {
@@ -214,5 +251,25 @@ mod tests {
         assert!(
             text.contains("geoturn_api_requests_total{route=\"/v1/ice-servers\",status=\"200\"} 1")
         );
+        // The registry appends the full stop and the counter suffix itself: once each.
+        assert!(text.contains(
+            "# HELP geoturn_api_requests_total HTTP requests by route and status.\n\
+             # TYPE geoturn_api_requests_total counter\n"
+        ));
+        assert!(
+            !text.contains("..\n") && !text.contains("_total_total"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "geoturn_api_request_duration_seconds_bucket{route=\"/v1/ice-servers\",le=\"+Inf\"} 1\n"
+        ));
+        assert!(
+            text.contains(
+                "geoturn_api_request_duration_seconds_count{route=\"/v1/ice-servers\"} 1\n"
+            )
+        );
+        assert!(text.contains("geoturn_api_relays{state=\"active\"} 2\n"));
+        // Families without a sample yet still say what they are.
+        assert!(text.contains("# TYPE geoturn_api_auth_failures_total counter\n"));
     }
 }

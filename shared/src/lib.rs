@@ -20,6 +20,7 @@ pub mod http_error;
 pub mod http_server;
 pub mod load;
 pub mod pii;
+#[cfg(feature = "metrics")]
 pub mod process_metrics;
 #[cfg(feature = "registry")]
 pub mod registry;

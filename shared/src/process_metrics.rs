@@ -3,9 +3,14 @@
 //! client is one, so they run out before memory does), resident memory, CPU time and start
 //! time. Elsewhere, or when `/proc` cannot be read, the lines are left out rather than made up.
 
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
-/// The names [`render`] exports.
+/// The names [`Process`] exports.
 pub const NAMES: &[&str] = &[
     "process_open_fds",
     "process_max_fds",
@@ -17,57 +22,85 @@ pub const NAMES: &[&str] = &[
 /// Linux's user-visible clock tick (`USER_HZ`), fixed at 100 on every architecture's ABI.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// The `process_*` metrics as Prometheus text, `# HELP` and `# TYPE` lines included.
-pub fn render() -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: Option<f64>| {
-        if let Some(v) = value {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+/// The `process_*` metrics, read from `/proc/self` each time a registry holding this collector
+/// is encoded (a scrape): nothing to keep up to date between scrapes.
+#[derive(Debug, Clone, Copy)]
+pub struct Process;
+
+impl Collector for Process {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        gauge(
+            &mut e,
+            "process_open_fds",
+            "Open file descriptors.",
+            open_fds(),
+        )?;
+        gauge(
+            &mut e,
+            "process_max_fds",
+            "The soft limit on open file descriptors.",
+            max_fds(),
+        )?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        let fields = stat.as_deref().and_then(stat_fields);
+        if let Some(f) = fields {
+            // Named without `_total`: the encoder appends it to counters.
+            e.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time, seconds.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(
+                &((f.utime + f.stime) / TICKS_PER_SECOND),
+                None,
+            )?;
         }
-    };
-    metric(
-        "process_open_fds",
-        "gauge",
-        "Open file descriptors.",
-        open_fds().map(|n| n as f64),
-    );
-    metric(
-        "process_max_fds",
-        "gauge",
-        "The soft limit on open file descriptors.",
-        max_fds(),
-    );
-    let stat = std::fs::read_to_string("/proc/self/stat").ok();
-    let fields = stat.as_deref().and_then(stat_fields);
-    metric(
-        "process_cpu_seconds_total",
-        "counter",
-        "User and system CPU time, seconds.",
-        fields.map(|f| (f.utime + f.stime) / TICKS_PER_SECOND),
-    );
-    metric(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory, bytes.",
-        resident_bytes(),
-    );
-    metric(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since the Unix epoch, seconds.",
-        fields.and_then(|f| Some(boot_time()? + f.start_ticks / TICKS_PER_SECOND)),
-    );
+        gauge(
+            &mut e,
+            "process_resident_memory_bytes",
+            "Resident memory, bytes.",
+            resident_bytes(),
+        )?;
+        gauge(
+            &mut e,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, seconds.",
+            fields.and_then(|f| Some(boot_time()? + f.start_ticks / TICKS_PER_SECOND)),
+        )
+    }
+}
+
+/// A gauge, or nothing when it could not be read (left out rather than made up).
+fn gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: Option<impl EncodeGaugeValue>,
+) -> std::fmt::Result {
+    match value {
+        Some(v) => e
+            .encode_descriptor(name, help, None, MetricType::Gauge)?
+            .encode_gauge(&v),
+        None => Ok(()),
+    }
+}
+
+/// The `process_*` metrics alone as Prometheus text, `# HELP` and `# TYPE` lines included.
+pub fn render() -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Process));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &registry);
     out
 }
 
-fn open_fds() -> Option<usize> {
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+fn open_fds() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
-fn max_fds() -> Option<f64> {
+fn max_fds() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     let soft = line
@@ -77,16 +110,16 @@ fn max_fds() -> Option<f64> {
     soft.parse().ok()
 }
 
-fn resident_bytes() -> Option<f64> {
+fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
+    let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
-    Some(kib * 1024.0)
+    kib.checked_mul(1024)
 }
 
 fn boot_time() -> Option<f64> {

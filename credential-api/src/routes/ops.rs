@@ -68,7 +68,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, tag = "ops", path = "/metrics", summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text exposition", body = String,
-        content_type = "text/plain; version=0.0.4")))]
+        content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let snap = state.snapshot.get();
     let stale_after = state.config.rank.stale_after;
@@ -91,7 +91,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut response = state.metrics.render(&gauges).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     response
 }

@@ -50,10 +50,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 async fn get_metrics(State(ops): State<Arc<Ops>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::render(&ops),
     )
         .into_response()
