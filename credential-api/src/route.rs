@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use geoturn_geo::{ClientLocation, GeoIp, RankConfig, rank_relays};
+use geoturn_geo::{ClientLocation, GeoIp, RankConfig, rank_relays_measured};
 use geoturn_shared::registry::Registry;
 
 /// Options of `geoturn route`.
@@ -75,7 +75,27 @@ pub async fn route(opts: &RouteOptions) -> Result<String, RouteError> {
     config
         .validate()
         .map_err(|e| RouteError::Config(e.to_string()))?;
-    let ranking = rank_relays(&client, &candidates, &config);
+    let measured = match registry
+        .client_rtts(&[
+            geoturn_shared::latency::client_prefix(opts.ip),
+            geoturn_shared::latency::client_network(opts.ip),
+        ])
+        .await
+    {
+        Ok(lists) => crate::measured::merge(
+            (
+                &geoturn_shared::latency::client_prefix(opts.ip),
+                lists.first().map(Vec::as_slice).unwrap_or_default(),
+            ),
+            (
+                &geoturn_shared::latency::client_network(opts.ip),
+                lists.get(1).map(Vec::as_slice).unwrap_or_default(),
+            ),
+            now_ms,
+        ),
+        Err(e) => return Err(RouteError::Registry(e.to_string())),
+    };
+    let ranking = rank_relays_measured(&client, &measured, &candidates, &config);
     let answer = crate::answers::RouteAnswer::new(opts.ip, location.as_ref(), &ranking, &records);
     Ok(if opts.json {
         serde_json::to_string(&answer).unwrap_or_default()

@@ -230,6 +230,7 @@ pub async fn start(
         stopping: tokio::sync::watch::Sender::new(false),
         auth,
         history,
+        measured: crate::measured::MeasuredCache::default(),
     });
     // JWKS keys: fetched now and on their interval, for as long as these keys are in use.
     state.authenticator().start_jwks();
@@ -395,6 +396,7 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         http.response.status_code = tracing::field::Empty,
         geoturn.caller = tracing::field::Empty,
         geoturn.client_located = tracing::field::Empty,
+        geoturn.measured_regions = tracing::field::Empty,
         geoturn.relays = tracing::field::Empty,
         geoturn.snapshot = tracing::field::Empty,
     );

@@ -46,6 +46,8 @@ pub struct AppState {
     /// The last hour of the fleet, for the dashboard's charts (`GET /v1/history`), recorded
     /// from each new snapshot by `server::record_history`.
     pub history: std::sync::Mutex<crate::history::History>,
+    /// Round trips the relays measured from client networks, as last read.
+    pub measured: crate::measured::MeasuredCache,
 }
 
 impl AppState {

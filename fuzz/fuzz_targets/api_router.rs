@@ -159,6 +159,7 @@ async fn build_state(rate_limit: f64) -> Arc<AppState> {
     );
     let limiter = RateLimiter::new(config.rate_limit, config.rate_burst, LIMITED_KEYS);
     let auth = std::sync::RwLock::new(Arc::new(config.auth.clone()));
+    let history = std::sync::Mutex::new(geoturn_api::history::History::new(config.history_step));
     Arc::new(AppState {
         config,
         registry,
@@ -170,6 +171,8 @@ async fn build_state(rate_limit: f64) -> Arc<AppState> {
         started: Instant::now(),
         stopping: tokio::sync::watch::Sender::new(false),
         auth,
+        history,
+        measured: geoturn_api::measured::MeasuredCache::default(),
     })
 }
 

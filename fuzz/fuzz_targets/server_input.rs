@@ -88,7 +88,7 @@ fn new_server(config: &ServerConfig, now: Instant) -> Server {
         },
         WallClock {
             at: now,
-            unix_secs: UNIX,
+            unix_ms: UNIX * 1000,
         },
     )
 }
@@ -268,7 +268,8 @@ fuzz_target!(|data: &[u8]| {
             6 => {
                 let elapsed = now.duration_since(start).as_secs();
                 let step = i64::from(body.first().copied().unwrap_or(0) as i8) * 60;
-                server.set_unix_time(now, (UNIX + elapsed).saturating_add_signed(step));
+                let secs = (UNIX + elapsed).saturating_add_signed(step);
+                server.set_unix_time(now, secs.saturating_mul(1000));
                 server.handle_timeout(now);
             }
             _ => {}

@@ -5,9 +5,10 @@
 //! gives the same answer, and tests and benchmarks need no setup.
 //!
 //! The score is an estimated round trip in ms plus a load penalty in ms:
-//! `score = rtt_ms + load_weight_ms × load²`. RTT comes from the configured region matrix when
-//! both ends' regions are known, else from great-circle distance. The square keeps light load
-//! nearly free and makes a nearly full relay cost up to `load_weight_ms`.
+//! `score = rtt_ms + load_weight_ms × load²`. RTT comes, in this order, from what the relays
+//! measured from the client's network to the relay's region ([`MeasuredRtts`]), from the
+//! region matrix when both ends' regions are known, else from great-circle distance. The square
+//! keeps light load nearly free and makes a nearly full relay cost up to `load_weight_ms`.
 
 mod config;
 mod distance;
@@ -48,6 +49,41 @@ pub struct Candidate {
     pub draining: bool,
     /// Time since its last heartbeat, measured by the caller.
     pub heartbeat_age: Duration,
+}
+
+/// Round trips the relays measured from the client's network, per region: the best knowledge
+/// the ranking has, used before the matrix and the distance estimate. A handful of entries (one
+/// per region measured), looked up by linear scan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeasuredRtts {
+    /// One entry per region, the most specific measurement first.
+    pub regions: Vec<MeasuredRegion>,
+}
+
+/// A round trip measured from the client's network to one region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasuredRegion {
+    /// The region.
+    pub region: String,
+    /// The median round trip, ms.
+    pub rtt_ms: f64,
+    /// Samples behind it.
+    pub samples: u32,
+    /// The network it was measured from, for the explanation (`203.0.113.0/24`).
+    pub network: String,
+    /// How old the measurement is, seconds.
+    pub age_secs: u64,
+}
+
+impl MeasuredRtts {
+    fn get(&self, region: &str) -> Option<&MeasuredRegion> {
+        self.regions.iter().find(|m| m.region == region)
+    }
+
+    /// Whether there is nothing measured.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
 }
 
 /// Where the client is, as far as we know.
@@ -168,7 +204,19 @@ pub fn rank_relays(
     candidates: &[Candidate],
     config: &RankConfig,
 ) -> Ranking {
-    let client = Client::new(client, config);
+    rank_relays_measured(client, &MeasuredRtts::default(), candidates, config)
+}
+
+/// [`rank_relays`] with round trips measured from the client's network: a relay in a measured
+/// region is scored by the measurement (usable values only: finite, ≥ 0), whether or not the
+/// client's place is known; the others as [`rank_relays`] scores them.
+pub fn rank_relays_measured(
+    client: &ClientLocation,
+    measured: &MeasuredRtts,
+    candidates: &[Candidate],
+    config: &RankConfig,
+) -> Ranking {
+    let client = Client::new(client, measured, config);
     let mut excluded = Vec::new();
     let mut scored = Vec::with_capacity(candidates.len());
     for (index, candidate) in candidates.iter().enumerate() {
@@ -232,6 +280,8 @@ fn load_of(c: &Candidate) -> Load {
 enum RttSource {
     Distance,
     Matrix,
+    /// Measured by the relays from the client's network.
+    Measured,
     /// Unknown client: in the default region (true) or not.
     Unknown {
         default_region: bool,
@@ -280,15 +330,20 @@ impl select::Regional for Scored<'_> {
     }
 }
 
-/// The client's position, checked, with its matrix row.
+/// The client's position, checked, with its matrix row and what was measured from its network.
 struct Client<'a> {
     position: Option<distance::Origin>,
     region: Option<&'a str>,
     matrix_row: HashMap<&'a str, f64>,
+    measured: &'a MeasuredRtts,
 }
 
 impl<'a> Client<'a> {
-    fn new(location: &'a ClientLocation, config: &'a RankConfig) -> Self {
+    fn new(
+        location: &'a ClientLocation,
+        measured: &'a MeasuredRtts,
+        config: &'a RankConfig,
+    ) -> Self {
         match location {
             // A position off the globe is no position: rank as if unknown rather than by NaN.
             ClientLocation::Known { lat, lon, region } if on_globe(*lat, *lon) => {
@@ -297,14 +352,27 @@ impl<'a> Client<'a> {
                     position: Some(distance::Origin::new(*lat, *lon)),
                     region,
                     matrix_row: region.map(|r| config.matrix_row(r)).unwrap_or_default(),
+                    measured,
                 }
             }
             _ => Self {
                 position: None,
                 region: None,
                 matrix_row: HashMap::new(),
+                measured,
             },
         }
+    }
+
+    /// The usable measurement for `region`, if any.
+    fn measured_rtt(&self, region: &str) -> Option<f64> {
+        if self.measured.is_empty() {
+            return None;
+        }
+        self.measured
+            .get(region)
+            .map(|m| m.rtt_ms)
+            .filter(|rtt| rtt.is_finite() && *rtt >= 0.0)
     }
 
     fn score<'c>(
@@ -315,6 +383,18 @@ impl<'a> Client<'a> {
         config: &RankConfig,
     ) -> Scored<'c> {
         let penalty = config.load_weight_ms * load.value * load.value;
+        // A measurement beats any estimate, and needs no position.
+        if let Some(rtt_ms) = self.measured_rtt(&c.region) {
+            return Scored {
+                candidate: c,
+                index,
+                distance_km: None,
+                rtt_ms,
+                source: RttSource::Measured,
+                load,
+                score: rtt_ms + penalty,
+            };
+        }
         let Some(origin) = self.position else {
             let default_region = config.default_region.as_deref() == Some(c.region.as_str());
             // Outside the default region a relay costs as much as a fully loaded one, so every

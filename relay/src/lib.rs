@@ -1,5 +1,6 @@
 //! geoturn-relay: runs the sans-IO TURN core ([`geoturn_relay_proto`]) on real sockets.
 //!
+//! - [`client_rtt`]: clients' round trips, by network, waiting for the registry heartbeat.
 //! - [`config`]: options from flags, `GEOTURN_*` variables and a TOML file, validated at start.
 //! - [`net`]: the UDP listener workers (one per core, `SO_REUSEPORT`), batched syscalls and
 //!   relayed sockets.
@@ -8,6 +9,7 @@
 //! - [`service`]: the relay as a process: workers + ops + signals + drain.
 //! - [`signal`]: SIGTERM/SIGINT handlers installed before any work is taken.
 
+pub mod client_rtt;
 pub mod config;
 pub mod net;
 pub mod ops;

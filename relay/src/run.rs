@@ -38,6 +38,7 @@ pub struct RelayHandle {
     /// Bumped on each revocation, to wake the workers.
     revoked_tx: watch::Sender<u64>,
     tcp_relay: Arc<crate::net::tcp_relay::TcpRelay>,
+    client_rtts: Arc<crate::client_rtt::ClientRtts>,
 }
 
 /// Binds and starts a relay with `config`.
@@ -46,6 +47,8 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     // One nonce key for all shards: a client's retry may land on the same shard anyway (the
     // kernel hashes its 4-tuple), but a shared key keeps that an implementation detail.
     let nonce_key = fleet_nonce_key(config).unwrap_or_else(|| rng.random());
+    // Names this process in its nonces: only its own yield round-trip samples.
+    let nonce_tag: u16 = rng.random();
     let quota = Arc::new(Quota::new(
         config.user_quota,
         config.allocations_per_ip,
@@ -54,6 +57,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     let ports = Arc::new(PortPool::new(config.relay_ports.clone(), rng.random()));
     let tcp_connections = Arc::new(TcpConnections::new(rng.random()));
     let revocations = Arc::new(Revocations::default());
+    let client_rtts = Arc::new(crate::client_rtt::ClientRtts::default());
     let (revoked_tx, _) = watch::channel(0u64);
     let streams_per_source = Arc::new(crate::net::stream::StreamsPerSource::new(
         config.max_connections_per_ip,
@@ -145,6 +149,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             max_lifetime: config.max_lifetime,
             peer_policy: config.peer_policy.clone(),
             nonce_key,
+            nonce_tag,
             unauth_rate: config.unauth_rate,
             unauth_burst: config.unauth_burst,
             allocation_bps: config.max_bps,
@@ -170,7 +175,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
                 },
                 WallClock {
                     at: std::time::Instant::now(),
-                    unix_secs: geoturn_shared::clock::unix_secs(),
+                    unix_ms: geoturn_shared::clock::unix_ms(),
                 },
             ),
             secrets: secrets.subscribe(),
@@ -185,6 +190,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             tcp: tcp_per_worker.next().unwrap_or_default(),
             tcp_relay: tcp_relay.clone(),
             tls: tls_per_worker.next().unwrap_or_default(),
+            client_rtts: client_rtts.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("geoturn-worker-{i}"))
@@ -223,10 +229,16 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         revocations,
         revoked_tx,
         tcp_relay,
+        client_rtts,
     })
 }
 
 impl RelayHandle {
+    /// Clients' round trips measured by the workers, for the registry heartbeat to publish.
+    pub fn client_rtts(&self) -> &Arc<crate::client_rtt::ClientRtts> {
+        &self.client_rtts
+    }
+
     /// The first UDP/TCP address the relay listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addrs

@@ -5,6 +5,7 @@
 //! - [`credentials`]: the TURN REST API credential scheme (coturn's `use-auth-secret`).
 //! - [`secret_set`]: several live shared secrets at once, so secrets rotate without restarts.
 //! - [`http_error`]: the JSON error body of every HTTP surface.
+//! - [`latency`]: client round trips measured by the relays, keyed by client network.
 //! - [`load`]: a relay's load, the one formula ranking and sibling choice use.
 //! - [`pii`]: a redacting wrapper for client addresses and user ids in logs.
 //! - [`process_metrics`]: the standard `process_*` metrics (descriptors, memory, CPU).
@@ -18,6 +19,7 @@ pub mod credentials;
 pub mod http_error;
 #[cfg(feature = "http-server")]
 pub mod http_server;
+pub mod latency;
 pub mod load;
 pub mod pii;
 #[cfg(feature = "metrics")]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use geoturn_tests::redis::{RedisServer, free_port};
 
+use geoturn_shared::latency::MeasuredRtt;
 use geoturn_shared::registry::{
     DEFAULT_PREFIX, Registry, RegistryError, RegistryEvent, RelayAddrs, RelayRecord, RelayState,
 };
@@ -238,6 +239,47 @@ async fn redis_registry(server: &RedisServer) -> Registry {
         .unwrap()
 }
 
+fn measured(rtt_ms: u32, samples: u32) -> MeasuredRtt {
+    MeasuredRtt {
+        rtt_ms,
+        samples,
+        updated_ms: geoturn_shared::clock::unix_ms(),
+    }
+}
+
+async fn client_rtts_by_network_and_region(reg: &Registry) {
+    let a: ipnet::IpNet = "203.0.113.0/24".parse().unwrap();
+    let b: ipnet::IpNet = "2001:db8:1::/48".parse().unwrap();
+    let never: ipnet::IpNet = "198.51.100.0/24".parse().unwrap();
+    reg.store_client_rtts("eu-central", &[(a, measured(120, 3)), (b, measured(40, 1))])
+        .await
+        .unwrap();
+    reg.store_client_rtts("us-east", &[(a, measured(20, 5))])
+        .await
+        .unwrap();
+    // A later measurement of the same network and region replaces the earlier one.
+    reg.store_client_rtts("us-east", &[(a, measured(21, 6))])
+        .await
+        .unwrap();
+    let found = reg.client_rtts(&[a, never, b]).await.unwrap();
+    let mut first = found[0].clone();
+    first.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        first
+            .iter()
+            .map(|(r, m)| (r.as_str(), m.rtt_ms, m.samples))
+            .collect::<Vec<_>>(),
+        [("eu-central", 120, 3), ("us-east", 21, 6)]
+    );
+    assert!(found[1].is_empty());
+    assert_eq!(found[2].len(), 1);
+    assert!(matches!(
+        reg.store_client_rtts("bad region!", &[(a, measured(1, 1))])
+            .await,
+        Err(RegistryError::Invalid { .. })
+    ));
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -270,6 +312,7 @@ on_both_backends!(
     secrets_round_trip_newest_first,
     secrets_stored_together_keep_their_order,
     revocations_are_kept_until_they_end,
+    client_rtts_by_network_and_region,
 );
 
 // ---- Redis only ----
@@ -653,4 +696,54 @@ async fn redis_that_stops_answering_is_bounded() {
         assert!(Instant::now() < deadline, "heartbeat still failing: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Client round trips in Redis: one hash per network with a TTL, a value that readers skip
+/// when it is not theirs, and the footprint of a thousand networks (printed for BENCHMARKS.md).
+#[tokio::test]
+async fn client_rtts_are_bounded_in_redis() {
+    let server = RedisServer::start();
+    let reg = redis_registry(&server).await;
+    let mut conn = raw(&server).await;
+    let nets: Vec<ipnet::IpNet> = (0..1000u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+        .collect();
+    let entries: Vec<_> = nets.iter().map(|n| (*n, measured(35, 4))).collect();
+    let before: u64 = info_used_memory(&mut conn).await;
+    for region in ["eu-central", "us-east", "ap-southeast"] {
+        reg.store_client_rtts(region, &entries).await.unwrap();
+    }
+    let after: u64 = info_used_memory(&mut conn).await;
+    println!(
+        "client round trips: 1000 networks x 3 regions take {} KiB in Redis",
+        after.saturating_sub(before) / 1024
+    );
+    let key = format!("{DEFAULT_PREFIX}rtt:10.0.7.0/24");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((3500..=3600).contains(&ttl), "{ttl}");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("eu-west")
+        .arg("not,a,number")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let found = reg.client_rtts(&[nets[7]]).await.unwrap();
+    assert_eq!(found[0].len(), 3, "{found:?}");
+}
+
+async fn info_used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
 }

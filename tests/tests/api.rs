@@ -1895,3 +1895,53 @@ fn geoturn_up() -> (ChildGuard, SocketAddr, SocketAddr) {
     });
     (child, ops, api)
 }
+
+/// Round trips measured by the relays (issue 17): an authenticated Allocate answers a 401
+/// whose nonce carries its issue time, the relay publishes the median per client network, and
+/// the API ranks the measured region first, saying so, while a network never measured keeps
+/// the GeoIP / default-region order.
+#[test]
+fn relays_measure_client_round_trips_and_the_ranking_uses_them() {
+    let f = fleet("measured-rtt", &[]);
+    let route = |ip: &str| {
+        json(
+            &get(
+                f.api_addr,
+                &format!("/v1/route?ip={ip}&count=3"),
+                Some(APP_KEY),
+            )
+            .unwrap(),
+        )
+    };
+    // Loopback has no place: the default region (us-east) first.
+    let before = route("127.0.0.1");
+    assert_eq!(before["chosen"][0]["id"], "us-1", "{before}");
+    // A client on 127.0.0.1 calls through the relay the API gives a Frankfurt client.
+    let answer = json(&ice(f.api_addr, &format!("clientIp={EU_CLIENT}"), APP_KEY));
+    let index = 0;
+    assert!(f.ids_in(&answer)[index].starts_with("eu-"), "{answer}");
+    for _ in 0..3 {
+        let mut client = client_for(&f, &answer, index);
+        client.allocate().unwrap();
+        client.refresh(0).unwrap();
+    }
+    // Published on the relay's next heartbeats, read by the API within its cache's 2 s.
+    let mut after = Value::Null;
+    let took = wait_for(Duration::from_secs(10), "the measured region first", || {
+        after = route("127.0.0.1");
+        after["chosen"][0]["region"] == "eu-central"
+    });
+    println!("measured first after {took:?}: {after}");
+    let reason = after["chosen"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("measured from 127.0.0.0/24"), "{reason}");
+    // Never measured: still the default region first.
+    let other = route("10.9.8.7");
+    assert_eq!(other["chosen"][0]["id"], "us-1", "{other}");
+    assert!(
+        !other["chosen"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("measured"),
+        "{other}"
+    );
+}

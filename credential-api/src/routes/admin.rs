@@ -21,7 +21,7 @@ use crate::history::HistoryAnswer;
 use crate::openapi::{IpAddress, Problems, UserId};
 use crate::rfc3339::Timestamp;
 use crate::state::{AppState, credential_headers};
-use geoturn_geo::{ClientLocation, rank_relays};
+use geoturn_geo::{ClientLocation, rank_relays_measured};
 use geoturn_shared::http_error::Problem;
 use std::net::IpAddr;
 
@@ -329,10 +329,20 @@ pub async fn route(
     }
     let snapshot = state.snapshot.get();
     let location = state.geo.lookup(params.ip);
+    let measured = state
+        .measured
+        .lookup(
+            &state.registry,
+            params.ip,
+            snapshot.stale.is_none(),
+            geoturn_shared::clock::unix_ms(),
+        )
+        .await;
     let mut rank = state.config.rank.clone();
     rank.max_results = count;
-    let ranking = rank_relays(
+    let ranking = rank_relays_measured(
         &ClientLocation::from(location.clone()),
+        &measured,
         &snapshot.candidates,
         &rank,
     );

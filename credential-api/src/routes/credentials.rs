@@ -6,7 +6,7 @@
 //! All three go the same way: authenticate, find the client's address and place, rank the
 //! snapshot's relays, mint one credential with the active secret.
 
-use geoturn_shared::clock::unix_secs;
+use geoturn_shared::clock::{unix_ms, unix_secs};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use geoturn_geo::{ClientLocation, rank_relays};
+use geoturn_geo::{ClientLocation, rank_relays_measured};
 use geoturn_shared::RestCredential;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -122,7 +122,7 @@ fn anonymous_user(key_name: &str) -> String {
     format!("{key_name}~{hex}")
 }
 
-fn mint(
+async fn mint(
     state: &AppState,
     caller: &Caller,
     params: &IceParams,
@@ -171,9 +171,13 @@ fn mint(
 
     let snapshot = state.snapshot.get();
     let location = ClientLocation::from(state.geo.lookup(client));
+    let measured = state
+        .measured
+        .lookup(&state.registry, client, snapshot.stale.is_none(), unix_ms())
+        .await;
     let mut rank = config.rank.clone();
     rank.max_results = count;
-    let ranking = rank_relays(&location, &snapshot.candidates, &rank);
+    let ranking = rank_relays_measured(&location, &measured, &snapshot.candidates, &rank);
     let relays = chosen(&ranking, &snapshot.relays);
     if relays.is_empty() {
         return Err(ApiError::unavailable(
@@ -197,6 +201,7 @@ fn mint(
         "geoturn.client_located",
         !matches!(location, ClientLocation::Unknown),
     );
+    span.record("geoturn.measured_regions", measured.regions.len());
     span.record(
         "geoturn.relays",
         ranking
@@ -261,7 +266,7 @@ pub async fn get_ice_servers(
     let ip = request_ip(&state, peer, &headers);
     let caller = authenticate(&state, &headers, ip).await?;
     let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let minted = mint(&state, &caller, &params, ip)?;
+    let minted = mint(&state, &caller, &params, ip).await?;
     Ok(ice_response(&state, minted))
 }
 
@@ -280,7 +285,7 @@ pub async fn post_ice_servers(
     let ip = request_ip(&state, peer, &headers);
     let caller = authenticate(&state, &headers, ip).await?;
     let params: IceParams = json_body(body)?;
-    let minted = mint(&state, &caller, &params, ip)?;
+    let minted = mint(&state, &caller, &params, ip).await?;
     Ok(ice_response(&state, minted))
 }
 
@@ -330,7 +335,7 @@ pub async fn turn_rest(
         user: q.username,
         ..IceParams::default()
     };
-    let minted = mint(&state, &caller, &params, ip)?;
+    let minted = mint(&state, &caller, &params, ip).await?;
     let body = TurnRestAnswer {
         username: minted.credential.username,
         password: minted.credential.password,
@@ -424,7 +429,7 @@ async fn cloudflare_answer(
         user: p.custom_identifier,
         ..IceParams::default()
     };
-    let minted = mint(state, &caller, &params, ip)?;
+    let minted = mint(state, &caller, &params, ip).await?;
     let mut response = (
         StatusCode::CREATED,
         Json(CloudflareAnswer {

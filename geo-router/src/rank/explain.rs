@@ -31,6 +31,15 @@ pub(super) fn choice(
                 config.fibre_km_per_ms,
             );
         }
+        RttSource::Measured => {
+            if let Some(m) = client.measured.get(&candidate.region) {
+                let _ = write!(
+                    reason,
+                    "RTT {:.1} ms measured from {} ({} samples, {} s old)",
+                    scored.rtt_ms, m.network, m.samples, m.age_secs,
+                );
+            }
+        }
         RttSource::Matrix => {
             let _ = write!(
                 reason,

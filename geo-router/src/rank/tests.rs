@@ -410,3 +410,72 @@ fn a_geoip_answer_becomes_a_client_location() {
     );
     assert_eq!(ClientLocation::from(None), ClientLocation::Unknown);
 }
+
+fn measured(entries: &[(&str, f64)]) -> MeasuredRtts {
+    MeasuredRtts {
+        regions: entries
+            .iter()
+            .map(|&(region, rtt_ms)| MeasuredRegion {
+                region: region.to_owned(),
+                rtt_ms,
+                samples: 3,
+                network: "203.0.113.0/24".to_owned(),
+                age_secs: 4,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_measured_round_trip_beats_the_distance_estimate() {
+    // GeoIP places the client in London, next to eu-central; its path there is 120 ms and to
+    // us-east 20 ms (a VPN exit, a satellite link): the measurement decides.
+    let relays = [
+        relay("fra-1", "eu-central", FRANKFURT),
+        relay("nyc-1", "us-east", NEW_YORK),
+        relay("sin-1", "ap-southeast", SINGAPORE),
+    ];
+    let config = RankConfig::default();
+    let before = rank_relays(&at(LONDON), &relays, &config);
+    assert_eq!(ids(&before)[0], "fra-1");
+    let m = measured(&[("eu-central", 120.0), ("us-east", 20.0)]);
+    let after = rank_relays_measured(&at(LONDON), &m, &relays, &config);
+    assert_eq!(ids(&after), ["nyc-1", "fra-1", "sin-1"]);
+    assert_eq!(after.chosen[0].rtt_ms, 20.0);
+    assert!(
+        after.chosen[0]
+            .reason
+            .starts_with("RTT 20.0 ms measured from 203.0.113.0/24 (3 samples, 4 s old)"),
+        "{}",
+        after.chosen[0].reason
+    );
+    // Singapore was never measured from this network: still the distance estimate.
+    assert!(
+        after.chosen[2].reason.contains("great circle"),
+        "{:?}",
+        after.chosen[2]
+    );
+    // Load still counts on top of a measurement.
+    let busy = [loaded(relays[1].clone(), 990), relays[0].clone()];
+    let ranked = rank_relays_measured(&at(LONDON), &m, &busy, &config);
+    assert_eq!(ranked.chosen[0].id, "nyc-1");
+    assert!((ranked.chosen[0].score - (20.0 + 50.0 * 0.99 * 0.99)).abs() < 1e-9);
+}
+
+#[test]
+fn unusable_measurements_are_ignored_and_unknown_clients_use_good_ones() {
+    let relays = [
+        relay("fra-1", "eu-central", FRANKFURT),
+        relay("nyc-1", "us-east", NEW_YORK),
+    ];
+    let config = RankConfig::default();
+    let bad = measured(&[("eu-central", f64::NAN), ("us-east", -1.0)]);
+    assert_eq!(
+        ids(&rank_relays_measured(&at(LONDON), &bad, &relays, &config)),
+        ids(&rank_relays(&at(LONDON), &relays, &config))
+    );
+    // No place known, but a measurement: the measured region comes before the unmeasured one.
+    let m = measured(&[("us-east", 30.0)]);
+    let ranked = rank_relays_measured(&ClientLocation::Unknown, &m, &relays, &config);
+    assert_eq!(ids(&ranked), ["nyc-1", "fra-1"]);
+}

@@ -216,7 +216,7 @@ fn main() {
         },
         WallClock {
             at: now,
-            unix_secs: UNIX,
+            unix_ms: UNIX * 1000,
         },
     );
     let peer = SocketAddr::from(([203, 0, 113, 50], 7000));

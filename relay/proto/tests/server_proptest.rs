@@ -172,7 +172,7 @@ impl World {
             },
             WallClock {
                 at: now,
-                unix_secs: UNIX,
+                unix_ms: UNIX * 1000,
             },
         );
         let auth = (0..CLIENTS)
@@ -338,7 +338,7 @@ impl World {
                 let secs = secs.max(1);
                 self.now += Duration::from_secs(secs);
                 self.unix += secs;
-                self.server.set_unix_time(self.now, self.unix);
+                self.server.set_unix_time(self.now, self.unix * 1000);
                 prop_assert_sweep_due(self.server.poll_timeout(), self.now);
                 self.server.handle_timeout(self.now);
                 self.pump(None, true);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use geoturn_relay_proto::server::{Alternate, Drain, ServerStats};
 use geoturn_relay_proto::{Server, Transport};
 use geoturn_shared::SecretSet;
-use geoturn_shared::clock::unix_secs;
+use geoturn_shared::clock::unix_ms;
 use tokio::sync::watch;
 
 use super::batch;
@@ -78,6 +78,8 @@ pub struct WorkerContext {
     pub tcp_relay: Arc<super::tcp_relay::TcpRelay>,
     /// TLS listeners with their acceptor.
     pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// Where the shard's clients' round-trip samples go, every publish.
+    pub client_rtts: Arc<crate::client_rtt::ClientRtts>,
 }
 
 /// Runs a worker on the current thread until shutdown.
@@ -96,7 +98,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         listeners.push((local, Rc::new(batch::register(u)?)));
     }
     let now = Instant::now();
-    ctx.server.set_unix_time(now, unix_secs());
+    ctx.server.set_unix_time(now, unix_ms());
     ctx.server
         .set_secrets(ctx.secrets.borrow_and_update().clone());
     ctx.server.set_drain(ctx.drain.borrow_and_update().clone());
@@ -195,7 +197,9 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
             _ = publish.tick() => {
                 let s = &mut *shard.borrow_mut();
                 let now = Instant::now();
-                s.server.set_unix_time(now, unix_secs());
+                let wall_ms = unix_ms();
+                s.server.set_unix_time(now, wall_ms);
+                ctx.client_rtts.record(&s.server.take_rtt_samples(), wall_ms);
                 let snap = snapshot_of(s, now);
                 if let Ok(mut shared) = ctx.snapshot.lock() {
                     *shared = snap;

@@ -250,6 +250,9 @@ pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) 
                 tracing::warn!(%error, "registry unreachable: relaying goes on, heartbeats will retry");
             }
         }
+        if ok {
+            publish_client_rtts(&ops, &registry).await;
+        }
         let anycast = !ops.relay.anycast_addrs().is_empty();
         if ok
             && (ops.drain.is_draining() || anycast)
@@ -268,6 +271,23 @@ pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) 
                     .set_first_contact(first_contact_targets(&ops.config.region, &fleet));
             }
         }
+    }
+}
+
+/// Publishes the round trips measured from client networks since the last heartbeat (at most
+/// [`crate::client_rtt::MAX_WRITES`] networks; the rest go next time, as do these if the write
+/// fails).
+async fn publish_client_rtts(ops: &Ops, registry: &Registry) {
+    let changed = ops
+        .relay
+        .client_rtts()
+        .take_changed(crate::client_rtt::MAX_WRITES);
+    if changed.is_empty() {
+        return;
+    }
+    let write = registry.store_client_rtts(&ops.config.region, &changed);
+    if !matches!(tokio::time::timeout(CALL_TIMEOUT, write).await, Ok(Ok(()))) {
+        ops.relay.client_rtts().mark_changed(&changed);
     }
 }
 

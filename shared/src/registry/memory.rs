@@ -15,6 +15,10 @@ use tokio::sync::broadcast;
 use super::record::check_name;
 use super::{EVENT_CAPACITY, RegistryError, RegistryEvent, RelayRecord};
 use crate::clock::unix_ms;
+use crate::latency::MeasuredRtt;
+
+/// Most client networks the in-memory registry keeps measurements for.
+pub const MAX_CLIENT_NETWORKS: usize = 100_000;
 use crate::secret_set::{Secret, SecretSet};
 
 /// The monotonic clock expiry is measured against.
@@ -38,6 +42,8 @@ struct State {
     last_created: u64,
     /// Revoked user → until (Unix seconds).
     revoked: HashMap<String, u64>,
+    /// Client network → region → measured round trip.
+    client_rtts: HashMap<ipnet::IpNet, HashMap<String, MeasuredRtt>>,
 }
 
 impl MemoryRegistry {
@@ -85,6 +91,49 @@ impl MemoryRegistry {
         let mut live: Vec<RelayRecord> = state.relays.values().map(|(r, _)| r.clone()).collect();
         live.sort_by(|a, b| a.id.cmp(&b.id));
         live
+    }
+
+    /// Stores round trips measured from client networks to `region`. Bounded as Redis is by
+    /// its TTL: measurements older than [`super::CLIENT_RTT_TTL`] are dropped, and past
+    /// [`MAX_CLIENT_NETWORKS`] networks new ones are not stored.
+    pub fn store_client_rtts(&self, region: &str, entries: &[(ipnet::IpNet, MeasuredRtt)]) {
+        let oldest = unix_ms().saturating_sub(super::CLIENT_RTT_TTL.as_millis() as u64);
+        let mut state = self.state();
+        let map = &mut state.client_rtts;
+        if map.len() + entries.len() > MAX_CLIENT_NETWORKS {
+            map.retain(|_, regions| {
+                regions.retain(|_, m| m.updated_ms >= oldest);
+                !regions.is_empty()
+            });
+        }
+        for (net, m) in entries {
+            if map.len() >= MAX_CLIENT_NETWORKS && !map.contains_key(net) {
+                continue;
+            }
+            let regions = map.entry(*net).or_default();
+            if regions.len() < super::MAX_RTT_REGIONS || regions.contains_key(region) {
+                regions.insert(region.to_owned(), *m);
+            }
+        }
+    }
+
+    /// What was measured from each of `networks`, per region.
+    pub fn client_rtts(&self, networks: &[ipnet::IpNet]) -> Vec<Vec<(String, MeasuredRtt)>> {
+        let oldest = unix_ms().saturating_sub(super::CLIENT_RTT_TTL.as_millis() as u64);
+        let state = self.state();
+        networks
+            .iter()
+            .map(|n| {
+                state
+                    .client_rtts
+                    .get(n)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, m)| m.updated_ms >= oldest)
+                    .map(|(r, m)| (r.clone(), *m))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Delivers `event` to every current subscriber (none is fine).

@@ -32,6 +32,7 @@ pub use self::memory::{Clock, MemoryRegistry};
 pub use self::record::{RelayRecord, RelayState};
 pub use self::redis::RedisRegistry;
 use crate::secret_set::{Secret, SecretSet};
+use record::check_name;
 
 /// The key prefix when none is configured. On Redis Cluster use a hash tag (`{geoturn}:`) so
 /// every key lands in one slot.
@@ -94,6 +95,13 @@ pub enum Registry {
     /// Shared through Redis.
     Redis(RedisRegistry),
 }
+
+/// How long a client network's measured round trips live after their last update: the
+/// network's users keep them fresh; a network nobody calls from lets them go.
+pub const CLIENT_RTT_TTL: Duration = Duration::from_secs(3600);
+/// Most regions read back per client network (a fleet has far fewer; a bound on a hash that a
+/// misconfigured fleet could grow).
+pub const MAX_RTT_REGIONS: usize = 64;
 
 /// Most revocations stored; a relay remembers as many.
 pub const MAX_REVOCATIONS: usize = 100_000;
@@ -190,6 +198,35 @@ impl Registry {
         match self {
             Self::Memory(m) => Ok(m.revocations(now)),
             Self::Redis(r) => r.revocations(now).await,
+        }
+    }
+
+    /// Stores round trips measured from client networks to `region` (see
+    /// [`crate::latency`]); each network's record expires [`CLIENT_RTT_TTL`] after its last
+    /// update.
+    pub async fn store_client_rtts(
+        &self,
+        region: &str,
+        entries: &[(ipnet::IpNet, crate::latency::MeasuredRtt)],
+    ) -> Result<(), RegistryError> {
+        check_name("region", region)?;
+        match self {
+            Self::Memory(m) => {
+                m.store_client_rtts(region, entries);
+                Ok(())
+            }
+            Self::Redis(r) => r.store_client_rtts(region, entries).await,
+        }
+    }
+
+    /// What was measured from each of `networks`, per region, in order.
+    pub async fn client_rtts(
+        &self,
+        networks: &[ipnet::IpNet],
+    ) -> Result<Vec<Vec<(String, crate::latency::MeasuredRtt)>>, RegistryError> {
+        match self {
+            Self::Memory(m) => Ok(m.client_rtts(networks)),
+            Self::Redis(r) => r.client_rtts(networks).await,
         }
     }
 

@@ -69,6 +69,10 @@ impl Keys {
     fn relay(&self, id: &str) -> String {
         format!("{}relay:{id}", self.prefix)
     }
+
+    fn client_rtt(&self, network: &ipnet::IpNet) -> String {
+        format!("{}rtt:{network}", self.prefix)
+    }
 }
 
 /// A registry in Redis; clones share one connection and one event subscription.
@@ -413,6 +417,63 @@ impl RedisRegistry {
     // `op` takes the connection by value: an `AsyncFn(&mut ConnectionManager)` would make
     // every caller's future fail `Send` for all lifetimes (a rustc limitation), and the
     // credential API runs these calls on a multi-threaded runtime.
+    /// Stores round trips measured from client networks to `region`: one hash per network
+    /// (`rtt:203.0.113.0/24`, a field per region), expiring [`super::CLIENT_RTT_TTL`] after its
+    /// last write; one pipelined round trip for all of them.
+    pub async fn store_client_rtts(
+        &self,
+        region: &str,
+        entries: &[(ipnet::IpNet, crate::latency::MeasuredRtt)],
+    ) -> Result<(), RegistryError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<(String, String)> = entries
+            .iter()
+            .map(|(net, m)| (self.keys.client_rtt(net), m.encode()))
+            .collect();
+        let ttl = super::CLIENT_RTT_TTL.as_secs();
+        self.call("store client round trips", |mut c| {
+            let mut pipe = redis::pipe();
+            for (key, value) in &writes {
+                pipe.cmd("HSET").arg(key).arg(region).arg(value).ignore();
+                pipe.cmd("EXPIRE").arg(key).arg(ttl).ignore();
+            }
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    /// What was measured from each of `networks`, per region (unreadable values skipped), in
+    /// one pipelined round trip.
+    pub async fn client_rtts(
+        &self,
+        networks: &[ipnet::IpNet],
+    ) -> Result<Vec<Vec<(String, crate::latency::MeasuredRtt)>>, RegistryError> {
+        let keys: Vec<String> = networks.iter().map(|n| self.keys.client_rtt(n)).collect();
+        let raw = self
+            .call("client round trips", |mut c| {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("HGETALL").arg(key);
+                }
+                async move { pipe.query_async::<Vec<Vec<(String, String)>>>(&mut c).await }
+            })
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|fields| {
+                fields
+                    .into_iter()
+                    .filter_map(|(region, v)| {
+                        crate::latency::MeasuredRtt::decode(&v).map(|m| (region, m))
+                    })
+                    .take(super::MAX_RTT_REGIONS)
+                    .collect()
+            })
+            .collect())
+    }
+
     async fn call<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, RegistryError>
     where
         F: Fn(ConnectionManager) -> Fut,

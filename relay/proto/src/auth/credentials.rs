@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use geoturn_shared::{RestUsername, SecretSet, credentials::rest_password};
 
-use super::nonce::{NonceCheck, Nonces};
+use super::nonce::{NonceCheck, NonceIssue, Nonces};
 use crate::stun::attribute::{Attribute, PasswordAlgorithm, password_algorithms, types};
 use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256};
 use crate::stun::{Message, MessageWriter};
@@ -74,6 +74,8 @@ pub struct Authenticated {
     pub username: String,
     /// The key that signs responses to this client.
     pub key: IntegrityKey,
+    /// The request's nonce: when and by whom it was issued (a round-trip sample's start).
+    pub nonce: NonceIssue,
 }
 
 impl Authenticated {
@@ -128,15 +130,16 @@ impl AuthFailure {
     }
 }
 
-/// Authenticates `msg` from `client` at `now_unix`.
+/// Authenticates `msg` from `client` at `now_ms` (Unix milliseconds).
 pub fn authenticate(
     msg: &Message<'_>,
     client: SocketAddr,
     realm: &str,
     secrets: &SecretSet,
     nonces: &Nonces,
-    now_unix: u64,
+    now_ms: u64,
 ) -> Result<Authenticated, AuthFailure> {
+    let now_unix = now_ms / 1000;
     let sha256_mac = msg.has_integrity_sha256();
     if !msg.has_integrity() && !sha256_mac {
         return Err(AuthFailure::Challenge);
@@ -153,7 +156,7 @@ pub fn authenticate(
     let Some(Ok(Attribute::Nonce(nonce))) = msg.attribute(types::NONCE) else {
         return Err(AuthFailure::BadRequest);
     };
-    let nonce_check = nonces.check(nonce, client, now_unix);
+    let nonce_check = nonces.check(nonce, client, now_ms);
 
     let chosen = match msg.attribute(types::PASSWORD_ALGORITHM) {
         None => None,
@@ -168,6 +171,7 @@ pub fn authenticate(
     // algorithm must echo our list exactly; one that names none is treated as MD5.
     if let NonceCheck::Valid {
         password_algorithms: true,
+        ..
     } = nonce_check
     {
         match (msg.get(types::PASSWORD_ALGORITHMS), chosen) {
@@ -199,11 +203,12 @@ pub fn authenticate(
     }
     let key = found.ok_or(AuthFailure::BadIntegrity)?;
     // The nonce is checked after integrity, as RFC 8489 §9.2.4 orders it.
-    if nonce_check == NonceCheck::Stale {
+    let NonceCheck::Valid { issued, .. } = nonce_check else {
         return Err(AuthFailure::StaleNonce);
-    }
+    };
     Ok(Authenticated {
         username: username.to_owned(),
         key,
+        nonce: issued,
     })
 }

@@ -7,7 +7,7 @@ pub mod credentials;
 pub mod nonce;
 
 pub use credentials::{AuthFailure, Authenticated, IntegrityKey, authenticate};
-pub use nonce::{NonceCheck, Nonces};
+pub use nonce::{NonceCheck, NonceIssue, Nonces};
 
 /// A 32-byte key for one purpose (`label`) derived from a root secret with HMAC-SHA256, so the
 /// root never serves two purposes and relays sharing the root derive the same key.

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     /// Which peers may be reached.
     pub peer_policy: PeerPolicy,
+    /// Names this relay process in its nonces (random per process), so a sibling's nonce never
+    /// yields a round-trip sample here.
+    pub nonce_tag: u16,
     /// Key for stateless nonces (random per node).
     pub nonce_key: [u8; 32],
     /// Responses remembered for retransmissions.
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             max_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(600),
             peer_policy: PeerPolicy::default(),
+            nonce_tag: 0,
             nonce_key: [0; 32],
             transaction_cache_size: 8192,
             unauth_rate: 100,

@@ -13,6 +13,7 @@ mod own;
 mod requests;
 mod response;
 mod rfc6062;
+mod rtt;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +26,7 @@ use geoturn_shared::SecretSet;
 
 pub use self::config::{NEW_PEER_BURST, ServerConfig};
 pub use self::data_path::{PEER_HEADROOM, PEER_TAILROOM};
+pub use self::rtt::{RttSample, SAMPLE_WINDOW_MS};
 pub use self::stats::{DropReason, Limit, ServerStats};
 
 use crate::allocation::AllocationTable;
@@ -177,6 +179,7 @@ pub struct Server {
     revoked_seen: u64,
     limiter: crate::rate_limit::SourceLimiter,
     stats: ServerStats,
+    rtt: rtt::RttSampler,
 }
 
 /// Drain settings: no new allocations; existing ones live at most until `deadline`.
@@ -205,14 +208,14 @@ pub struct SharedTables {
     pub revoked: Arc<Revocations>,
 }
 
-/// The wall-clock time (unix seconds) at a monotonic instant: what credential and nonce
-/// expiry are checked against.
+/// The wall-clock time (Unix milliseconds) at a monotonic instant: what credential and nonce
+/// expiry are checked against, and nonces' issue times (round-trip samples) are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WallClock {
     /// The monotonic instant.
     pub at: Instant,
-    /// Unix seconds at `at`.
-    pub unix_secs: u64,
+    /// Unix milliseconds at `at`.
+    pub unix_ms: u64,
 }
 
 impl Server {
@@ -231,7 +234,11 @@ impl Server {
             tcp,
             revoked,
         } = shared;
-        let nonces = Nonces::new(config.nonce_key, config.nonce_lifetime.as_secs());
+        let nonces = Nonces::new(
+            config.nonce_key,
+            config.nonce_lifetime.as_secs(),
+            config.nonce_tag,
+        );
         let transactions = TransactionCache::new(config.transaction_cache_size);
         let limiter =
             crate::rate_limit::SourceLimiter::new(config.unauth_rate, config.unauth_burst);
@@ -275,18 +282,34 @@ impl Server {
             revoked,
             limiter,
             stats: ServerStats::default(),
+            rtt: rtt::RttSampler::default(),
         }
     }
 
-    /// Tells the server the wall-clock time again (the wall clock may step, the monotonic one
-    /// does not); used for credential and nonce expiry. Call about once a second.
-    pub fn set_unix_time(&mut self, now: Instant, unix_secs: u64) {
-        self.clock = WallClock { at: now, unix_secs };
+    /// Tells the server the wall-clock time (Unix milliseconds) again (the wall clock may
+    /// step, the monotonic one does not); used for credential and nonce expiry. Call about once
+    /// a second.
+    pub fn set_unix_time(&mut self, now: Instant, unix_ms: u64) {
+        self.clock = WallClock { at: now, unix_ms };
     }
 
-    fn unix_now(&self, now: Instant) -> u64 {
-        let WallClock { at, unix_secs } = self.clock;
-        unix_secs.saturating_add(now.saturating_duration_since(at).as_secs())
+    /// Unix milliseconds at `now`.
+    fn unix_now_ms(&self, now: Instant) -> u64 {
+        let WallClock { at, unix_ms } = self.clock;
+        let since = now.saturating_duration_since(at).as_millis();
+        unix_ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// The clients' round-trip samples taken since the last call (see [`RttSample`]); the
+    /// driver aggregates them by client prefix. At most [`rtt::MAX_PENDING`] wait; call at
+    /// least every heartbeat.
+    pub fn take_rtt_samples(&mut self) -> Vec<RttSample> {
+        self.rtt.take()
+    }
+
+    /// Round-trip samples dropped because they were not taken in time.
+    pub fn rtt_samples_dropped(&self) -> u64 {
+        self.rtt.dropped
     }
 
     /// Replaces the secret set (rotation without restart).

@@ -101,7 +101,7 @@ impl Server {
             &self.config.realm,
             &self.secrets,
             &self.nonces,
-            self.unix_now(now),
+            self.unix_now_ms(now),
         ) {
             Ok(auth) => auth,
             Err(failure) => {
@@ -130,6 +130,11 @@ impl Server {
                 return;
             }
         };
+        if msg.method() == Method::Allocate {
+            let now_ms = self.unix_now_ms(now);
+            self.rtt
+                .observe(tuple.client.addr().ip(), &auth.nonce, now_ms);
+        }
         // One place turns a handler's error into its signed error response.
         let key = auth.key.clone();
         if let Err(code) = self.authenticated_request(now, &to, msg, auth) {

@@ -153,7 +153,7 @@ impl Server {
         budget: Budget,
     ) {
         let client: SocketAddr = to.five_tuple.client.addr();
-        let nonce = self.nonces.issue(client, self.unix_now(now));
+        let nonce = self.nonces.issue(client, self.unix_now_ms(now));
         let realm = self.config.realm.clone();
         self.reply_unsigned_with(
             now,

@@ -67,7 +67,7 @@ impl Harness {
             },
             WallClock {
                 at: now,
-                unix_secs: UNIX_START,
+                unix_ms: UNIX_START * 1000,
             },
         );
         Self {
