@@ -253,6 +253,8 @@ pub fn render(ops: &Ops) -> String {
     if let Some(up) = ops.registry.is_up() {
         w.value("geoturn_registry_up", &[], u8::from(up));
     }
+    // The mesh renders its own families (crate::mesh::METRIC_NAMES), kept apart for merging.
+    w.0.push_str(&ops.mesh.render_metrics());
     // Descriptors above all: every allocation and TCP client holds one.
     w.0.push_str(&geoturn_shared::process_metrics::render());
     w.0
