@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod history;
 pub mod http_client;
 pub mod ice;
+pub mod mesh;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
