@@ -123,9 +123,23 @@ fn three_relays_measure_each_other_and_impostors_are_refused() {
     });
     // One connection per pair: m1 dialed both, m3 dialed none.
     let m1 = mesh_status(&relays[0]);
-    assert!(m1["peers"].as_array().unwrap().iter().all(|p| p["dialer"] == true), "{m1}");
+    assert!(
+        m1["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["dialer"] == true),
+        "{m1}"
+    );
     let m3 = mesh_status(&relays[2]);
-    assert!(m3["peers"].as_array().unwrap().iter().all(|p| p["dialer"] == false), "{m3}");
+    assert!(
+        m3["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["dialer"] == false),
+        "{m3}"
+    );
     assert_eq!(m1["state"], "on");
     assert_eq!(m1["fingerprint"].as_str().unwrap().len(), 64);
     // Loopback RTTs are small but measured.
@@ -133,8 +147,13 @@ fn three_relays_measure_each_other_and_impostors_are_refused() {
         let rtt = p["rtt_ms"].as_f64().unwrap();
         assert!(rtt > 0.0 && rtt < 50.0, "{p}");
     }
-    let metrics = request(relays[1].http, "GET", "/metrics", &[], "").unwrap().body;
-    assert_eq!(geoturn_tests::http::metric(&metrics, "geoturn_mesh_peers", ""), Some(2.0));
+    let metrics = request(relays[1].http, "GET", "/metrics", &[], "")
+        .unwrap()
+        .body;
+    assert_eq!(
+        geoturn_tests::http::metric(&metrics, "geoturn_mesh_peers", ""),
+        Some(2.0)
+    );
     assert!(
         geoturn_tests::http::metric(&metrics, "geoturn_mesh_rtt_seconds", "peer=\"m1\"")
             .is_some_and(|v| v > 0.0 && v < 0.05),
@@ -193,10 +212,15 @@ fn three_relays_measure_each_other_and_impostors_are_refused() {
     });
     let m = get_json(api_addr, "/v1/mesh", Some(APP_KEY)).unwrap();
     assert_eq!(m["links"].as_array().unwrap().len(), 6, "{m}");
-    assert!(!m.to_string().contains("m0") && !m.to_string().contains("m4"), "{m}");
+    assert!(
+        !m.to_string().contains("m0") && !m.to_string().contains("m4"),
+        "{m}"
+    );
     // API keys only.
     assert_eq!(
-        request(api_addr, "GET", "/v1/mesh", &[], "").unwrap().status,
+        request(api_addr, "GET", "/v1/mesh", &[], "")
+            .unwrap()
+            .status,
         401
     );
 }
