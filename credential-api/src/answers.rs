@@ -431,3 +431,102 @@ impl RouteAnswer {
         out
     }
 }
+
+/// `GET /v1/mesh`: the region-to-region RTT matrix from the relays' QUIC mesh.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshAnswer {
+    /// Region pairs (unordered: `from` ≤ `to`), measured or overridden.
+    pub regions: Vec<MeshRegionPair>,
+    /// Every relay-to-relay measurement behind them.
+    pub links: Vec<MeshLink>,
+    /// When the registry was read.
+    pub fetched_at: Timestamp,
+    /// A measurement older than this is stale: shown, never ranked on.
+    pub fresh_ms: u64,
+}
+
+/// One region pair of the matrix.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshRegionPair {
+    /// First region.
+    pub from: String,
+    /// Second region.
+    pub to: String,
+    /// Median RTT of the fresh relay measurements, ms; null when none is fresh.
+    #[schema(required = true)]
+    pub measured_ms: Option<f64>,
+    /// Fresh measurements behind the median.
+    pub samples: usize,
+    /// The newest measurement, fresh or not, ms (null when only overridden).
+    #[schema(required = true)]
+    pub last_ms: Option<f64>,
+    /// Age of the newest measurement, ms (null when only overridden).
+    #[schema(required = true)]
+    pub age_ms: Option<u64>,
+    /// No fresh measurement: `lastMs` is what it was, not what it is.
+    pub stale: bool,
+    /// The operator's `[[rtt]]` value, which wins.
+    #[schema(required = true)]
+    pub override_ms: Option<f64>,
+    /// What the ranking uses (null: the distance estimate; pairs within one region are never
+    /// ranked on).
+    #[schema(required = true)]
+    pub effective_ms: Option<f64>,
+}
+
+/// One relay's measurement of a peer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshLink {
+    /// Measuring relay.
+    pub from: String,
+    /// Measured relay.
+    pub to: String,
+    /// QUIC's smoothed RTT, ms.
+    pub rtt_ms: f64,
+    /// Share of packets lost recently.
+    pub loss: f32,
+    /// Ms since the peer last answered.
+    pub age_ms: u64,
+    /// Within the freshness window.
+    pub fresh: bool,
+}
+
+impl MeshAnswer {
+    /// The answer for a matrix read at `fetched_at_ms`.
+    pub fn new(m: &crate::mesh::MeshMatrix, fetched_at_ms: u64) -> Self {
+        Self {
+            regions: m
+                .pairs
+                .iter()
+                .map(|p| MeshRegionPair {
+                    from: p.from.clone(),
+                    to: p.to.clone(),
+                    measured_ms: p.measured_ms,
+                    samples: p.samples,
+                    last_ms: p.last.map(|(ms, _)| ms),
+                    age_ms: p.last.map(|(_, age)| age),
+                    stale: p.last.is_some() && p.measured_ms.is_none(),
+                    override_ms: p.override_ms,
+                    effective_ms: p.effective_ms,
+                })
+                .collect(),
+            links: m
+                .links
+                .iter()
+                .map(|l| MeshLink {
+                    from: l.from.clone(),
+                    to: l.to.clone(),
+                    rtt_ms: l.rtt_ms,
+                    loss: l.loss,
+                    age_ms: l.age_ms,
+                    fresh: l.fresh,
+                })
+                .collect(),
+            fetched_at: Timestamp::millis(fetched_at_ms),
+            fresh_ms: u64::try_from(geoturn_shared::registry::MESH_FRESH.as_millis()).unwrap_or(0),
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub mod history;
 pub mod http_client;
 pub mod ice;
 pub mod measured;
+pub mod mesh;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;

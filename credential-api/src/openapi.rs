@@ -26,6 +26,7 @@ use crate::answers::{CloudflareError, CloudflareErrorItem};
         crate::routes::credentials::turn_rest,
         crate::routes::credentials::cloudflare_generate,
         crate::routes::admin::relays,
+        crate::routes::admin::mesh,
         crate::routes::admin::history,
         crate::routes::admin::route,
         crate::routes::admin::list_secrets,

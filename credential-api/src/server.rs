@@ -56,6 +56,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/turn-rest",
     "/v1/turn/keys/{key_id}/credentials/generate-ice-servers",
     "/v1/relays",
+    "/v1/mesh",
     "/v1/history",
     "/v1/route",
     "/v1/admin/secrets",
@@ -203,6 +204,7 @@ pub async fn start(
     }
     let snapshot = Arc::new(SnapshotStore::default());
     snapshot.set_recovery_grace(config.rank.stale_after);
+    snapshot.set_rtt_overrides(config.rank.rtt_matrix.clone().unwrap_or_default());
     snapshot.refresh(&registry).await;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -314,6 +316,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(routes::credentials::cloudflare_generate),
         )
         .route("/v1/relays", get(routes::admin::relays))
+        .route("/v1/mesh", get(routes::admin::mesh))
         .route("/v1/history", get(routes::admin::history))
         .route("/v1/route", get(routes::admin::route))
         .route("/v1/admin/secrets", get(routes::admin::list_secrets))

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub fetched_at_ms: u64,
     /// Set while the registry cannot be read: what went wrong and since when (Unix ms).
     pub stale: Option<Staleness>,
+    /// The region-to-region RTT matrix from the relay mesh, as of `fetched_at_ms`.
+    pub mesh: Arc<crate::mesh::MeshMatrix>,
 }
 
 /// The fleet as known before an outage, kept for a while after the registry returns.
@@ -59,6 +61,7 @@ impl Snapshot {
             candidates,
             fetched_at_ms: now_ms,
             stale: None,
+            mesh: Arc::default(),
         }
     }
 
@@ -87,6 +90,8 @@ pub struct SnapshotStore {
     recovery_grace_ms: AtomicU64,
     /// Bumped on every swap (refresh, failed refresh, drain hint), for `GET /v1/events`.
     changes: watch::Sender<u64>,
+    /// The operator's `[[rtt]]` table, which overrides the mesh's measurements.
+    rtt_overrides: RwLock<crate::mesh::Overrides>,
 }
 
 impl SnapshotStore {
@@ -147,6 +152,37 @@ impl SnapshotStore {
         self.recovery_grace_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// The `[[rtt]]` entries that override measured region pairs.
+    pub fn set_rtt_overrides(&self, overrides: crate::mesh::Overrides) {
+        match self.rtt_overrides.write() {
+            Ok(mut g) => *g = overrides,
+            Err(p) => *p.into_inner() = overrides,
+        }
+    }
+
+    /// The mesh matrix for `relays` from the registry's mesh rows; an unreadable mesh is an
+    /// empty one (the ranking falls back to `[[rtt]]` and distances), logged at debug.
+    async fn mesh_matrix(
+        &self,
+        registry: &Registry,
+        relays: &[RelayRecord],
+        now: u64,
+    ) -> crate::mesh::MeshMatrix {
+        let rows = match tokio::time::timeout(LIST_TIMEOUT, registry.mesh_rows()).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot read the mesh measurements");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let overrides = match self.rtt_overrides.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        crate::mesh::build(relays, &rows, &overrides, now)
+    }
+
     fn recovery(&self) -> std::sync::MutexGuard<'_, Option<Recovery>> {
         self.recovery.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -195,7 +231,9 @@ impl SnapshotStore {
                         known: prev.clone(),
                     });
                 }
-                self.set(self.with_recovered(relays, now));
+                let mut next = self.with_recovered(relays, now);
+                next.mesh = Arc::new(self.mesh_matrix(registry, &next.relays, now).await);
+                self.set(next);
                 return true;
             }
             Ok(Err(e)) => e.to_string(),

@@ -254,6 +254,21 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<String>,
 
+    /// UDP address of the relay-to-relay QUIC mesh (inter-relay RTT for the API's region
+    /// matrix), e.g. `0.0.0.0:9643`; needs --registry and --secrets-key (peers are pinned
+    /// through MAC'd registry records). Open it between relays only [default: off].
+    #[arg(long, env = "GEOTURN_MESH_LISTEN")]
+    pub mesh_listen: Option<SocketAddr>,
+
+    /// Address other relays dial for the mesh [default: --mesh-listen, its wildcard IP
+    /// replaced by the external or relay IP].
+    #[arg(long, env = "GEOTURN_MESH_ADVERTISE")]
+    pub mesh_advertise: Option<SocketAddr>,
+
+    /// Most mesh peers (QUIC connections) at once [default: 256].
+    #[arg(long, env = "GEOTURN_MESH_MAX_PEERS")]
+    pub mesh_max_peers: Option<usize>,
+
     /// Host name clients use in `turn:`/`turns:` URLs (must match the TLS certificate)
     /// [default: the advertised IP].
     #[arg(long, env = "GEOTURN_PUBLIC_HOST")]
@@ -388,6 +403,8 @@ pub struct RelayConfig {
     pub registry: Option<RegistryConfig>,
     /// Host name for URLs.
     pub public_host: Option<String>,
+    /// The relay mesh, when `--mesh-listen` is set.
+    pub mesh: Option<crate::mesh::MeshConfig>,
 }
 
 impl RelayOptions {
@@ -451,6 +468,9 @@ impl RelayOptions {
             heartbeat: self.heartbeat.or(base.heartbeat),
             secrets_key: self.secrets_key.or(base.secrets_key),
             public_host: self.public_host.or(base.public_host),
+            mesh_listen: self.mesh_listen.or(base.mesh_listen),
+            mesh_advertise: self.mesh_advertise.or(base.mesh_advertise),
+            mesh_max_peers: self.mesh_max_peers.or(base.mesh_max_peers),
             log_format: self.log_format.or(base.log_format),
             log_pii: self.log_pii.or(base.log_pii),
         }
@@ -686,7 +706,34 @@ impl RelayOptions {
                 format!("at most {max} addresses with a registry"),
             ));
         }
+        let mesh = match self.mesh_listen {
+            None if self.mesh_advertise.is_some() => {
+                return Err(invalid("mesh-advertise", "needs --mesh-listen"));
+            }
+            None => None,
+            Some(listen) => {
+                let max_peers = self.mesh_max_peers.unwrap_or(256);
+                let cap = geoturn_shared::registry::MAX_MESH_NODES;
+                if !(1..=cap).contains(&max_peers) {
+                    return Err(invalid("mesh-max-peers", format!("must be 1 to {cap}")));
+                }
+                if let Some(a) = self.mesh_advertise
+                    && (a.ip().is_unspecified() || a.port() == 0)
+                {
+                    return Err(invalid(
+                        "mesh-advertise",
+                        "must be a concrete IP and port peers can dial",
+                    ));
+                }
+                Some(crate::mesh::MeshConfig {
+                    listen,
+                    advertise: self.mesh_advertise,
+                    max_peers,
+                })
+            }
+        };
         Ok(RelayConfig {
+            mesh,
             anycast_listen: self.anycast_listen,
             registry,
             public_host: self.public_host,

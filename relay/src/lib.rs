@@ -6,11 +6,14 @@
 //!   relayed sockets.
 //! - [`run`]: starting and stopping the relay's workers.
 //! - [`ops`]: metrics, status, health, drain over HTTP.
+//! - [`mesh`]: the QUIC mesh between relays (inter-relay RTT and loss, pinned through the
+//!   registry).
 //! - [`service`]: the relay as a process: workers + ops + signals + drain.
 //! - [`signal`]: SIGTERM/SIGINT handlers installed before any work is taken.
 
 pub mod client_rtt;
 pub mod config;
+pub mod mesh;
 pub mod net;
 pub mod ops;
 pub mod run;

@@ -99,6 +99,8 @@ pub fn run_with_registry(
                 from_registry,
             )));
         }
+        // The mesh needs the registry (peers, pinning); it runs beside relaying, never in its way.
+        let mesh_task = crate::mesh::start(ops.mesh.clone(), &config, registry.as_ref());
         on_ready(&relay, http_addr);
 
         tokio::select! {
@@ -116,9 +118,15 @@ pub fn run_with_registry(
         for t in registry_tasks {
             t.abort();
         }
+        if let Some(t) = mesh_task {
+            t.abort();
+        }
         if let Some(reg) = &registry {
             // A clean exit leaves no stale record behind.
             let id = &config.node_id;
+            if config.mesh.is_some() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), reg.remove_mesh(id)).await;
+            }
             match tokio::time::timeout(Duration::from_secs(2), reg.remove(id)).await {
                 Ok(Ok(())) => tracing::info!("removed from the registry"),
                 _ => tracing::warn!("could not remove the registry record; it expires by itself"),

@@ -2404,6 +2404,12 @@ fn relay_container_ports_match_its_flags() {
             }
         }
         want.insert((ops_port(&c), "TCP".into()));
+        // The relay mesh, when turned on: QUIC over UDP.
+        if c.get("GEOTURN_MESH_LISTEN").is_some() {
+            for addr in c.setting("--mesh-listen", "GEOTURN_MESH_LISTEN", "") {
+                want.insert((port_of(&addr), "UDP".into()));
+            }
+        }
         let declared: BTreeSet<(u16, String)> = c.spec["ports"]
             .as_sequence()
             .into_iter()

@@ -109,6 +109,7 @@ fn metrics_and_status_follow_traffic() {
         let name = line.split(['{', ' ']).next().unwrap();
         assert!(
             geoturn_relay::ops::metrics::METRIC_NAMES.contains(&name)
+                || geoturn_relay::mesh::METRIC_NAMES.contains(&name)
                 || geoturn_shared::process_metrics::NAMES.contains(&name),
             "undocumented metric {name}"
         );

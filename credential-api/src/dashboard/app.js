@@ -777,6 +777,36 @@
     }
   }
 
+  // ---------- inter-region RTT (GET v1/mesh, every 5 s while connected) ----------
+
+  const MESH_POLL_MS = 5000;
+
+  function meshRowHtml(p) {
+    const ms = (v) => (v === null || v === undefined ? '–' : `${v.toFixed(1)} ms`);
+    const measured = p.stale ? `${ms(p.lastMs)} (stale)` : ms(p.measuredMs);
+    const ageCell = p.ageMs === null ? '–' : age(p.ageMs);
+    return `<tr${p.stale ? ' class="stale"' : ''}><td>${esc(p.from)} ↔ ${esc(p.to)}</td>`
+      + `<td class="num">${esc(measured)}</td><td class="num">${p.samples}</td>`
+      + `<td class="num">${esc(ageCell)}</td><td class="num">${esc(ms(p.overrideMs))}</td>`
+      + `<td class="num">${esc(ms(p.effectiveMs))}</td></tr>`;
+  }
+
+  async function loadMesh(gen) {
+    const body = document.getElementById('mesh-rows');
+    while (gen === state.generation) {
+      try {
+        const res = await fetch(api('v1/mesh'), { headers: authHeaders(), cache: 'no-store' });
+        if (res.ok && body) {
+          const m = await res.json();
+          body.innerHTML = m.regions.length
+            ? m.regions.map(meshRowHtml).join('')
+            : '<tr><td colspan="6" class="muted">no measurements yet (relays need --mesh-listen)</td></tr>';
+        }
+      } catch (_) { /* the feed's own banner reports an unreachable API */ }
+      await new Promise((r) => setTimeout(r, MESH_POLL_MS));
+    }
+  }
+
   function connect(key) {
     performance.mark('geoturn:connect');
     state.generation += 1;
@@ -795,6 +825,7 @@
     showKeyForm(false);
     queueRender();
     run(state.generation);
+    loadMesh(state.generation);
     const relay = relayFromHash();
     if (relay) openRelay(relay);
   }

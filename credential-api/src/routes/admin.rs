@@ -245,6 +245,24 @@ pub async fn relays(
     Ok(response)
 }
 
+/// `GET /v1/mesh`: the region-to-region RTT matrix measured by the relays' QUIC mesh, the
+/// `[[rtt]]` overrides and what the ranking uses, with every relay link behind it (API keys
+/// only: it names the fleet's relays).
+#[utoipa::path(get, tag = "admin", path = "/v1/mesh", summary = "The measured RTT matrix (API keys)",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The matrix", body = crate::answers::MeshAnswer), Problems))]
+pub async fn mesh(
+    State(state): State<Arc<AppState>>,
+    ApiCaller(caller): ApiCaller,
+) -> Result<Response, ApiError> {
+    require_api_key(&caller, "the mesh matrix")?;
+    let snapshot = state.snapshot.get();
+    let answer = crate::answers::MeshAnswer::new(&snapshot.mesh, snapshot.fetched_at_ms);
+    let mut response = Json(answer).into_response();
+    credential_headers(&mut response, &state);
+    Ok(response)
+}
+
 /// `GET /v1/history`'s query.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -340,6 +358,9 @@ pub async fn route(
         .await;
     let mut rank = state.config.rank.clone();
     rank.max_results = count;
+    if let Some(matrix) = &snapshot.mesh.effective {
+        rank.rtt_matrix = Some(matrix.clone());
+    }
     let ranking = rank_relays_measured(
         &ClientLocation::from(location.clone()),
         &measured,

@@ -177,6 +177,10 @@ async fn mint(
         .await;
     let mut rank = config.rank.clone();
     rank.max_results = count;
+    // The mesh's measured matrix, `[[rtt]]` entries overriding it (crate::mesh).
+    if let Some(matrix) = &snapshot.mesh.effective {
+        rank.rtt_matrix = Some(matrix.clone());
+    }
     let ranking = rank_relays_measured(&location, &measured, &snapshot.candidates, &rank);
     let relays = chosen(&ranking, &snapshot.relays);
     if relays.is_empty() {

@@ -27,6 +27,8 @@ pub struct Ops {
     pub drain: drain::DrainController,
     /// Registry reachability, for /status.
     pub registry: registry::RegistryHealth,
+    /// The relay mesh's peers and measurements, for /status and /metrics.
+    pub mesh: Arc<crate::mesh::MeshState>,
 }
 
 impl Ops {
@@ -40,6 +42,7 @@ impl Ops {
             load: status::LoadMeter::default(),
             drain,
             registry: registry::RegistryHealth::default(),
+            mesh: Arc::default(),
         })
     }
 }

@@ -116,6 +116,8 @@ pub struct Status {
     pub drain: Option<DrainStatus>,
     /// `disabled`, `ok` or `unavailable`.
     pub registry: &'static str,
+    /// The relay mesh: state, peers, their RTT and loss.
+    pub mesh: crate::mesh::MeshStatus,
 }
 
 /// Where the relay listens.
@@ -184,5 +186,6 @@ pub fn status(ops: &Ops) -> Status {
         },
         drain,
         registry: ops.registry.as_str(),
+        mesh: ops.mesh.status(),
     }
 }

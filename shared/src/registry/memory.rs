@@ -30,6 +30,8 @@ pub struct MemoryRegistry {
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<RegistryEvent>,
     clock: Clock,
+    /// The mesh's node records and measurements (`mesh.rs`).
+    pub(super) mesh: Arc<Mutex<super::mesh::MemoryMesh>>,
 }
 
 #[derive(Default)]
@@ -59,7 +61,13 @@ impl MemoryRegistry {
             state: Arc::default(),
             events,
             clock,
+            mesh: Arc::default(),
         }
+    }
+
+    /// Now on the registry's clock.
+    pub(super) fn now(&self) -> Instant {
+        (self.clock)()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -15,6 +15,7 @@ mod addrs;
 mod crypto;
 mod event;
 mod memory;
+mod mesh;
 mod record;
 mod redis;
 mod subscriber;
@@ -29,6 +30,10 @@ pub use self::addrs::{
 pub use self::crypto::parse_secrets_key;
 pub use self::event::RegistryEvent;
 pub use self::memory::{Clock, MemoryRegistry};
+pub use self::mesh::{
+    MAX_MESH_NODES, MAX_MESH_SAMPLES, MESH_FRESH, MeshKey, MeshNode, MeshRefusal, MeshRow,
+    MeshSample, cert_fingerprint, hex,
+};
 pub use self::record::{RelayRecord, RelayState};
 pub use self::redis::RedisRegistry;
 use crate::secret_set::{Secret, SecretSet};

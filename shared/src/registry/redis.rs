@@ -6,6 +6,7 @@
 //! | `{prefix}relays` | sorted set id → last heartbeat (Unix ms), to list without SCAN | `heartbeat` |
 //! | `{prefix}secrets` | hash secret id → encrypted secret (see `crypto`) | `store_secret` |
 //! | `{prefix}events` | pub/sub channel of [`RegistryEvent`] JSON | `publish` |
+//! | `{prefix}mesh:…` | the relay mesh's node records and measurements | see `mesh.rs` |
 //!
 //! Liveness is the hash's TTL; the sorted set is only an index. Each heartbeat prunes index
 //! entries older than 10 × its TTL, and `list` prunes entries older than an hour (for a fleet
@@ -47,8 +48,8 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
 
 /// Key names under the prefix.
 #[derive(Debug)]
-struct Keys {
-    prefix: String,
+pub(super) struct Keys {
+    pub(super) prefix: String,
     relays: String,
     secrets: String,
     events: String,
@@ -79,7 +80,7 @@ impl Keys {
 #[derive(Clone)]
 pub struct RedisRegistry {
     conn: ConnectionManager,
-    keys: Arc<Keys>,
+    pub(super) keys: Arc<Keys>,
     secrets_key: Option<Arc<SecretsKey>>,
     events: broadcast::Sender<RegistryEvent>,
     subscribed: watch::Receiver<bool>,
@@ -474,7 +475,11 @@ impl RedisRegistry {
             .collect())
     }
 
-    async fn call<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, RegistryError>
+    pub(super) async fn call<T, F, Fut>(
+        &self,
+        what: &'static str,
+        op: F,
+    ) -> Result<T, RegistryError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,

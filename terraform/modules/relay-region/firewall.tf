@@ -53,6 +53,29 @@ resource "aws_vpc_security_group_ingress_rule" "relay_ops" {
   to_port           = local.ops_port
 }
 
+# The relay mesh (QUIC, UDP 9643): other relays only. This region's relays by their security
+# group; other regions' relays (other VPCs, reached over their public addresses) by
+# var.mesh_peer_cidrs. Peers are also pinned by certificate through the registry, so an
+# address here that is not a relay gets nothing but a refused handshake.
+resource "aws_vpc_security_group_ingress_rule" "relay_mesh_region" {
+  security_group_id            = aws_security_group.relay.id
+  description                  = "relay mesh from this region's relays"
+  referenced_security_group_id = aws_security_group.relay.id
+  ip_protocol                  = "udp"
+  from_port                    = local.mesh_port
+  to_port                      = local.mesh_port
+}
+
+resource "aws_vpc_security_group_ingress_rule" "relay_mesh_peers" {
+  for_each          = toset(var.mesh_peer_cidrs)
+  security_group_id = aws_security_group.relay.id
+  description       = "relay mesh from other regions' relays"
+  cidr_ipv4         = each.value
+  ip_protocol       = "udp"
+  from_port         = local.mesh_port
+  to_port           = local.mesh_port
+}
+
 # Relays send to any peer, on any port.
 resource "aws_vpc_security_group_egress_rule" "relay_all" {
   security_group_id = aws_security_group.relay.id

@@ -9,6 +9,8 @@ locals {
   turns_port     = 5349
   turns_alt_port = 443
   ops_port       = 9641
+  # The relay mesh (GEOTURN_MESH_LISTEN): QUIC between relays only (firewall.tf).
+  mesh_port = 9643
 
   # First contact (GEOTURN_ANYCAST_LISTEN / GEOTURN_ANYCAST_TLS_LISTEN): what Global
   # Accelerator's 3478, 5349 and 443 reach through the load balancer. An Allocate there is

@@ -44,6 +44,7 @@ resource "aws_launch_template" "relay" {
     first_contact_tls_port     = local.first_contact_tls_port
     first_contact_tls_alt_port = local.first_contact_tls_alt_port
     ops_port                   = local.ops_port
+    mesh_port                  = local.mesh_port
     relay_port_min             = var.relay_port_min
     relay_port_max             = var.relay_port_max
     capacity_allocations       = var.capacity_allocations

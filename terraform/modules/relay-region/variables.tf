@@ -222,3 +222,9 @@ variable "relay_names" {
   })
   default = null
 }
+
+variable "mesh_peer_cidrs" {
+  description = "Public addresses (CIDRs, e.g. each other region's relay Elastic IPs as /32) allowed to reach this region's relays on the mesh port (UDP 9643). This region's relays always are; nothing else should be."
+  type        = list(string)
+  default     = []
+}
