@@ -4,8 +4,9 @@
 //! Method: the fleet is generated deterministically (no RNG crate, a fixed LCG), so every run
 //! ranks the same input: 20 regions spread round the globe, 50 relays each scattered within a
 //! few degrees of the region centre, loads between 0 and ~110 % so some relays are over
-//! capacity, and one in 25 draining or stale. Three clients: a known position (distance RTT),
-//! a known position with a region matrix, and an unknown location (default-region fallback).
+//! capacity, and one in 25 draining or stale. Four clients: a known position (distance RTT),
+//! a known position with a region matrix, a known position with round trips measured to five
+//! regions, and an unknown location (default-region fallback).
 //! Each iteration includes building the explanations of the chosen relays, as a request does.
 //! Run: `cargo bench -p geoturn-geo --bench rank` (add `-- --quick` for a short run).
 
@@ -16,7 +17,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use geoturn_geo::{Candidate, ClientLocation, RankConfig, rank_relays};
+use geoturn_geo::{
+    Candidate, ClientLocation, MeasuredRegion, MeasuredRtts, RankConfig, rank_relays,
+    rank_relays_measured,
+};
 
 const REGIONS: usize = 20;
 const RELAYS: usize = 1000;
@@ -109,6 +113,29 @@ fn bench_rank(c: &mut Criterion) {
                 black_box(&london_in_region),
                 black_box(&relays),
                 black_box(&with_matrix),
+            )
+        })
+    });
+    // Measured from the client's network to 5 of the 20 regions (the usual picture: the
+    // regions its answers listed), the rest by distance.
+    let measured = MeasuredRtts {
+        regions: (0..5)
+            .map(|r| MeasuredRegion {
+                region: format!("region-{:02}", r * 4),
+                rtt_ms: 20.0 + 30.0 * r as f64,
+                samples: 12,
+                network: "203.0.113.0/24".to_owned(),
+                age_secs: 30,
+            })
+            .collect(),
+    };
+    group.bench_function("known location + measured (5 regions)", |b| {
+        b.iter(|| {
+            rank_relays_measured(
+                black_box(&london),
+                black_box(&measured),
+                black_box(&relays),
+                black_box(&config),
             )
         })
     });
