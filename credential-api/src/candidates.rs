@@ -23,5 +23,6 @@ pub fn candidate(r: &RelayRecord, now_ms: u64) -> Candidate {
         draining: !matches!(r.state, RelayState::Active),
         // The relay's clock stamped the record; skew shifts staleness by the same amount.
         heartbeat_age: Duration::from_millis(now_ms.saturating_sub(r.updated_at_ms)),
+        unit_vector: Default::default(),
     }
 }

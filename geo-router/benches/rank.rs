@@ -64,6 +64,7 @@ fn fleet() -> Vec<Candidate> {
                 capacity_bps,
                 draining: i % 50 == 7,
                 heartbeat_age: Duration::from_millis(if i % 50 == 13 { 9_000 } else { 1_500 }),
+                unit_vector: Default::default(),
             }
         })
         .collect()

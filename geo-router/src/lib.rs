@@ -15,5 +15,6 @@ pub mod rank;
 pub use geoip::{DatabaseInfo, GeoError, GeoIp, Location};
 pub use rank::{
     Candidate, Choice, ClientLocation, Excluded, ExclusionReason, MeasuredRegion, MeasuredRtts,
-    RankConfig, RankConfigError, Ranking, haversine_km, rank_relays, rank_relays_measured,
+    RankConfig, RankConfigError, Ranking, UnitVectorCache, haversine_km, rank_relays,
+    rank_relays_measured,
 };

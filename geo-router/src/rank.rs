@@ -49,6 +49,28 @@ pub struct Candidate {
     pub draining: bool,
     /// Time since its last heartbeat, measured by the caller.
     pub heartbeat_age: Duration,
+    /// The position as a unit vector, computed from `lat` and `lon` at the first ranking and
+    /// kept (a snapshot's candidates are ranked for every request). Build a new candidate, or
+    /// reset this to `Default::default()`, when the position changes.
+    pub unit_vector: UnitVectorCache,
+}
+
+/// A candidate's position as a unit vector, computed once; see [`Candidate::unit_vector`].
+#[derive(Debug, Clone, Default)]
+pub struct UnitVectorCache(std::sync::OnceLock<[f64; 3]>);
+
+impl UnitVectorCache {
+    fn get(&self, lat: f64, lon: f64) -> &[f64; 3] {
+        self.0.get_or_init(|| distance::unit_vector(lat, lon))
+    }
+}
+
+/// A cache is not part of a candidate's value: two candidates are equal whatever they have
+/// computed so far.
+impl PartialEq for UnitVectorCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Round trips the relays measured from the client's network, per region: the best knowledge
@@ -419,7 +441,7 @@ impl<'a> Client<'a> {
         let (distance_km, rtt_ms, source) = match self.matrix_row.get(c.region.as_str()) {
             Some(&rtt) => (None, rtt, RttSource::Matrix),
             None => {
-                let km = origin.km_to(c.lat, c.lon);
+                let km = origin.km_to_unit(c.unit_vector.get(c.lat, c.lon));
                 let rtt =
                     distance::estimated_rtt_ms(km, config.route_inflation, config.fibre_km_per_ms);
                 (Some(km), rtt, RttSource::Distance)

@@ -51,6 +51,7 @@ fn candidate() -> impl Strategy<Value = Candidate> {
                     capacity_bps,
                     draining,
                     heartbeat_age: Duration::from_millis(age_ms),
+                    unit_vector: Default::default(),
                 }
             },
         )

@@ -22,6 +22,7 @@ fn relay(id: &str, region: &str, (lat, lon): (f64, f64)) -> Candidate {
         capacity_bps: 125_000_000,
         draining: false,
         heartbeat_age: Duration::from_secs(1),
+        unit_vector: Default::default(),
     }
 }
 
