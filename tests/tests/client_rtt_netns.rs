@@ -260,6 +260,21 @@ fn measured_round_trips_outrank_geoip_for_the_network_that_was_measured() {
     assert_eq!(after["chosen"][1]["id"], "fra");
     assert!((110.0..=160.0).contains(&measured(1)), "{after}");
 
+    // The relays count what they sampled: two allocations through fra, one through iad.
+    for (port, want) in [(9641u16, 2.0), (9642, 1.0)] {
+        let page = ns.enter(move || {
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            geoturn_tests::http::request(addr, "GET", "/metrics", &[], "")
+                .unwrap()
+                .body
+        });
+        let samples = page
+            .lines()
+            .find_map(|l| l.strip_prefix("geoturn_client_rtt_samples_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert_eq!(samples, Some(want), "relay on :{port}");
+    }
+
     // Never measured: GeoIP and distance, as before.
     let other = route(&ns, api, "198.51.100.10");
     let (id, reason) = first(&other);

@@ -36,6 +36,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "geoturn_capacity_allocations",
     "geoturn_capacity_bytes_per_second",
     "geoturn_registry_up",
+    "geoturn_client_rtt_samples_total",
+    "geoturn_client_rtt_samples_dropped_total",
+    "geoturn_client_rtt_networks",
 ];
 
 /// What one scrape reads from the running relay: the encoder below is a pure function of it,
@@ -58,6 +61,9 @@ pub struct RelayState {
     pub capacity_bytes_per_second: u64,
     /// Registry reachability; `None` without a registry or before the first heartbeat.
     pub registry_up: Option<bool>,
+    /// Clients' round-trip samples taken, not kept for want of room, and networks tracked
+    /// ([`crate::client_rtt::ClientRtts::counts`]).
+    pub client_rtt: (u64, u64, usize),
 }
 
 impl RelayState {
@@ -72,6 +78,7 @@ impl RelayState {
             capacity_allocations: ops.config.capacity_allocations,
             capacity_bytes_per_second: ops.config.capacity_mbps.saturating_mul(125_000),
             registry_up: ops.registry.is_up(),
+            client_rtt: ops.relay.client_rtts().counts(),
         }
     }
 }
@@ -271,6 +278,25 @@ impl Collector for RelayState {
         if let Some(up) = self.registry_up {
             registry_up.encode_gauge(&u64::from(up))?;
         }
+        let (samples, dropped, networks) = self.client_rtt;
+        counter(
+            &mut e,
+            "geoturn_client_rtt_samples",
+            "Clients' round trips sampled (401 to authenticated Allocate), for latency routing.",
+            samples,
+        )?;
+        counter(
+            &mut e,
+            "geoturn_client_rtt_samples_dropped",
+            "Round-trip samples not kept: the table of client networks was full.",
+            dropped,
+        )?;
+        gauge(
+            &mut e,
+            "geoturn_client_rtt_networks",
+            "Client networks (/24, /16, /48, /32) with round trips measured here.",
+            networks as u64,
+        )?;
         Ok(())
     }
 }
@@ -361,6 +387,7 @@ pub fn sample_state() -> RelayState {
         capacity_allocations: 16_000,
         capacity_bytes_per_second: 1_250_000_000,
         registry_up: Some(true),
+        client_rtt: (42, 1, 17),
     }
 }
 
