@@ -238,3 +238,47 @@ fn a_connection_without_an_allocation_is_closed_after_30_s() {
         "the allocated connection is still served"
     );
 }
+
+/// A TCP connection holding an allocation gives a second round-trip sample 2 s after its first
+/// frame, the kernel's own estimate (`TCP_INFO`), beside the 401 → Allocate one; a connection
+/// without an allocation gives none.
+#[test]
+fn an_allocated_connection_adds_the_kernels_round_trip_estimate() {
+    let relay = TestRelay::start(|_| {});
+    let mut allocated = StreamClient::connect(relay.addr(), "alice");
+    let resp = allocated.request(Method::Allocate, &[Attribute::RequestedTransport(17)]);
+    assert_eq!(code(&resp), None, "Allocate over TCP");
+    let mut binding_only = StreamClient::connect(relay.addr(), "bob");
+    let req = encode_request(
+        Method::Binding,
+        Class::Request,
+        TransactionId([7; 12]),
+        &[],
+        None,
+    )
+    .unwrap();
+    binding_only.stream.write_all(&req).unwrap();
+    assert!(
+        binding_only
+            .try_read_frame(Duration::from_secs(2))
+            .is_some()
+    );
+    // The 401 → Allocate sample at once; the kernel's after 2 s (the workers hand samples
+    // over every 500 ms).
+    let started = Instant::now();
+    let mut taken = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        taken = relay.handle().client_rtts().counts().0;
+        if taken >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(taken, 2, "one sample per source of it");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        relay.handle().client_rtts().counts().0,
+        2,
+        "none from the Binding-only one"
+    );
+}

@@ -45,3 +45,48 @@ pub fn set_dont_fragment(_sock: &impl AsRawFd, _ipv6: bool) -> io::Result<()> {
         "DF not supported on this platform",
     ))
 }
+
+/// The kernel's smoothed round-trip estimate of a TCP connection (`TCP_INFO`'s `tcpi_rtt`),
+/// or `None` when it has none yet or the call fails.
+#[cfg(target_os = "linux")]
+pub fn tcp_rtt(fd: std::os::fd::RawFd) -> Option<std::time::Duration> {
+    // SAFETY: tcp_info is plain old data; zeroed is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a descriptor the caller holds open, a buffer of `len` bytes and its length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && info.tcpi_rtt > 0).then(|| std::time::Duration::from_micros(info.tcpi_rtt.into()))
+}
+
+/// Not read here.
+#[cfg(not(target_os = "linux"))]
+pub fn tcp_rtt(_fd: std::os::fd::RawFd) -> Option<std::time::Duration> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connected_socket_has_a_kernel_rtt() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let rtt = super::tcp_rtt(server.as_raw_fd());
+        // Loopback: tens of microseconds, never seconds.
+        assert!(
+            rtt.is_some_and(|r| r < std::time::Duration::from_secs(1)),
+            "{rtt:?}"
+        );
+        drop(client);
+        assert_eq!(super::tcp_rtt(-1), None);
+    }
+}

@@ -34,6 +34,12 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections of its address. (RFC 6062 data connections leave this loop at their
 /// ConnectionBind, within the first frame's deadline.)
 const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When a TCP/TLS connection's round trip is read from the kernel (`TCP_INFO`), after its first
+/// frame: by then the handshake and the first exchanges have given the kernel an estimate. Taken
+/// once, and only if the connection holds an allocation (an authenticated client), as a
+/// round-trip sample for latency routing beside the 401 → Allocate one.
+const RTT_PROBE: Duration = Duration::from_secs(2);
 /// Most simultaneous stream clients per worker, TLS handshakes included; bounds file
 /// descriptors and memory.
 const MAX_CONNECTIONS: usize = 20_000;
@@ -135,6 +141,8 @@ pub(super) struct StreamContext {
     pub open: OpenStreams,
     /// Open streams per source, relay-wide.
     pub per_source: Arc<StreamsPerSource>,
+    /// Where a connection's kernel round-trip estimate goes ([`RTT_PROBE`]).
+    pub client_rtts: Arc<crate::client_rtt::ClientRtts>,
 }
 
 /// Accepts connections until the task is aborted.
@@ -171,6 +179,8 @@ pub(super) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // For the kernel's round-trip estimate; valid while the stream lives (serve holds it).
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let tuple = FiveTuple {
             client: ClientSocket::new(peer),
             server: local,
@@ -181,10 +191,10 @@ pub(super) async fn accept_loop(
         tokio::task::spawn_local(async move {
             let _places = (place, source_place);
             match tls {
-                None => serve(ctx, stream, tuple).await,
+                None => serve(ctx, stream, tuple, fd).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve(ctx, tls_stream, tuple).await,
+                        Ok(Ok(tls_stream)) => serve(ctx, tls_stream, tuple, fd).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -203,7 +213,7 @@ enum Ended {
     Splice { id: ConnectionId, leftover: Vec<u8> },
 }
 
-async fn serve<S>(ctx: StreamContext, stream: S, tuple: FiveTuple)
+async fn serve<S>(ctx: StreamContext, stream: S, tuple: FiveTuple, fd: std::os::fd::RawFd)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -228,7 +238,11 @@ where
         }
         Some(wr)
     });
-    let ended = match read_frames(&ctx.events, &mut rd, tuple).await {
+    let probe = RttProbe {
+        fd,
+        rtts: &ctx.client_rtts,
+    };
+    let ended = match read_frames(&ctx.events, &mut rd, tuple, probe).await {
         Ok(ended) => ended,
         Err(e) => {
             tracing::debug!(error = %e, transport = tuple.transport.as_str(), "stream client closed");
@@ -256,14 +270,24 @@ fn is_connection_bind(frame: &[u8]) -> bool {
     frame.get(..2) == Some(&kind.to_be_bytes()[..])
 }
 
+/// A connection's socket, for its kernel round-trip estimate, and where that goes.
+struct RttProbe<'a> {
+    /// The TCP socket under the stream (TLS included), open for as long as the stream.
+    fd: std::os::fd::RawFd,
+    rtts: &'a crate::client_rtt::ClientRtts,
+}
+
 async fn read_frames<R: AsyncRead + Unpin>(
     events: &EventTx,
     rd: &mut R,
     tuple: FiveTuple,
+    probe: RttProbe<'_>,
 ) -> io::Result<Ended> {
     let mut buf = vec![0u8; 4096];
     let mut filled = 0usize;
     let mut deadline = tokio::time::Instant::now() + FIRST_FRAME_TIMEOUT;
+    // When to read the kernel's round trip (once, RTT_PROBE after the first frame).
+    let mut probe_at: Option<tokio::time::Instant> = None;
     // Until the first complete frame, the deadline is the first frame's; then the checks
     // for an allocation.
     let mut framed = false;
@@ -297,6 +321,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             if !framed {
                 framed = true;
                 deadline = tokio::time::Instant::now() + ALLOCATE_TIMEOUT;
+                probe_at = Some(tokio::time::Instant::now() + RTT_PROBE);
             }
             start += len;
             if let Some(answer) = answer
@@ -316,8 +341,30 @@ async fn read_frames<R: AsyncRead + Unpin>(
             buf.resize((buf.len() * 2).min(MAX_FRAME + 4), 0);
         }
         let area = buf.get_mut(filled..).unwrap_or_default();
-        let n = match tokio::time::timeout_at(deadline, rd.read(area)).await {
+        let wake = probe_at.map_or(deadline, |p| p.min(deadline));
+        let n = match tokio::time::timeout_at(wake, rd.read(area)).await {
             Ok(r) => r?,
+            Err(_) if probe_at.is_some_and(|p| p <= tokio::time::Instant::now()) => {
+                probe_at = None;
+                let (tx, rx) = oneshot::channel();
+                let asked = ShardEvent::StreamIdle {
+                    tuple,
+                    holds_allocation: tx,
+                };
+                if events.send(asked).await.is_ok()
+                    && rx.await == Ok(true)
+                    && let Some(rtt) = super::sockopt::tcp_rtt(probe.fd)
+                {
+                    let sample = geoturn_relay_proto::server::RttSample {
+                        client: tuple.client.addr().ip().to_canonical(),
+                        rtt_ms: u32::try_from(rtt.as_millis()).unwrap_or(u32::MAX),
+                    };
+                    probe
+                        .rtts
+                        .record(&[sample], geoturn_shared::clock::unix_ms());
+                }
+                continue;
+            }
             Err(_) => {
                 let (tx, rx) = oneshot::channel();
                 let asked = ShardEvent::StreamIdle {

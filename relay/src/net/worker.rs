@@ -131,6 +131,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         tcp_relay: ctx.tcp_relay.clone(),
         open: OpenStreams::default(),
         per_source: ctx.streams_per_source.clone(),
+        client_rtts: ctx.client_rtts.clone(),
     };
     for tcp in ctx.tcp {
         let listener = tokio::net::TcpListener::from_std(tcp)?;
