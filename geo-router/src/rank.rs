@@ -324,16 +324,20 @@ struct Scored<'a> {
 }
 
 impl Scored<'_> {
-    /// Total order: unknown-location groups, score, RTT, load, id, region, input position.
+    /// Total order: groups (measured or estimated; unknown place in the default region;
+    /// unknown place elsewhere), score, RTT, load, id, region, input position.
     /// `total_cmp` keeps it total even if a bad configuration produced NaN.
     fn cmp(&self, other: &Self) -> Ordering {
-        let group = |s: &Self| {
-            matches!(
-                s.source,
-                RttSource::Unknown {
-                    default_region: false
-                }
-            )
+        // For a client of unknown place the default region's "0 ms" is a guess, not an
+        // estimate: a measured region comes before it, and both before the other regions.
+        let group = |s: &Self| match s.source {
+            RttSource::Measured | RttSource::Distance | RttSource::Matrix => 0u8,
+            RttSource::Unknown {
+                default_region: true,
+            } => 1,
+            RttSource::Unknown {
+                default_region: false,
+            } => 2,
         };
         let id = |s: &Self| (&s.candidate.id, &s.candidate.region);
         group(self)

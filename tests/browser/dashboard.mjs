@@ -420,6 +420,9 @@ async function fleet(context) {
   await check(`the history of ${killId}, killed, opens from its link too`, 5000, async () => {
     await page.click('#rh-close');
     await page.locator('#relay-history').waitFor({ state: 'hidden', timeout: 2000 });
+    // The dialog's close event (which clears the address) is a task of its own, after the
+    // dialog is hidden: wait for it rather than race it.
+    await until(page, 2000, () => !location.hash).catch(() => {});
     if (await page.evaluate(() => location.hash)) throw new Error('closing left the relay in the address');
     await page.evaluate((id) => { location.hash = `#relay=${encodeURIComponent(id)}`; }, killId);
     await until(page, 3000, (id) => {

@@ -475,8 +475,19 @@ fn unusable_measurements_are_ignored_and_unknown_clients_use_good_ones() {
         ids(&rank_relays_measured(&at(LONDON), &bad, &relays, &config)),
         ids(&rank_relays(&at(LONDON), &relays, &config))
     );
-    // No place known, but a measurement: the measured region comes before the unmeasured one.
+    // No place known, but a measurement: the measured region comes before the unmeasured one,
+    // the default region's included (its 0 ms is a guess).
     let m = measured(&[("us-east", 30.0)]);
     let ranked = rank_relays_measured(&ClientLocation::Unknown, &m, &relays, &config);
     assert_eq!(ids(&ranked), ["nyc-1", "fra-1"]);
+    let with_default = RankConfig {
+        default_region: Some("eu-central".to_owned()),
+        ..RankConfig::default()
+    };
+    let ranked = rank_relays_measured(&ClientLocation::Unknown, &m, &relays, &with_default);
+    assert_eq!(ids(&ranked), ["nyc-1", "fra-1"]);
+    assert_eq!(
+        ids(&rank_relays(&ClientLocation::Unknown, &relays, &with_default)),
+        ["fra-1", "nyc-1"]
+    );
 }
