@@ -487,7 +487,11 @@ fn unusable_measurements_are_ignored_and_unknown_clients_use_good_ones() {
     let ranked = rank_relays_measured(&ClientLocation::Unknown, &m, &relays, &with_default);
     assert_eq!(ids(&ranked), ["nyc-1", "fra-1"]);
     assert_eq!(
-        ids(&rank_relays(&ClientLocation::Unknown, &relays, &with_default)),
+        ids(&rank_relays(
+            &ClientLocation::Unknown,
+            &relays,
+            &with_default
+        )),
         ["fra-1", "nyc-1"]
     );
 }
