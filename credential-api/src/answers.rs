@@ -439,7 +439,7 @@ pub struct MeshAnswer {
     /// Region pairs (unordered: `from` ≤ `to`), measured or overridden.
     pub regions: Vec<MeshRegionPair>,
     /// Every relay-to-relay measurement behind them.
-    pub links: Vec<MeshLink>,
+    pub links: Vec<crate::mesh::LinkRtt>,
     /// When the registry was read.
     pub fetched_at: Timestamp,
     /// A measurement older than this is stale: shown, never ranked on.
@@ -476,24 +476,6 @@ pub struct MeshRegionPair {
     pub effective_ms: Option<f64>,
 }
 
-/// One relay's measurement of a peer.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MeshLink {
-    /// Measuring relay.
-    pub from: String,
-    /// Measured relay.
-    pub to: String,
-    /// QUIC's smoothed RTT, ms.
-    pub rtt_ms: f64,
-    /// Share of packets lost recently.
-    pub loss: f32,
-    /// Ms since the peer last answered.
-    pub age_ms: u64,
-    /// Within the freshness window.
-    pub fresh: bool,
-}
-
 impl MeshAnswer {
     /// The answer for a matrix read at `fetched_at_ms`.
     pub fn new(m: &crate::mesh::MeshMatrix, fetched_at_ms: u64) -> Self {
@@ -513,18 +495,7 @@ impl MeshAnswer {
                     effective_ms: p.effective_ms,
                 })
                 .collect(),
-            links: m
-                .links
-                .iter()
-                .map(|l| MeshLink {
-                    from: l.from.clone(),
-                    to: l.to.clone(),
-                    rtt_ms: l.rtt_ms,
-                    loss: l.loss,
-                    age_ms: l.age_ms,
-                    fresh: l.fresh,
-                })
-                .collect(),
+            links: m.links.clone(),
             fetched_at: Timestamp::millis(fetched_at_ms),
             fresh_ms: u64::try_from(geoturn_shared::registry::MESH_FRESH.as_millis()).unwrap_or(0),
         }

@@ -415,7 +415,7 @@ impl ApiOptions {
         let rank = RankConfig {
             default_region: self.default_region.clone(),
             stale_after: Duration::from_secs_f64(3.0 * heartbeat),
-            rtt_matrix: (!matrix.is_empty()).then_some(matrix),
+            rtt_matrix: (!matrix.is_empty()).then(|| std::sync::Arc::new(matrix)),
             max_results: relays_per_answer,
             ..RankConfig::default()
         };

@@ -101,6 +101,19 @@ impl MeasuredCache {
     }
 }
 
+/// What was measured from `ip`'s networks, read from the registry now, without the cache
+/// (`geoturn route`).
+pub async fn read(
+    registry: &Registry,
+    ip: IpAddr,
+    now_ms: u64,
+) -> Result<MeasuredRtts, geoturn_shared::registry::RegistryError> {
+    let nets = [client_prefix(ip), client_network(ip)];
+    let lists = registry.client_rtts(&nets).await?;
+    let list = |i: usize| lists.get(i).map(Vec::as_slice).unwrap_or_default();
+    Ok(merge((&nets[0], list(0)), (&nets[1], list(1)), now_ms))
+}
+
 /// One entry per region: the prefix's own measurement, else the wider network's; measurements
 /// older than the registry keeps them are left out.
 pub fn merge(

@@ -39,18 +39,20 @@ pub struct PairRtt {
     pub effective_ms: Option<f64>,
 }
 
-/// One relay-to-relay measurement.
-#[derive(Debug, Clone, PartialEq)]
+/// One relay-to-relay measurement (also as `GET /v1/mesh` shows it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = MeshLink)]
 pub struct LinkRtt {
     /// Measuring relay.
     pub from: String,
-    /// Measured peer.
+    /// Measured relay.
     pub to: String,
-    /// RTT, ms.
+    /// QUIC's smoothed RTT, ms.
     pub rtt_ms: f64,
-    /// Loss ratio.
+    /// Share of packets lost recently.
     pub loss: f32,
-    /// Age, ms.
+    /// Ms since the peer last answered.
     pub age_ms: u64,
     /// Within the freshness window.
     pub fresh: bool,
@@ -63,8 +65,9 @@ pub struct MeshMatrix {
     pub pairs: Vec<PairRtt>,
     /// Relay links, sorted.
     pub links: Vec<LinkRtt>,
-    /// The ranking's matrix (both directions), `None` when empty.
-    pub effective: Option<HashMap<(String, String), f64>>,
+    /// The ranking's matrix (both directions), `None` when empty; shared with every request's
+    /// ranking configuration.
+    pub effective: Option<std::sync::Arc<HashMap<(String, String), f64>>>,
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
@@ -196,7 +199,7 @@ pub fn build(
     MeshMatrix {
         pairs,
         links,
-        effective: (!effective.is_empty()).then_some(effective),
+        effective: (!effective.is_empty()).then(|| std::sync::Arc::new(effective)),
     }
 }
 

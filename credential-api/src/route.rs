@@ -75,26 +75,9 @@ pub async fn route(opts: &RouteOptions) -> Result<String, RouteError> {
     config
         .validate()
         .map_err(|e| RouteError::Config(e.to_string()))?;
-    let measured = match registry
-        .client_rtts(&[
-            geoturn_shared::latency::client_prefix(opts.ip),
-            geoturn_shared::latency::client_network(opts.ip),
-        ])
+    let measured = crate::measured::read(&registry, opts.ip, now_ms)
         .await
-    {
-        Ok(lists) => crate::measured::merge(
-            (
-                &geoturn_shared::latency::client_prefix(opts.ip),
-                lists.first().map(Vec::as_slice).unwrap_or_default(),
-            ),
-            (
-                &geoturn_shared::latency::client_network(opts.ip),
-                lists.get(1).map(Vec::as_slice).unwrap_or_default(),
-            ),
-            now_ms,
-        ),
-        Err(e) => return Err(RouteError::Registry(e.to_string())),
-    };
+        .map_err(|e| RouteError::Registry(e.to_string()))?;
     let ranking = rank_relays_measured(&client, &measured, &candidates, &config);
     let answer = crate::answers::RouteAnswer::new(opts.ip, location.as_ref(), &ranking, &records);
     Ok(if opts.json {

@@ -204,7 +204,14 @@ pub async fn start(
     }
     let snapshot = Arc::new(SnapshotStore::default());
     snapshot.set_recovery_grace(config.rank.stale_after);
-    snapshot.set_rtt_overrides(config.rank.rtt_matrix.clone().unwrap_or_default());
+    snapshot.set_rtt_overrides(
+        config
+            .rank
+            .rtt_matrix
+            .as_deref()
+            .cloned()
+            .unwrap_or_default(),
+    );
     snapshot.refresh(&registry).await;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -13,7 +13,7 @@ use crate::config::ApiConfig;
 use crate::metrics::ApiMetrics;
 use crate::rate_limit::RateLimiter;
 use crate::secrets::ApiSecrets;
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{Snapshot, SnapshotStore};
 
 /// Header saying whether the relays in an answer come from a fresh or a stale snapshot.
 pub const SNAPSHOT_HEADER: &str = "x-geoturn-snapshot";
@@ -77,6 +77,70 @@ impl AppState {
             .auth
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(auth);
+    }
+}
+
+/// What the ranking gave one client, with what it was made from.
+#[derive(Debug)]
+pub struct ClientRanking {
+    /// The fleet it ranked.
+    pub snapshot: Arc<Snapshot>,
+    /// Where GeoIP puts the client.
+    pub location: Option<geoturn_geo::Location>,
+    /// What the relays measured from the client's networks.
+    pub measured: geoturn_geo::MeasuredRtts,
+    /// The relays, best first, and those left out.
+    pub ranking: geoturn_geo::Ranking,
+}
+
+impl AppState {
+    /// `count` relays for a client at `client`, ranked now: the current snapshot, what was
+    /// measured from the client's networks, the mesh's region matrix (`[[rtt]]` overriding it)
+    /// and GeoIP. The one ranking `GET /v1/ice-servers` (and its siblings) and `GET /v1/route`
+    /// share.
+    pub async fn rank_client(&self, client: std::net::IpAddr, count: usize) -> ClientRanking {
+        let snapshot = self.snapshot.get();
+        let location = self.geo.lookup(client);
+        let measured = self
+            .measured
+            .lookup(
+                &self.registry,
+                client,
+                snapshot.stale.is_none(),
+                geoturn_shared::clock::unix_ms(),
+            )
+            .await;
+        let mut rank = self.config.rank.clone();
+        rank.max_results = count;
+        if let Some(matrix) = &snapshot.mesh.effective {
+            rank.rtt_matrix = Some(matrix.clone());
+        }
+        let ranking = geoturn_geo::rank_relays_measured(
+            &geoturn_geo::ClientLocation::from(location.clone()),
+            &measured,
+            &snapshot.candidates,
+            &rank,
+        );
+        ClientRanking {
+            snapshot,
+            location,
+            measured,
+            ranking,
+        }
+    }
+}
+
+/// `count` as a number of relays to answer with: 1 to [`MAX_RELAYS_PER_ANSWER`] (400
+/// `bad_count` otherwise).
+pub(crate) fn relay_count(count: usize) -> Result<usize, crate::error::ApiError> {
+    use crate::config::MAX_RELAYS_PER_ANSWER;
+    if (1..=MAX_RELAYS_PER_ANSWER).contains(&count) {
+        Ok(count)
+    } else {
+        Err(crate::error::ApiError::bad_request(
+            "bad_count",
+            format!("count must be 1 to {MAX_RELAYS_PER_ANSWER}"),
+        ))
     }
 }
 

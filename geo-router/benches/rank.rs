@@ -90,7 +90,7 @@ fn bench_rank(c: &mut Criterion) {
         ..RankConfig::default()
     };
     let with_matrix = RankConfig {
-        rtt_matrix: Some(matrix()),
+        rtt_matrix: Some(std::sync::Arc::new(matrix())),
         ..config.clone()
     };
     let london = ClientLocation::Known {

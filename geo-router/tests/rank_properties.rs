@@ -103,7 +103,7 @@ fn config() -> impl Strategy<Value = RankConfig> {
                             );
                         }
                     }
-                    m
+                    std::sync::Arc::new(m)
                 });
                 RankConfig {
                     max_results,

@@ -14,14 +14,12 @@ use geoturn_shared::registry::{RegistryError, RegistryEvent};
 use crate::answers::{DrainRequested, LiveSecret, RetiringSecret, Revoked, Rotated, SecretsList};
 use crate::answers::{Fleet, RouteAnswer};
 use crate::caller::{Admin, ApiCaller, PathParam, SecretsReader, require_api_key};
-use crate::config::MAX_RELAYS_PER_ANSWER;
 use crate::error::ApiError;
 use crate::fleet::fleet_json;
 use crate::history::HistoryAnswer;
 use crate::openapi::{IpAddress, Problems, UserId};
 use crate::rfc3339::Timestamp;
-use crate::state::{AppState, credential_headers};
-use geoturn_geo::{ClientLocation, rank_relays_measured};
+use crate::state::{AppState, credential_headers, relay_count};
 use geoturn_shared::http_error::Problem;
 use std::net::IpAddr;
 
@@ -338,36 +336,14 @@ pub async fn route(
 ) -> Result<Response, ApiError> {
     require_api_key(&caller, "routing")?;
     let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let count = params.count.unwrap_or(state.config.relays_per_answer);
-    if !(1..=MAX_RELAYS_PER_ANSWER).contains(&count) {
-        return Err(ApiError::bad_request(
-            "bad_count",
-            format!("count must be 1 to {MAX_RELAYS_PER_ANSWER}"),
-        ));
-    }
-    let snapshot = state.snapshot.get();
-    let location = state.geo.lookup(params.ip);
-    let measured = state
-        .measured
-        .lookup(
-            &state.registry,
-            params.ip,
-            snapshot.stale.is_none(),
-            geoturn_shared::clock::unix_ms(),
-        )
-        .await;
-    let mut rank = state.config.rank.clone();
-    rank.max_results = count;
-    if let Some(matrix) = &snapshot.mesh.effective {
-        rank.rtt_matrix = Some(matrix.clone());
-    }
-    let ranking = rank_relays_measured(
-        &ClientLocation::from(location.clone()),
-        &measured,
-        &snapshot.candidates,
-        &rank,
+    let count = relay_count(params.count.unwrap_or(state.config.relays_per_answer))?;
+    let r = state.rank_client(params.ip, count).await;
+    let answer = RouteAnswer::new(
+        params.ip,
+        r.location.as_ref(),
+        &r.ranking,
+        &r.snapshot.relays,
     );
-    let answer = RouteAnswer::new(params.ip, location.as_ref(), &ranking, &snapshot.relays);
     let mut response = Json(answer).into_response();
     credential_headers(&mut response, &state);
     Ok(response)

@@ -6,7 +6,7 @@
 //! All three go the same way: authenticate, find the client's address and place, rank the
 //! snapshot's relays, mint one credential with the active secret.
 
-use geoturn_shared::clock::{unix_ms, unix_secs};
+use geoturn_shared::clock::unix_secs;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -16,7 +16,6 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use geoturn_geo::{ClientLocation, rank_relays_measured};
 use geoturn_shared::RestCredential;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -27,13 +26,12 @@ use crate::answers::{
 };
 use crate::auth::{Caller, CallerKind};
 use crate::caller::{PathParam, authenticate, authenticate_key, request_ip, require_api_key};
-use crate::config::MAX_RELAYS_PER_ANSWER;
 use crate::error::ApiError;
 use crate::ice::{IceServer, chosen, ice_servers, turn_uris};
 use crate::openapi::{CloudflareProblems, IpAddress, Problems, TurnService, UserId};
 use crate::rfc3339::Timestamp;
 use crate::state::AppState;
-use crate::state::credential_headers;
+use crate::state::{ClientRanking, credential_headers, relay_count};
 
 /// Longest user id put into a username.
 const MAX_USER_LEN: usize = 128;
@@ -134,13 +132,7 @@ async fn mint(
         Some(0) => return Err(ApiError::bad_request("bad_ttl", "ttl must be at least 1")),
         Some(t) => t.min(config.max_ttl),
     };
-    let count = params.count.unwrap_or(config.relays_per_answer);
-    if !(1..=MAX_RELAYS_PER_ANSWER).contains(&count) {
-        return Err(ApiError::bad_request(
-            "bad_count",
-            format!("count must be 1 to {MAX_RELAYS_PER_ANSWER}"),
-        ));
-    }
+    let count = relay_count(params.count.unwrap_or(config.relays_per_answer))?;
     let client = match params.client_ip {
         None => request_ip,
         Some(ip) => {
@@ -169,19 +161,12 @@ async fn mint(
         ));
     }
 
-    let snapshot = state.snapshot.get();
-    let location = ClientLocation::from(state.geo.lookup(client));
-    let measured = state
-        .measured
-        .lookup(&state.registry, client, snapshot.stale.is_none(), unix_ms())
-        .await;
-    let mut rank = config.rank.clone();
-    rank.max_results = count;
-    // The mesh's measured matrix, `[[rtt]]` entries overriding it (crate::mesh).
-    if let Some(matrix) = &snapshot.mesh.effective {
-        rank.rtt_matrix = Some(matrix.clone());
-    }
-    let ranking = rank_relays_measured(&location, &measured, &snapshot.candidates, &rank);
+    let ClientRanking {
+        snapshot,
+        location,
+        measured,
+        ranking,
+    } = state.rank_client(client, count).await;
     let relays = chosen(&ranking, &snapshot.relays);
     if relays.is_empty() {
         return Err(ApiError::unavailable(
@@ -201,10 +186,7 @@ async fn mint(
     state.metrics.credential_issued();
     let span = tracing::Span::current();
     span.record("geoturn.caller", caller.name.as_str());
-    span.record(
-        "geoturn.client_located",
-        !matches!(location, ClientLocation::Unknown),
-    );
+    span.record("geoturn.client_located", location.is_some());
     span.record("geoturn.measured_regions", measured.regions.len());
     span.record(
         "geoturn.relays",

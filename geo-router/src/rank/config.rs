@@ -1,6 +1,7 @@
 //! The ranking's knobs, their defaults and their validation.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How relays are scored and how many are returned.
@@ -19,8 +20,9 @@ pub struct RankConfig {
     pub load_weight_ms: f64,
     /// Measured region-to-region RTTs in ms, keyed `(from, to)`. Used instead of the distance
     /// estimate when the client's region is known and the pair is present; `(to, from)` is used
-    /// when only the reverse is given [default: none].
-    pub rtt_matrix: Option<HashMap<(String, String), f64>>,
+    /// when only the reverse is given [default: none]. Shared (`Arc`): a request's copy of the
+    /// configuration must not copy the matrix.
+    pub rtt_matrix: Option<Arc<HashMap<(String, String), f64>>>,
     /// Region served first when the client's location is unknown [default: none].
     pub default_region: Option<String>,
     /// Most relays returned [default: 4].
@@ -89,7 +91,7 @@ impl RankConfig {
         if self.default_region.as_deref() == Some("") {
             return Err(invalid("default_region", "must not be empty"));
         }
-        for ((from, to), rtt) in self.rtt_matrix.iter().flatten() {
+        for ((from, to), rtt) in self.rtt_matrix.iter().flat_map(|m| m.iter()) {
             if from.is_empty() || to.is_empty() {
                 return Err(invalid("rtt_matrix", "region names must not be empty"));
             }
@@ -108,7 +110,7 @@ impl RankConfig {
     /// and the result does not depend on the map's iteration order.
     pub(super) fn matrix_row(&self, client_region: &str) -> HashMap<&str, f64> {
         let mut row = HashMap::new();
-        let Some(matrix) = &self.rtt_matrix else {
+        let Some(matrix) = self.rtt_matrix.as_deref() else {
             return row;
         };
         let usable = |rtt: f64| rtt.is_finite() && rtt >= 0.0;
@@ -175,7 +177,7 @@ mod tests {
             (
                 "rtt_matrix",
                 RankConfig {
-                    rtt_matrix: Some([(("a".into(), "b".into()), -3.0)].into()),
+                    rtt_matrix: Some(Arc::new([(("a".into(), "b".into()), -3.0)].into())),
                     ..Default::default()
                 },
             ),
@@ -190,7 +192,7 @@ mod tests {
     #[test]
     fn matrix_row_prefers_the_forward_pair() {
         let config = RankConfig {
-            rtt_matrix: Some(
+            rtt_matrix: Some(Arc::new(
                 [
                     (("eu".into(), "us".into()), 80.0),
                     (("us".into(), "eu".into()), 90.0),
@@ -198,7 +200,7 @@ mod tests {
                     (("us".into(), "ap".into()), 120.0),
                 ]
                 .into(),
-            ),
+            )),
             ..Default::default()
         };
         let row = config.matrix_row("eu");

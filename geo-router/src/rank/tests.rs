@@ -335,14 +335,14 @@ fn the_matrix_overrides_distance_when_the_client_region_is_known() {
     ];
     // Deliberately unphysical so the matrix visibly wins over geography.
     let config = RankConfig {
-        rtt_matrix: Some(
+        rtt_matrix: Some(std::sync::Arc::new(
             [
                 (("eu-west".to_owned(), "us-east".to_owned()), 70.0),
                 // Only the reverse pair is given for Singapore: it is used.
                 (("ap-southeast".to_owned(), "eu-west".to_owned()), 20.0),
             ]
             .into(),
-        ),
+        )),
         ..Default::default()
     };
     let client = ClientLocation::Known {
