@@ -103,6 +103,13 @@ pub struct ApiOptions {
     #[arg(long, env = "GEOTURN_RELAYS_PER_ANSWER")]
     pub relays_per_answer: Option<usize>,
 
+    /// Percent of answers, for clients whose network has measurements, whose fallback relay is
+    /// the best one of a region never measured from that network, so its round trip gets
+    /// measured too; the best relay is never replaced. 0 turns exploring off [default: 5, at
+    /// most 20].
+    #[arg(long, env = "GEOTURN_EXPLORE_PERCENT")]
+    pub explore_percent: Option<u8>,
+
     /// Which URLs of each relay an answer carries: `compact` (the best relay's UDP, TCP and one
     /// TLS URL, on 443 when it has one; one URL of each other relay, and of the anycast ones)
     /// or `all` (every URL of every relay). Browsers allocate on every URL they are given
@@ -245,6 +252,9 @@ pub struct ApiConfig {
     pub relays_per_answer: usize,
     /// Which of their URLs an answer carries.
     pub answer_urls: AnswerUrls,
+    /// Share of answers that explore a region never measured from the client's network, 0 to
+    /// [`MAX_EXPLORE_PERCENT`] percent.
+    pub explore_percent: u8,
     /// Trusted proxies.
     pub trusted_proxies: Vec<IpNet>,
     /// Who may call.
@@ -283,6 +293,10 @@ impl std::fmt::Debug for ApiConfig {
 /// Most relays one answer may carry: each costs the browser an allocation per transport.
 pub const MAX_RELAYS_PER_ANSWER: usize = 8;
 
+/// Most answers, in percent, that may explore: each gives its client a fallback that is
+/// probably worse than the usual one, so this stays a small share.
+pub const MAX_EXPLORE_PERCENT: u8 = 20;
+
 impl ApiOptions {
     /// Fills every option not given by flag or variable from the `--config` file.
     pub fn with_file(self) -> Result<Self, ConfigError> {
@@ -311,6 +325,7 @@ impl ApiOptions {
             default_ttl: self.default_ttl.or(base.default_ttl),
             relays_per_answer: self.relays_per_answer.or(base.relays_per_answer),
             answer_urls: self.answer_urls.or(base.answer_urls),
+            explore_percent: self.explore_percent.or(base.explore_percent),
             trusted_proxies: vec_or(self.trusted_proxies, base.trusted_proxies),
             api_keys: self.api_keys,
             admin_keys: self.admin_keys,
@@ -351,6 +366,13 @@ impl ApiOptions {
             return Err(invalid(
                 "relays-per-answer",
                 format!("must be 1 to {MAX_RELAYS_PER_ANSWER}"),
+            ));
+        }
+        let explore_percent = self.explore_percent.unwrap_or(5);
+        if explore_percent > MAX_EXPLORE_PERCENT {
+            return Err(invalid(
+                "explore-percent",
+                format!("must be 0 to {MAX_EXPLORE_PERCENT}"),
             ));
         }
         let heartbeat = self.heartbeat.unwrap_or(2.0);
@@ -474,6 +496,7 @@ impl ApiOptions {
             default_ttl,
             relays_per_answer,
             answer_urls: self.answer_urls.unwrap_or_default(),
+            explore_percent,
             trusted_proxies: self.trusted_proxies,
             auth,
             rate_limit,

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod auth_reload;
 pub mod caller;
 pub mod candidates;
+pub mod city_rtts;
 pub mod client_ip;
 pub mod config;
 pub mod ctl;

@@ -2,6 +2,10 @@
 //! from the registry for the ranking: the client's own prefix first, then its wider network,
 //! per region.
 //!
+//! A network measured neither itself nor through its wider network borrows its GeoIP city's
+//! knowledge ([`crate::city_rtts`]), learned from the other networks of that city whose
+//! measurements this cache has read.
+//!
 //! The API answers from memory, so the registry is asked once per network per
 //! [`FRESH_FOR`] (answers, empty ones too, are kept that long, for at most [`MAX_CACHED`]
 //! networks), within [`LOOKUP_TIMEOUT`], and not at all while the registry is unreachable: a
@@ -13,6 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use geoturn_geo::{MeasuredRegion, MeasuredRtts};
+
+use crate::city_rtts::{CityKey, CityRtts};
 use geoturn_shared::latency::{MeasuredRtt, client_network, client_prefix};
 use geoturn_shared::registry::{CLIENT_RTT_TTL, Registry};
 use ipnet::IpNet;
@@ -26,19 +32,22 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(100);
 
 type Measurements = Arc<Vec<(String, MeasuredRtt)>>;
 
-/// Measurements per network, as last read.
+/// Measurements per network, as last read, and per city, as learned from them.
 #[derive(Debug, Default)]
 pub struct MeasuredCache {
     entries: Mutex<HashMap<IpNet, (Instant, Measurements)>>,
+    cities: Mutex<CityRtts>,
 }
 
 impl MeasuredCache {
-    /// What was measured from `ip`'s networks, read through the cache. `registry_up` false
-    /// (the snapshot is stale) uses what is cached and asks nothing.
+    /// What was measured from `ip`'s networks, read through the cache, then what its GeoIP
+    /// `city` knows for the regions still missing. `registry_up` false (the snapshot is stale)
+    /// uses what is cached and asks nothing.
     pub async fn lookup(
         &self,
         registry: &Registry,
         ip: IpAddr,
+        city: Option<CityKey>,
         registry_up: bool,
         now_ms: u64,
     ) -> MeasuredRtts {
@@ -74,7 +83,15 @@ impl MeasuredCache {
             if entries.len() + ask.len() > MAX_CACHED {
                 entries.retain(|_, (at, _)| now.duration_since(*at) < FRESH_FOR);
             }
+            let mut cities = self.cities.lock().unwrap_or_else(PoisonError::into_inner);
             for (&i, list) in missing.iter().zip(lists) {
+                // The prefix's own measurements teach its city; a wider network spans many.
+                if i == 0
+                    && let Some(city) = city
+                    && let Some(prefix) = nets.first()
+                {
+                    cities.learn(city, *prefix, &list, now_ms);
+                }
                 let list = Arc::new(list);
                 if let Some(net) = nets.get(i)
                     && entries.len() < MAX_CACHED
@@ -87,7 +104,7 @@ impl MeasuredCache {
             }
         }
         let [prefix, network] = found;
-        merge(
+        let mut measured = merge(
             (
                 &nets[0],
                 prefix.as_deref().map(Vec::as_slice).unwrap_or_default(),
@@ -97,7 +114,24 @@ impl MeasuredCache {
                 network.as_deref().map(Vec::as_slice).unwrap_or_default(),
             ),
             now_ms,
-        )
+        );
+        if let Some(city) = city {
+            let cities = self.cities.lock().unwrap_or_else(PoisonError::into_inner);
+            for estimate in cities.estimate(city, now_ms) {
+                if !measured.regions.iter().any(|r| r.region == estimate.region) {
+                    measured.regions.push(estimate);
+                }
+            }
+        }
+        measured
+    }
+
+    /// Cities whose networks' measurements are held.
+    pub fn cities(&self) -> usize {
+        self.cities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -140,7 +174,10 @@ pub fn merge(
             });
         }
     }
-    MeasuredRtts { regions }
+    MeasuredRtts {
+        regions,
+        explore: false,
+    }
 }
 
 #[cfg(test)]
@@ -193,16 +230,92 @@ mod tests {
         let cache = MeasuredCache::default();
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let now = geoturn_shared::clock::unix_ms();
-        assert!(cache.lookup(&registry, ip, true, now).await.is_empty());
+        assert!(
+            cache
+                .lookup(&registry, ip, None, true, now)
+                .await
+                .is_empty()
+        );
         registry
             .store_client_rtts("us-east", &[(client_prefix(ip), m(20, 2, now))])
             .await
             .unwrap();
         // Cached as empty for FRESH_FOR; with the registry down the cache is all there is.
-        assert!(cache.lookup(&registry, ip, false, now).await.is_empty());
+        assert!(
+            cache
+                .lookup(&registry, ip, None, false, now)
+                .await
+                .is_empty()
+        );
         cache.entries.lock().unwrap().clear();
-        let found = cache.lookup(&registry, ip, true, now).await;
+        let found = cache.lookup(&registry, ip, None, true, now).await;
         assert_eq!(found.regions.len(), 1);
         assert_eq!(found.regions[0].rtt_ms, 20.0);
+    }
+
+    #[tokio::test]
+    async fn a_network_never_measured_borrows_its_citys_knowledge() {
+        let registry = Registry::Memory(Default::default());
+        let cache = MeasuredCache::default();
+        let now = geoturn_shared::clock::unix_ms();
+        let berlin = CityKey::of(&geoturn_geo::Location {
+            lat: 52.52,
+            lon: 13.40,
+            country: Some("DE".into()),
+        });
+        let measured: [(&str, u32); 2] = [("192.0.2.7", 20), ("198.51.100.7", 30)];
+        for (ip, rtt) in measured {
+            let ip: IpAddr = ip.parse().unwrap();
+            registry
+                .store_client_rtts("us-east", &[(client_prefix(ip), m(rtt, 3, now))])
+                .await
+                .unwrap();
+            registry
+                .store_client_rtts("eu-central", &[(client_prefix(ip), m(90, 3, now))])
+                .await
+                .unwrap();
+            // Reading a network's measurements (as its clients' requests do) teaches its city.
+            let own = cache.lookup(&registry, ip, Some(berlin), true, now).await;
+            assert_eq!(own.regions.len(), 2);
+            assert!(own.regions.iter().all(|r| r.network.ends_with("/24")));
+        }
+        // A third Berlin network, never measured, nor its /16: the city's median.
+        let newcomer: IpAddr = "203.0.113.9".parse().unwrap();
+        let borrowed = cache
+            .lookup(&registry, newcomer, Some(berlin), true, now)
+            .await;
+        let mut view: Vec<_> = borrowed
+            .regions
+            .iter()
+            .map(|r| (r.region.as_str(), r.rtt_ms, r.network.as_str()))
+            .collect();
+        view.sort_by(|a, b| a.0.cmp(b.0));
+        assert_eq!(
+            view,
+            [
+                ("eu-central", 90.0, "GeoIP city at 52.52,13.40 (2 networks)"),
+                ("us-east", 25.0, "GeoIP city at 52.52,13.40 (2 networks)"),
+            ],
+            "{borrowed:?}"
+        );
+        // Elsewhere, or with no city, nothing.
+        assert!(
+            cache
+                .lookup(&registry, newcomer, None, true, now)
+                .await
+                .is_empty()
+        );
+        // Its own measurement, once there, wins for its region.
+        registry
+            .store_client_rtts("us-east", &[(client_prefix(newcomer), m(200, 3, now))])
+            .await
+            .unwrap();
+        cache.entries.lock().unwrap().clear();
+        let own = cache
+            .lookup(&registry, newcomer, Some(berlin), true, now)
+            .await;
+        let us = own.regions.iter().find(|r| r.region == "us-east").unwrap();
+        assert_eq!((us.rtt_ms, us.network.as_str()), (200.0, "203.0.113.0/24"));
+        assert_eq!(cache.cities(), 1);
     }
 }

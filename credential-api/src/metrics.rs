@@ -28,6 +28,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "geoturn_api_snapshot_stale",
     "geoturn_api_relays",
     "geoturn_api_secrets",
+    "geoturn_api_answers_total",
+    "geoturn_api_explorations_total",
 ];
 
 /// Histogram bucket bounds, seconds.
@@ -49,6 +51,11 @@ struct RouteLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EstimateLabel {
+    estimate: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -75,6 +82,8 @@ pub struct ApiMetrics {
     snapshot_stale: Gauge,
     relays: Family<StateLabel, Gauge>,
     secrets: Gauge,
+    answers: Family<EstimateLabel, Counter>,
+    explorations: Counter,
 }
 
 /// Gauges read at scrape time.
@@ -104,6 +113,8 @@ impl Default for ApiMetrics {
             snapshot_stale: Gauge::default(),
             relays: Family::default(),
             secrets: Gauge::default(),
+            answers: Family::default(),
+            explorations: Counter::default(),
         };
         // The registry appends a full stop to each help text, and `_total` to counter names.
         let mut r = Registry::default();
@@ -157,6 +168,21 @@ impl Default for ApiMetrics {
             "Live TURN secrets",
             m.secrets.clone(),
         );
+        // Every estimate from zero, so a rate() over a label that has not happened yet is 0,
+        // not absent.
+        for estimate in ["measured", "matrix", "distance", "unknown"] {
+            drop(m.answers.get_or_create(&EstimateLabel { estimate }));
+        }
+        r.register(
+            "geoturn_api_answers",
+            "Relay answers by where the best relay's round trip came from (measured, matrix, distance, unknown)",
+            m.answers.clone(),
+        );
+        r.register(
+            "geoturn_api_explorations",
+            "Answers whose fallback relay explores a region never measured from the client's network",
+            m.explorations.clone(),
+        );
         r.register_collector(Box::new(geoturn_shared::process_metrics::Process));
         Self { registry: r, ..m }
     }
@@ -188,6 +214,21 @@ impl ApiMetrics {
     /// Counts a 429.
     pub fn rate_limited(&self) {
         self.rate_limited.inc();
+    }
+
+    /// Counts a ranking handed to a client: where its best relay's round trip came from, and
+    /// whether it explored.
+    pub fn ranked(&self, ranking: &geoturn_geo::Ranking) {
+        if let Some(best) = ranking.chosen.first() {
+            self.answers
+                .get_or_create(&EstimateLabel {
+                    estimate: best.estimate.as_str(),
+                })
+                .inc();
+        }
+        if ranking.explored {
+            self.explorations.inc();
+        }
     }
 
     /// Counts a secret rotation.
@@ -251,6 +292,8 @@ mod tests {
         assert!(
             text.contains("geoturn_api_requests_total{route=\"/v1/ice-servers\",status=\"200\"} 1")
         );
+        assert!(text.contains("geoturn_api_answers_total{estimate=\"measured\"} 0"));
+        assert!(text.contains("geoturn_api_explorations_total 0"));
         // The registry appends the full stop and the counter suffix itself: once each.
         assert!(text.contains(
             "# HELP geoturn_api_requests_total HTTP requests by route and status.\n\

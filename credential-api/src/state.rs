@@ -98,18 +98,31 @@ impl AppState {
     /// measured from the client's networks, the mesh's region matrix (`[[rtt]]` overriding it)
     /// and GeoIP. The one ranking `GET /v1/ice-servers` (and its siblings) and `GET /v1/route`
     /// share.
-    pub async fn rank_client(&self, client: std::net::IpAddr, count: usize) -> ClientRanking {
+    ///
+    /// With `may_explore` (answers handed to clients, never `/v1/route`'s explanation), a
+    /// random `explore_percent` of the answers for a network with measurements try a region
+    /// never measured from it as their fallback ([`geoturn_geo::MeasuredRtts::explore`]).
+    pub async fn rank_client(
+        &self,
+        client: std::net::IpAddr,
+        count: usize,
+        may_explore: bool,
+    ) -> ClientRanking {
         let snapshot = self.snapshot.get();
         let location = self.geo.lookup(client);
-        let measured = self
+        let mut measured = self
             .measured
             .lookup(
                 &self.registry,
                 client,
+                location.as_ref().map(crate::city_rtts::CityKey::of),
                 snapshot.stale.is_none(),
                 geoturn_shared::clock::unix_ms(),
             )
             .await;
+        measured.explore = may_explore
+            && !measured.is_empty()
+            && rand::random_range(0..100u8) < self.config.explore_percent;
         let mut rank = self.config.rank.clone();
         rank.max_results = count;
         if let Some(matrix) = &snapshot.mesh.effective {
@@ -121,6 +134,9 @@ impl AppState {
             &snapshot.candidates,
             &rank,
         );
+        if may_explore {
+            self.metrics.ranked(&ranking);
+        }
         ClientRanking {
             snapshot,
             location,

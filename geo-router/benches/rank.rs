@@ -129,6 +129,7 @@ fn bench_rank(c: &mut Criterion) {
                 age_secs: 30,
             })
             .collect(),
+        explore: false,
     };
     group.bench_function("known location + measured (5 regions)", |b| {
         b.iter(|| {

@@ -14,7 +14,7 @@ pub mod rank;
 
 pub use geoip::{DatabaseInfo, GeoError, GeoIp, Location};
 pub use rank::{
-    Candidate, Choice, ClientLocation, Excluded, ExclusionReason, MeasuredRegion, MeasuredRtts,
-    RankConfig, RankConfigError, Ranking, UnitVectorCache, haversine_km, rank_relays,
+    Candidate, Choice, ClientLocation, Estimate, Excluded, ExclusionReason, MeasuredRegion,
+    MeasuredRtts, RankConfig, RankConfigError, Ranking, UnitVectorCache, haversine_km, rank_relays,
     rank_relays_measured,
 };

@@ -80,6 +80,13 @@ impl PartialEq for UnitVectorCache {
 pub struct MeasuredRtts {
     /// One entry per region, the most specific measurement first.
     pub regions: Vec<MeasuredRegion>,
+    /// This answer may explore: when every chosen relay is in a measured region, the last of
+    /// at least two picks gives way to the best relay of a region never measured from the
+    /// client's network, so that region gets measured too. A region that is never handed out
+    /// is never measured, and its distance estimate may hide a better path (GeoIP is wrong for
+    /// VPNs and carriers); the caller sets this for a small share of answers, and the best
+    /// relay is never the one replaced.
+    pub explore: bool,
 }
 
 /// A round trip measured from the client's network to one region.
@@ -146,6 +153,8 @@ pub struct Ranking {
     pub chosen: Vec<Choice>,
     /// Relays that may not be handed out at all, by id.
     pub excluded: Vec<Excluded>,
+    /// A chosen relay is there to explore ([`MeasuredRtts::explore`]).
+    pub explored: bool,
 }
 
 /// A chosen relay and how it scored.
@@ -167,6 +176,34 @@ pub struct Choice {
     pub score: f64,
     /// One line for humans: distance, RTT and its source, load, score, or the fallback used.
     pub reason: String,
+    /// Where `rtt_ms` came from.
+    pub estimate: Estimate,
+}
+
+/// Where a chosen relay's round trip came from, best knowledge first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Estimate {
+    /// Measured by the relays from the client's network, its wider network or its GeoIP city.
+    Measured,
+    /// The region-to-region matrix (the mesh's measurements, or `[[rtt]]`).
+    Matrix,
+    /// Great-circle distance.
+    Distance,
+    /// No position and nothing measured: default region, then load.
+    Unknown,
+}
+
+impl Estimate {
+    /// A short name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Measured => "measured",
+            Self::Matrix => "matrix",
+            Self::Distance => "distance",
+            Self::Unknown => "unknown",
+        }
+    }
 }
 
 /// A relay that may not be handed out.
@@ -253,20 +290,67 @@ pub fn rank_relays_measured(
     }
     excluded.sort_by(|a, b| a.id.cmp(&b.id));
 
-    let picks = select::pick(
+    let mut picks = select::pick(
         &mut scored,
         config.max_results,
         config.min_regions,
         Scored::cmp,
     );
+    let explored = if measured.explore {
+        explore(&mut picks, &scored, &client)
+    } else {
+        None
+    };
     let chosen = picks
         .into_iter()
         .filter_map(|pick| {
-            let scored = scored.get(pick.position)?;
-            Some(explain::choice(scored, pick.for_diversity, &client, config))
+            let s = scored.get(pick.position)?;
+            let mut choice = explain::choice(s, pick.for_diversity, &client, config);
+            if explored == Some(pick.position) {
+                choice.reason.push_str(
+                    "; exploring: no round trip measured from this network to its region yet",
+                );
+            }
+            Some(choice)
         })
         .collect();
-    Ranking { chosen, excluded }
+    Ranking {
+        chosen,
+        excluded,
+        explored: explored.is_some(),
+    }
+}
+
+/// Swaps the last of at least two picks for the best relay of a region nothing was measured
+/// to from the client's network, when something was measured and every pick's region is
+/// measured; answers the explorer's position. The replaced pick is the worst one, never the
+/// best, and the explorer's region is new to the answer, so it keeps its regional spread.
+fn explore(
+    picks: &mut [select::Pick],
+    scored: &[Scored<'_>],
+    client: &Client<'_>,
+) -> Option<usize> {
+    let measured = |s: &Scored<'_>| client.measured_rtt(&s.candidate.region).is_some();
+    if client.measured.is_empty() || picks.len() < 2 {
+        return None;
+    }
+    let all_measured = picks
+        .iter()
+        .all(|p| scored.get(p.position).is_some_and(measured));
+    if !all_measured {
+        return None;
+    }
+    let (position, _) = scored
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !measured(s))
+        .min_by(|(_, a), (_, b)| a.cmp(b))?;
+    let last = picks.last_mut()?;
+    *last = select::Pick {
+        position,
+        for_diversity: false,
+    };
+    Some(position)
 }
 
 fn exclusion(candidate: &Candidate, load: Load, config: &RankConfig) -> Option<ExclusionReason> {

@@ -159,6 +159,15 @@ fn three_relays_measure_each_other_and_impostors_are_refused() {
             .is_some_and(|v| v > 0.0 && v < 0.05),
         "{metrics}"
     );
+    // The other per-peer families carry the same `peer` label (the monitoring test, with one
+    // relay, has none of these series and relies on this).
+    for family in ["geoturn_mesh_loss_ratio", "geoturn_mesh_age_seconds"] {
+        assert!(
+            geoturn_tests::http::metric(&metrics, family, "peer=\"m1\"")
+                .is_some_and(|v| (0.0..5.0).contains(&v)),
+            "{family}: {metrics}"
+        );
+    }
 
     // The impostor (another key) is trusted by nobody and trusts nobody.
     let im = mesh_status(&impostor);

@@ -337,7 +337,7 @@ pub async fn route(
     require_api_key(&caller, "routing")?;
     let Query(params) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let count = relay_count(params.count.unwrap_or(state.config.relays_per_answer))?;
-    let r = state.rank_client(params.ip, count).await;
+    let r = state.rank_client(params.ip, count, false).await;
     let answer = RouteAnswer::new(
         params.ip,
         r.location.as_ref(),

@@ -166,7 +166,7 @@ async fn mint(
         location,
         measured,
         ranking,
-    } = state.rank_client(client, count).await;
+    } = state.rank_client(client, count, true).await;
     let relays = chosen(&ranking, &snapshot.relays);
     if relays.is_empty() {
         return Err(ApiError::unavailable(

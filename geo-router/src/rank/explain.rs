@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::{Choice, Client, Load, RankConfig, RttSource, Scored};
+use super::{Choice, Client, Estimate, Load, RankConfig, RttSource, Scored};
 
 pub(super) fn choice(
     scored: &Scored<'_>,
@@ -77,6 +77,12 @@ pub(super) fn choice(
         load: scored.load.value,
         score: scored.score,
         reason,
+        estimate: match scored.source {
+            RttSource::Measured => Estimate::Measured,
+            RttSource::Matrix => Estimate::Matrix,
+            RttSource::Distance => Estimate::Distance,
+            RttSource::Unknown { .. } => Estimate::Unknown,
+        },
     }
 }
 

@@ -424,6 +424,7 @@ fn measured(entries: &[(&str, f64)]) -> MeasuredRtts {
                 age_secs: 4,
             })
             .collect(),
+        explore: false,
     }
 }
 
@@ -492,6 +493,79 @@ fn unusable_measurements_are_ignored_and_unknown_clients_use_good_ones() {
             &relays,
             &with_default
         )),
+        ["fra-1", "nyc-1"]
+    );
+}
+
+#[test]
+fn exploring_swaps_the_fallback_for_a_region_never_measured() {
+    let relays = [
+        relay("fra-1", "eu-central", FRANKFURT),
+        relay("par-1", "eu-west", PARIS),
+        relay("nyc-1", "us-east", NEW_YORK),
+        relay("sin-1", "ap-southeast", SINGAPORE),
+    ];
+    let config = RankConfig {
+        max_results: 2,
+        ..RankConfig::default()
+    };
+    // Measured to Frankfurt (1 ms) and New York (2 ms), never to Paris or Singapore: Paris's
+    // distance estimate (about 5 ms) keeps it out of every answer, so it would never be measured.
+    let mut m = measured(&[("eu-central", 1.0), ("us-east", 2.0)]);
+    assert_eq!(
+        ids(&rank_relays_measured(&at(LONDON), &m, &relays, &config)),
+        ["fra-1", "nyc-1"]
+    );
+    m.explore = true;
+    let explored = rank_relays_measured(&at(LONDON), &m, &relays, &config);
+    // The best stays; the fallback gives way to the best never-measured region (Paris, nearer
+    // than Singapore).
+    assert_eq!(ids(&explored), ["fra-1", "par-1"]);
+    assert!(
+        explored.chosen[1].reason.contains("exploring"),
+        "{}",
+        explored.chosen[1].reason
+    );
+    assert!(!explored.chosen[0].reason.contains("exploring"));
+
+    // Nothing to explore when a pick is already in an unmeasured region, when nothing was
+    // measured, or with a single pick.
+    let eu_only = MeasuredRtts {
+        explore: true,
+        ..measured(&[("eu-central", 1.0)])
+    };
+    let plain = rank_relays_measured(&at(LONDON), &eu_only, &relays, &config);
+    assert_eq!(ids(&plain), ["fra-1", "par-1"]);
+    assert!(plain.chosen.iter().all(|c| !c.reason.contains("exploring")));
+    let nothing = MeasuredRtts {
+        explore: true,
+        ..MeasuredRtts::default()
+    };
+    assert_eq!(
+        rank_relays_measured(&at(LONDON), &nothing, &relays, &config),
+        rank_relays(&at(LONDON), &relays, &config)
+    );
+    let one = RankConfig {
+        max_results: 1,
+        ..config.clone()
+    };
+    assert_eq!(
+        ids(&rank_relays_measured(&at(LONDON), &m, &relays, &one)),
+        ["fra-1"]
+    );
+
+    // Every region measured: nothing left to explore.
+    let all = MeasuredRtts {
+        explore: true,
+        ..measured(&[
+            ("eu-central", 1.0),
+            ("us-east", 2.0),
+            ("eu-west", 3.0),
+            ("ap-southeast", 4.0),
+        ])
+    };
+    assert_eq!(
+        ids(&rank_relays_measured(&at(LONDON), &all, &relays, &config)),
         ["fra-1", "nyc-1"]
     );
 }

@@ -148,47 +148,60 @@ impl MeshState {
         status
     }
 
-    /// Prometheus text for the mesh: `geoturn_mesh_peers` (connected now) and, per peer with
-    /// a measurement, `geoturn_mesh_rtt_seconds`, `geoturn_mesh_loss_ratio` and
-    /// `geoturn_mesh_age_seconds`. Peers are at most `--mesh-max-peers`, so the label set is
-    /// bounded; ids are validated registry names (no escaping needed).
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let status = self.status();
-        let mut out = String::new();
-        let connected = status.peers.iter().filter(|p| p.connected).count();
-        let _ = writeln!(
-            out,
-            "# HELP geoturn_mesh_peers Mesh peers with a QUIC connection up now.\n\
-             # TYPE geoturn_mesh_peers gauge\ngeoturn_mesh_peers {connected}"
-        );
-        let measured: Vec<&PeerView> = status.peers.iter().filter(|p| p.rtt_ms.is_some()).collect();
-        let families = [
+    /// The mesh's metric families for the relay's page, from one read of its state.
+    pub fn metrics(&self) -> MeshMetrics {
+        MeshMetrics(self.status())
+    }
+}
+
+/// The mesh's families: `geoturn_mesh_peers` (connected now) and, per peer with a measurement,
+/// `geoturn_mesh_rtt_seconds`, `geoturn_mesh_loss_ratio` and `geoturn_mesh_age_seconds`.
+/// Peers are at most `--mesh-max-peers`, so the label set is bounded; the encoder escapes the
+/// ids, which come from other relays' registry records.
+#[derive(Debug, Clone)]
+pub struct MeshMetrics(pub MeshStatus);
+
+/// One per-peer gauge's value.
+type PeerValue = fn(&PeerView) -> f64;
+
+impl prometheus_client::collector::Collector for MeshMetrics {
+    fn encode(&self, mut e: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::metrics::MetricType;
+        let peers = &self.0.peers;
+        let connected = peers.iter().filter(|p| p.connected).count() as u64;
+        e.encode_descriptor(
+            "geoturn_mesh_peers",
+            "Mesh peers with a QUIC connection up now.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&connected)?;
+        let measured: Vec<&PeerView> = peers.iter().filter(|p| p.rtt_ms.is_some()).collect();
+        let families: [(&str, &str, PeerValue); 3] = [
             (
                 "geoturn_mesh_rtt_seconds",
                 "Smoothed QUIC RTT to a mesh peer when it last answered, seconds.",
+                |p| p.rtt_ms.unwrap_or(0.0) / 1000.0,
             ),
             (
                 "geoturn_mesh_loss_ratio",
                 "Share of mesh packets to a peer declared lost recently.",
+                |p| f64::from(p.loss),
             ),
             (
                 "geoturn_mesh_age_seconds",
                 "Seconds since a mesh peer last answered (stale past 5).",
+                |p| p.age_ms.unwrap_or(0) as f64 / 1000.0,
             ),
         ];
-        for (name, help) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (name, help, value) in families {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for p in &measured {
-                let v = match name {
-                    "geoturn_mesh_rtt_seconds" => p.rtt_ms.unwrap_or(0.0) / 1000.0,
-                    "geoturn_mesh_loss_ratio" => f64::from(p.loss),
-                    _ => p.age_ms.unwrap_or(0) as f64 / 1000.0,
-                };
-                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", p.id);
+                let labels = [("peer", p.id.as_str())];
+                family.encode_family(&labels)?.encode_gauge(&value(p))?;
             }
         }
-        out
+        Ok(())
     }
 }
 
@@ -276,4 +289,58 @@ fn disabled(state: &MeshState, why: &str) -> Option<tokio::task::JoinHandle<()>>
 /// Whether a measurement with this age is fresh.
 fn is_fresh(age_ms: u64) -> bool {
     age_ms <= MESH_FRESH.as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, rtt_ms: Option<f64>, connected: bool) -> PeerView {
+        PeerView {
+            id: id.to_owned(),
+            addr: "192.0.2.1:9643".to_owned(),
+            connected,
+            dialer: true,
+            rtt_ms,
+            loss: 0.25,
+            age_ms: rtt_ms.map(|_| 1500),
+            fresh: true,
+        }
+    }
+
+    #[test]
+    fn metrics_name_each_measured_peer_and_escape_its_id() {
+        let mut status = MeshState::default().status();
+        status.peers = vec![
+            peer("fra-1", Some(42.5), true),
+            peer("never", None, false),
+            // Ids come from other relays' records: a hostile one must not forge a sample.
+            peer("x\"} 1\ngeoturn_up{", Some(1.0), true),
+        ];
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(MeshMetrics(status)));
+        let mut page = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut page, &registry).unwrap();
+        assert!(page.contains("geoturn_mesh_peers 2\n"), "{page}");
+        assert!(
+            page.contains("geoturn_mesh_rtt_seconds{peer=\"fra-1\"} 0.0425\n"),
+            "{page}"
+        );
+        assert!(page.contains("geoturn_mesh_loss_ratio{peer=\"fra-1\"} 0.25\n"));
+        assert!(page.contains("geoturn_mesh_age_seconds{peer=\"fra-1\"} 1.5\n"));
+        assert!(
+            !page.contains("peer=\"never\""),
+            "unmeasured peers have no samples"
+        );
+        assert!(
+            !page.lines().any(|l| l.starts_with("geoturn_up")),
+            "an id broke out of its label: {page}"
+        );
+        for name in METRIC_NAMES {
+            assert!(
+                page.contains(&format!("# TYPE {name} gauge")),
+                "{name}: {page}"
+            );
+        }
+    }
 }

@@ -88,12 +88,10 @@ impl RelayState {
 pub fn render(ops: &Ops) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(RelayState::of(ops)));
+    // The mesh's families (crate::mesh::METRIC_NAMES); a bounded label set (its peers).
+    registry.register_collector(Box::new(ops.mesh.metrics()));
     registry.register_collector(Box::new(geoturn_shared::process_metrics::Process));
-    let mut page = text(&registry);
-    // The mesh's families (crate::mesh::METRIC_NAMES), written by the mesh in the same text
-    // format; a bounded label set (its peers).
-    page.push_str(&ops.mesh.render_metrics());
-    page
+    text(&registry)
 }
 
 /// The relay's own metrics for `state`, in Prometheus text format 0.0.4
