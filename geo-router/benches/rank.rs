@@ -141,6 +141,31 @@ fn bench_rank(c: &mut Criterion) {
             )
         })
     });
+    // The same, for an answer that explores: the measured regions are the nearest, so every
+    // pick is measured and the fallback gives way to the best never-measured region (one more
+    // pass over the relays).
+    let exploring = MeasuredRtts {
+        regions: measured
+            .regions
+            .iter()
+            .map(|m| MeasuredRegion {
+                rtt_ms: m.rtt_ms / 20.0,
+                ..m.clone()
+            })
+            .collect(),
+        explore: true,
+    };
+    assert!(rank_relays_measured(&london, &exploring, &relays, &config).explored);
+    group.bench_function("known location + measured (5 regions), exploring", |b| {
+        b.iter(|| {
+            rank_relays_measured(
+                black_box(&london),
+                black_box(&exploring),
+                black_box(&relays),
+                black_box(&config),
+            )
+        })
+    });
     group.bench_function("unknown location (default region)", |b| {
         b.iter(|| {
             rank_relays(

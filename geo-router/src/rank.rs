@@ -330,7 +330,8 @@ fn explore(
     scored: &[Scored<'_>],
     client: &Client<'_>,
 ) -> Option<usize> {
-    let measured = |s: &Scored<'_>| client.measured_rtt(&s.candidate.region).is_some();
+    // Scoring already looked the region up: a usable measurement made the source `Measured`.
+    let measured = |s: &Scored<'_>| s.source == RttSource::Measured;
     if client.measured.is_empty() || picks.len() < 2 {
         return None;
     }
