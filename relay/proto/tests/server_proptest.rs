@@ -107,6 +107,8 @@ struct World {
     bound: BTreeSet<RelayAddr>,
     /// Peer sockets the driver handed over and that are not closed (dropped) yet.
     open_sockets: Arc<AtomicUsize>,
+    /// Channels offered to the fast path: (client, channel) → relayed address.
+    offered: std::collections::BTreeMap<(std::net::SocketAddr, u16), RelayAddr>,
 }
 
 /// A stand-in peer socket: counted open until dropped.
@@ -198,7 +200,9 @@ impl World {
             auth,
             bound: BTreeSet::new(),
             open_sockets: Arc::new(AtomicUsize::new(0)),
+            offered: Default::default(),
         };
+        w.server.enable_offload();
         for c in 0..CLIENTS {
             // The 401 an unauthenticated Allocate earns carries the realm and nonce.
             let responses = w.request(c, Method::Allocate, &[Attribute::RequestedTransport(17)]);
@@ -246,6 +250,28 @@ impl World {
                 }
                 Command::FreeRelay { relay } => {
                     assert!(self.bound.remove(&relay), "{relay} freed but not bound");
+                    // Every offer of the allocation is taken back before its socket closes.
+                    assert!(
+                        !self.offered.values().any(|r| *r == relay),
+                        "{relay} freed while the fast path may still relay from it"
+                    );
+                }
+                Command::OffloadChannel(c) => {
+                    assert!(
+                        self.bound.contains(&c.relay),
+                        "offered an unbound {}",
+                        c.relay
+                    );
+                    assert!(c.expires > self.now, "offered an expired channel");
+                    self.offered
+                        .insert((c.five_tuple.client.addr(), c.channel), c.relay);
+                }
+                Command::RemoveOffload(c) => {
+                    let key = (c.five_tuple.client.addr(), c.channel);
+                    assert!(
+                        self.offered.remove(&key).is_some(),
+                        "took back an offer never made"
+                    );
                 }
                 Command::ConnectPeer { id, .. } => {
                     let socket = connects.then(|| Socket::open(&self.open_sockets));

@@ -82,6 +82,14 @@ impl Channels {
             .map(|_| n)
     }
 
+    /// Every live binding: number, peer and when it expires unless refreshed.
+    pub fn live(&self, now: Instant) -> impl Iterator<Item = (u16, SocketAddr, Instant)> + '_ {
+        self.by_number
+            .iter()
+            .filter(move |(_, b)| now < b.expires)
+            .map(|(&n, b)| (n, b.peer, b.expires))
+    }
+
     /// Number of live bindings.
     pub fn live_count(&self, now: Instant) -> usize {
         self.by_number.values().filter(|b| now < b.expires).count()

@@ -27,6 +27,12 @@ impl Permissions {
         self.expires.get(&ip).is_some_and(|&t| now < t)
     }
 
+    /// When the permission for `ip` expires, if it is live at `now` (the kernel fast path is
+    /// told this deadline, so it stops relaying on time without asking).
+    pub fn expiry(&self, ip: IpAddr, now: Instant) -> Option<Instant> {
+        self.expires.get(&ip).copied().filter(|&t| now < t)
+    }
+
     /// Checks that installing `ips` would stay within the limit.
     pub fn can_install<'a>(
         &self,

@@ -9,6 +9,7 @@
 mod allocate;
 mod config;
 mod data_path;
+mod offload;
 mod own;
 mod requests;
 mod response;
@@ -26,6 +27,7 @@ use geoturn_shared::SecretSet;
 
 pub use self::config::{NEW_PEER_BURST, ServerConfig};
 pub use self::data_path::{PEER_HEADROOM, PEER_TAILROOM};
+pub use self::offload::{MAX_OFFLOAD_RATE, OffloadLimits, OffloadedChannel};
 pub use self::rtt::{RttSample, SAMPLE_WINDOW_MS};
 pub use self::stats::{DropReason, Limit, ServerStats};
 
@@ -94,6 +96,13 @@ pub enum Command {
         /// Local address to close.
         relay: RelayAddr,
     },
+    /// The driver's fast path may relay this channel both ways until its deadline (install,
+    /// or update the deadline or limits of an installed one). Only after
+    /// [`Server::enable_offload`].
+    OffloadChannel(OffloadedChannel),
+    /// The fast path must stop relaying this channel: its binding, permission or allocation
+    /// ended. Every offer is taken back this way.
+    RemoveOffload(OffloadedChannel),
 }
 
 /// Data from a client to forward to a peer: where it lies in the client's packet (no copy),
@@ -180,6 +189,8 @@ pub struct Server {
     limiter: crate::rate_limit::SourceLimiter,
     stats: ServerStats,
     rtt: rtt::RttSampler,
+    /// Channels offered to the driver's fast path.
+    offload: offload::OffloadTable,
 }
 
 /// Drain settings: no new allocations; existing ones live at most until `deadline`.
@@ -283,6 +294,7 @@ impl Server {
             limiter,
             stats: ServerStats::default(),
             rtt: rtt::RttSampler::default(),
+            offload: offload::OffloadTable::default(),
         }
     }
 
@@ -352,6 +364,7 @@ impl Server {
         self.next_sweep = Some(now + SWEEP_INTERVAL);
         self.tcp.expire(now);
         self.apply_revocations(now);
+        self.expire_offload(now);
         for alloc in self.allocations.drain_expired(now) {
             tracing::info!(
                 relay = %alloc.relay(),
@@ -410,6 +423,7 @@ impl Server {
     }
 
     fn release_allocation_resources(&mut self, alloc: &crate::allocation::Allocation) {
+        self.remove_offload(&alloc.five_tuple());
         for relay in alloc.relays() {
             self.ports.release(relay.addr().port());
             self.commands.push_back(Command::FreeRelay { relay });

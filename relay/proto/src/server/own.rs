@@ -44,16 +44,21 @@ impl OwnAddresses {
     /// port in use.
     #[inline]
     pub(super) fn allows(&self, peer: SocketAddr) -> bool {
+        !self.is_ours(peer.ip()) || self.ports.holds(peer.port())
+    }
+
+    /// True when `ip` is one of this relay's addresses.
+    #[inline]
+    pub(super) fn is_ours(&self, ip: IpAddr) -> bool {
         // A handful of addresses: a linear scan beats any set, and the common peer (not us)
         // costs one integer comparison per address.
-        let ours = match peer.ip() {
+        match ip {
             IpAddr::V4(a) => self.v4.contains(&u32::from(a)),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
                 Some(m) => self.v4.contains(&u32::from(m)),
                 None => self.v6.contains(&u128::from(a)),
             },
-        };
-        !ours || self.ports.holds(peer.port())
+        }
     }
 }
 

@@ -140,6 +140,13 @@ impl Server {
         if let Err(code) = self.authenticated_request(now, &to, msg, auth) {
             self.reply_error(now, &to, code, &key);
         }
+        // These change what may be relayed, or until when: the fast path follows.
+        if matches!(
+            msg.method(),
+            Method::Refresh | Method::CreatePermission | Method::ChannelBind
+        ) {
+            self.sync_offload(tuple, now);
+        }
     }
 
     /// Runs an authenticated request; an error is answered by the caller.

@@ -5,6 +5,7 @@ mod abuse;
 mod allocate;
 mod data;
 mod lifecycle;
+mod offload;
 mod placement;
 mod rfc6062;
 
@@ -39,6 +40,8 @@ struct Harness {
     /// ConnectPeer commands seen (answered by the test).
     connects: Vec<(ConnectionId, RelayAddr, PeerSocket)>,
     splices: Vec<(FiveTuple, ConnectionId)>,
+    /// Offload commands seen, in order: true installs, false removes.
+    offloads: Vec<(bool, OffloadedChannel)>,
 }
 
 fn tuple(port: u16) -> FiveTuple {
@@ -81,6 +84,7 @@ impl Harness {
             freed: vec![],
             connects: vec![],
             splices: vec![],
+            offloads: vec![],
         }
     }
 
@@ -136,6 +140,8 @@ impl Harness {
                 Command::FreeRelay { relay } => self.freed.push(relay),
                 Command::ConnectPeer { id, relay, peer } => self.connects.push((id, relay, peer)),
                 Command::SpliceData { five_tuple, id } => self.splices.push((five_tuple, id)),
+                Command::OffloadChannel(c) => self.offloads.push((true, c)),
+                Command::RemoveOffload(c) => self.offloads.push((false, c)),
             }
         }
         out
