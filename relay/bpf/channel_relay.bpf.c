@@ -219,7 +219,6 @@ static __always_inline int rewrite(struct __sk_buff *skb, __be32 old_src, __be32
 {
 	const int l3 = ETH_HLEN;
 	const int ip_csum = l3 + offsetof(struct iphdr, check);
-	const int udp_csum = l3 + sizeof(struct iphdr) + offsetof(struct udphdr, check);
 	__be16 old_tot = bpf_htons(old_udp_len + sizeof(struct iphdr));
 	__be16 tot = bpf_htons(udp_len + sizeof(struct iphdr));
 	__u16 old_ttl_word = bpf_htons((__u16)old_ttl << 8 | IPPROTO_UDP);

@@ -161,6 +161,12 @@ pub struct RelayOptions {
     #[arg(long, env = "GEOTURN_RELAY_SOCKET_BUFFER")]
     pub relay_socket_buffer: Option<usize>,
 
+    /// Relay established channels of UDP clients in the kernel (an eBPF TC program) instead
+    /// of through sockets: `auto` does where the build, kernel and privileges allow, `on`
+    /// refuses to start otherwise, `off` never does [default: auto].
+    #[arg(long, env = "GEOTURN_OFFLOAD", value_enum)]
+    pub offload: Option<crate::offload::OffloadMode>,
+
     /// Send runs of datagrams to one destination (a video frame's packets, say) as one UDP
     /// GSO send, where the kernel has it (Linux 4.18+); off sends every datagram on its own
     /// [default: true].
@@ -365,6 +371,8 @@ pub struct RelayConfig {
     pub relay_socket_buffer: usize,
     /// Batched sends use UDP GSO where the kernel has it.
     pub udp_gso: bool,
+    /// The eBPF fast path for established channels.
+    pub offload: crate::offload::OffloadMode,
     /// Unauthenticated responses per second per source (0 = no limit).
     pub unauth_rate: u32,
     /// Their burst.
@@ -448,6 +456,7 @@ impl RelayOptions {
             socket_buffer: self.socket_buffer.or(base.socket_buffer),
             relay_socket_buffer: self.relay_socket_buffer.or(base.relay_socket_buffer),
             udp_gso: self.udp_gso.or(base.udp_gso),
+            offload: self.offload.or(base.offload),
             unauth_rate: self.unauth_rate.or(base.unauth_rate),
             unauth_burst: self.unauth_burst.or(base.unauth_burst),
             max_connections_per_ip: self.max_connections_per_ip.or(base.max_connections_per_ip),
@@ -768,6 +777,7 @@ impl RelayOptions {
             socket_buffer: self.socket_buffer.unwrap_or(4 << 20),
             relay_socket_buffer: self.relay_socket_buffer.unwrap_or(0),
             udp_gso: self.udp_gso.unwrap_or(true),
+            offload: self.offload.unwrap_or_default(),
             unauth_rate: self.unauth_rate.unwrap_or(100),
             unauth_burst: self.unauth_burst.unwrap_or(200),
             max_connections_per_ip: self.max_connections_per_ip.unwrap_or(500),

@@ -4,6 +4,7 @@
 //! - [`config`]: options from flags, `GEOTURN_*` variables and a TOML file, validated at start.
 //! - [`net`]: the UDP listener workers (one per core, `SO_REUSEPORT`), batched syscalls and
 //!   relayed sockets.
+//! - [`offload`]: the eBPF fast path for established channels (`--offload`).
 //! - [`run`]: starting and stopping the relay's workers.
 //! - [`ops`]: metrics, status, health, drain over HTTP.
 //! - [`mesh`]: the QUIC mesh between relays (inter-relay RTT and loss, pinned through the
@@ -15,6 +16,7 @@ pub mod client_rtt;
 pub mod config;
 pub mod mesh;
 pub mod net;
+pub mod offload;
 pub mod ops;
 pub mod run;
 pub mod service;

@@ -39,6 +39,8 @@ pub struct RelayHandle {
     revoked_tx: watch::Sender<u64>,
     tcp_relay: Arc<crate::net::tcp_relay::TcpRelay>,
     client_rtts: Arc<crate::client_rtt::ClientRtts>,
+    /// The kernel fast path, when on; taken (and so detached) by [`RelayHandle::stop`].
+    offload: Mutex<Option<Arc<crate::offload::Offload>>>,
 }
 
 /// Binds and starts a relay with `config`.
@@ -131,6 +133,10 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     } else {
         listen_ips.collect()
     };
+    // After the listeners are bound (their real addresses) and before any worker runs, so
+    // every shard knows from its first packet whether it has a fast path.
+    let offload = crate::offload::start(config.offload, &local_addrs, config.relay_ip_v4)
+        .map_err(std::io::Error::other)?;
     // Until the registry names a less loaded sibling, first contacts come to this relay.
     let (first_contact, _) = watch::channel(own_unicast(config, &local_addrs, &tls_local));
 
@@ -191,6 +197,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
             tcp_relay: tcp_relay.clone(),
             tls: tls_per_worker.next().unwrap_or_default(),
             client_rtts: client_rtts.clone(),
+            offload: offload.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("geoturn-worker-{i}"))
@@ -230,6 +237,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         revoked_tx,
         tcp_relay,
         client_rtts,
+        offload: Mutex::new(offload),
     })
 }
 
@@ -329,6 +337,19 @@ impl RelayHandle {
         use std::sync::atomic::Ordering::Relaxed;
         total.stats.bytes_to_peer += self.tcp_relay.bytes_to_peer.load(Relaxed);
         total.stats.bytes_to_client += self.tcp_relay.bytes_to_client.load(Relaxed);
+        // Channels relayed in the kernel never reach a shard: their counters are the fast
+        // path's, added to the relayed totals (metrics, /status, the registry's load) and also
+        // kept apart.
+        let offload = self.offload.lock().ok().and_then(|o| o.clone());
+        if let Some(o) = offload {
+            let status = o.status();
+            let c = status.counters;
+            total.stats.packets_to_peer += c.packets_to_peer;
+            total.stats.bytes_to_peer += c.bytes_to_peer;
+            total.stats.packets_to_client += c.packets_to_client;
+            total.stats.bytes_to_client += c.bytes_to_client;
+            total.offload = Some(status);
+        }
         total
     }
 
@@ -349,13 +370,22 @@ impl RelayHandle {
     pub fn stop(&self) -> std::io::Result<()> {
         self.shutdown.send_replace(true);
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut result = Ok(());
         for w in workers {
             match w.join() {
-                Ok(r) => r?,
-                Err(_) => return Err(std::io::Error::other("relay worker panicked")),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(std::io::Error::other("relay worker panicked")),
             }
         }
-        Ok(())
+        // The workers' copies are gone with them: this detaches the program and frees its maps.
+        drop(
+            self.offload
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        result
     }
 }
 

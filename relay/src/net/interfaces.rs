@@ -6,8 +6,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One interface address.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct InterfaceAddr {
+    /// The interface's name (e.g. `eth0`).
+    name: String,
     ip: IpAddr,
     up: bool,
     loopback: bool,
@@ -42,7 +44,12 @@ fn list() -> Vec<InterfaceAddr> {
         } else {
             continue;
         };
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list, valid until freed.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
         out.push(InterfaceAddr {
+            name,
             ip,
             up: ifa.ifa_flags & (libc::IFF_UP as u32) != 0,
             loopback: ifa.ifa_flags & (libc::IFF_LOOPBACK as u32) != 0,
@@ -64,6 +71,18 @@ pub fn first_non_loopback_ipv4() -> Option<IpAddr> {
 /// Every address of the host's interfaces, up or not (an interface may come up later).
 pub fn all_addresses() -> Vec<IpAddr> {
     list().into_iter().map(|a| a.ip).collect()
+}
+
+/// The names of the interfaces that carry any of `ips` (each once), loopback left out: the
+/// interfaces the relay's traffic arrives on, where the eBPF fast path attaches.
+pub fn names_carrying(ips: &[IpAddr]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for a in list() {
+        if !a.loopback && ips.contains(&a.ip) && !names.contains(&a.name) {
+            names.push(a.name);
+        }
+    }
+    names
 }
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub(super) struct Shard {
     /// Whether batched sends group runs for UDP GSO.
     pub(super) gso: batch::Gso,
     pub(super) send_errors: u64,
+    /// The kernel fast path the core's offload commands go to, when it is on.
+    pub(super) offload: Option<std::sync::Arc<crate::offload::Offload>>,
 }
 
 impl Shard {
@@ -65,6 +67,7 @@ impl Shard {
         events: EventTx,
         relay_socket_buffer: usize,
         udp_gso: bool,
+        offload: Option<std::sync::Arc<crate::offload::Offload>>,
     ) -> Self {
         Self {
             server,
@@ -85,6 +88,7 @@ impl Shard {
             relay_socket_buffer,
             gso: batch::Gso::new(udp_gso),
             send_errors: 0,
+            offload,
         }
     }
 
@@ -240,6 +244,18 @@ pub(super) fn run_commands(s: &mut Shard, weak: &Weak<RefCell<Shard>>, now: Inst
             Command::FreeRelay { relay } => {
                 if let Some(r) = s.relays.remove(&relay) {
                     r.reader.abort();
+                }
+            }
+            // The core only offers channels once the worker enabled the offload, which it does
+            // only with a fast path; without one there is nothing to install or remove.
+            Command::OffloadChannel(channel) => {
+                if let Some(o) = &s.offload {
+                    o.install(&channel);
+                }
+            }
+            Command::RemoveOffload(channel) => {
+                if let Some(o) = &s.offload {
+                    o.remove(&channel);
                 }
             }
         }

@@ -46,6 +46,9 @@ pub struct ShardSnapshot {
     pub send_errors: u64,
     /// When the worker took this snapshot.
     pub taken: Option<Instant>,
+    /// What the kernel fast path relayed, when it is on (set on the relay's total, not per
+    /// worker: the fast path is one for all workers).
+    pub offload: Option<crate::offload::OffloadStatus>,
 }
 
 /// Everything a worker needs from the relay.
@@ -80,6 +83,8 @@ pub struct WorkerContext {
     pub tls: Vec<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     /// Where the shard's clients' round-trip samples go, every publish.
     pub client_rtts: Arc<crate::client_rtt::ClientRtts>,
+    /// The kernel fast path, when it is on: the core offers it channels.
+    pub offload: Option<Arc<crate::offload::Offload>>,
 }
 
 /// Runs a worker on the current thread until shutdown.
@@ -104,6 +109,9 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
     ctx.server.set_drain(ctx.drain.borrow_and_update().clone());
     ctx.server
         .set_first_contact(ctx.first_contact.borrow_and_update().clone());
+    if ctx.offload.is_some() {
+        ctx.server.enable_offload();
+    }
     let (events_tx, mut events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let shard = Rc::new(RefCell::new(Shard::new(
         ctx.server,
@@ -111,6 +119,7 @@ async fn worker_loop(mut ctx: WorkerContext) -> io::Result<()> {
         events_tx.clone(),
         ctx.relay_socket_buffer,
         ctx.udp_gso,
+        ctx.offload.clone(),
     )));
     let weak = Rc::downgrade(&shard);
     let mut acceptors = Vec::new();

@@ -39,6 +39,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "geoturn_client_rtt_samples_total",
     "geoturn_client_rtt_samples_dropped_total",
     "geoturn_client_rtt_networks",
+    "geoturn_offload_channels",
+    "geoturn_offload_relayed_packets_total",
+    "geoturn_offload_relayed_bytes_total",
+    "geoturn_offload_dropped_packets_total",
 ];
 
 /// What one scrape reads from the running relay: the encoder below is a pure function of it,
@@ -295,6 +299,41 @@ impl Collector for RelayState {
             "Client networks (/24, /16, /48, /32) with round trips measured here.",
             networks as u64,
         )?;
+        // The kernel fast path (zero while it is off); its traffic is also in the relayed
+        // totals above.
+        let o = snap.offload.unwrap_or_default();
+        gauge(
+            &mut e,
+            "geoturn_offload_channels",
+            "Channels relayed in the kernel (eBPF) now.",
+            o.channels as u64,
+        )?;
+        labelled(
+            &mut e,
+            Counter("geoturn_offload_relayed_packets"),
+            "Packets relayed in the kernel (included in geoturn_relayed_packets_total).",
+            "direction",
+            [
+                ("to_peer", o.counters.packets_to_peer),
+                ("to_client", o.counters.packets_to_client),
+            ],
+        )?;
+        labelled(
+            &mut e,
+            Counter("geoturn_offload_relayed_bytes"),
+            "Payload bytes relayed in the kernel (included in geoturn_relayed_bytes_total).",
+            "direction",
+            [
+                ("to_peer", o.counters.bytes_to_peer),
+                ("to_client", o.counters.bytes_to_client),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "geoturn_offload_dropped_packets",
+            "Packets the kernel dropped over their allocation's packet or byte rate.",
+            o.counters.dropped_over_limit,
+        )?;
         Ok(())
     }
 }
@@ -377,6 +416,17 @@ pub fn sample_state() -> RelayState {
             stats,
             send_errors: 12,
             taken: None,
+            offload: Some(crate::offload::OffloadStatus {
+                counters: crate::offload::ChannelCounters {
+                    packets_to_peer: 6_000_000_000,
+                    bytes_to_peer: 1_200_000_000_000,
+                    packets_to_client: 5_900_000_000,
+                    bytes_to_client: 1_180_000_000_000,
+                    dropped_over_limit: 7,
+                },
+                channels: 9_000,
+                refused: 0,
+            }),
         },
         node_id: "relay-fra-1".into(),
         region: "eu-central".into(),

@@ -118,6 +118,8 @@ pub struct Status {
     pub registry: &'static str,
     /// The relay mesh: state, peers, their RTT and loss.
     pub mesh: crate::mesh::MeshStatus,
+    /// The kernel fast path's counters (its traffic is also in the rates); null while off.
+    pub offload: Option<crate::offload::OffloadStatus>,
 }
 
 /// Where the relay listens.
@@ -187,5 +189,6 @@ pub fn status(ops: &Ops) -> Status {
         drain,
         registry: ops.registry.as_str(),
         mesh: ops.mesh.status(),
+        offload: snap.offload,
     }
 }

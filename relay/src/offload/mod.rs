@@ -1,0 +1,183 @@
+//! The kernel fast path for established channels (issue 18): an eBPF TC program, written in C
+//! (`relay/bpf/channel_relay.bpf.c`, compiled by `build.rs` when clang is there), that relays
+//! ChannelData of bound, permitted channels of UDP clients without waking a socket.
+//!
+//! The core decides what may be relayed ([`geoturn_relay_proto::server::OffloadedChannel`]);
+//! the shards execute its offload commands against the maps here. Everything the program does
+//! not know goes up to the sockets unchanged, so the relay works the same with the offload
+//! off, not built in, or unable to load.
+//!
+//! - [`entry`]: map keys and values as bytes, in the C structs' layout.
+//! - [`clock`]: deadlines on the kernel's monotonic clock.
+//! - `kernel` (only when built in): loading, attaching, installing, counting.
+
+pub mod clock;
+pub mod entry;
+#[cfg(geoturn_offload)]
+mod kernel;
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use entry::ChannelCounters;
+
+/// `--offload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OffloadMode {
+    /// On where the program is built in and the kernel and privileges allow; off otherwise.
+    #[default]
+    Auto,
+    /// On, or the relay refuses to start.
+    On,
+    /// Off: every packet goes through the sockets.
+    Off,
+}
+
+/// Why the fast path is not on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OffloadError {
+    /// Compiled out: clang was missing when the relay was built.
+    #[error("the eBPF offload is not built in (clang and libbpf-dev were missing at build time)")]
+    NotBuiltIn,
+    /// The addresses do not allow it.
+    #[error("{0}")]
+    Unsuitable(String),
+    /// The kernel refused the program or its maps (no privileges, an old kernel).
+    #[error("cannot load the eBPF program: {0}")]
+    Load(String),
+    /// Attaching to an interface failed.
+    #[error("cannot attach the eBPF program to {0}: {1}")]
+    Attach(String, String),
+}
+
+#[cfg(geoturn_offload)]
+pub use kernel::Offload;
+
+/// Stands in for the fast path where it is compiled out; never constructed.
+#[cfg(not(geoturn_offload))]
+#[derive(Debug)]
+pub struct Offload {
+    never: std::convert::Infallible,
+}
+
+#[cfg(not(geoturn_offload))]
+impl Offload {
+    /// Never called: there is no fast path to install into.
+    pub fn install(&self, _: &geoturn_relay_proto::server::OffloadedChannel) {
+        match self.never {}
+    }
+
+    /// Never called.
+    pub fn remove(&self, _: &geoturn_relay_proto::server::OffloadedChannel) {
+        match self.never {}
+    }
+
+    /// Never called.
+    pub fn counters(&self) -> (ChannelCounters, usize, u64) {
+        match self.never {}
+    }
+
+    /// Never called.
+    pub fn interfaces(&self) -> &[String] {
+        match self.never {}
+    }
+}
+
+/// What the fast path did, for metrics, `/status` and the registry's load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OffloadStatus {
+    /// Relayed in the kernel so far.
+    #[serde(flatten)]
+    pub counters: ChannelCounters,
+    /// Channels installed now.
+    pub channels: usize,
+    /// Installs the kernel refused (full maps): those channels stayed in userspace.
+    pub refused: u64,
+}
+
+impl Offload {
+    /// The counters as a status.
+    pub fn status(&self) -> OffloadStatus {
+        let (counters, channels, refused) = self.counters();
+        OffloadStatus {
+            counters,
+            channels,
+            refused,
+        }
+    }
+}
+
+/// The addresses the fast path relays between and the interfaces that carry them: IPv4
+/// only, and specific addresses only (a wildcard listener does not say which address a
+/// client's packets reach, nor a wildcard relayed address which to send from).
+fn interfaces_for(
+    listen: &[SocketAddr],
+    relay_ip_v4: Option<IpAddr>,
+) -> Result<Vec<String>, OffloadError> {
+    let relay = relay_ip_v4
+        .filter(|ip| ip.is_ipv4() && !ip.is_unspecified())
+        .ok_or_else(|| OffloadError::Unsuitable("it needs a specific IPv4 --relay-ip-v4".into()))?;
+    let mut ips: Vec<IpAddr> = listen
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| ip.is_ipv4() && !ip.is_unspecified())
+        .collect();
+    if ips.is_empty() {
+        return Err(OffloadError::Unsuitable(
+            "it needs a specific IPv4 --listen address (not 0.0.0.0)".into(),
+        ));
+    }
+    ips.push(relay);
+    let names = crate::net::interfaces::names_carrying(&ips);
+    if names.is_empty() {
+        return Err(OffloadError::Unsuitable(
+            "no non-loopback interface carries the listening or relayed address".into(),
+        ));
+    }
+    Ok(names)
+}
+
+/// Starts the fast path as `mode` asks, saying in one log line whether it is on and why. `Ok(None)`:
+/// off, the relay runs on its sockets alone; `Err` only for `--offload on`.
+pub fn start(
+    mode: OffloadMode,
+    listen: &[SocketAddr],
+    relay_ip_v4: Option<IpAddr>,
+) -> Result<Option<std::sync::Arc<Offload>>, OffloadError> {
+    if mode == OffloadMode::Off {
+        tracing::info!(offload = "off", "eBPF offload off (--offload off)");
+        return Ok(None);
+    }
+    match load(listen, relay_ip_v4) {
+        Ok(offload) => {
+            tracing::info!(
+                offload = "on",
+                interfaces = ?offload.interfaces(),
+                "eBPF offload on: bound channels of UDP clients over IPv4 are relayed in the kernel"
+            );
+            Ok(Some(std::sync::Arc::new(offload)))
+        }
+        Err(e) if mode == OffloadMode::Auto => {
+            tracing::info!(offload = "off", reason = %e, "eBPF offload off");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(geoturn_offload)]
+fn load(listen: &[SocketAddr], relay_ip_v4: Option<IpAddr>) -> Result<Offload, OffloadError> {
+    let interfaces = interfaces_for(listen, relay_ip_v4)?;
+    Offload::load(&interfaces)
+}
+
+#[cfg(not(geoturn_offload))]
+fn load(listen: &[SocketAddr], relay_ip_v4: Option<IpAddr>) -> Result<Offload, OffloadError> {
+    // The checks that do not need the program still run, so tests see the same reasons.
+    let _ = interfaces_for(listen, relay_ip_v4);
+    Err(OffloadError::NotBuiltIn)
+}
+
+/// True when this build carries the eBPF program (tests that need it say so when it does not).
+pub const BUILT_IN: bool = cfg!(geoturn_offload);
