@@ -204,10 +204,12 @@ static __always_inline int route(struct __sk_buff *skb, struct bpf_fib_lookup *f
 	fib->tot_len = tot_len;
 	fib->ipv4_src = src;
 	fib->ipv4_dst = dst;
+	// An input lookup from the interface the datagram arrived on. The kernel answers only
+	// where forwarding is enabled on that interface (userspace checks before attaching), and
+	// an output lookup is no way around it: it makes the same check and also pins the route
+	// to the interface given.
 	fib->ifindex = skb->ingress_ifindex;
-	// The relay is the sender of the new datagram, not a router passing one on: an output
-	// lookup, as its own socket's send would make.
-	return bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
 // Rewrites the IPv4 header (addresses, total length, TTL, checksum) and the UDP header in place
@@ -275,12 +277,29 @@ static __always_inline int fix_udp_csum(struct __sk_buff *skb, __be32 old_src, _
 	return 0;
 }
 
-static __always_inline int send(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
+// Sends the rewritten datagram out of the interface the route lookup chose. With the next
+// hop's MAC known (`routed` is SUCCESS) the Ethernet header is written here; without it
+// (NO_NEIGH: nothing sent to that neighbour lately) the kernel's neighbour layer resolves it
+// and holds the datagram meanwhile, as it would for a socket's send.
+static __always_inline int send(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int routed)
 {
+	if (routed == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = {
+			.nh_family = 2, // AF_INET
+			.ipv4_nh = fib->ipv4_dst,
+		};
+		return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+	}
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) ||
 	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib->smac, ETH_ALEN, 0))
 		return TC_ACT_SHOT;
 	return bpf_redirect(fib->ifindex, 0);
+}
+
+// Whether a route lookup's answer lets the datagram be relayed here.
+static __always_inline int routable(int rc)
+{
+	return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
 }
 
 SEC("classifier")
@@ -336,8 +355,9 @@ int channel_relay(struct __sk_buff *skb)
 		// The ChannelData length field is 16 bits and so is the IP total length.
 		if (new_udp_len < udp_len || new_udp_len + sizeof(struct iphdr) > 0xffff)
 			return TC_ACT_OK;
-		if (route(skb, &fib, ck.alloc.listen_ip, ck.alloc.client_ip,
-			  new_udp_len + sizeof(struct iphdr)) != BPF_FIB_LKUP_RET_SUCCESS)
+		int routed = route(skb, &fib, ck.alloc.listen_ip, ck.alloc.client_ip,
+				   new_udp_len + sizeof(struct iphdr));
+		if (!routable(routed))
 			return TC_ACT_OK;
 		struct counters *c = counters_of(&ck);
 		if (!within_limits(&ck, payload, now)) {
@@ -363,7 +383,7 @@ int channel_relay(struct __sk_buff *skb)
 			c->packets_to_client++;
 			c->bytes_to_client += payload;
 		}
-		return send(skb, &fib);
+		return send(skb, &fib, routed);
 	}
 
 	// Client → peer: ChannelData from a client's 5-tuple to the listening address.
@@ -393,8 +413,8 @@ int channel_relay(struct __sk_buff *skb)
 	__be32 relay_ip = cv->relay_ip, peer_ip = cv->peer_ip;
 	__be16 relay_port = cv->relay_port, peer_port = cv->peer_port;
 	__u16 new_udp_len = udp_len - CHANNELDATA_HEADER;
-	if (route(skb, &fib, relay_ip, peer_ip, new_udp_len + sizeof(struct iphdr)) !=
-	    BPF_FIB_LKUP_RET_SUCCESS)
+	int routed = route(skb, &fib, relay_ip, peer_ip, new_udp_len + sizeof(struct iphdr));
+	if (!routable(routed))
 		return TC_ACT_OK;
 	struct counters *c = counters_of(&ck);
 	if (!within_limits(&ck, payload, now)) {
@@ -415,7 +435,7 @@ int channel_relay(struct __sk_buff *skb)
 		c->packets_to_peer++;
 		c->bytes_to_peer += payload;
 	}
-	return send(skb, &fib);
+	return send(skb, &fib, routed);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -18,8 +18,10 @@ use super::entry::{
     PeerVal,
 };
 
-/// The object compiled at build time.
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/channel_relay.bpf.o"));
+/// The object compiled at build time, 8-byte aligned as the ELF parser needs (plain
+/// `include_bytes!` gives no alignment, and the parse fails at random).
+static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/channel_relay.bpf.o"));
 
 /// Keep in step with MAX_CHANNELS / MAX_ALLOCATIONS in the C file: inserts past these fail
 /// and the channel simply stays in userspace.

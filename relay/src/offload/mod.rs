@@ -117,7 +117,9 @@ fn interfaces_for(
 ) -> Result<Vec<String>, OffloadError> {
     let relay = relay_ip_v4
         .filter(|ip| ip.is_ipv4() && !ip.is_unspecified())
-        .ok_or_else(|| OffloadError::Unsuitable("it needs a specific IPv4 --relay-ip-v4".into()))?;
+        .ok_or_else(|| {
+            OffloadError::Unsuitable("it needs a specific IPv4 relayed address (--relay-ip)".into())
+        })?;
     let mut ips: Vec<IpAddr> = listen
         .iter()
         .map(SocketAddr::ip)
@@ -134,6 +136,20 @@ fn interfaces_for(
         return Err(OffloadError::Unsuitable(
             "no non-loopback interface carries the listening or relayed address".into(),
         ));
+    }
+    // The program finds each datagram's way out with the kernel's route lookup
+    // (bpf_fib_lookup), which answers only on interfaces that forward. Relayed datagrams never
+    // pass netfilter's FORWARD chain, so a FORWARD policy of DROP keeps the host from routing
+    // anything else while the fast path works.
+    for name in &names {
+        let path = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
+        let on = std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1");
+        if !on {
+            return Err(OffloadError::Unsuitable(format!(
+                "net.ipv4.conf.{name}.forwarding is not 1 (the program's route lookup needs it; \
+                 set it, with a FORWARD policy of DROP if the host must not route)"
+            )));
+        }
     }
     Ok(names)
 }

@@ -1,0 +1,418 @@
+//! The kernel fast path (issue 18) on a real, non-loopback path: three network namespaces of
+//! the test's own, client ─ relay ─ peer, joined by veth pairs. The relay runs in-process in
+//! its namespace with `--offload on`; the test's TURN client (tests/src/client.rs) allocates,
+//! permits and binds a channel, then checks what the eBPF program relays and what it leaves
+//! to the relay's sockets:
+//!
+//! - ChannelData both ways goes through the program: the peer gets plain UDP from the relayed
+//!   address, the client ChannelData from the listening address, byte for byte; the offload
+//!   counters move and the relay's own (socket) counters do not;
+//! - a Send indication and an unbound channel still reach userspace;
+//! - malformed ChannelData (short, a length field that does not match, an unknown channel) goes
+//!   up to userspace and is never relayed;
+//! - a peer without a permission is dropped;
+//! - Refresh(0) takes the entries back and the traffic stops;
+//! - the allocation's packet-rate limit holds in the kernel.
+//!
+//! The client's and peer's veth ends have transmit checksum offload turned off (ethtool), so
+//! their datagrams carry full checksums as they do on a wire, and the receiving stacks verify
+//! every checksum the program rewrote. Needs root, clang at build time (the program must be
+//! built in: the test fails, never skips, when it is not), ethtool and iproute2.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use geoturn_relay::offload::{OffloadMode, OffloadStatus};
+use geoturn_relay::{RelayHandle, RelayOptions};
+use geoturn_relay_proto::server::DropReason;
+use geoturn_shared::RestCredential;
+use geoturn_tests::client::{Received, TurnClient};
+use geoturn_tests::netns::{NetNs, veth};
+use geoturn_tests::process::require_tool;
+use geoturn_tests::{TEST_SECRET, unix_secs};
+
+const LISTEN: &str = "10.71.1.1:3478";
+const RELAY_IP: &str = "10.71.2.1";
+const PEER: &str = "10.71.2.2:7000";
+/// A second address of the peer's namespace that never gets a permission.
+const STRANGER: &str = "10.71.2.3:7000";
+const CHANNEL: u16 = 0x4001;
+/// Datagrams each way in the relayed phase.
+const BURST: u64 = 40;
+
+/// The three namespaces and the relay; dropping it stops the relay (detaching the program)
+/// and deletes the namespaces, also when an assertion failed.
+struct World {
+    relay: Option<RelayHandle>,
+    client_ns: NetNs,
+    relay_ns: NetNs,
+    peer_ns: NetNs,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(r) = self.relay.take() {
+            let _ = r.stop();
+        }
+    }
+}
+
+fn ethtool_tx_off(ns: &NetNs, dev: &str) {
+    let out = ns
+        .command("ethtool")
+        .args(["-K", dev, "tx", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ethtool -K {dev} tx off: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn world(tweak: impl FnOnce(&mut RelayOptions)) -> World {
+    let w = try_world(true, tweak);
+    w.map_err(|e| format!("the relay with --offload on did not start: {e}"))
+        .unwrap()
+}
+
+fn try_world(
+    forwarding: bool,
+    tweak: impl FnOnce(&mut RelayOptions),
+) -> Result<World, std::io::Error> {
+    assert!(
+        geoturn_relay::offload::BUILT_IN,
+        "the eBPF offload is not built into this build (relay/build.rs printed why: clang or \
+         libbpf-dev missing?); install clang and libbpf-dev and rebuild"
+    );
+    require_tool("ethtool", "apt-get install -y ethtool");
+    let client_ns = NetNs::new("oc");
+    let relay_ns = NetNs::new("or");
+    let peer_ns = NetNs::new("op");
+    veth(
+        &client_ns,
+        "c0",
+        "10.71.1.2/24",
+        &relay_ns,
+        "r0",
+        "10.71.1.1/24",
+    );
+    veth(
+        &relay_ns,
+        "r1",
+        "10.71.2.1/24",
+        &peer_ns,
+        "p0",
+        "10.71.2.2/24",
+    );
+    peer_ns.ip(&["addr", "add", "10.71.2.3/24", "dev", "p0"]);
+    // The program's route lookup (bpf_fib_lookup) answers only where forwarding is on; the
+    // relay refuses --offload on without it (see the next test).
+    if forwarding {
+        relay_ns.sysctl("net.ipv4.ip_forward=1");
+    }
+    ethtool_tx_off(&client_ns, "c0");
+    ethtool_tx_off(&peer_ns, "p0");
+    let mut opts = RelayOptions {
+        listen: vec![LISTEN.parse().unwrap()],
+        relay_ip: vec![RELAY_IP.parse().unwrap()],
+        auth_secrets: vec![TEST_SECRET.into()],
+        allow_peers: vec!["10.71.0.0/16".parse().unwrap()],
+        relay_ports: Some("40000-40999".into()),
+        workers: Some(1),
+        offload: Some(OffloadMode::On),
+        ..RelayOptions::default()
+    };
+    tweak(&mut opts);
+    let config = opts.resolve().unwrap();
+    let relay = relay_ns.enter(move || geoturn_relay::start(&config))?;
+    Ok(World {
+        relay: Some(relay),
+        client_ns,
+        relay_ns,
+        peer_ns,
+    })
+}
+
+impl World {
+    fn relay(&self) -> &RelayHandle {
+        self.relay.as_ref().unwrap()
+    }
+
+    fn client(&self) -> TurnClient {
+        let cred = RestCredential::mint(TEST_SECRET.as_bytes(), "alice", unix_secs(), 3600);
+        self.client_ns.enter(move || {
+            TurnClient::new(LISTEN.parse().unwrap(), &cred.username, &cred.password).unwrap()
+        })
+    }
+
+    fn peer_socket(&self, addr: &'static str) -> UdpSocket {
+        self.peer_ns.enter(move || {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )
+            .unwrap();
+            // Room for a whole burst: a full receive buffer would drop what the relay sent.
+            s.set_recv_buffer_size(4 << 20).unwrap();
+            s.bind(&addr.parse::<SocketAddr>().unwrap().into()).unwrap();
+            let s = UdpSocket::from(s);
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            s
+        })
+    }
+
+    fn offload(&self) -> OffloadStatus {
+        self.relay()
+            .snapshot()
+            .offload
+            .expect("the offload is on, so the snapshot carries its counters")
+    }
+
+    /// Packets the relay's sockets relayed (the totals less the kernel's): (to peer, to client).
+    fn socket_relayed(&self) -> (u64, u64) {
+        let snap = self.relay().snapshot();
+        let o = snap.offload.unwrap_or_default().counters;
+        (
+            snap.stats.packets_to_peer - o.packets_to_peer,
+            snap.stats.packets_to_client - o.packets_to_client,
+        )
+    }
+
+    fn drops(&self, reason: DropReason) -> u64 {
+        self.relay().snapshot().stats.drops(reason)
+    }
+}
+
+/// Polls `f` every 20 ms for at most `limit`; true once it held.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every datagram the socket gets within `window` (at most 1000): (payload, source).
+fn drain(sock: &UdpSocket, window: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    let deadline = Instant::now() + window;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline && out.len() < 1000 {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            out.push((buf[..n].to_vec(), from));
+        }
+    }
+    out
+}
+
+/// Every datagram the client gets within `window` (at most 1000).
+fn client_drain(client: &mut TurnClient, window: Duration) -> Vec<Received> {
+    let deadline = Instant::now() + window;
+    let mut out = Vec::new();
+    while out.len() < 1000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match client.recv(left).unwrap() {
+            Some(r) => out.push(r),
+            None => break,
+        }
+    }
+    out
+}
+
+/// The workers publish their counters every 500 ms: wait for a fresh snapshot.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(700));
+}
+
+#[test]
+fn bound_channels_are_relayed_in_the_kernel_and_everything_else_in_userspace() {
+    let w = world(|_| {});
+    let peer = w.peer_socket(PEER);
+    let stranger = w.peer_socket(STRANGER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+    let mut client = w.client();
+    let relayed = client.allocate().unwrap();
+    assert_eq!(relayed.ip().to_string(), RELAY_IP);
+    client.create_permission(peer_addr).unwrap();
+    assert_eq!(
+        w.offload().channels,
+        0,
+        "a permission alone offloads nothing"
+    );
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || w.offload().channels == 1),
+        "the bound channel was not installed: {:?}",
+        w.offload()
+    );
+    settle();
+    let sockets_before = w.socket_relayed();
+
+    // Client → peer through the program: plain UDP from the relayed address.
+    for i in 0..BURST {
+        client
+            .send_channel(CHANNEL, format!("to-peer-{i}").as_bytes())
+            .unwrap();
+    }
+    let got = drain(&peer, Duration::from_millis(800));
+    assert_eq!(got.len() as u64, BURST, "the peer got {got:?}");
+    for (i, (payload, from)) in got.iter().enumerate() {
+        assert_eq!(*from, relayed, "datagrams come from the relayed address");
+        assert_eq!(payload, format!("to-peer-{i}").as_bytes());
+    }
+
+    // Peer → client through the program: ChannelData from the listening address.
+    for i in 0..BURST {
+        peer.send_to(format!("to-client-{i}").as_bytes(), relayed)
+            .unwrap();
+    }
+    let got = client_drain(&mut client, Duration::from_millis(800));
+    assert_eq!(got.len() as u64, BURST, "the client got {got:?}");
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(
+            *r,
+            Received::Channel {
+                channel: CHANNEL,
+                payload: format!("to-client-{i}").into_bytes(),
+            }
+        );
+    }
+
+    let o = w.offload().counters;
+    assert_eq!((o.packets_to_peer, o.packets_to_client), (BURST, BURST));
+    let bytes = |prefix: &str| {
+        (0..BURST)
+            .map(|i| format!("{prefix}{i}").len() as u64)
+            .sum::<u64>()
+    };
+    assert_eq!(o.bytes_to_peer, bytes("to-peer-"));
+    assert_eq!(o.bytes_to_client, bytes("to-client-"));
+    settle();
+    assert_eq!(
+        w.socket_relayed(),
+        sockets_before,
+        "the relay's sockets relayed none of the channel's traffic"
+    );
+    // The relayed totals (metrics, /status, registry load) include the kernel's.
+    let totals = w.relay().snapshot().stats;
+    assert!(totals.packets_to_peer >= BURST && totals.packets_to_client >= BURST);
+
+    // A Send indication still goes through userspace.
+    client.send_indication(peer_addr, b"indicated").unwrap();
+    let got = drain(&peer, Duration::from_millis(500));
+    assert_eq!(got, vec![(b"indicated".to_vec(), relayed)]);
+    settle();
+    assert_eq!(w.socket_relayed().0, sockets_before.0 + 1);
+    assert_eq!(w.offload().counters.packets_to_peer, BURST);
+
+    // Malformed ChannelData and unbound channels go up and are never relayed.
+    let malformed_before = w.drops(DropReason::Malformed);
+    let no_channel_before = w.drops(DropReason::NoChannel);
+    let mut wrong_long = vec![0x40, 0x01, 0x00, 0x09];
+    wrong_long.extend_from_slice(b"12345678"); // 8 bytes, length says 9
+    let mut wrong_short = vec![0x40, 0x01, 0x00, 0x02];
+    wrong_short.extend_from_slice(b"12345678"); // 8 bytes, length says 2
+    client.send_raw(&[0x40, 0x01, 0x00]).unwrap(); // shorter than a header
+    client.send_raw(&wrong_long).unwrap();
+    client.send_raw(&wrong_short).unwrap();
+    client.send_channel(0x4002, b"unbound").unwrap();
+    client.send_channel(0x4fff, b"unknown").unwrap();
+    let got = drain(&peer, Duration::from_millis(500));
+    assert!(got.is_empty(), "relayed what it must not: {got:?}");
+    settle();
+    assert_eq!(w.drops(DropReason::Malformed), malformed_before + 3);
+    assert_eq!(w.drops(DropReason::NoChannel), no_channel_before + 2);
+    assert_eq!(w.offload().counters.packets_to_peer, BURST);
+
+    // A peer without a permission is dropped.
+    let no_permission_before = w.drops(DropReason::NoPermission);
+    stranger.send_to(b"let me in", relayed).unwrap();
+    assert!(client_drain(&mut client, Duration::from_millis(500)).is_empty());
+    settle();
+    assert_eq!(w.drops(DropReason::NoPermission), no_permission_before + 1);
+    assert_eq!(w.offload().counters.packets_to_client, BURST);
+
+    // Refresh(0): the entries go, and so does the traffic (RFC 8656 §7: the allocation is
+    // deleted at once).
+    assert_eq!(client.refresh(0).unwrap(), 0);
+    assert!(
+        eventually(Duration::from_secs(2), || w.offload().channels == 0),
+        "Refresh(0) left entries: {:?}",
+        w.offload()
+    );
+    client.send_channel(CHANNEL, b"after refresh 0").unwrap();
+    peer.send_to(b"after refresh 0", relayed).unwrap();
+    assert!(drain(&peer, Duration::from_millis(500)).is_empty());
+    assert!(client_drain(&mut client, Duration::from_millis(500)).is_empty());
+    let o = w.offload().counters;
+    assert_eq!((o.packets_to_peer, o.packets_to_client), (BURST, BURST));
+    // Namespaces the test made are deleted with `w`; nothing else was touched.
+    let _ = (&w.relay_ns, &w.client_ns);
+}
+
+#[test]
+fn the_allocation_packet_rate_holds_in_the_kernel() {
+    // 10 datagrams a second with the core's burst of 256: a burst of 400 leaves about 256.
+    let w = world(|o| o.max_pps = Some(10));
+    let peer = w.peer_socket(PEER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+    let mut client = w.client();
+    let relayed = client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
+    let sent = 400u64;
+    for i in 0..sent {
+        client
+            .send_channel(CHANNEL, format!("{i}").as_bytes())
+            .unwrap();
+        if i % 50 == 49 {
+            // Pace a little so the veth queues never drop: only the limit may.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let got = drain(&peer, Duration::from_millis(800));
+    assert!(got.iter().all(|(_, from)| *from == relayed));
+    let o = w.offload().counters;
+    assert_eq!(o.packets_to_peer, got.len() as u64);
+    assert_eq!(o.packets_to_peer + o.dropped_over_limit, sent, "{o:?}");
+    assert!(
+        (256..=270).contains(&o.packets_to_peer),
+        "{} passed the 10/s limit with its burst of 256",
+        o.packets_to_peer
+    );
+}
+
+#[test]
+fn without_forwarding_offload_on_refuses_to_start_and_auto_runs_on_sockets() {
+    let refused = try_world(false, |_| {})
+        .err()
+        .expect("--offload on must refuse");
+    assert!(
+        refused.to_string().contains("forwarding"),
+        "the error names the missing setting: {refused}"
+    );
+    let w = try_world(false, |o| o.offload = Some(OffloadMode::Auto)).unwrap();
+    assert!(w.relay().snapshot().offload.is_none(), "auto turned it off");
+    // And the relay works unchanged on its sockets.
+    let peer = w.peer_socket(PEER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+    let mut client = w.client();
+    let relayed = client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    client.send_channel(CHANNEL, b"through the socket").unwrap();
+    let got = drain(&peer, Duration::from_millis(500));
+    assert_eq!(got, vec![(b"through the socket".to_vec(), relayed)]);
+}
