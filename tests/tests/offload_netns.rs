@@ -83,7 +83,7 @@ fn try_world(
     tweak: impl FnOnce(&mut RelayOptions),
 ) -> Result<World, std::io::Error> {
     assert!(
-        geoturn_relay::offload::BUILT_IN,
+        geoturn_relay::offload::built_in(),
         "the eBPF offload is not built into this build (relay/build.rs printed why: clang or \
          libbpf-dev missing?); install clang and libbpf-dev and rebuild"
     );

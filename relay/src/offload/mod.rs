@@ -196,4 +196,49 @@ fn load(listen: &[SocketAddr], relay_ip_v4: Option<IpAddr>) -> Result<Offload, O
 }
 
 /// True when this build carries the eBPF program (tests that need it say so when it does not).
-pub const BUILT_IN: bool = cfg!(geoturn_offload);
+pub fn built_in() -> bool {
+    cfg!(geoturn_offload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> Vec<SocketAddr> {
+        vec!["127.0.0.1:3478".parse().unwrap()]
+    }
+
+    #[test]
+    fn off_and_auto_never_fail_the_start() {
+        let relay = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(
+            start(OffloadMode::Off, &loopback(), relay)
+                .unwrap()
+                .is_none()
+        );
+        // Loopback carries no interface to attach to (and without clang nothing is built in):
+        // auto runs on the sockets.
+        assert!(
+            start(OffloadMode::Auto, &loopback(), relay)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn on_fails_with_the_reason() {
+        let relay = Some(IpAddr::from([127, 0, 0, 1]));
+        let err = start(OffloadMode::On, &loopback(), relay).unwrap_err();
+        if built_in() {
+            assert!(matches!(err, OffloadError::Unsuitable(_)), "{err}");
+        } else {
+            assert!(matches!(err, OffloadError::NotBuiltIn), "{err}");
+            assert!(err.to_string().contains("not built in"));
+        }
+        let wildcard = vec!["0.0.0.0:3478".parse().unwrap()];
+        let err = interfaces_for(&wildcard, relay).unwrap_err();
+        assert!(err.to_string().contains("not 0.0.0.0"), "{err}");
+        let err = interfaces_for(&loopback(), None).unwrap_err();
+        assert!(err.to_string().contains("--relay-ip"), "{err}");
+    }
+}
