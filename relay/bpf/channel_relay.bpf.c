@@ -15,8 +15,9 @@
 // Everything else passes up unchanged (TC_ACT_OK) to the relay's sockets, which stay the
 // authority: STUN, Send/Data indications, unknown 5-tuples or channels, ChannelData whose
 // length field does not match the datagram exactly (short, padded, or trailing bytes),
-// fragments, IP options, IPv6, GSO/GRO aggregates, expired entries, packets the route lookup
-// cannot place (no route, MTU exceeded). Per-allocation packet and byte rates are enforced
+// fragments, IP options, IPv6, GSO/GRO aggregates, datagrams whose checksum is still to be
+// computed by a device, expired entries, packets the route lookup cannot place (no route,
+// forwarding off, MTU exceeded). Per-allocation packet and byte rates are enforced
 // here with the same token buckets userspace uses; a packet over either limit is dropped and
 // counted, as userspace drops it.
 //
@@ -302,6 +303,17 @@ static __always_inline int routable(int rc)
 	return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
 }
 
+// The folded one's-complement sum of the UDP pseudo-header (addresses, protocol, length), in
+// the byte order the checksum field is stored in.
+static __always_inline __u16 pseudo_sum(__be32 saddr, __be32 daddr, __be16 len)
+{
+	__u32 sum = (saddr >> 16) + (saddr & 0xffff) + (daddr >> 16) + (daddr & 0xffff) +
+		    bpf_htons(IPPROTO_UDP) + len;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum;
+}
+
 SEC("classifier")
 int channel_relay(struct __sk_buff *skb)
 {
@@ -334,6 +346,13 @@ int channel_relay(struct __sk_buff *skb)
 	__be32 saddr = ip->saddr, daddr = ip->daddr;
 	__be16 sport = udp->source, dport = udp->dest;
 	__u16 old_sum = udp->check;
+	// A datagram sent by a process on this host (through a veth, say) may still await its
+	// checksum (CHECKSUM_PARTIAL): the field holds only the pseudo-header's sum, and the
+	// device will sum the rest from an offset that moves with the 4 bytes this program adds or
+	// removes. The program cannot see that state, but it can see the field: a full checksum
+	// equals the bare pseudo-header sum once in 65535 datagrams, and those few simply go up.
+	if (old_sum == pseudo_sum(saddr, daddr, udp->len))
+		return TC_ACT_OK;
 	__u8 old_ttl = ip->ttl;
 	__u64 now = bpf_ktime_get_ns();
 	struct bpf_fib_lookup fib;

@@ -16,7 +16,8 @@
 //!
 //! The client's and peer's veth ends have transmit checksum offload turned off (ethtool), so
 //! their datagrams carry full checksums as they do on a wire, and the receiving stacks verify
-//! every checksum the program rewrote. Needs root, clang at build time (the program must be
+//! every checksum the program rewrote. With it on, datagrams arrive with checksums still to be
+//! computed, which the program must leave to the sockets (the last test). Needs root, clang at build time (the program must be
 //! built in: the test fails, never skips, when it is not), ethtool and iproute2.
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
@@ -73,13 +74,16 @@ fn ethtool_tx_off(ns: &NetNs, dev: &str) {
 }
 
 fn world(tweak: impl FnOnce(&mut RelayOptions)) -> World {
-    let w = try_world(true, tweak);
+    let w = try_world(true, true, tweak);
     w.map_err(|e| format!("the relay with --offload on did not start: {e}"))
         .unwrap()
 }
 
+/// `forwarding`: on in the relay's namespace; `wire_checksums`: the client's and peer's
+/// datagrams carry full checksums (transmit checksum offload off), as from a wire.
 fn try_world(
     forwarding: bool,
+    wire_checksums: bool,
     tweak: impl FnOnce(&mut RelayOptions),
 ) -> Result<World, std::io::Error> {
     assert!(
@@ -113,8 +117,10 @@ fn try_world(
     if forwarding {
         relay_ns.sysctl("net.ipv4.ip_forward=1");
     }
-    ethtool_tx_off(&client_ns, "c0");
-    ethtool_tx_off(&peer_ns, "p0");
+    if wire_checksums {
+        ethtool_tx_off(&client_ns, "c0");
+        ethtool_tx_off(&peer_ns, "p0");
+    }
     let mut opts = RelayOptions {
         listen: vec![LISTEN.parse().unwrap()],
         relay_ip: vec![RELAY_IP.parse().unwrap()],
@@ -397,14 +403,14 @@ fn the_allocation_packet_rate_holds_in_the_kernel() {
 
 #[test]
 fn without_forwarding_offload_on_refuses_to_start_and_auto_runs_on_sockets() {
-    let refused = try_world(false, |_| {})
+    let refused = try_world(false, true, |_| {})
         .err()
         .expect("--offload on must refuse");
     assert!(
         refused.to_string().contains("forwarding"),
         "the error names the missing setting: {refused}"
     );
-    let w = try_world(false, |o| o.offload = Some(OffloadMode::Auto)).unwrap();
+    let w = try_world(false, true, |o| o.offload = Some(OffloadMode::Auto)).unwrap();
     assert!(w.relay().snapshot().offload.is_none(), "auto turned it off");
     // And the relay works unchanged on its sockets.
     let peer = w.peer_socket(PEER);
@@ -415,4 +421,32 @@ fn without_forwarding_offload_on_refuses_to_start_and_auto_runs_on_sockets() {
     client.send_channel(CHANNEL, b"through the socket").unwrap();
     let got = drain(&peer, Duration::from_millis(500));
     assert_eq!(got, vec![(b"through the socket".to_vec(), relayed)]);
+}
+
+#[test]
+fn datagrams_awaiting_their_checksum_go_through_the_sockets_intact() {
+    // Transmit checksum offload left on: the client's and peer's datagrams reach the relay
+    // with only the pseudo-header summed (CHECKSUM_PARTIAL). Rewritten in the kernel they
+    // would leave with a wrong checksum; the program passes them up instead.
+    let w = try_world(true, false, |_| {}).unwrap();
+    let peer = w.peer_socket(PEER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+    let mut client = w.client();
+    let relayed = client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
+    for i in 0..10 {
+        client
+            .send_channel(CHANNEL, format!("c{i}").as_bytes())
+            .unwrap();
+        peer.send_to(format!("p{i}").as_bytes(), relayed).unwrap();
+    }
+    let to_peer = drain(&peer, Duration::from_millis(500));
+    let to_client = client_drain(&mut client, Duration::from_millis(500));
+    assert_eq!(to_peer.len(), 10, "{to_peer:?}");
+    assert_eq!(to_client.len(), 10, "{to_client:?}");
+    let o = w.offload().counters;
+    assert_eq!((o.packets_to_peer, o.packets_to_client), (0, 0), "{o:?}");
+    settle();
+    assert_eq!(w.socket_relayed(), (10, 10));
 }
