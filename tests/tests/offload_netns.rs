@@ -11,7 +11,8 @@
 //! - malformed ChannelData (short, a length field that does not match, an unknown channel) goes
 //!   up to userspace and is never relayed;
 //! - a peer without a permission is dropped;
-//! - Refresh(0) takes the entries back and the traffic stops;
+//! - Refresh(0), the allocation's expiry and revocation take the entries back and the traffic
+//!   stops (the kernel at the deadline itself, before the core's sweep);
 //! - the allocation's packet-rate limit holds in the kernel.
 //!
 //! The client's and peer's veth ends have transmit checksum offload turned off (ethtool), so
@@ -449,4 +450,63 @@ fn datagrams_awaiting_their_checksum_go_through_the_sockets_intact() {
     assert_eq!((o.packets_to_peer, o.packets_to_client), (0, 0), "{o:?}");
     settle();
     assert_eq!(w.socket_relayed(), (10, 10));
+}
+
+#[test]
+fn expiry_and_revocation_remove_the_entries_and_the_traffic_stops() {
+    let w = world(|_| {});
+    let peer = w.peer_socket(PEER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+
+    // An allocation refreshed to 2 s: the kernel relays until then, and not after.
+    let mut client = w.client();
+    let relayed = client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
+    assert_eq!(client.refresh(2).unwrap(), 2);
+    client.send_channel(CHANNEL, b"before expiry").unwrap();
+    assert_eq!(
+        drain(&peer, Duration::from_millis(300)),
+        vec![(b"before expiry".to_vec(), relayed)]
+    );
+    assert_eq!(w.offload().counters.packets_to_peer, 1);
+    // The kernel stops at the deadline by itself, before the core's sweep (once a second)
+    // takes the entry back; until that sweep the core may still relay what goes up (it ends
+    // allocations at the sweep, not at the instant).
+    std::thread::sleep(Duration::from_millis(2300));
+    client.send_channel(CHANNEL, b"after expiry").unwrap();
+    peer.send_to(b"after expiry", relayed).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let o = w.offload().counters;
+    assert_eq!((o.packets_to_peer, o.packets_to_client), (1, 0), "{o:?}");
+    assert!(
+        eventually(Duration::from_secs(3), || w.offload().channels == 0),
+        "the sweep left the expired entry: {:?}",
+        w.offload()
+    );
+    let _ = drain(&peer, Duration::from_millis(100));
+    let _ = client_drain(&mut client, Duration::from_millis(100));
+    client.send_channel(CHANNEL, b"after the sweep").unwrap();
+    peer.send_to(b"after the sweep", relayed).unwrap();
+    assert!(drain(&peer, Duration::from_millis(300)).is_empty());
+    assert!(client_drain(&mut client, Duration::from_millis(300)).is_empty());
+
+    // Revocation: the user's allocations close on every worker, their entries with them.
+    let mut client = w.client();
+    let relayed = client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
+    client.send_channel(CHANNEL, b"before revocation").unwrap();
+    assert_eq!(drain(&peer, Duration::from_millis(300)).len(), 1);
+    w.relay().revoke_user("alice", Duration::from_secs(3600));
+    assert!(
+        eventually(Duration::from_secs(3), || w.offload().channels == 0),
+        "revocation left the entry: {:?}",
+        w.offload()
+    );
+    client.send_channel(CHANNEL, b"after revocation").unwrap();
+    peer.send_to(b"after revocation", relayed).unwrap();
+    assert!(drain(&peer, Duration::from_millis(300)).is_empty());
+    assert!(client_drain(&mut client, Duration::from_millis(300)).is_empty());
+    assert_eq!(w.offload().counters.packets_to_peer, 2);
 }
