@@ -18,8 +18,12 @@
 //! The client's and peer's veth ends have transmit checksum offload turned off (ethtool), so
 //! their datagrams carry full checksums as they do on a wire, and the receiving stacks verify
 //! every checksum the program rewrote. With it on, datagrams arrive with checksums still to be
-//! computed, which the program must leave to the sockets (the last test). Needs root, clang at build time (the program must be
-//! built in: the test fails, never skips, when it is not), ethtool and iproute2.
+//! computed, which the program must leave to the sockets
+//! (`datagrams_awaiting_their_checksum_go_through_the_sockets_intact`).
+//!
+//! Needs root, the program built in (clang and libbpf-dev at build time: without it the tests
+//! fail, never skip), ethtool and iproute2. Only the namespaces made here are touched; they go
+//! when the test ends, failed or not.
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
