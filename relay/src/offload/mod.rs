@@ -40,8 +40,8 @@ pub enum OffloadError {
     /// Compiled out: clang was missing when the relay was built.
     #[error("the eBPF offload is not built in (clang and libbpf-dev were missing at build time)")]
     NotBuiltIn,
-    /// The addresses do not allow it.
-    #[error("{0}")]
+    /// The addresses or the host's settings do not allow it.
+    #[error("the eBPF offload cannot run here: {0}")]
     Unsuitable(String),
     /// The kernel refused the program or its maps (no privileges, an old kernel).
     #[error("cannot load the eBPF program: {0}")]
