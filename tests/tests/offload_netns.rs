@@ -40,6 +40,7 @@ use geoturn_tests::process::require_tool;
 use geoturn_tests::{TEST_SECRET, unix_secs};
 
 const LISTEN: &str = "10.71.1.1:3478";
+const CLIENT_IP: &str = "10.71.1.2";
 const RELAY_IP: &str = "10.71.2.1";
 const PEER: &str = "10.71.2.2:7000";
 /// A second address of the peer's namespace that never gets a permission.
@@ -177,6 +178,11 @@ impl World {
         })
     }
 
+    /// What the relay sees as the client's address.
+    fn client_addr(client: &TurnClient) -> SocketAddr {
+        SocketAddr::new(CLIENT_IP.parse().unwrap(), client.local_addr().port())
+    }
+
     fn offload(&self) -> OffloadStatus {
         self.relay()
             .snapshot()
@@ -243,6 +249,53 @@ fn client_drain(client: &mut TurnClient, window: Duration) -> Vec<Received> {
     out
 }
 
+/// Whether a datagram's full UDP checksum equals its bare pseudo-header sum. The program takes
+/// such a datagram (one in 65535) for one whose checksum a device has yet to compute and leaves
+/// it to the sockets, so tests that count what the kernel relayed send payloads that do not.
+fn looks_unfinished(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
+    let ip = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(v4) => u32::from(v4),
+        std::net::IpAddr::V6(_) => 0,
+    };
+    let fold = |mut sum: u64| {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    };
+    let len = 8 + payload.len() as u64;
+    let (s, d) = (u64::from(ip(src)), u64::from(ip(dst)));
+    let pseudo = (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + 17 + len;
+    let mut full = pseudo + u64::from(src.port()) + u64::from(dst.port()) + len;
+    for pair in payload.chunks(2) {
+        full += u64::from(pair[0]) << 8 | u64::from(*pair.get(1).unwrap_or(&0));
+    }
+    let check = match !fold(full) {
+        0 => 0xffff,
+        c => c,
+    };
+    check == fold(pseudo)
+}
+
+/// `text`, lengthened with dots until its datagram (framed as ChannelData on `channel` when
+/// given) does not look unfinished (see [`looks_unfinished`]).
+fn payload(text: String, src: SocketAddr, dst: SocketAddr, channel: Option<u16>) -> Vec<u8> {
+    let mut data = text.into_bytes();
+    // Bounded: each dot changes the sum, and one collision in 65535 is already rare.
+    for _ in 0..8 {
+        let mut wire = match channel {
+            Some(c) => [c.to_be_bytes(), (data.len() as u16).to_be_bytes()].concat(),
+            None => Vec::new(),
+        };
+        wire.extend_from_slice(&data);
+        if !looks_unfinished(src, dst, &wire) {
+            break;
+        }
+        data.push(b'.');
+    }
+    data
+}
+
 /// The workers publish their counters every 500 ms: wait for a fresh snapshot.
 fn settle() {
     std::thread::sleep(Duration::from_millis(700));
@@ -273,44 +326,44 @@ fn bound_channels_are_relayed_in_the_kernel_and_everything_else_in_userspace() {
     let sockets_before = w.socket_relayed();
 
     // Client → peer through the program: plain UDP from the relayed address.
-    for i in 0..BURST {
-        client
-            .send_channel(CHANNEL, format!("to-peer-{i}").as_bytes())
-            .unwrap();
+    let (client_addr, listen) = (World::client_addr(&client), LISTEN.parse().unwrap());
+    let to_peer: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| payload(format!("to-peer-{i}"), client_addr, listen, Some(CHANNEL)))
+        .collect();
+    for p in &to_peer {
+        client.send_channel(CHANNEL, p).unwrap();
     }
     let got = drain(&peer, Duration::from_millis(800));
     assert_eq!(got.len() as u64, BURST, "the peer got {got:?}");
-    for (i, (payload, from)) in got.iter().enumerate() {
+    for (p, (payload, from)) in to_peer.iter().zip(&got) {
         assert_eq!(*from, relayed, "datagrams come from the relayed address");
-        assert_eq!(payload, format!("to-peer-{i}").as_bytes());
+        assert_eq!(payload, p);
     }
 
     // Peer → client through the program: ChannelData from the listening address.
-    for i in 0..BURST {
-        peer.send_to(format!("to-client-{i}").as_bytes(), relayed)
-            .unwrap();
+    let to_client: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| payload(format!("to-client-{i}"), peer_addr, relayed, None))
+        .collect();
+    for p in &to_client {
+        peer.send_to(p, relayed).unwrap();
     }
     let got = client_drain(&mut client, Duration::from_millis(800));
     assert_eq!(got.len() as u64, BURST, "the client got {got:?}");
-    for (i, r) in got.iter().enumerate() {
+    for (p, r) in to_client.iter().zip(&got) {
         assert_eq!(
             *r,
             Received::Channel {
                 channel: CHANNEL,
-                payload: format!("to-client-{i}").into_bytes(),
+                payload: p.clone(),
             }
         );
     }
 
     let o = w.offload().counters;
     assert_eq!((o.packets_to_peer, o.packets_to_client), (BURST, BURST));
-    let bytes = |prefix: &str| {
-        (0..BURST)
-            .map(|i| format!("{prefix}{i}").len() as u64)
-            .sum::<u64>()
-    };
-    assert_eq!(o.bytes_to_peer, bytes("to-peer-"));
-    assert_eq!(o.bytes_to_client, bytes("to-client-"));
+    let bytes = |all: &[Vec<u8>]| all.iter().map(|p| p.len() as u64).sum::<u64>();
+    assert_eq!(o.bytes_to_peer, bytes(&to_peer));
+    assert_eq!(o.bytes_to_client, bytes(&to_client));
     settle();
     assert_eq!(
         w.socket_relayed(),
@@ -327,6 +380,29 @@ fn bound_channels_are_relayed_in_the_kernel_and_everything_else_in_userspace() {
     assert_eq!(got, vec![(b"indicated".to_vec(), relayed)]);
     settle();
     assert_eq!(w.socket_relayed().0, sockets_before.0 + 1);
+    assert_eq!(w.offload().counters.packets_to_peer, BURST);
+
+    // A datagram whose full checksum happens to equal its pseudo-header sum looks unfinished
+    // to the program: it goes up, and the sockets relay it. (This also checks that
+    // `looks_unfinished`, which keeps the counts above exact, agrees with the program.)
+    let framed = |p: &[u8]| {
+        let mut wire = [CHANNEL.to_be_bytes(), (p.len() as u16).to_be_bytes()].concat();
+        wire.extend_from_slice(p);
+        wire
+    };
+    // About one payload in 65535 collides: 1 000 000 tries miss one with odds below e^-15.
+    // Binary counters, not decimal digits, so the sums cover every 16-bit value.
+    let odd = (0..1_000_000u32)
+        .map(|k| [b"collide-".as_slice(), &k.to_be_bytes()].concat())
+        .find(|p| looks_unfinished(client_addr, listen, &framed(p)))
+        .expect("a colliding payload among a million");
+    client.send_channel(CHANNEL, &odd).unwrap();
+    assert_eq!(
+        drain(&peer, Duration::from_millis(500)),
+        vec![(odd, relayed)]
+    );
+    settle();
+    assert_eq!(w.socket_relayed().0, sockets_before.0 + 2);
     assert_eq!(w.offload().counters.packets_to_peer, BURST);
 
     // Malformed ChannelData and unbound channels go up and are never relayed.
@@ -385,10 +461,10 @@ fn the_allocation_packet_rate_holds_in_the_kernel() {
     client.channel_bind(CHANNEL, peer_addr).unwrap();
     assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
     let sent = 400u64;
+    let (client_addr, listen) = (World::client_addr(&client), LISTEN.parse().unwrap());
     for i in 0..sent {
-        client
-            .send_channel(CHANNEL, format!("{i}").as_bytes())
-            .unwrap();
+        let p = payload(format!("{i}"), client_addr, listen, Some(CHANNEL));
+        client.send_channel(CHANNEL, &p).unwrap();
         if i % 50 == 49 {
             // Pace a little so the veth queues never drop: only the limit may.
             std::thread::sleep(Duration::from_millis(2));
@@ -468,11 +544,10 @@ fn expiry_and_revocation_remove_the_entries_and_the_traffic_stops() {
     client.channel_bind(CHANNEL, peer_addr).unwrap();
     assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
     assert_eq!(client.refresh(2).unwrap(), 2);
-    client.send_channel(CHANNEL, b"before expiry").unwrap();
-    assert_eq!(
-        drain(&peer, Duration::from_millis(300)),
-        vec![(b"before expiry".to_vec(), relayed)]
-    );
+    let (client_addr, listen) = (World::client_addr(&client), LISTEN.parse().unwrap());
+    let p = payload("before expiry".into(), client_addr, listen, Some(CHANNEL));
+    client.send_channel(CHANNEL, &p).unwrap();
+    assert_eq!(drain(&peer, Duration::from_millis(300)), vec![(p, relayed)]);
     assert_eq!(w.offload().counters.packets_to_peer, 1);
     // The kernel stops at the deadline by itself, before the core's sweep (once a second)
     // takes the entry back; until that sweep the core may still relay what goes up (it ends
@@ -500,7 +575,14 @@ fn expiry_and_revocation_remove_the_entries_and_the_traffic_stops() {
     let relayed = client.allocate().unwrap();
     client.channel_bind(CHANNEL, peer_addr).unwrap();
     assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
-    client.send_channel(CHANNEL, b"before revocation").unwrap();
+    let client_addr = World::client_addr(&client);
+    let p = payload(
+        "before revocation".into(),
+        client_addr,
+        listen,
+        Some(CHANNEL),
+    );
+    client.send_channel(CHANNEL, &p).unwrap();
     assert_eq!(drain(&peer, Duration::from_millis(300)).len(), 1);
     w.relay().revoke_user("alice", Duration::from_secs(3600));
     assert!(
