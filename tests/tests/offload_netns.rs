@@ -13,6 +13,8 @@
 //! - a peer without a permission is dropped;
 //! - Refresh(0), the allocation's expiry and revocation take the entries back and the traffic
 //!   stops (the kernel at the deadline itself, before the core's sweep);
+//! - a drain keeps established channels in the kernel until its deadline (a Refresh is capped
+//!   to it, and so is the entry), and stopping the relay detaches the program;
 //! - the allocation's packet-rate limit holds in the kernel;
 //! - coturn's `turnutils_uclient` (an implementation nobody here wrote) relays through the
 //!   kernel path to `turnutils_peer` without loss.
@@ -663,4 +665,51 @@ fn coturns_client_talks_through_the_kernel_path_without_loss() {
         o.packets_to_peer >= total * 95 / 100 && o.packets_to_client >= total * 95 / 100,
         "only {o:?} of {total} each way went through the kernel"
     );
+}
+
+#[test]
+fn a_drain_keeps_channels_in_the_kernel_until_its_deadline_and_stopping_detaches() {
+    let mut w = world(|_| {});
+    let peer = w.peer_socket(PEER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+    let mut client = w.client();
+    let relayed = client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
+    let (client_addr, listen) = (World::client_addr(&client), LISTEN.parse().unwrap());
+
+    // Draining: existing allocations keep working, in the kernel; a Refresh is capped to the
+    // deadline, and so is the kernel's entry.
+    w.relay()
+        .set_drain(Some(geoturn_relay_proto::server::Drain {
+            deadline: Instant::now() + Duration::from_secs(2),
+            alternates: Vec::new(),
+        }));
+    std::thread::sleep(Duration::from_millis(100));
+    let granted = client.refresh(600).unwrap();
+    assert!(
+        granted <= 2,
+        "a Refresh while draining outlives the drain: {granted} s"
+    );
+    let p = payload("while draining".into(), client_addr, listen, Some(CHANNEL));
+    client.send_channel(CHANNEL, &p).unwrap();
+    assert_eq!(drain(&peer, Duration::from_millis(300)), vec![(p, relayed)]);
+    assert_eq!(w.offload().counters.packets_to_peer, 1);
+    std::thread::sleep(Duration::from_millis(2200));
+    client.send_channel(CHANNEL, b"past the deadline").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        w.offload().counters.packets_to_peer,
+        1,
+        "the kernel relayed past the drain's deadline"
+    );
+
+    // Stopping (what the relay does when the drain ends) closes the sockets and detaches the
+    // program: nothing is relayed any more, by either path.
+    let _ = drain(&peer, Duration::from_millis(100));
+    w.relay.take().unwrap().stop().unwrap();
+    client.send_channel(CHANNEL, b"after stop").unwrap();
+    peer.send_to(b"after stop", relayed).unwrap();
+    assert!(drain(&peer, Duration::from_millis(300)).is_empty());
+    assert!(client_drain(&mut client, Duration::from_millis(300)).is_empty());
 }
