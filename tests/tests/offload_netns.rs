@@ -15,7 +15,7 @@
 //!   stops (the kernel at the deadline itself, before the core's sweep);
 //! - a drain keeps established channels in the kernel until its deadline (a Refresh is capped
 //!   to it, and so is the entry), and stopping the relay detaches the program;
-//! - the allocation's packet-rate limit holds in the kernel;
+//! - the allocation's packet and byte rates hold in the kernel;
 //! - coturn's `turnutils_uclient` (an implementation nobody here wrote) relays through the
 //!   kernel path to `turnutils_peer` without loss.
 //!
@@ -712,4 +712,34 @@ fn a_drain_keeps_channels_in_the_kernel_until_its_deadline_and_stopping_detaches
     peer.send_to(b"after stop", relayed).unwrap();
     assert!(drain(&peer, Duration::from_millis(300)).is_empty());
     assert!(client_drain(&mut client, Duration::from_millis(300)).is_empty());
+}
+
+#[test]
+fn the_allocation_byte_rate_holds_in_the_kernel() {
+    // 80 kbit/s is 10 000 bytes a second, with the core's burst of 16 384 bytes: of 60
+    // datagrams of 1 000 bytes sent at once, 16 pass.
+    let w = world(|o| o.max_bps = Some(80_000));
+    let peer = w.peer_socket(PEER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+    let mut client = w.client();
+    client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
+    let (client_addr, listen) = (World::client_addr(&client), LISTEN.parse().unwrap());
+    let sent = 60u64;
+    for i in 0..sent {
+        let p = payload(format!("{i:0>1000}"), client_addr, listen, Some(CHANNEL));
+        client.send_channel(CHANNEL, &p).unwrap();
+    }
+    let got = drain(&peer, Duration::from_millis(800));
+    let o = w.offload().counters;
+    assert_eq!(o.packets_to_peer, got.len() as u64);
+    assert_eq!(o.packets_to_peer + o.dropped_over_limit, sent, "{o:?}");
+    // 16 fit the burst; the refill while sending may add one or two.
+    assert!(
+        (16..=18).contains(&o.packets_to_peer),
+        "{} passed the 10 000 bytes/s limit with its burst of 16 384 bytes",
+        o.packets_to_peer
+    );
+    assert!(o.bytes_to_peer <= 18_000, "{o:?}");
 }
