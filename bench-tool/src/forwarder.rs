@@ -109,6 +109,9 @@ pub struct ForwarderConfig {
     pub max_runtime: Duration,
     /// Send runs of datagrams to one destination as one UDP GSO send, as the relay does.
     pub gso: bool,
+    /// The address flow sockets bind, like a relay's `--relay-ip` [default: the listener's
+    /// IP]; in a namespace with two interfaces it puts each side's traffic on its own one.
+    pub relay_ip: Option<IpAddr>,
 }
 
 impl Default for ForwarderConfig {
@@ -120,6 +123,7 @@ impl Default for ForwarderConfig {
             socket_buffer: 4 << 20,
             max_runtime: Duration::from_secs(3600),
             gso: true,
+            relay_ip: None,
         }
     }
 }
@@ -163,11 +167,12 @@ impl Forwarder {
         for (i, listener) in listeners.into_iter().enumerate() {
             let (stop, forwarded) = (stop.clone(), forwarded.clone());
             let (max_flows, buffer, gso) = (config.max_flows, config.socket_buffer, config.gso);
+            let relay_ip = config.relay_ip;
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("raw-forwarder-{i}"))
                     .spawn(move || {
-                        FlowThread::new(listener, max_flows, buffer, Gso::new(gso))?
+                        FlowThread::new(listener, max_flows, buffer, Gso::new(gso), relay_ip)?
                             .run(&stop, &forwarded, deadline)
                     })?,
             );
@@ -241,10 +246,18 @@ struct FlowThread {
     /// Datagrams waiting in `out_buf` for the listener: (length, client).
     out: Vec<(usize, SocketAddr)>,
     gso: Gso,
+    /// What flow sockets bind (the listener's IP when `None`).
+    relay_ip: Option<IpAddr>,
 }
 
 impl FlowThread {
-    fn new(listener: UdpSocket, max_flows: usize, buffer: usize, gso: Gso) -> io::Result<Self> {
+    fn new(
+        listener: UdpSocket,
+        max_flows: usize,
+        buffer: usize,
+        gso: Gso,
+        relay_ip: Option<IpAddr>,
+    ) -> io::Result<Self> {
         let epoll = Epoll::new()?;
         epoll.add(listener.as_raw_fd(), LISTENER)?;
         Ok(Self {
@@ -260,6 +273,7 @@ impl FlowThread {
             out_buf: vec![0; SLOT * BATCH],
             out: Vec::with_capacity(BATCH),
             gso,
+            relay_ip,
         })
     }
 
@@ -407,8 +421,8 @@ impl FlowThread {
         let sock = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))?;
         sock.set_nonblocking(true)?;
         let _ = sock.set_recv_buffer_size(self.buffer.min(256 << 10));
-        // Same IP as the listener, like a relay's relayed address.
-        sock.bind(&SocketAddr::new(local.ip(), 0).into())?;
+        // The relay IP if given, else the listener's, like a relay's relayed address.
+        sock.bind(&SocketAddr::new(self.relay_ip.unwrap_or(local.ip()), 0).into())?;
         sock.connect(&peer.into())?;
         let sock: UdpSocket = sock.into();
         let port = sock.local_addr()?.port();

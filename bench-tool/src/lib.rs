@@ -132,6 +132,17 @@ pub struct BenchOptions {
     /// and around the setup.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// CPUs (comma-separated numbers) whose busy time is measured around each step: wall
+    /// time less their idle, I/O wait and steal time in /proc/stat. With the server pinned to
+    /// them and its network namespace's receive processing steered there (RPS), this counts
+    /// the server's softirq work too, which its own /proc/PID/stat does not (an eBPF relay's
+    /// whole cost); anything else running on them is counted as well.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<u32>,
+    /// CPUs the generator is pinned to, measured the same way and reported apart: when they
+    /// are full, the generator, not the server, set the step's limit.
+    #[arg(long, value_delimiter = ',')]
+    pub generator_cpus: Vec<u32>,
     /// Allocations being set up at once.
     #[arg(long, default_value_t = 64)]
     pub setup_window: usize,
@@ -177,6 +188,8 @@ impl Default for BenchOptions {
             peer_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
             client_ip: None,
             server_pid: None,
+            cpus: Vec::new(),
+            generator_cpus: Vec::new(),
             setup_window: 64,
             setup_timeout: 120.0,
             socket_buffer: 4 << 20,
@@ -344,6 +357,16 @@ pub struct StepReport {
     pub server_cpu_us_per_packet: Option<f64>,
     /// The generator's own CPU as a percentage of one core (all its threads).
     pub generator_cpu_percent: Option<f64>,
+    /// Busy time of the --cpus during the step, microseconds (all of them together).
+    pub cpus_busy_us: Option<f64>,
+    /// That as a percentage of one core.
+    pub cpus_busy_percent: Option<f64>,
+    /// That per relayed packet (both directions counted).
+    pub cpus_busy_us_per_packet: Option<f64>,
+    /// Softirq time of the --cpus as a percentage of one core (tick-sampled, indicative).
+    pub cpus_softirq_percent: Option<f64>,
+    /// Busy time of the --generator-cpus as a percentage of one core.
+    pub generator_cpus_busy_percent: Option<f64>,
     /// Loss within --max-loss and at least 99 % of the offered packets sent.
     pub sustained: bool,
 }
@@ -721,9 +744,13 @@ fn run_steps(
         let t0 = Instant::now();
         let server0 = opts.server_pid.and_then(procfs::cpu_time);
         let own0 = procfs::cpu_time(own_pid);
+        let cpus0 = cpu_sample(&opts.cpus);
+        let gen0 = cpu_sample(&opts.generator_cpus);
         let echoed0 = peers.echoed();
         barrier.wait();
         let wall = t0.elapsed().as_secs_f64();
+        let cpus1 = cpu_sample(&opts.cpus);
+        let gen1 = cpu_sample(&opts.generator_cpus);
         let server1 = opts.server_pid.and_then(procfs::cpu_time);
         let own1 = procfs::cpu_time(own_pid);
         let delivered = peers.echoed().saturating_sub(echoed0);
@@ -744,6 +771,8 @@ fn run_steps(
             wall,
             server0.zip(server1).map(|(a, b)| b.saturating_sub(a)),
             own0.zip(own1).map(|(a, b)| b.saturating_sub(a)),
+            cpus0.zip(cpus1).map(|(a, b)| cpu_busy(&a, &b)),
+            gen0.zip(gen1).map(|(a, b)| cpu_busy(&a, &b)),
         );
         failing = if report.loss > opts.max_loss {
             failing + 1
@@ -780,6 +809,8 @@ fn step_report(
     wall: f64,
     server_cpu: Option<Duration>,
     own_cpu: Option<Duration>,
+    cpus: Option<CpusBusy>,
+    generator_cpus: Option<CpusBusy>,
 ) -> StepReport {
     let secs = step.duration.as_secs_f64();
     let loss = if c.sent > 0 {
@@ -823,7 +854,50 @@ fn step_report(
             .filter(|_| relayed > 0)
             .map(|us| us / relayed as f64),
         generator_cpu_percent: own_cpu.map(|d| d.as_secs_f64() / wall * 100.0),
+        cpus_busy_us: cpus.map(|c| c.busy_us),
+        cpus_busy_percent: cpus.map(|c| c.busy_us / c.wall_us * 100.0),
+        cpus_busy_us_per_packet: cpus
+            .filter(|_| relayed > 0)
+            .map(|c| c.busy_us / relayed as f64),
+        cpus_softirq_percent: cpus.map(|c| c.softirq_us / c.wall_us * 100.0),
+        generator_cpus_busy_percent: generator_cpus.map(|c| c.busy_us / c.wall_us * 100.0),
         sustained: loss <= opts.max_loss && c.sent as f64 >= 0.99 * c.offered as f64,
+    }
+}
+
+/// /proc/stat of the --cpus and when it was read; `None` without --cpus or if unreadable.
+fn cpu_sample(cpus: &[u32]) -> Option<(Instant, Vec<procfs::CpuTimes>)> {
+    if cpus.is_empty() {
+        return None;
+    }
+    Some((Instant::now(), procfs::cpu_times(cpus)?))
+}
+
+/// Busy and softirq time of the --cpus between two samples.
+#[derive(Debug, Clone, Copy)]
+struct CpusBusy {
+    wall_us: f64,
+    busy_us: f64,
+    softirq_us: f64,
+}
+
+fn cpu_busy(
+    a: &(Instant, Vec<procfs::CpuTimes>),
+    b: &(Instant, Vec<procfs::CpuTimes>),
+) -> CpusBusy {
+    let wall_us = b.0.duration_since(a.0).as_secs_f64() * 1e6;
+    let mut busy_us = 0.0;
+    let mut softirq_us = 0.0;
+    for (x, y) in a.1.iter().zip(&b.1) {
+        let not_busy = y.idle_us.saturating_sub(x.idle_us) + y.steal_us.saturating_sub(x.steal_us);
+        // /proc/stat counts in 10 ms units: a nearly idle CPU can read as slightly negative.
+        busy_us += (wall_us - not_busy as f64).max(0.0);
+        softirq_us += y.softirq_us.saturating_sub(x.softirq_us) as f64;
+    }
+    CpusBusy {
+        wall_us,
+        busy_us,
+        softirq_us,
     }
 }
 

@@ -30,6 +30,10 @@ struct Options {
     /// (`--gso false`: one datagram per send).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     gso: bool,
+    /// Address the per-flow sockets bind, towards the peers, like a relay's `--relay-ip`
+    /// [default: the --listen IP].
+    #[arg(long)]
+    relay_ip: Option<std::net::IpAddr>,
     /// Stop after this many seconds whatever happens.
     #[arg(long, default_value_t = 3600)]
     max_seconds: u64,
@@ -45,6 +49,7 @@ fn main() -> std::io::Result<()> {
         socket_buffer: o.socket_buffer,
         max_runtime: Duration::from_secs(o.max_seconds),
         gso: o.gso,
+        relay_ip: o.relay_ip,
     })?;
     eprintln!("raw-forwarder listening on udp {}", fwd.addr());
     // SIGINT/SIGTERM end the process (default action); otherwise stop at the time limit.
