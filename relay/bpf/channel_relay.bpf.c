@@ -407,8 +407,20 @@ int channel_relay(struct __sk_buff *skb)
 
 	// Client → peer: ChannelData from a client's 5-tuple to the listening address.
 	__u8 *hdr = (void *)(udp + 1);
-	if ((void *)(hdr + CHANNELDATA_HEADER) > end)
-		return TC_ACT_OK;
+	if ((void *)(hdr + CHANNELDATA_HEADER) > end) {
+		// The ChannelData header is past the linear part: receive paths may keep only the
+		// headers there and the payload in page fragments (a NIC driver's header split, a
+		// GSO send segmented in software on its way through a veth). Make it linear; the
+		// pull invalidates every packet pointer, so they are taken again.
+		__u32 need = ETH_HLEN + sizeof(struct iphdr) + sizeof(struct udphdr) + CHANNELDATA_HEADER;
+		if (skb->len < need || bpf_skb_pull_data(skb, need))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		hdr = data + ETH_HLEN + sizeof(struct iphdr) + sizeof(struct udphdr);
+		if ((void *)(hdr + CHANNELDATA_HEADER) > end)
+			return TC_ACT_OK;
+	}
 	__u16 channel = (__u16)hdr[0] << 8 | hdr[1];
 	__u16 length = (__u16)hdr[2] << 8 | hdr[3];
 	// Bits 01 start ChannelData; anything else (STUN starts 00) is not ours.

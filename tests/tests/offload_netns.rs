@@ -10,6 +10,8 @@
 //! - a Send indication and an unbound channel still reach userspace;
 //! - malformed ChannelData (short, a length field that does not match, an unknown channel) goes
 //!   up to userspace and is never relayed;
+//! - ChannelData whose payload arrives in page fragments (a segmented GSO send) is relayed in
+//!   the kernel too;
 //! - a peer without a permission is dropped;
 //! - Refresh(0), the allocation's expiry and revocation take the entries back and the traffic
 //!   stops (the kernel at the deadline itself, before the core's sweep);
@@ -534,6 +536,97 @@ fn datagrams_awaiting_their_checksum_go_through_the_sockets_intact() {
     assert_eq!((o.packets_to_peer, o.packets_to_client), (0, 0), "{o:?}");
     settle();
     assert_eq!(w.socket_relayed(), (10, 10));
+}
+
+/// Sets UDP_SEGMENT on `sock`: each send of a longer buffer then leaves as datagrams of
+/// `size` bytes (0 turns it off).
+fn set_udp_segment(sock: &UdpSocket, size: u16) {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::from(size);
+    #[allow(unsafe_code)]
+    // SAFETY: setsockopt(2) on a socket we own, with a pointer to an int that outlives the call
+    // and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn channel_data_in_page_fragments_is_relayed_in_the_kernel() {
+    // A GSO send from the client: with transmit checksum offload off, the client's veth
+    // cannot segment, so the stack does, and each datagram reaches the relay's interface with
+    // its headers in the linear part and its payload, the ChannelData header included, in
+    // page fragments, as many NIC drivers deliver a datagram (header split). The program
+    // makes the ChannelData header linear and relays them like any other.
+    let w = world(|_| {});
+    let peer = w.peer_socket(PEER);
+    let peer_addr: SocketAddr = PEER.parse().unwrap();
+    let sock = w
+        .client_ns
+        .enter(|| UdpSocket::bind(format!("{CLIENT_IP}:0")).unwrap());
+    let gso = sock.try_clone().unwrap();
+    let cred = RestCredential::mint(TEST_SECRET.as_bytes(), "alice", unix_secs(), 3600);
+    let mut client = TurnClient::from_socket(
+        sock,
+        LISTEN.parse().unwrap(),
+        &cred.username,
+        &cred.password,
+    )
+    .unwrap();
+    let relayed = client.allocate().unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(eventually(Duration::from_secs(2), || w.offload().channels == 1));
+    settle();
+    let sockets_before = w.socket_relayed();
+
+    // Equal-size ChannelData datagrams (GSO cuts at a fixed size), none looking unfinished.
+    let (client_addr, listen) = (World::client_addr(&client), LISTEN.parse().unwrap());
+    let frame = |p: &[u8]| {
+        let mut wire = [CHANNEL.to_be_bytes(), (p.len() as u16).to_be_bytes()].concat();
+        wire.extend_from_slice(p);
+        wire
+    };
+    let to_peer: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| {
+            (b'a'..=b'z')
+                .map(|c| {
+                    let mut p = format!("fragmented-{i}-").into_bytes();
+                    p.resize(200, c);
+                    p
+                })
+                .find(|p| !looks_unfinished(client_addr, listen, &frame(p)))
+                .unwrap()
+        })
+        .collect();
+    let burst: Vec<u8> = to_peer.iter().flat_map(|p| frame(p)).collect();
+    set_udp_segment(&gso, frame(&to_peer[0]).len() as u16);
+    gso.send_to(&burst, listen).unwrap();
+    set_udp_segment(&gso, 0);
+
+    let got = drain(&peer, Duration::from_millis(800));
+    assert_eq!(got.len(), to_peer.len(), "the peer got {got:?}");
+    for (p, (payload, from)) in to_peer.iter().zip(&got) {
+        assert_eq!(*from, relayed);
+        assert_eq!(payload, p);
+    }
+    assert_eq!(
+        w.offload().counters.packets_to_peer,
+        to_peer.len() as u64,
+        "the kernel relayed every segment"
+    );
+    settle();
+    assert_eq!(
+        w.socket_relayed(),
+        sockets_before,
+        "the sockets relayed none"
+    );
 }
 
 #[test]
