@@ -398,6 +398,10 @@ for p in payloads:
         for r in reps:
             fails = [s for s in r["steps"] if not s["sustained"]]
             gen_fail.append(fails[0]["generator_cpus_busy_percent"] if fails else None)
+        # Both CPUs at the highest sustained step: the relay's headroom and the generator's.
+        at_max = [step_at(r, (r["max_sustained"] or {}).get("rate_per_allocation", -1.0)) for r in reps]
+        relay_pct_at_max = [s["cpus_busy_percent"] if s else None for s in at_max]
+        gen_pct_at_max = [s["generator_cpus_busy_percent"] if s else None for s in at_max]
         add99 = [s["rtt_us"]["p99"] - direct_p99[n] for s, n in zip(refs, nos) if s and n in direct_p99]
         add50 = [s["rtt_us"]["p50"] - direct_p50[n] for s, n in zip(refs, nos) if s and n in direct_p50]
         kernel_share = []
@@ -408,6 +412,8 @@ for p in payloads:
         table[(sys, p)] = {
             "max_relayed_pps": med(maxes), "max_relayed_pps_runs": maxes,
             "top_step_sustained_runs": tops_all,
+            "relay_cpu_percent_at_max": med(relay_pct_at_max), "relay_cpu_percent_at_max_runs": relay_pct_at_max,
+            "generator_cpu_percent_at_max": med(gen_pct_at_max), "generator_cpu_percent_at_max_runs": gen_pct_at_max,
             "generator_cpu_percent_at_first_failing_step": gen_fail,
             "cpu_us_per_packet_at_ref": med([s["cpus_busy_us_per_packet"] for s in refs if s]),
             "cpu_ref_runs": [s["cpus_busy_us_per_packet"] for s in refs if s],
@@ -443,6 +449,10 @@ def row(label, p, key, spec):
 for p in payloads:
     row("max relayed packets/s at ≤ 0.1 % loss", p, "max_relayed_pps", "{:,.0f}")
 for p in payloads:
+    row("relay CPU busy % at that max", p, "relay_cpu_percent_at_max", "{:.0f}")
+for p in payloads:
+    row("generator CPU busy % at that max", p, "generator_cpu_percent_at_max", "{:.0f}")
+for p in payloads:
     row("relay CPU µs per relayed packet, reference load", p, "cpu_us_per_packet_at_ref", "{:.2f}")
 for p in payloads:
     rates = sorted({x for s in systems for x in table[(s, p)]["common_max_rates"] if x})
@@ -461,7 +471,8 @@ print(text)
 print()
 print("per run:")
 for (s, p), v in sorted(table.items()):
-    print(f"  {s:<16} {p:>5} B: max {[round(x) for x in v['max_relayed_pps_runs']]} (every step sustained: {v['top_step_sustained_runs']}; generator CPU % at the first failing step {[None if x is None else round(x) for x in v['generator_cpu_percent_at_first_failing_step']]})")
+    rnd = lambda xs: [None if x is None else round(x) for x in xs]
+    print(f"  {s:<16} {p:>5} B: max {rnd(v['max_relayed_pps_runs'])} (every step sustained: {v['top_step_sustained_runs']}; relay / generator CPU % at max {rnd(v['relay_cpu_percent_at_max_runs'])} / {rnd(v['generator_cpu_percent_at_max_runs'])}; generator CPU % at the first failing step {rnd(v['generator_cpu_percent_at_first_failing_step'])})")
     print(f"  {'':<16} {'':>5}   CPU µs/packet at ref {[round(x, 2) for x in v['cpu_ref_runs']]}, at common max {[round(x, 2) for x in v['cpu_common_runs']]} (rates {v['common_max_rates']}); p99 added {[round(x) for x in v['p99_added_runs']]}; p50 added {[round(x) for x in v['p50_added_runs']]}; loss at ref {v['ref_loss']}")
     if s == "geoturn-offload":
         print(f"  {'':<16} {'':>5}   share of the relay's packets relayed in the kernel (/metrics): {v['kernel_share_runs']}")
