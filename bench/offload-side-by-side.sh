@@ -51,19 +51,23 @@
 #     straight to the echo peers in the generator's namespace (`--target direct`, same rep: no
 #     veth on that path, so the two veth hops count as added latency for every system alike).
 # Every measurement REPS times, systems rotated each rep; medians, with every run listed.
-# After each geoturn-offload run the relay's /status is saved: its offload counters show the
-# kernel relayed the traffic (the summary prints the kernel's share).
+# After each geoturn run the relay's /metrics is saved: geoturn_offload_relayed_packets_total
+# against geoturn_relayed_packets_total shows the kernel relayed the traffic (the summary prints
+# the kernel's share for the offload runs).
 # PROFILE=1 adds one `perf record -a -g` of the offload at PROFILE_RATE (not in the tables).
 #
 # Usage (root: namespaces, eBPF, RPS; the script builds nothing)
 #   CARGO_TARGET_DIR=... cargo build --release --locked -p geoturn -p geoturn-bench
 #   GEOTURN_BIN=.../release/geoturn FORWARDER_BIN=.../release/raw-forwarder bench/offload-side-by-side.sh
 #   QUICK=1 bench/offload-side-by-side.sh        # one rep, 160 B, fewer steps (about 3 min)
+#   (the default settings take about 13 minutes on a 2-core VM)
 #
 # Environment (all optional)
 #   REPS=3  PAYLOADS="160 1200"  ALLOCS=20  STEP_SECONDS=3  REF_RATE=1000
 #   RATES="1000,2000,3000,4000,5000,6000,7000,8000,10000,12000,14000"
 #   SYSTEMS="geoturn-offload geoturn coturn raw"  RELAY_CPU=1  GEN_CPU=0
+#   GEN_GSO=true (the generator's own sends with UDP GSO; each datagram still reaches the relay
+#   on its own, segmented before the veth, with its payload in page fragments)
 #   PROFILE=0  PROFILE_RATE=8000 (per allocation)  PROFILE_SECONDS=5
 #   BOOST=1  OUT=bench/results/offload-side-by-side-latest.json  LOG_DIR=<mktemp -d>
 #   GEOTURN_BIN=<repo>/target/release/geoturn  FORWARDER_BIN=<repo>/target/release/raw-forwarder
@@ -394,10 +398,14 @@ for p in payloads:
         top = [r["steps"][-1]["rate_per_allocation"] if r["steps"] else None for r in reps]
         tops_all = [all(s["sustained"] for s in r["steps"]) for r in reps]
         # The generator's CPU at the first step past the max: was it the limit?
-        gen_fail = []
+        gen_fail, behind_fail, loss_fail = [], [], []
         for r in reps:
             fails = [s for s in r["steps"] if not s["sustained"]]
             gen_fail.append(fails[0]["generator_cpus_busy_percent"] if fails else None)
+            # Packets the generator skipped because it was over 20 ms behind its schedule: when
+            # many, the generator, not the relay, ended the step test.
+            behind_fail.append(fails[0]["behind"] if fails else None)
+            loss_fail.append(round(fails[0]["loss"], 4) if fails else None)
         # Both CPUs at the highest sustained step: the relay's headroom and the generator's.
         at_max = [step_at(r, (r["max_sustained"] or {}).get("rate_per_allocation", -1.0)) for r in reps]
         relay_pct_at_max = [s["cpus_busy_percent"] if s else None for s in at_max]
@@ -415,6 +423,8 @@ for p in payloads:
             "relay_cpu_percent_at_max": med(relay_pct_at_max), "relay_cpu_percent_at_max_runs": relay_pct_at_max,
             "generator_cpu_percent_at_max": med(gen_pct_at_max), "generator_cpu_percent_at_max_runs": gen_pct_at_max,
             "generator_cpu_percent_at_first_failing_step": gen_fail,
+            "generator_behind_at_first_failing_step": behind_fail,
+            "loss_at_first_failing_step": loss_fail,
             "cpu_us_per_packet_at_ref": med([s["cpus_busy_us_per_packet"] for s in refs if s]),
             "cpu_ref_runs": [s["cpus_busy_us_per_packet"] for s in refs if s],
             "process_cpu_us_per_packet_at_ref": med([s["server_cpu_us_per_packet"] for s in refs if s]),
@@ -472,7 +482,7 @@ print()
 print("per run:")
 for (s, p), v in sorted(table.items()):
     rnd = lambda xs: [None if x is None else round(x) for x in xs]
-    print(f"  {s:<16} {p:>5} B: max {rnd(v['max_relayed_pps_runs'])} (every step sustained: {v['top_step_sustained_runs']}; relay / generator CPU % at max {rnd(v['relay_cpu_percent_at_max_runs'])} / {rnd(v['generator_cpu_percent_at_max_runs'])}; generator CPU % at the first failing step {rnd(v['generator_cpu_percent_at_first_failing_step'])})")
+    print(f"  {s:<16} {p:>5} B: max {rnd(v['max_relayed_pps_runs'])} (every step sustained: {v['top_step_sustained_runs']}; relay / generator CPU % at max {rnd(v['relay_cpu_percent_at_max_runs'])} / {rnd(v['generator_cpu_percent_at_max_runs'])}; first failing step: loss {v['loss_at_first_failing_step']}, packets the generator skipped behind schedule {v['generator_behind_at_first_failing_step']})")
     print(f"  {'':<16} {'':>5}   CPU µs/packet at ref {[round(x, 2) for x in v['cpu_ref_runs']]}, at common max {[round(x, 2) for x in v['cpu_common_runs']]} (rates {v['common_max_rates']}); p99 added {[round(x) for x in v['p99_added_runs']]}; p50 added {[round(x) for x in v['p50_added_runs']]}; loss at ref {v['ref_loss']}")
     if s == "geoturn-offload":
         print(f"  {'':<16} {'':>5}   share of the relay's packets relayed in the kernel (/metrics): {v['kernel_share_runs']}")
