@@ -59,7 +59,7 @@
 # Usage (root: namespaces, eBPF, RPS; the script builds nothing)
 #   CARGO_TARGET_DIR=... cargo build --release --locked -p geoturn -p geoturn-bench
 #   GEOTURN_BIN=.../release/geoturn FORWARDER_BIN=.../release/raw-forwarder bench/offload-side-by-side.sh
-#   QUICK=1 bench/offload-side-by-side.sh        # one rep, 160 B, fewer steps (about 3 min)
+#   QUICK=1 bench/offload-side-by-side.sh        # one rep, 160 B, fewer steps (about 1 min)
 #   (the default settings take about 13 minutes on a 2-core VM)
 #
 # Environment (all optional)
