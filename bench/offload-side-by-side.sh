@@ -68,6 +68,11 @@
 #   SYSTEMS="geoturn-offload geoturn coturn raw"  RELAY_CPU=1  GEN_CPU=0
 #   GEN_GSO=true (the generator's own sends with UDP GSO; each datagram still reaches the relay
 #   on its own, segmented before the veth, with its payload in page fragments)
+#   RELAY_USO=1: the relay's veth ends keep UDP segmentation offload, so a socket relay's GSO
+#   send crosses the veth as one buffer and is split only at the generator's sockets (cheaper
+#   for the generator than the separate datagrams a wire delivers; the eBPF path always sends
+#   separate datagrams); RELAY_USO=0 turns it off: the relay's own CPU splits them, as for a
+#   NIC without USO
 #   PROFILE=0  PROFILE_RATE=8000 (per allocation)  PROFILE_SECONDS=5
 #   BOOST=1  OUT=bench/results/offload-side-by-side-latest.json  LOG_DIR=<mktemp -d>
 #   GEOTURN_BIN=<repo>/target/release/geoturn  FORWARDER_BIN=<repo>/target/release/raw-forwarder
@@ -93,6 +98,7 @@ RELAY_CPU="${RELAY_CPU:-1}"
 GEN_CPU="${GEN_CPU:-0}"
 PROFILE="${PROFILE:-0}"
 GEN_GSO="${GEN_GSO:-true}"
+RELAY_USO="${RELAY_USO:-1}"
 PROFILE_RATE="${PROFILE_RATE:-8000}"
 PROFILE_SECONDS="${PROFILE_SECONDS:-5}"
 BOOST="${BOOST:-1}"
@@ -199,6 +205,10 @@ make_namespaces() {
     # Full checksums from the generator, as from a wire (see the header).
     in_g ethtool -K "${NS}gc" tx off >/dev/null
     in_g ethtool -K "${NS}gp" tx off >/dev/null
+    if [[ "$RELAY_USO" == 0 ]]; then
+        in_r ethtool -K "${NS}rc" tx-udp-segmentation off >/dev/null
+        in_r ethtool -K "${NS}rp" tx-udp-segmentation off >/dev/null
+    fi
     in_r sysctl -qw net.ipv4.ip_forward=1
     rps_to "$NSG" "${NS}gc" "$GEN_CPU"
     rps_to "$NSG" "${NS}gp" "$GEN_CPU"
