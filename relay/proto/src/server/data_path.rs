@@ -159,6 +159,11 @@ impl Server {
             self.stats.drop_packet(DropReason::NoAllocation);
             return None;
         };
+        if now >= alloc.expires {
+            // Expired but not yet swept: the sweep runs on a timer that data never wakes.
+            self.stats.drop_packet(DropReason::NoAllocation);
+            return None;
+        }
         if !alloc.permissions.allows(peer.addr().ip(), now) {
             self.stats.drop_packet(DropReason::NoPermission);
             return None;
@@ -199,6 +204,12 @@ fn forward(
     peer: PeerSocket,
     range: Range<usize>,
 ) -> Option<ToPeer> {
+    // An expired allocation relays nothing (RFC 8656 §7.3), even before the sweep (up to a
+    // second later, on a timer that data never wakes) frees it.
+    if now >= alloc.expires {
+        stats.drop_packet(DropReason::NoAllocation);
+        return None;
+    }
     // Permissions are only ever installed for peers the policy allows, so this one lookup
     // also enforces the peer policy on the data path.
     if !alloc.permissions.allows(peer.addr().ip(), now) {

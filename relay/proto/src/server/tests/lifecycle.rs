@@ -29,6 +29,49 @@ fn lifetimes_expire_on_the_virtual_clock() {
 }
 
 #[test]
+fn an_expired_allocation_relays_nothing_before_the_sweep() {
+    let mut h = Harness::new();
+    let (auth, relayed) = h.allocate();
+    let resp = h.channel_bind(&auth, 0x4001, peer());
+    assert_eq!(code_of(&resp), None);
+    // Keep the permission and the channel alive past the allocation's 600 s.
+    h.advance(290);
+    let resp = h.channel_bind(&auth, 0x4001, peer());
+    assert_eq!(code_of(&resp), None);
+    h.advance(290);
+    let resp = h.channel_bind(&auth, 0x4001, peer());
+    assert_eq!(code_of(&resp), None);
+    let mut frame = [0u8; 64];
+    let n = crate::stun::channel_data::encode(&mut frame, 0x4001, b"m", false).unwrap();
+    let relay = RelayAddr::new(relayed);
+    let mut buf = [0u8; 2048];
+    buf[PEER_HEADROOM..PEER_HEADROOM + 1].copy_from_slice(b"p");
+    // 599 s: still relaying both ways.
+    h.now += Duration::from_secs(19);
+    assert!(h.input(&frame[..n]).is_some());
+    let from_peer = PeerSocket::new(peer());
+    assert!(
+        h.server
+            .handle_peer_input(h.now, relay, from_peer, &mut buf, 1)
+            .is_some()
+    );
+    // 600 s: expired. The clock moved without a timeout, as it does between sweeps, so the
+    // allocation is still in the table, but nothing is relayed either way.
+    h.now += Duration::from_secs(1);
+    assert_eq!(h.server.allocations().len(), 1);
+    let before = h.server.stats().drops(DropReason::NoAllocation);
+    assert!(h.input(&frame[..n]).is_none());
+    assert!(
+        h.server
+            .handle_peer_input(h.now, relay, from_peer, &mut buf, 1)
+            .is_none()
+    );
+    assert_eq!(h.server.stats().drops(DropReason::NoAllocation), before + 2);
+    h.advance(1);
+    assert!(h.server.allocations().is_empty());
+}
+
+#[test]
 fn refresh_extends_and_zero_deletes() {
     let mut h = Harness::new();
     let (mut auth, relayed) = h.allocate();
