@@ -116,3 +116,37 @@ fn redis_server_binary() -> PathBuf {
 }
 
 pub use crate::free_tcp_port as free_port;
+
+/// A relay's registry record as its heartbeat writes it, stamped now: `id` in `region` at
+/// `(lat, lon)`, reachable on `udp`, 10 of 1000 allocations held.
+pub fn relay_record(
+    id: &str,
+    region: &str,
+    (lat, lon): (f64, f64),
+    udp: std::net::SocketAddr,
+    state: geoturn_shared::registry::RelayState,
+) -> geoturn_shared::registry::RelayRecord {
+    let now = geoturn_shared::clock::unix_ms();
+    geoturn_shared::registry::RelayRecord {
+        id: id.into(),
+        region: region.into(),
+        lat,
+        lon,
+        addresses: geoturn_shared::registry::RelayAddrs {
+            udp: vec![udp],
+            ..Default::default()
+        },
+        capacity_allocations: 1000,
+        capacity_mbps: 1000,
+        allocations: 10,
+        bps_in: 0,
+        bps_out: 0,
+        pps_in: 0,
+        pps_out: 0,
+        cpu: 0.1,
+        state,
+        version: "test".into(),
+        started_at_ms: now,
+        updated_at_ms: now,
+    }
+}

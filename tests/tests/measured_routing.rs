@@ -15,10 +15,10 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use geoturn_shared::latency::{MeasuredRtt, client_prefix};
-use geoturn_shared::registry::{Registry, RelayAddrs, RelayRecord, RelayState};
+use geoturn_shared::registry::{Registry, RelayRecord, RelayState};
 use geoturn_tests::http::{metric, request};
 use geoturn_tests::process::{ChildGuard, geoturn_bin};
 use geoturn_tests::redis::{RedisServer, free_port};
@@ -36,37 +36,9 @@ const UNPLACED: &str = "100.64.0.10";
 /// ICE answers asked for the exploring share; 20 % of them is 40 on average (σ ≈ 5.7).
 const ANSWERS: usize = 200;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn record(id: &str, region: &str, (lat, lon): (f64, f64), udp: &str) -> RelayRecord {
-    let now = now_ms();
-    RelayRecord {
-        id: id.into(),
-        region: region.into(),
-        lat,
-        lon,
-        addresses: RelayAddrs {
-            udp: vec![udp.parse().unwrap()],
-            ..RelayAddrs::default()
-        },
-        capacity_allocations: 1000,
-        capacity_mbps: 1000,
-        allocations: 10,
-        bps_in: 0,
-        bps_out: 0,
-        pps_in: 0,
-        pps_out: 0,
-        cpu: 0.1,
-        state: RelayState::Active,
-        version: "test".into(),
-        started_at_ms: now,
-        updated_at_ms: now,
-    }
+fn record(id: &str, region: &str, place: (f64, f64), udp: &str) -> RelayRecord {
+    let udp = udp.parse().unwrap();
+    geoturn_tests::redis::relay_record(id, region, place, udp, RelayState::Active)
 }
 
 /// GET with the caller's key, as if from `client` behind the trusted proxy (loopback).
@@ -167,7 +139,7 @@ fn a_city_speaks_for_its_unmeasured_networks_and_a_share_of_answers_explores() {
         let m = MeasuredRtt {
             rtt_ms,
             samples: 5,
-            updated_ms: now_ms(),
+            updated_ms: geoturn_shared::clock::unix_ms(),
         };
         rt.block_on(registry.store_client_rtts(region, &[(prefix, m)]))
             .unwrap();

@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
 
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use geoturn_shared::registry::{Registry, RelayAddrs, RelayRecord, RelayState};
+use geoturn_shared::registry::{Registry, RelayRecord, RelayState};
 use geoturn_tests::process::geoturn_bin;
 use geoturn_tests::redis::RedisServer;
 use mmdb_writer::{IpVersion, Writer};
@@ -20,32 +20,8 @@ struct DbIpCity {
 }
 
 fn record(id: &str, region: &str, lat: f64, lon: f64, state: RelayState) -> RelayRecord {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    RelayRecord {
-        id: id.into(),
-        region: region.into(),
-        lat,
-        lon,
-        addresses: RelayAddrs {
-            udp: vec!["192.0.2.1:3478".parse().unwrap()],
-            ..RelayAddrs::default()
-        },
-        capacity_allocations: 1000,
-        capacity_mbps: 1000,
-        allocations: 10,
-        bps_in: 0,
-        bps_out: 0,
-        pps_in: 0,
-        pps_out: 0,
-        cpu: 0.1,
-        state,
-        version: "test".into(),
-        started_at_ms: now,
-        updated_at_ms: now,
-    }
+    let udp = "192.0.2.1:3478".parse().unwrap();
+    geoturn_tests::redis::relay_record(id, region, (lat, lon), udp, state)
 }
 
 #[test]
