@@ -346,10 +346,7 @@ impl FlowThread {
             let data = data.get_mut(..n_data).unwrap_or_default();
             data.sort_by_key(|(flow, _)| *flow);
             let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-            let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
-                to: unspecified,
-                data: &[],
-            }; BATCH];
+            let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing::new(unspecified, &[]); BATCH];
             let mut start = 0;
             while let Some(&(flow, _)) = data.get(start) {
                 let run = data
@@ -365,10 +362,7 @@ impl FlowThread {
                         if let (Some(p), Some(m)) =
                             (self.in_buf.get(i * SLOT..i * SLOT + len), msgs.get_mut(n))
                         {
-                            *m = Outgoing {
-                                to: f.peer,
-                                data: p,
-                            };
+                            *m = Outgoing::new(f.peer, p);
                             n += 1;
                         }
                     }
@@ -486,16 +480,13 @@ impl FlowThread {
             return 0;
         }
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
-            to: unspecified,
-            data: &[],
-        }; BATCH];
+        let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing::new(unspecified, &[]); BATCH];
         let mut n = 0;
         for (i, (len, to)) in self.out.iter().enumerate() {
             if let (Some(d), Some(m)) =
                 (self.out_buf.get(i * SLOT..i * SLOT + len), msgs.get_mut(n))
             {
-                *m = Outgoing { to: *to, data: d };
+                *m = Outgoing::new(*to, d);
                 n += 1;
             }
         }

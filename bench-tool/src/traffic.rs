@@ -355,7 +355,7 @@ impl ClientThread {
                 }
                 let took = match &mut client.conn {
                     ClientConn::Udp(sock) => {
-                        let mut msgs = [Outgoing { to, data: &[] }; BATCH];
+                        let mut msgs = [Outgoing::new(to, &[]); BATCH];
                         for (m, slot) in msgs.iter_mut().zip(self.send_buf.chunks_exact(len)) {
                             m.data = slot;
                         }
@@ -528,20 +528,14 @@ fn echo_loop(
             Err(_) => continue,
         };
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut msgs = [Outgoing {
-            to: unspecified,
-            data: &[],
-        }; BATCH];
+        let mut msgs = [Outgoing::new(unspecified, &[]); BATCH];
         for ((m, area), r) in msgs
             .iter_mut()
             .zip(buf.chunks_exact(SLOT))
             .zip(&meta)
             .take(got)
         {
-            *m = Outgoing {
-                to: r.from,
-                data: area.get(..r.len.min(SLOT)).unwrap_or_default(),
-            };
+            *m = Outgoing::new(r.from, area.get(..r.len.min(SLOT)).unwrap_or_default());
         }
         let _ = send_batch(sock, msgs.get(..got).unwrap_or_default(), gso);
         echoed.fetch_add(got as u64, Ordering::Relaxed);

@@ -101,6 +101,12 @@ impl TurnClient {
         })
     }
 
+    /// Connects the socket to the server, as many clients do: from then on the kernel drops
+    /// datagrams from any other address, so an answer must come from the address asked.
+    pub fn connect(&self) -> io::Result<()> {
+        self.sock.connect(self.server)
+    }
+
     /// The client's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.sock

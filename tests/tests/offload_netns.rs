@@ -18,6 +18,8 @@
 //! - a drain keeps established channels in the kernel until its deadline (a Refresh is capped
 //!   to it, and so is the entry), and stopping the relay detaches the program;
 //! - the allocation's packet and byte rates hold in the kernel;
+//! - on the default wildcard `--listen 0.0.0.0`, a client of the host's second address gets
+//!   its answers and data from that address, through the sockets and through the program;
 //! - coturn's `turnutils_uclient` (an implementation nobody here wrote) relays through the
 //!   kernel path to `turnutils_peer` without loss.
 //!
@@ -160,9 +162,14 @@ impl World {
     }
 
     fn client(&self) -> TurnClient {
+        self.client_of(LISTEN)
+    }
+
+    /// A client of the relay at `server`.
+    fn client_of(&self, server: &'static str) -> TurnClient {
         let cred = RestCredential::mint(TEST_SECRET.as_bytes(), "alice", unix_secs(), 3600);
         self.client_ns.enter(move || {
-            TurnClient::new(LISTEN.parse().unwrap(), &cred.username, &cred.password).unwrap()
+            TurnClient::new(server.parse().unwrap(), &cred.username, &cred.password).unwrap()
         })
     }
 
@@ -835,4 +842,76 @@ fn the_allocation_byte_rate_holds_in_the_kernel() {
         o.packets_to_peer
     );
     assert!(o.bytes_to_peer <= 18_000, "{o:?}");
+}
+
+/// The default `--listen 0.0.0.0:3478` on a host with two addresses: each datagram names the
+/// address it reached (IP_PKTINFO), so a client of the second address, its socket connected
+/// as many clients' are (the kernel drops anything from another address), gets every answer
+/// and all its data from that address; with the offload on, its channel is relayed in the
+/// kernel, both ways. Before packet info the relay answered from the kernel's choice (the
+/// interface's first address), the connected client heard nothing, and wildcard listeners
+/// never offloaded.
+#[test]
+fn a_wildcard_listener_answers_from_the_address_reached_and_offloads() {
+    const SECOND: &str = "10.71.1.9:3478";
+    for mode in [OffloadMode::On, OffloadMode::Off] {
+        let w = world(|o| {
+            o.listen = vec!["0.0.0.0:3478".parse().unwrap()];
+            o.offload = Some(mode);
+        });
+        w.relay_ns.ip(&["addr", "add", "10.71.1.9/24", "dev", "r0"]);
+        let peer = w.peer_socket(PEER);
+        let peer_addr: SocketAddr = PEER.parse().unwrap();
+        let mut client = w.client_of(SECOND);
+        client.connect().unwrap();
+        let relayed = client
+            .allocate()
+            .unwrap_or_else(|e| panic!("{mode:?}: no answer from {SECOND}: {e:?}"));
+        client.create_permission(peer_addr).unwrap();
+        client.channel_bind(CHANNEL, peer_addr).unwrap();
+        let offloaded = mode == OffloadMode::On;
+        if offloaded {
+            assert!(
+                eventually(Duration::from_secs(2), || w.offload().channels == 1),
+                "the bound channel was not installed: {:?}",
+                w.offload()
+            );
+        }
+        settle();
+        let sockets_before = w.socket_relayed();
+
+        let client_addr = World::client_addr(&client);
+        let second: SocketAddr = SECOND.parse().unwrap();
+        for i in 0..BURST {
+            let p = payload(format!("to-peer-{i}"), client_addr, second, Some(CHANNEL));
+            client.send_channel(CHANNEL, &p).unwrap();
+        }
+        let got = drain(&peer, Duration::from_millis(800));
+        assert_eq!(got.len() as u64, BURST, "{mode:?}: the peer got {got:?}");
+        assert!(got.iter().all(|(_, from)| *from == relayed));
+        for i in 0..BURST {
+            let p = payload(format!("to-client-{i}"), peer_addr, relayed, None);
+            peer.send_to(&p, relayed).unwrap();
+        }
+        let got = client_drain(&mut client, Duration::from_millis(800));
+        assert_eq!(
+            got.len() as u64,
+            BURST,
+            "{mode:?}: the connected client got {} of {BURST} from {SECOND}",
+            got.len()
+        );
+        settle();
+        let sockets = w.socket_relayed();
+        if offloaded {
+            let o = w.offload().counters;
+            assert_eq!((o.packets_to_peer, o.packets_to_client), (BURST, BURST));
+            assert_eq!(sockets, sockets_before, "the sockets relayed none of it");
+        } else {
+            assert_eq!(
+                sockets,
+                (sockets_before.0 + BURST, sockets_before.1 + BURST),
+                "the sockets relayed all of it"
+            );
+        }
+    }
 }

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +22,9 @@ pub struct Received {
     pub len: usize,
     /// The datagram was larger than the slot and was cut: drop it.
     pub truncated: bool,
+    /// The address it was sent to, on a socket that asked for it ([`set_packet_info`]): a
+    /// wildcard listener learns which of the host's addresses each client reached.
+    pub local: Option<IpAddr>,
 }
 
 /// How a contiguous receive buffer is cut into [`BATCH`] slots: slot `i` receives into
@@ -58,8 +61,23 @@ impl SlotLayout {
 pub struct Outgoing<'a> {
     /// Destination.
     pub to: SocketAddr,
+    /// Source address, for a socket bound to a wildcard address: a reply must leave from the
+    /// address the client sent to, which the kernel's own choice (by route) need not be on a
+    /// host with several. `None`: the kernel's choice.
+    pub from: Option<IpAddr>,
     /// Bytes.
     pub data: &'a [u8],
+}
+
+impl<'a> Outgoing<'a> {
+    /// `data` to `to`, from the address the kernel picks.
+    pub const fn new(to: SocketAddr, data: &'a [u8]) -> Self {
+        Self {
+            to,
+            from: None,
+            data,
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -67,13 +85,13 @@ mod linux;
 #[cfg(target_os = "linux")]
 use linux::gso_supported;
 #[cfg(target_os = "linux")]
-pub use linux::{recv_batch, recv_batch_of, send_batch};
+pub use linux::{recv_batch, recv_batch_of, send_batch, send_now, set_packet_info};
 #[cfg(not(target_os = "linux"))]
 mod portable;
 #[cfg(not(target_os = "linux"))]
 use portable::gso_supported;
 #[cfg(not(target_os = "linux"))]
-pub use portable::{recv_batch, recv_batch_of, send_batch};
+pub use portable::{recv_batch, recv_batch_of, send_batch, send_now, set_packet_info};
 
 /// Most datagrams in one GSO send: the kernel's `UDP_MAX_SEGMENTS` (64 on every kernel that has
 /// GSO; later ones allow more).
@@ -105,7 +123,7 @@ impl Gso {
 }
 
 /// How many datagrams from the start of `msgs` can leave as one GSO send: consecutive ones to
-/// the same destination, each as long as the first except the last, which may be shorter
+/// the same destination from the same source, each as long as the first except the last, which may be shorter
 /// (the kernel cuts the run into segments of the first one's size), within
 /// [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`]. Never 0 unless `msgs` is empty; 1 means
 /// "send it alone". Order is kept: a run never skips over a datagram.
@@ -122,6 +140,7 @@ pub fn gso_run(msgs: &[Outgoing<'_>]) -> usize {
         let len = m.data.len();
         if n == MAX_GSO_SEGMENTS
             || m.to != first.to
+            || m.from != first.from
             || len == 0
             || len > size
             || total + len > MAX_GSO_BYTES
@@ -146,11 +165,6 @@ pub fn register(sock: UdpSocket) -> io::Result<tokio::io::unix::AsyncFd<UdpSocke
         tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE)
     };
     Ok(fd?)
-}
-
-/// Sends one datagram now, without consulting tokio's readiness (see [`send_batch`]).
-pub fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(sock).send_to(data, &to.into())
 }
 
 #[cfg(test)]

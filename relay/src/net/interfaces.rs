@@ -68,6 +68,15 @@ pub fn first_non_loopback_ipv4() -> Option<IpAddr> {
         .map(|a| a.ip)
 }
 
+/// Every IPv4 address of an interface that is up and not loopback.
+pub fn up_non_loopback_ipv4() -> Vec<IpAddr> {
+    list()
+        .into_iter()
+        .filter(|a| a.up && !a.loopback && a.ip.is_ipv4())
+        .map(|a| a.ip)
+        .collect()
+}
+
 /// Every address of the host's interfaces, up or not (an interface may come up later).
 pub fn all_addresses() -> Vec<IpAddr> {
     list().into_iter().map(|a| a.ip).collect()

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
@@ -92,11 +92,43 @@ impl Shard {
         }
     }
 
-    pub(super) fn listener(&self, local: SocketAddr) -> Option<&Rc<AsyncFd<UdpSocket>>> {
-        self.listeners
-            .iter()
-            .find(|(addr, _)| *addr == local)
-            .map(|(_, s)| s)
+    /// The UDP listener a client's 5-tuple `server` address arrived on, and the source address
+    /// a reply must name (`Some` only for a wildcard listener, which learned `server` from the
+    /// datagram; a specific one sends from its own address anyway).
+    pub(super) fn listener(
+        &self,
+        server: SocketAddr,
+    ) -> Option<(&Rc<AsyncFd<UdpSocket>>, Option<IpAddr>)> {
+        let (index, from) = self.listener_index(server)?;
+        self.listeners.get(index).map(|(_, sock)| (sock, from))
+    }
+
+    /// [`Self::listener`] as an index into `listeners`: the listener bound to `server` itself
+    /// when there is one (the kernel delivers to it before a wildcard on the same port),
+    /// otherwise a wildcard one.
+    fn listener_index(&self, server: SocketAddr) -> Option<(usize, Option<IpAddr>)> {
+        let exact = self.listeners.iter().position(|(a, _)| *a == server);
+        exact.map(|i| (i, None)).or_else(|| {
+            self.listeners
+                .iter()
+                .enumerate()
+                .find_map(|(i, (a, _))| serves(*a, server).map(|from| (i, from)))
+        })
+    }
+}
+
+/// Whether a listener bound to `listener` receives datagrams for `server`, and if so the source
+/// a reply to them must name (see [`Shard::listener`]).
+fn serves(listener: SocketAddr, server: SocketAddr) -> Option<Option<IpAddr>> {
+    if listener == server {
+        Some(None)
+    } else if listener.ip().is_unspecified()
+        && listener.port() == server.port()
+        && listener.is_ipv4() == server.is_ipv4()
+    {
+        Some(Some(server.ip()))
+    } else {
+        None
     }
 }
 
@@ -149,15 +181,21 @@ pub(super) fn send_to_peer_from(s: &Shard, fwd: &ToPeer, packet: &[u8]) -> bool 
     s.relays
         .get(&fwd.relay)
         .and_then(|r| r.socket.as_ref())
-        .is_some_and(|sock| batch::send_now(sock.get_ref(), payload, fwd.peer.addr()).is_ok())
+        .is_some_and(|sock| {
+            batch::send_now(sock.get_ref(), Outgoing::new(fwd.peer.addr(), payload)).is_ok()
+        })
 }
 
 /// Sends a message to a client over whatever it is connected by; false when it could not.
 pub(super) fn send_to_client(s: &Shard, five_tuple: &FiveTuple, data: &[u8]) -> bool {
     match five_tuple.transport {
-        Transport::Udp => s
-            .listener(five_tuple.server)
-            .is_some_and(|l| batch::send_now(l.get_ref(), data, five_tuple.client.addr()).is_ok()),
+        Transport::Udp => s.listener(five_tuple.server).is_some_and(|(l, from)| {
+            let m = Outgoing {
+                from,
+                ..Outgoing::new(five_tuple.client.addr(), data)
+            };
+            batch::send_now(l.get_ref(), m).is_ok()
+        }),
         Transport::Tcp | Transport::Tls => s
             .streams
             .get(five_tuple)
@@ -357,14 +395,14 @@ pub(super) async fn outbox_flusher(shard: Weak<RefCell<Shard>>, flush: Rc<Notify
 /// empties it.
 fn flush_outbox(s: &mut Shard) {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    let mut msgs: [Outgoing<'_>; OUTBOX_SLOTS] = [Outgoing {
-        to: unspecified,
-        data: &[],
-    }; OUTBOX_SLOTS];
+    let mut msgs: [Outgoing<'_>; OUTBOX_SLOTS] = [Outgoing::new(unspecified, &[]); OUTBOX_SLOTS];
     // Nearly always one listener; with several (dual stack), one pass each.
-    for (local, listener) in &s.listeners {
+    for (index, (_, listener)) in s.listeners.iter().enumerate() {
         let mut k = 0;
-        for (slot, range, client, _) in s.outbox.items.iter().filter(|i| i.3 == *local) {
+        for (slot, range, client, server) in &s.outbox.items {
+            let Some((_, from)) = s.listener_index(*server).filter(|(i, _)| *i == index) else {
+                continue;
+            };
             if let Some(m) = msgs.get_mut(k) {
                 let data = s
                     .outbox
@@ -372,7 +410,10 @@ fn flush_outbox(s: &mut Shard) {
                     .get(PEER_LAYOUT.slot(*slot))
                     .and_then(|b| b.get(range.clone()))
                     .unwrap_or_default();
-                *m = Outgoing { to: *client, data };
+                *m = Outgoing {
+                    from,
+                    ..Outgoing::new(*client, data)
+                };
                 k += 1;
             }
         }

@@ -25,6 +25,15 @@ pub fn bind_reuseport(addr: SocketAddr, buffer: usize) -> io::Result<std::net::U
         let _ = sock.set_recv_buffer_size(buffer);
         let _ = sock.set_send_buffer_size(buffer);
     }
+    // On a wildcard address, each datagram says which of the host's addresses it reached: the
+    // 5-tuple needs it, replies must leave from it (a client drops an answer from another
+    // address), and the eBPF fast path matches on it.
+    if addr.ip().is_unspecified()
+        && let Err(e) = super::batch::set_packet_info(&sock, addr.is_ipv6())
+    {
+        tracing::warn!(error = %e, %addr, "cannot learn the destination address of datagrams; \
+            replies leave from the kernel's choice of address");
+    }
     sock.bind(&addr.into())?;
     Ok(sock.into())
 }

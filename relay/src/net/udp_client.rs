@@ -84,9 +84,14 @@ fn on_client_readable(
             let Some(packet) = s.client_buf.get(area).and_then(|a| a.get(..r.len)) else {
                 continue;
             };
+            // A wildcard listener learns, per datagram, which of the host's addresses the
+            // client reached: that address is the 5-tuple's, and replies leave from it.
+            let server = r
+                .local
+                .map_or(local, |ip| SocketAddr::new(ip, local.port()));
             let tuple = FiveTuple {
                 client: ClientSocket::new(r.from),
-                server: local,
+                server,
                 transport: Transport::Udp,
             };
             if let Some(fwd) = s.server.handle_client_input(now, tuple, packet)
@@ -121,10 +126,7 @@ fn send_forwards(s: &mut Shard, forwards: &[Forward]) {
         if done.get(i).copied().unwrap_or(true) {
             continue;
         }
-        let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing {
-            to: unspecified,
-            data: &[],
-        }; BATCH];
+        let mut msgs: [Outgoing<'_>; BATCH] = [Outgoing::new(unspecified, &[]); BATCH];
         let mut k = 0;
         for ((r, peer, range), d) in forwards.iter().zip(done.iter_mut()).skip(i) {
             if *d || r != relay {
@@ -133,14 +135,14 @@ fn send_forwards(s: &mut Shard, forwards: &[Forward]) {
             *d = true;
             if let Some(m) = msgs.get_mut(k) {
                 let data = s.client_buf.get(range.clone()).unwrap_or_default();
-                *m = Outgoing { to: *peer, data };
+                *m = Outgoing::new(*peer, data);
                 k += 1;
             }
         }
         let batch = msgs.get(..k).unwrap_or_default();
         let sent = match s.relays.get(relay).and_then(|r| r.socket.as_ref()) {
             Some(sock) => match batch {
-                [one] => usize::from(batch::send_now(sock.get_ref(), one.data, one.to).is_ok()),
+                [one] => usize::from(batch::send_now(sock.get_ref(), *one).is_ok()),
                 _ => batch::send_batch(sock.get_ref(), batch, &s.gso).unwrap_or(0),
             },
             None => 0,

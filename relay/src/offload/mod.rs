@@ -108,9 +108,10 @@ impl Offload {
     }
 }
 
-/// The addresses the fast path relays between and the interfaces that carry them: IPv4
-/// only, and specific addresses only (a wildcard listener does not say which address a
-/// client's packets reach, nor a wildcard relayed address which to send from).
+/// The interfaces the fast path attaches to: those carrying the relayed address and the
+/// listening addresses, IPv4 only. A wildcard listener (the default `0.0.0.0`) listens on every
+/// address of the host; its datagrams name the address they reached (`IP_PKTINFO`), which is
+/// what the program matches on, so every interface with an IPv4 address that forwards is taken.
 fn interfaces_for(
     listen: &[SocketAddr],
     relay_ip_v4: Option<IpAddr>,
@@ -120,16 +121,18 @@ fn interfaces_for(
         .ok_or_else(|| {
             OffloadError::Unsuitable("it needs a specific IPv4 relayed address (--relay-ip)".into())
         })?;
-    let mut ips: Vec<IpAddr> = listen
-        .iter()
-        .map(SocketAddr::ip)
-        .filter(|ip| ip.is_ipv4() && !ip.is_unspecified())
-        .collect();
+    let v4 = || listen.iter().map(SocketAddr::ip).filter(IpAddr::is_ipv4);
+    let wildcard = v4().any(|ip| ip.is_unspecified());
+    let mut ips: Vec<IpAddr> = v4().filter(|ip| !ip.is_unspecified()).collect();
+    if wildcard {
+        ips.extend(crate::net::interfaces::up_non_loopback_ipv4());
+    }
     if ips.is_empty() {
         return Err(OffloadError::Unsuitable(
-            "it needs a specific IPv4 --listen address (not 0.0.0.0)".into(),
+            "it needs an IPv4 --listen address".into(),
         ));
     }
+    let relay_names = crate::net::interfaces::names_carrying(&[relay]);
     ips.push(relay);
     let names = crate::net::interfaces::names_carrying(&ips);
     if names.is_empty() {
@@ -141,17 +144,31 @@ fn interfaces_for(
     // (bpf_fib_lookup), which answers only on interfaces that forward. Relayed datagrams never
     // pass netfilter's FORWARD chain, so a FORWARD policy of DROP keeps the host from routing
     // anything else while the fast path works.
-    for name in &names {
+    let forwards = |name: &String| {
         let path = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
-        let on = std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1");
-        if !on {
-            return Err(OffloadError::Unsuitable(format!(
-                "net.ipv4.conf.{name}.forwarding is not 1 (the program's route lookup needs it; \
-                 set it, with a FORWARD policy of DROP if the host must not route)"
-            )));
-        }
+        std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1")
+    };
+    let (on, off): (Vec<String>, Vec<String>) = names.into_iter().partition(forwards);
+    // Named addresses must all be served; a wildcard's interfaces that do not forward are left
+    // to the sockets, as long as the relayed address's are not among them.
+    let must = if wildcard {
+        off.iter().find(|n| relay_names.contains(n))
+    } else {
+        off.first()
+    };
+    if let Some(name) = must {
+        return Err(OffloadError::Unsuitable(format!(
+            "net.ipv4.conf.{name}.forwarding is not 1 (the program's route lookup needs it; \
+             set it, with a FORWARD policy of DROP if the host must not route)"
+        )));
     }
-    Ok(names)
+    if !off.is_empty() {
+        tracing::info!(
+            interfaces = ?off,
+            "eBPF offload skips interfaces that do not forward: their traffic goes through the sockets"
+        );
+    }
+    Ok(on)
 }
 
 /// Starts the fast path as `mode` asks, saying in one log line whether it is on and why. `Ok(None)`:
@@ -235,9 +252,9 @@ mod tests {
             assert!(matches!(err, OffloadError::NotBuiltIn), "{err}");
             assert!(err.to_string().contains("not built in"));
         }
-        let wildcard = vec!["0.0.0.0:3478".parse().unwrap()];
-        let err = interfaces_for(&wildcard, relay).unwrap_err();
-        assert!(err.to_string().contains("not 0.0.0.0"), "{err}");
+        let v6_only = vec!["[::1]:3478".parse().unwrap()];
+        let err = interfaces_for(&v6_only, relay).unwrap_err();
+        assert!(err.to_string().contains("IPv4 --listen"), "{err}");
         let err = interfaces_for(&loopback(), None).unwrap_err();
         assert!(err.to_string().contains("--relay-ip"), "{err}");
     }

@@ -102,8 +102,9 @@ fn eligible(
     now: Instant,
 ) -> Vec<OffloadedChannel> {
     let tuple = alloc.five_tuple();
-    // TCP/TLS clients and RFC 6062 allocations carry no datagram channels to offload; a
-    // wildcard listening address does not say which address the client's packets reach.
+    // TCP/TLS clients and RFC 6062 allocations carry no datagram channels to offload; the
+    // program matches the address a client's packets reach, which a driver that does not learn
+    // it (a wildcard listener without packet info) leaves unspecified.
     if tuple.transport != Transport::Udp
         || alloc.is_tcp()
         || !ipv4_specific(tuple.client.addr().ip())

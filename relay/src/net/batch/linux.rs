@@ -1,7 +1,7 @@
 //! `recvmmsg` / `sendmmsg` (with UDP GSO runs) on Linux.
 
 use super::*;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 /// Writes `addr` as a sockaddr into `storage`; returns its length.
@@ -70,6 +70,149 @@ fn batch_arrays<const N: usize>() -> (
     unsafe { (std::mem::zeroed(), [iov; N], std::mem::zeroed()) }
 }
 
+/// Room for a datagram's control messages, aligned as the kernel reads and writes them: on
+/// receive an `IP_PKTINFO` / `IPV6_PKTINFO` (40 bytes at most), on send a `UDP_SEGMENT` (24)
+/// and a packet-info (40).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Cmsgs([u8; 64]);
+
+impl Cmsgs {
+    const EMPTY: Self = Self([0; 64]);
+
+    /// Appends a control message of `level`/`kind` carrying `data` after the first `used`
+    /// bytes; returns the bytes used now, or `used` unchanged when it does not fit.
+    fn push(&mut self, used: usize, level: libc::c_int, kind: libc::c_int, data: &[u8]) -> usize {
+        let data_len = data.len() as u32;
+        // SAFETY: CMSG_SPACE / CMSG_LEN are pure arithmetic.
+        let (space, len, header) = unsafe {
+            (
+                libc::CMSG_SPACE(data_len) as usize,
+                libc::CMSG_LEN(data_len) as usize,
+                libc::CMSG_LEN(0) as usize,
+            )
+        };
+        let Some(room) = self.0.get_mut(used..used + space) else {
+            return used;
+        };
+        room.fill(0);
+        let hdr = libc::cmsghdr {
+            cmsg_len: len as _,
+            cmsg_level: level,
+            cmsg_type: kind,
+        };
+        // SAFETY: `used` is a multiple of CMSG_SPACE's alignment (8) from an 8-aligned buffer,
+        // and `room` holds CMSG_SPACE(data) bytes: the header fits at its start.
+        unsafe { std::ptr::write(room.as_mut_ptr().cast::<libc::cmsghdr>(), hdr) };
+        if let Some(d) = room.get_mut(header..header + data.len()) {
+            d.copy_from_slice(data);
+        }
+        used + space
+    }
+}
+
+/// The destination address of a received datagram, from its `IP_PKTINFO` / `IPV6_PKTINFO`
+/// control message (present when the socket asked with [`set_packet_info`]).
+// msg_controllen is a usize with glibc and a u32 with musl.
+#[allow(clippy::unnecessary_cast)]
+fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
+    if hdr.msg_control.is_null()
+        || (hdr.msg_controllen as usize) < std::mem::size_of::<libc::cmsghdr>()
+    {
+        return None;
+    }
+    // SAFETY: `hdr` is a header the kernel filled: msg_control/msg_controllen describe the
+    // control messages it wrote into our buffer, which CMSG_FIRSTHDR / CMSG_NXTHDR walk within
+    // those bounds; each message's data is read unaligned, for the length its type implies,
+    // after checking cmsg_len covers it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let level = (*c).cmsg_level;
+            let kind = (*c).cmsg_type;
+            let len = (*c).cmsg_len as usize;
+            let data = libc::CMSG_DATA(c);
+            if level == libc::IPPROTO_IP
+                && kind == libc::IP_PKTINFO
+                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize
+            {
+                let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
+            }
+            if level == libc::IPPROTO_IPV6
+                && kind == libc::IPV6_PKTINFO
+                && len >= libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize
+            {
+                let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+/// Asks the kernel to say, with each datagram, which address it was sent to (`IP_PKTINFO`,
+/// `IPV6_RECVPKTINFO`): what a socket bound to a wildcard address needs to tell the host's
+/// addresses apart.
+pub fn set_packet_info(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd, a c_int option value and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Appends a packet-info control message that makes the kernel send from `from`.
+fn source_cmsg(cmsgs: &mut Cmsgs, used: usize, from: IpAddr) -> usize {
+    match from {
+        IpAddr::V4(ip) => {
+            // SAFETY: in_pktinfo is plain data; all-zero is a valid value.
+            let mut info: libc::in_pktinfo = unsafe { std::mem::zeroed() };
+            info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
+            // SAFETY: viewing a plain-data struct as its bytes, for its exact size.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&info as *const libc::in_pktinfo).cast::<u8>(),
+                    std::mem::size_of::<libc::in_pktinfo>(),
+                )
+            };
+            cmsgs.push(used, libc::IPPROTO_IP, libc::IP_PKTINFO, bytes)
+        }
+        IpAddr::V6(ip) => {
+            // SAFETY: in6_pktinfo is plain data; all-zero is a valid value.
+            let mut info: libc::in6_pktinfo = unsafe { std::mem::zeroed() };
+            info.ipi6_addr.s6_addr = ip.octets();
+            // SAFETY: as above.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&info as *const libc::in6_pktinfo).cast::<u8>(),
+                    std::mem::size_of::<libc::in6_pktinfo>(),
+                )
+            };
+            cmsgs.push(used, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, bytes)
+        }
+    }
+}
+
 /// Receives up to `out.len()` (at most [`BATCH`]) datagrams without blocking into the
 /// slots of `buf`. The caller keeps track of readiness (a short count means the socket was
 /// drained; `WouldBlock` that it was already empty).
@@ -109,11 +252,13 @@ fn recv_up_to<const N: usize>(
     flags: libc::c_int,
 ) -> io::Result<usize> {
     let (mut addrs, mut iovs, mut hdrs) = batch_arrays::<N>();
+    let mut cmsgs = [Cmsgs::EMPTY; N];
     let mut n = 0;
-    for (i, ((iov, hdr), addr)) in iovs
+    for (i, (((iov, hdr), addr), cmsg)) in iovs
         .iter_mut()
         .zip(hdrs.iter_mut())
         .zip(addrs.iter_mut())
+        .zip(cmsgs.iter_mut())
         .enumerate()
         .take(out.len())
     {
@@ -126,13 +271,17 @@ fn recv_up_to<const N: usize>(
         hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
+        // Only sockets that asked for packet info get any: the others pay nothing for it.
+        hdr.msg_hdr.msg_control = cmsg.0.as_mut_ptr().cast();
+        hdr.msg_hdr.msg_controllen = cmsg.0.len() as _;
         n += 1;
     }
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY: the first `n` headers point at live iovecs into `buf` (disjoint slots) and at
-    // live address storage of this frame; the kernel writes at most `iov_len` into each.
+    // SAFETY: the first `n` headers point at live iovecs into `buf` (disjoint slots), at
+    // live address storage and control buffers of this frame; the kernel writes at most
+    // `iov_len` / `msg_controllen` into each.
     let r = unsafe {
         libc::recvmmsg(
             sock.as_raw_fd(),
@@ -151,6 +300,7 @@ fn recv_up_to<const N: usize>(
             from,
             len: hdr.msg_len as usize,
             truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            local: destination(&hdr.msg_hdr),
         });
     }
     Ok(got)
@@ -178,33 +328,6 @@ pub fn gso_supported() -> bool {
         )
     };
     r == 0
-}
-
-/// Room for one `cmsghdr` carrying a `u16`, aligned as the kernel reads it.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct SegmentCmsg([u8; 32]);
-
-/// Writes a `UDP_SEGMENT` control message of `size` into `buf`; returns its length.
-fn segment_cmsg(buf: &mut SegmentCmsg, size: u16) -> usize {
-    let data_len = std::mem::size_of::<u16>() as u32;
-    // SAFETY: CMSG_SPACE / CMSG_LEN are pure arithmetic.
-    let (space, len) = unsafe { (libc::CMSG_SPACE(data_len), libc::CMSG_LEN(data_len)) };
-    let space = space as usize;
-    debug_assert!(space <= buf.0.len());
-    let hdr = libc::cmsghdr {
-        cmsg_len: len as _,
-        cmsg_level: libc::SOL_UDP,
-        cmsg_type: UDP_SEGMENT,
-    };
-    let hdr_size = std::mem::size_of::<libc::cmsghdr>();
-    // SAFETY: `buf` is 8-aligned and holds CMSG_SPACE(2) bytes (checked above), so the
-    // header fits at its start and the u16 right after it (where CMSG_DATA points).
-    unsafe {
-        std::ptr::write(buf.0.as_mut_ptr().cast::<libc::cmsghdr>(), hdr);
-        std::ptr::write_unaligned(buf.0.as_mut_ptr().add(hdr_size).cast::<u16>(), size);
-    }
-    space
 }
 
 /// Sends the datagrams, as many per syscall as possible; returns how many were sent.
@@ -254,7 +377,7 @@ fn gso_refused(e: &io::Error) -> bool {
 fn send_chunk(sock: &UdpSocket, msgs: &[Outgoing<'_>], gso: bool) -> io::Result<usize> {
     let msgs = msgs.get(..msgs.len().min(BATCH)).unwrap_or_default();
     let (mut addrs, mut iovs, mut hdrs) = batch_arrays::<BATCH>();
-    let mut cmsgs = [SegmentCmsg([0; 32]); BATCH];
+    let mut cmsgs = [Cmsgs::EMPTY; BATCH];
     // Datagrams in each header, to count what a partial send took.
     let mut run_lens = [0usize; BATCH];
     for (iov, m) in iovs.iter_mut().zip(msgs) {
@@ -280,10 +403,17 @@ fn send_chunk(sock: &UdpSocket, msgs: &[Outgoing<'_>], gso: bool) -> io::Result<
         hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = run as _;
+        let mut used = 0;
         if run > 1 {
             // gso_run keeps segments at most MAX_GSO_BYTES, far below u16::MAX.
             let size = u16::try_from(first.data.len()).unwrap_or(u16::MAX);
-            hdr.msg_hdr.msg_controllen = segment_cmsg(cmsg, size) as _;
+            used = cmsg.push(used, libc::SOL_UDP, UDP_SEGMENT, &size.to_ne_bytes());
+        }
+        if let Some(from) = first.from {
+            used = source_cmsg(cmsg, used, from);
+        }
+        if used > 0 {
+            hdr.msg_hdr.msg_controllen = used as _;
             hdr.msg_hdr.msg_control = cmsg.0.as_mut_ptr().cast();
         }
         *count = run;
@@ -310,4 +440,15 @@ fn send_chunk(sock: &UdpSocket, msgs: &[Outgoing<'_>], gso: bool) -> io::Result<
         return Err(io::Error::last_os_error());
     }
     Ok(run_lens.iter().take(r as usize).sum())
+}
+
+/// Sends one datagram now, without consulting tokio's readiness (see [`send_batch`]).
+pub fn send_now(sock: &UdpSocket, m: Outgoing<'_>) -> io::Result<usize> {
+    if m.from.is_none() {
+        return socket2::SockRef::from(sock).send_to(m.data, &m.to.into());
+    }
+    match send_chunk(sock, std::slice::from_ref(&m), false)? {
+        0 => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+        _ => Ok(m.data.len()),
+    }
 }

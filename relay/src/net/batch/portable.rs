@@ -21,6 +21,7 @@ pub fn recv_batch(
                     from,
                     len,
                     truncated: false,
+                    local: None,
                 });
                 got += 1;
             }
@@ -53,11 +54,24 @@ pub fn gso_supported() -> bool {
 pub fn send_batch(sock: &UdpSocket, msgs: &[Outgoing<'_>], _gso: &Gso) -> io::Result<usize> {
     let mut sent = 0;
     for m in msgs {
-        match super::send_now(sock, m.data, m.to) {
+        match send_now(sock, *m) {
             Ok(_) => sent += 1,
             Err(e) if sent > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         }
     }
     Ok(sent)
+}
+
+/// Sends one datagram (from the kernel's choice of address: packet info is Linux's here).
+pub fn send_now(sock: &UdpSocket, m: Outgoing<'_>) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(m.data, &m.to.into())
+}
+
+/// Not supported here: a wildcard listener answers from the kernel's choice of address.
+pub fn set_packet_info(_sock: &impl std::os::fd::AsRawFd, _ipv6: bool) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "packet info is not supported on this platform",
+    ))
 }

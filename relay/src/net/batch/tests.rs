@@ -2,10 +2,7 @@ use super::*;
 
 fn msg(to: &str, len: usize) -> Outgoing<'static> {
     static BYTES: [u8; 70_000] = [0; 70_000];
-    Outgoing {
-        to: to.parse().unwrap(),
-        data: &BYTES[..len],
-    }
+    Outgoing::new(to.parse().unwrap(), &BYTES[..len])
 }
 
 #[test]
@@ -56,16 +53,9 @@ fn gso_sends_arrive_as_the_original_datagrams() {
                 vec![i; len]
             })
             .collect();
-        let mut msgs: Vec<Outgoing<'_>> =
-            payloads.iter().map(|p| Outgoing { to, data: p }).collect();
+        let mut msgs: Vec<Outgoing<'_>> = payloads.iter().map(|p| Outgoing::new(to, p)).collect();
         // One datagram to another destination in the middle.
-        msgs.insert(
-            20,
-            Outgoing {
-                to: to2,
-                data: b"other",
-            },
-        );
+        msgs.insert(20, Outgoing::new(to2, b"other"));
         assert_eq!(send_batch(&tx, &msgs, &gso).unwrap(), msgs.len());
         rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
@@ -85,5 +75,52 @@ fn gso_sends_arrive_as_the_original_datagrams() {
             .unwrap();
         let n = rx2.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"other");
+    }
+}
+
+/// Real sockets: a socket that asked for packet info learns each datagram's destination
+/// address (what a wildcard listener keys its 5-tuples on); one that did not learns nothing.
+#[test]
+fn packet_info_names_the_address_a_datagram_reached() {
+    for (addr, ipv6) in [("127.0.0.1:0", false), ("[::1]:0", true)] {
+        let Ok(rx) = UdpSocket::bind(addr) else {
+            assert!(ipv6, "cannot bind {addr}");
+            continue; // a host without IPv6 loopback
+        };
+        rx.set_nonblocking(true).unwrap();
+        let plain = UdpSocket::bind(addr).unwrap();
+        plain.set_nonblocking(true).unwrap();
+        if cfg!(target_os = "linux") {
+            set_packet_info(&rx, ipv6).unwrap();
+        }
+        let tx = UdpSocket::bind(addr).unwrap();
+        for to in [&rx, &plain] {
+            tx.send_to(b"hello", to.local_addr().unwrap()).unwrap();
+        }
+        let layout = SlotLayout {
+            size: 2048,
+            head: 0,
+            tail: 0,
+        };
+        let mut buf = layout.buffer();
+        let recv = |sock: &UdpSocket, buf: &mut [u8]| {
+            let mut out = [None; BATCH];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                match recv_batch(sock, buf, layout, &mut out) {
+                    Ok(n) if n > 0 => return out[0].unwrap(),
+                    _ if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    r => panic!("nothing received on {addr}: {r:?}"),
+                }
+            }
+        };
+        let got = recv(&rx, &mut buf);
+        assert_eq!(&buf[..got.len], b"hello");
+        if cfg!(target_os = "linux") {
+            assert_eq!(got.local, Some(rx.local_addr().unwrap().ip()), "{addr}");
+        }
+        assert_eq!(recv(&plain, &mut buf).local, None, "{addr}");
     }
 }
