@@ -126,7 +126,10 @@ fn serves(listener: SocketAddr, server: SocketAddr) -> Option<Option<IpAddr>> {
         && listener.port() == server.port()
         && listener.is_ipv4() == server.is_ipv4()
     {
-        Some(Some(server.ip()))
+        // A link-local source needs its interface too, which the 5-tuple does not keep: the
+        // kernel's choice, as before packet info, is right on the one link it can be on.
+        let link_local = matches!(server.ip(), IpAddr::V6(ip) if ip.is_unicast_link_local());
+        Some((!link_local).then_some(server.ip()))
     } else {
         None
     }
@@ -427,4 +430,32 @@ fn flush_outbox(s: &mut Shard) {
     s.outbox.items.clear();
     s.outbox.used = 0;
     s.outbox.flush_pending = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serves;
+
+    fn a(s: &str) -> std::net::SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_wildcard_listener_serves_its_port_and_family_and_names_the_source() {
+        assert_eq!(serves(a("10.0.0.1:3478"), a("10.0.0.1:3478")), Some(None));
+        assert_eq!(serves(a("10.0.0.1:3478"), a("10.0.0.2:3478")), None);
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(
+            serves(a("0.0.0.0:3478"), a("10.0.0.2:3478")),
+            Some(ip("10.0.0.2"))
+        );
+        assert_eq!(serves(a("0.0.0.0:3478"), a("10.0.0.2:3479")), None);
+        assert_eq!(serves(a("0.0.0.0:3478"), a("[2001:db8::1]:3478")), None);
+        assert_eq!(
+            serves(a("[::]:3478"), a("[2001:db8::1]:3478")),
+            Some(ip("2001:db8::1"))
+        );
+        // Link-local: the kernel's choice of source (the 5-tuple has no interface).
+        assert_eq!(serves(a("[::]:3478"), a("[fe80::1]:3478")), Some(None));
+    }
 }
