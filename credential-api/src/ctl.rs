@@ -255,7 +255,8 @@ async fn wait_gone(api: &Api, id: &str, timeout: Duration) -> Result<String, Ctl
         let left = relay["allocations"].as_u64().unwrap_or(0);
         if last != Some(left) {
             eprintln!(
-                "{id}: {left} allocations left ({} s)",
+                "{id}: {} left ({} s)",
+                allocations(left),
                 started.elapsed().as_secs()
             );
             last = Some(left);
@@ -264,13 +265,19 @@ async fn wait_gone(api: &Api, id: &str, timeout: Duration) -> Result<String, Ctl
             return Err(CtlError {
                 code: 2,
                 message: format!(
-                    "{id}: still in the fleet after {} s, {left} allocations left",
-                    timeout.as_secs()
+                    "{id}: still in the fleet after {} s, {} left",
+                    timeout.as_secs(),
+                    allocations(left)
                 ),
             });
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// "1 allocation", "2 allocations".
+fn allocations(n: u64) -> String {
+    format!("{n} allocation{}", if n == 1 { "" } else { "s" })
 }
 
 /// Percent-encodes a path segment.
