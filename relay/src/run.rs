@@ -135,8 +135,12 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
     };
     // After the listeners are bound (their real addresses) and before any worker runs, so
     // every shard knows from its first packet whether it has a fast path.
-    let offload = crate::offload::start(config.offload, &local_addrs, config.relay_ip_v4)
-        .map_err(std::io::Error::other)?;
+    let offload = crate::offload::start(
+        config.offload,
+        &local_addrs,
+        [config.relay_ip_v4, config.relay_ip_v6],
+    )
+    .map_err(std::io::Error::other)?;
     // Until the registry names a less loaded sibling, first contacts come to this relay.
     let (first_contact, _) = watch::channel(own_unicast(config, &local_addrs, &tls_local));
 

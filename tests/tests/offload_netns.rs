@@ -7,6 +7,7 @@
 //! - ChannelData both ways goes through the program: the peer gets plain UDP from the relayed
 //!   address, the client ChannelData from the listening address, byte for byte; the offload
 //!   counters move and the relay's own (socket) counters do not;
+//! - the same over IPv6 (client, relayed address and peer all IPv6);
 //! - a Send indication and an unbound channel still reach userspace;
 //! - malformed ChannelData (short, a length field that does not match, an unknown channel) goes
 //!   up to userspace and is never relayed;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use geoturn_relay::offload::{OffloadMode, OffloadStatus};
 use geoturn_relay::{RelayHandle, RelayOptions};
 use geoturn_relay_proto::server::DropReason;
+use geoturn_relay_proto::stun::{AddressFamily, Attribute};
 use geoturn_shared::RestCredential;
 use geoturn_tests::client::{Received, TurnClient};
 use geoturn_tests::netns::{NetNs, veth};
@@ -54,6 +56,11 @@ const PEER: &str = "10.71.2.2:7000";
 /// A second address of the peer's namespace that never gets a permission.
 const STRANGER: &str = "10.71.2.3:7000";
 const CHANNEL: u16 = 0x4001;
+/// The same path over IPv6, on the same veth pairs.
+const LISTEN6: &str = "[fd71:1::1]:3478";
+const CLIENT_IP6: &str = "fd71:1::2";
+const RELAY_IP6: &str = "fd71:2::1";
+const PEER6: &str = "[fd71:2::2]:7000";
 /// Datagrams each way in the relayed phase.
 const BURST: u64 = 40;
 
@@ -126,20 +133,33 @@ fn try_world(
         "10.71.2.2/24",
     );
     peer_ns.ip(&["addr", "add", "10.71.2.3/24", "dev", "p0"]);
+    // IPv6 beside IPv4, usable at once (no duplicate address detection).
+    for (ns, cidr, dev) in [
+        (&client_ns, "fd71:1::2/64", "c0"),
+        (&relay_ns, "fd71:1::1/64", "r0"),
+        (&relay_ns, "fd71:2::1/64", "r1"),
+        (&peer_ns, "fd71:2::2/64", "p0"),
+    ] {
+        ns.ip(&["-6", "addr", "add", cidr, "dev", dev, "nodad"]);
+    }
     // The program's route lookup (bpf_fib_lookup) answers only where forwarding is on; the
     // relay refuses --offload on without it (see the next test).
     if forwarding {
         relay_ns.sysctl("net.ipv4.ip_forward=1");
+        relay_ns.sysctl("net.ipv6.conf.all.forwarding=1");
     }
     if wire_checksums {
         ethtool_tx_off(&client_ns, "c0");
         ethtool_tx_off(&peer_ns, "p0");
     }
     let mut opts = RelayOptions {
-        listen: vec![LISTEN.parse().unwrap()],
-        relay_ip: vec![RELAY_IP.parse().unwrap()],
+        listen: vec![LISTEN.parse().unwrap(), LISTEN6.parse().unwrap()],
+        relay_ip: vec![RELAY_IP.parse().unwrap(), RELAY_IP6.parse().unwrap()],
         auth_secrets: vec![TEST_SECRET.into()],
-        allow_peers: vec!["10.71.0.0/16".parse().unwrap()],
+        allow_peers: vec![
+            "10.71.0.0/16".parse().unwrap(),
+            "fd71::/16".parse().unwrap(),
+        ],
         relay_ports: Some("40000-40999".into()),
         workers: Some(1),
         offload: Some(OffloadMode::On),
@@ -175,15 +195,16 @@ impl World {
 
     fn peer_socket(&self, addr: &'static str) -> UdpSocket {
         self.peer_ns.enter(move || {
+            let addr: SocketAddr = addr.parse().unwrap();
             let s = socket2::Socket::new(
-                socket2::Domain::IPV4,
+                socket2::Domain::for_address(addr),
                 socket2::Type::DGRAM,
                 Some(socket2::Protocol::UDP),
             )
             .unwrap();
             // Room for a whole burst: a full receive buffer would drop what the relay sent.
             s.set_recv_buffer_size(4 << 20).unwrap();
-            s.bind(&addr.parse::<SocketAddr>().unwrap().into()).unwrap();
+            s.bind(&addr.into()).unwrap();
             let s = UdpSocket::from(s);
             s.set_read_timeout(Some(Duration::from_millis(100)))
                 .unwrap();
@@ -194,6 +215,11 @@ impl World {
     /// What the relay sees as the client's address.
     fn client_addr(client: &TurnClient) -> SocketAddr {
         SocketAddr::new(CLIENT_IP.parse().unwrap(), client.local_addr().port())
+    }
+
+    /// The same over IPv6.
+    fn client_addr6(client: &TurnClient) -> SocketAddr {
+        SocketAddr::new(CLIENT_IP6.parse().unwrap(), client.local_addr().port())
     }
 
     fn offload(&self) -> OffloadStatus {
@@ -266,9 +292,16 @@ fn client_drain(client: &mut TurnClient, window: Duration) -> Vec<Received> {
 /// such a datagram (one in 65535) for one whose checksum a device has yet to compute and leaves
 /// it to the sockets, so tests that count what the kernel relayed send payloads that do not.
 fn looks_unfinished(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
-    let ip = |a: SocketAddr| match a.ip() {
-        std::net::IpAddr::V4(v4) => u32::from(v4),
-        std::net::IpAddr::V6(_) => 0,
+    // The address's 16-bit words, summed.
+    let words = |a: SocketAddr| -> u64 {
+        let bytes = match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        bytes
+            .chunks(2)
+            .map(|p| u64::from(p[0]) << 8 | u64::from(p[1]))
+            .sum()
     };
     let fold = |mut sum: u64| {
         while sum > 0xffff {
@@ -277,8 +310,7 @@ fn looks_unfinished(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
         sum as u16
     };
     let len = 8 + payload.len() as u64;
-    let (s, d) = (u64::from(ip(src)), u64::from(ip(dst)));
-    let pseudo = (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + 17 + len;
+    let pseudo = words(src) + words(dst) + 17 + len;
     let mut full = pseudo + u64::from(src.port()) + u64::from(dst.port()) + len;
     for pair in payload.chunks(2) {
         full += u64::from(pair[0]) << 8 | u64::from(*pair.get(1).unwrap_or(&0));
@@ -914,4 +946,79 @@ fn a_wildcard_listener_answers_from_the_address_reached_and_offloads() {
             );
         }
     }
+}
+
+/// IPv6 end to end: a client of the relay's IPv6 address asking for an IPv6 relayed address
+/// (REQUESTED-ADDRESS-FAMILY, as browsers do for an IPv6 TURN server) binds a channel to an
+/// IPv6 peer; its traffic goes through the program both ways, byte for byte (the receiving
+/// stacks verify every UDP checksum the program rewrote, mandatory over IPv6), and the
+/// sockets see none of it. A Send indication still goes through userspace.
+#[test]
+fn ipv6_channels_are_relayed_in_the_kernel() {
+    let w = world(|_| {});
+    let peer = w.peer_socket(PEER6);
+    let peer_addr: SocketAddr = PEER6.parse().unwrap();
+    let mut client = w.client_of(LISTEN6);
+    let relayed = client
+        .allocate_with(&[Attribute::RequestedAddressFamily(AddressFamily::V6)])
+        .unwrap()[0];
+    assert_eq!(relayed.ip().to_string(), RELAY_IP6);
+    client.create_permission(peer_addr).unwrap();
+    client.channel_bind(CHANNEL, peer_addr).unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || w.offload().channels == 1),
+        "the IPv6 channel was not installed: {:?}",
+        w.offload()
+    );
+    settle();
+    let sockets_before = w.socket_relayed();
+
+    let (client_addr, listen) = (World::client_addr6(&client), LISTEN6.parse().unwrap());
+    let to_peer: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| {
+            payload(
+                format!("v6-to-peer-{i}"),
+                client_addr,
+                listen,
+                Some(CHANNEL),
+            )
+        })
+        .collect();
+    for p in &to_peer {
+        client.send_channel(CHANNEL, p).unwrap();
+    }
+    let got = drain(&peer, Duration::from_millis(800));
+    assert_eq!(got.len() as u64, BURST, "the peer got {got:?}");
+    for (p, (payload, from)) in to_peer.iter().zip(&got) {
+        assert_eq!(*from, relayed, "datagrams come from the relayed address");
+        assert_eq!(payload, p);
+    }
+    let to_client: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| payload(format!("v6-to-client-{i}"), peer_addr, relayed, None))
+        .collect();
+    for p in &to_client {
+        peer.send_to(p, relayed).unwrap();
+    }
+    let got = client_drain(&mut client, Duration::from_millis(800));
+    assert_eq!(got.len() as u64, BURST, "the client got {got:?}");
+    for (p, r) in to_client.iter().zip(&got) {
+        assert_eq!(
+            *r,
+            Received::Channel {
+                channel: CHANNEL,
+                payload: p.clone(),
+            }
+        );
+    }
+    let o = w.offload().counters;
+    assert_eq!((o.packets_to_peer, o.packets_to_client), (BURST, BURST));
+    settle();
+    assert_eq!(
+        w.socket_relayed(),
+        sockets_before,
+        "the relay's sockets relayed none of the IPv6 channel's traffic"
+    );
+    client.send_indication(peer_addr, b"indicated").unwrap();
+    let got = drain(&peer, Duration::from_millis(500));
+    assert_eq!(got, vec![(b"indicated".to_vec(), relayed)]);
 }

@@ -68,11 +68,14 @@ pub fn first_non_loopback_ipv4() -> Option<IpAddr> {
         .map(|a| a.ip)
 }
 
-/// Every IPv4 address of an interface that is up and not loopback.
-pub fn up_non_loopback_ipv4() -> Vec<IpAddr> {
+/// Every IPv4 (`v6` false) or IPv6 address of an interface that is up and not loopback;
+/// IPv6 link-local addresses left out (every interface has one, and a wildcard listener's
+/// clients do not reach the relay through them).
+pub fn up_non_loopback(v6: bool) -> Vec<IpAddr> {
     list()
         .into_iter()
-        .filter(|a| a.up && !a.loopback && a.ip.is_ipv4())
+        .filter(|a| a.up && !a.loopback && a.ip.is_ipv6() == v6)
+        .filter(|a| !matches!(a.ip, IpAddr::V6(ip) if ip.is_unicast_link_local()))
         .map(|a| a.ip)
         .collect()
 }

@@ -1,34 +1,46 @@
 //! The fast path's map entries as bytes, laid out exactly as the C structs of
 //! `relay/bpf/channel_relay.bpf.c` (little or big endian alike: addresses and ports in network
 //! order as the packet has them, counters and deadlines in the host's order as the program
-//! reads them). Plain byte arrays keep the map types free of `unsafe impl Pod`.
+//! reads them). Addresses are 16 bytes, an IPv4 one IPv4-mapped, as the program keys them.
+//! Plain byte arrays keep the map types free of `unsafe impl Pod`.
 
 use std::net::{IpAddr, SocketAddr};
 
 use geoturn_relay_proto::server::{OffloadLimits, OffloadedChannel};
 
-/// `struct alloc_key`.
-pub type AllocKey = [u8; 12];
-/// `struct channel_key`.
-pub type ChannelKey = [u8; 16];
-/// `struct channel_val`.
-pub type ChannelVal = [u8; 24];
-/// `struct peer_key`.
-pub type PeerKey = [u8; 12];
-/// `struct peer_val`.
-pub type PeerVal = [u8; 24];
+/// `struct alloc_key`: client and listening address, client and listening port.
+pub type AllocKey = [u8; 36];
+/// `struct channel_key`: the allocation's key, the channel number, 2 bytes of padding.
+pub type ChannelKey = [u8; 40];
+/// `struct channel_val`: peer and relayed address and port, padding, the deadline.
+pub type ChannelVal = [u8; 48];
+/// `struct peer_key`: peer and relayed address and port.
+pub type PeerKey = [u8; 36];
+/// `struct peer_val`: the channel's key, the deadline.
+pub type PeerVal = [u8; 48];
 /// `struct counters`: five u64.
 pub type CountersVal = [u8; 40];
 /// `struct limits`: a spin lock (4 bytes), padding, then seven u64.
 pub type LimitsVal = [u8; 64];
 
-/// IPv4 address and port in network order, or `None` for anything else (the fast path is
-/// IPv4 only; the core never offers other addresses).
-fn v4(addr: SocketAddr) -> Option<([u8; 4], [u8; 2])> {
-    match addr.ip() {
-        IpAddr::V4(ip) => Some((ip.octets(), addr.port().to_be_bytes())),
-        IpAddr::V6(_) => None,
-    }
+/// An address as the program keys it (IPv4-mapped for IPv4) and its port, in network order.
+fn wire(addr: SocketAddr) -> ([u8; 16], [u8; 2]) {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        IpAddr::V6(ip) => ip,
+    };
+    (ip.octets(), addr.port().to_be_bytes())
+}
+
+/// Two addresses and their ports as the program lays them out: 16 + 16 + 2 + 2 bytes.
+fn pair(a: SocketAddr, b: SocketAddr) -> [u8; 36] {
+    let ((a_ip, a_port), (b_ip, b_port)) = (wire(a), wire(b));
+    let mut out = [0u8; 36];
+    out[0..16].copy_from_slice(&a_ip);
+    out[16..32].copy_from_slice(&b_ip);
+    out[32..34].copy_from_slice(&a_port);
+    out[34..36].copy_from_slice(&b_port);
+    out
 }
 
 /// The four keys and values of one offered channel.
@@ -46,35 +58,27 @@ pub struct Entry {
     pub peer_val: PeerVal,
 }
 
-/// Encodes `c`, to expire at `expires_ns` on the kernel's monotonic clock. `None` when an
-/// address is not IPv4.
+/// Encodes `c`, to expire at `expires_ns` on the kernel's monotonic clock. `None` when the
+/// client's side and the peer's side are of different address families (the program relays
+/// within one family; the core never offers others).
 pub fn encode(c: &OffloadedChannel, expires_ns: u64) -> Option<Entry> {
-    let (client_ip, client_port) = v4(c.five_tuple.client.addr())?;
-    let (listen_ip, listen_port) = v4(c.five_tuple.server)?;
-    let (peer_ip, peer_port) = v4(c.peer.addr())?;
-    let (relay_ip, relay_port) = v4(c.relay.addr())?;
-    let mut alloc = [0u8; 12];
-    alloc[0..4].copy_from_slice(&client_ip);
-    alloc[4..8].copy_from_slice(&listen_ip);
-    alloc[8..10].copy_from_slice(&client_port);
-    alloc[10..12].copy_from_slice(&listen_port);
-    let mut channel = [0u8; 16];
-    channel[0..12].copy_from_slice(&alloc);
-    channel[12..14].copy_from_slice(&c.channel.to_be_bytes());
-    let mut channel_val = [0u8; 24];
-    channel_val[0..4].copy_from_slice(&peer_ip);
-    channel_val[4..8].copy_from_slice(&relay_ip);
-    channel_val[8..10].copy_from_slice(&peer_port);
-    channel_val[10..12].copy_from_slice(&relay_port);
-    channel_val[16..24].copy_from_slice(&expires_ns.to_ne_bytes());
-    let mut peer = [0u8; 12];
-    peer[0..4].copy_from_slice(&peer_ip);
-    peer[4..8].copy_from_slice(&relay_ip);
-    peer[8..10].copy_from_slice(&peer_port);
-    peer[10..12].copy_from_slice(&relay_port);
-    let mut peer_val = [0u8; 24];
-    peer_val[0..16].copy_from_slice(&channel);
-    peer_val[16..24].copy_from_slice(&expires_ns.to_ne_bytes());
+    let client = c.five_tuple.client.addr();
+    let (peer, relay) = (c.peer.addr(), c.relay.addr());
+    let v4 = client.is_ipv4();
+    if c.five_tuple.server.is_ipv4() != v4 || peer.is_ipv4() != v4 || relay.is_ipv4() != v4 {
+        return None;
+    }
+    let alloc = pair(client, c.five_tuple.server);
+    let mut channel = [0u8; 40];
+    channel[0..36].copy_from_slice(&alloc);
+    channel[36..38].copy_from_slice(&c.channel.to_be_bytes());
+    let peer = pair(peer, relay);
+    let mut channel_val = [0u8; 48];
+    channel_val[0..36].copy_from_slice(&peer);
+    channel_val[40..48].copy_from_slice(&expires_ns.to_ne_bytes());
+    let mut peer_val = [0u8; 48];
+    peer_val[0..40].copy_from_slice(&channel);
+    peer_val[40..48].copy_from_slice(&expires_ns.to_ne_bytes());
     Some(Entry {
         alloc,
         channel,
@@ -169,31 +173,52 @@ mod tests {
 
     #[test]
     fn layout_matches_the_c_structs() {
+        let mapped = |v4: [u8; 4]| {
+            let mut a = [0u8; 16];
+            a[10..12].copy_from_slice(&[0xff, 0xff]);
+            a[12..].copy_from_slice(&v4);
+            a
+        };
         let e = encode(&channel("203.0.113.50:7000"), 0x0102_0304_0506_0708).unwrap();
+        let mut want = [0u8; 40];
+        want[0..16].copy_from_slice(&mapped([198, 51, 100, 7]));
+        want[16..32].copy_from_slice(&mapped([192, 0, 2, 1]));
+        want[32..38].copy_from_slice(&[0x9c, 0x40, 0x0d, 0x96, 0x40, 0x01]);
+        assert_eq!(e.channel, want);
+        let mut peer = [0u8; 36];
+        peer[0..16].copy_from_slice(&mapped([203, 0, 113, 50]));
+        peer[16..32].copy_from_slice(&mapped([192, 0, 2, 2]));
+        peer[32..36].copy_from_slice(&[0x1b, 0x58, 0xc3, 0x50]);
+        assert_eq!(e.peer, peer);
+        assert_eq!(e.channel_val[..36], peer);
+        assert_eq!(e.channel_val[36..40], [0; 4], "padding");
         assert_eq!(
-            e.channel,
-            [
-                198, 51, 100, 7, 192, 0, 2, 1, 0x9c, 0x40, 0x0d, 0x96, 0x40, 0x01, 0, 0
-            ]
-        );
-        assert_eq!(
-            &e.channel_val[..12],
-            &[203, 0, 113, 50, 192, 0, 2, 2, 0x1b, 0x58, 0xc3, 0x50]
-        );
-        assert_eq!(
-            e.channel_val[16..24],
+            e.channel_val[40..48],
             0x0102_0304_0506_0708u64.to_ne_bytes()
         );
-        assert_eq!(
-            e.peer,
-            [203, 0, 113, 50, 192, 0, 2, 2, 0x1b, 0x58, 0xc3, 0x50]
-        );
-        assert_eq!(e.peer_val[..16], e.channel);
-        assert_eq!(e.alloc, e.channel[..12]);
+        assert_eq!(e.peer_val[..40], e.channel);
+        assert_eq!(e.peer_val[40..], e.channel_val[40..]);
+        assert_eq!(e.alloc, e.channel[..36]);
     }
 
     #[test]
-    fn ipv6_is_never_encoded() {
+    fn ipv6_is_encoded_as_is() {
+        let mut c = channel("[2001:db8::50]:7000");
+        c.five_tuple.client = ClientSocket::new("[2001:db8:1::7]:40000".parse().unwrap());
+        c.five_tuple.server = "[2001:db8:2::1]:3478".parse().unwrap();
+        c.relay = RelayAddr::new("[2001:db8:2::2]:50000".parse().unwrap());
+        let e = encode(&c, 1).unwrap();
+        let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert_eq!(e.alloc[0..16], ip("2001:db8:1::7"));
+        assert_eq!(e.alloc[16..32], ip("2001:db8:2::1"));
+        assert_eq!(e.peer[0..16], ip("2001:db8::50"));
+        assert_eq!(e.peer[16..32], ip("2001:db8:2::2"));
+    }
+
+    #[test]
+    fn families_are_never_mixed() {
+        // An IPv4 client with an IPv6 peer (RFC 8656's address families may differ): the
+        // program would have to translate the IP header, so it is left to the sockets.
         assert!(encode(&channel("[2001:db8::1]:7000"), 1).is_none());
     }
 

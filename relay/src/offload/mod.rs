@@ -108,44 +108,48 @@ impl Offload {
     }
 }
 
-/// The interfaces the fast path attaches to: those carrying the relayed address and the
-/// listening addresses, IPv4 only. A wildcard listener (the default `0.0.0.0`) listens on every
-/// address of the host; its datagrams name the address they reached (`IP_PKTINFO`), which is
-/// what the program matches on, so every interface with an IPv4 address that forwards is taken.
-fn interfaces_for(
-    listen: &[SocketAddr],
-    relay_ip_v4: Option<IpAddr>,
-) -> Result<Vec<String>, OffloadError> {
-    let relay = relay_ip_v4
-        .filter(|ip| ip.is_ipv4() && !ip.is_unspecified())
-        .ok_or_else(|| {
-            OffloadError::Unsuitable("it needs a specific IPv4 relayed address (--relay-ip)".into())
-        })?;
-    let v4 = || listen.iter().map(SocketAddr::ip).filter(IpAddr::is_ipv4);
-    let wildcard = v4().any(|ip| ip.is_unspecified());
-    let mut ips: Vec<IpAddr> = v4().filter(|ip| !ip.is_unspecified()).collect();
+/// The interfaces the fast path attaches to for one address family (`relay`'s): those carrying
+/// the relayed address and the listening addresses of that family. A wildcard listener (the
+/// default `0.0.0.0`) listens on every address of the host; its datagrams name the address
+/// they reached (packet info), which is what the program matches on, so every interface that
+/// is up with an address of the family (IPv6: not only link-local) and forwards is taken.
+fn family_interfaces(listen: &[SocketAddr], relay: IpAddr) -> Result<Vec<String>, OffloadError> {
+    let v6 = relay.is_ipv6();
+    let (family, sysctl) = if v6 {
+        ("IPv6", "ipv6")
+    } else {
+        ("IPv4", "ipv4")
+    };
+    let same = || {
+        listen
+            .iter()
+            .map(SocketAddr::ip)
+            .filter(|ip| ip.is_ipv6() == v6)
+    };
+    let wildcard = same().any(|ip| ip.is_unspecified());
+    let mut ips: Vec<IpAddr> = same().filter(|ip| !ip.is_unspecified()).collect();
     if wildcard {
-        ips.extend(crate::net::interfaces::up_non_loopback_ipv4());
+        ips.extend(crate::net::interfaces::up_non_loopback(v6));
     }
     if ips.is_empty() {
-        return Err(OffloadError::Unsuitable(
-            "it needs an IPv4 --listen address".into(),
-        ));
+        return Err(OffloadError::Unsuitable(format!(
+            "it needs an {family} --listen address"
+        )));
     }
     let relay_names = crate::net::interfaces::names_carrying(&[relay]);
     ips.push(relay);
     let names = crate::net::interfaces::names_carrying(&ips);
     if names.is_empty() {
-        return Err(OffloadError::Unsuitable(
-            "no non-loopback interface carries the listening or relayed address".into(),
-        ));
+        return Err(OffloadError::Unsuitable(format!(
+            "no non-loopback interface carries the {family} listening or relayed address"
+        )));
     }
     // The program finds each datagram's way out with the kernel's route lookup
     // (bpf_fib_lookup), which answers only on interfaces that forward. Relayed datagrams never
     // pass netfilter's FORWARD chain, so a FORWARD policy of DROP keeps the host from routing
     // anything else while the fast path works.
     let forwards = |name: &String| {
-        let path = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
+        let path = format!("/proc/sys/net/{sysctl}/conf/{name}/forwarding");
         std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1")
     };
     let (on, off): (Vec<String>, Vec<String>) = names.into_iter().partition(forwards);
@@ -157,13 +161,19 @@ fn interfaces_for(
         off.first()
     };
     if let Some(name) = must {
+        let hint = if v6 {
+            "; IPv6 forwarding turns off router advertisements unless accept_ra=2"
+        } else {
+            ""
+        };
         return Err(OffloadError::Unsuitable(format!(
-            "net.ipv4.conf.{name}.forwarding is not 1 (the program's route lookup needs it; \
-             set it, with a FORWARD policy of DROP if the host must not route)"
+            "net.{sysctl}.conf.{name}.forwarding is not 1 (the program's route lookup needs it; \
+             set it, with a FORWARD policy of DROP if the host must not route{hint})"
         )));
     }
     if !off.is_empty() {
         tracing::info!(
+            family,
             interfaces = ?off,
             "eBPF offload skips interfaces that do not forward: their traffic goes through the sockets"
         );
@@ -171,23 +181,76 @@ fn interfaces_for(
     Ok(on)
 }
 
-/// Starts the fast path as `mode` asks, saying in one log line whether it is on and why. `Ok(None)`:
-/// off, the relay runs on its sockets alone; `Err` only for `--offload on`.
+/// The interfaces for every family that has a relayed address (`relay_ips`: IPv4, IPv6), and
+/// why each family that cannot be offloaded cannot.
+fn interfaces_for(
+    listen: &[SocketAddr],
+    relay_ips: [Option<IpAddr>; 2],
+) -> (Vec<String>, Vec<OffloadError>) {
+    let (mut names, mut refused) = (Vec::<String>::new(), Vec::new());
+    let relays: Vec<IpAddr> = relay_ips
+        .into_iter()
+        .flatten()
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    if relays.is_empty() {
+        refused.push(OffloadError::Unsuitable(
+            "it needs a specific relayed address (--relay-ip)".into(),
+        ));
+    }
+    // A family without a listening address has no clients to offload (a relayed address of
+    // the other family serves dual-stack allocations, which the program does not translate).
+    let listened = |relay: &IpAddr| listen.iter().any(|l| l.is_ipv6() == relay.is_ipv6());
+    let (relays, unlistened): (Vec<IpAddr>, Vec<IpAddr>) = relays.into_iter().partition(listened);
+    if relays.is_empty() && !unlistened.is_empty() {
+        refused.push(OffloadError::Unsuitable(
+            "it needs a --listen address of the relayed address's family".into(),
+        ));
+    }
+    for relay in relays {
+        match family_interfaces(listen, relay) {
+            Ok(found) => {
+                for n in found {
+                    if !names.contains(&n) {
+                        names.push(n);
+                    }
+                }
+            }
+            Err(e) => refused.push(e),
+        }
+    }
+    (names, refused)
+}
+
+/// Starts the fast path as `mode` asks, saying in one log line whether it is on and why.
+/// `Ok(None)`: off, the relay runs on its sockets alone; `Err` only for `--offload on`, which
+/// also wants every family with a relayed address offloaded (`auto` takes the families that
+/// can be and names the others).
 pub fn start(
     mode: OffloadMode,
     listen: &[SocketAddr],
-    relay_ip_v4: Option<IpAddr>,
+    relay_ips: [Option<IpAddr>; 2],
 ) -> Result<Option<std::sync::Arc<Offload>>, OffloadError> {
     if mode == OffloadMode::Off {
         tracing::info!(offload = "off", "eBPF offload off (--offload off)");
         return Ok(None);
     }
-    match load(listen, relay_ip_v4) {
+    let (interfaces, mut refused) = interfaces_for(listen, relay_ips);
+    let loaded = if !built_in() {
+        Err(OffloadError::NotBuiltIn)
+    } else if interfaces.is_empty() || (mode == OffloadMode::On && !refused.is_empty()) {
+        Err(refused.remove(0))
+    } else {
+        load(&interfaces)
+    };
+    match loaded {
         Ok(offload) => {
+            let partly: Vec<String> = refused.iter().map(ToString::to_string).collect();
             tracing::info!(
                 offload = "on",
                 interfaces = ?offload.interfaces(),
-                "eBPF offload on: bound channels of UDP clients over IPv4 are relayed in the kernel"
+                not_offloaded = ?partly,
+                "eBPF offload on: bound channels of UDP clients are relayed in the kernel"
             );
             Ok(Some(std::sync::Arc::new(offload)))
         }
@@ -200,15 +263,12 @@ pub fn start(
 }
 
 #[cfg(geoturn_offload)]
-fn load(listen: &[SocketAddr], relay_ip_v4: Option<IpAddr>) -> Result<Offload, OffloadError> {
-    let interfaces = interfaces_for(listen, relay_ip_v4)?;
-    Offload::load(&interfaces)
+fn load(interfaces: &[String]) -> Result<Offload, OffloadError> {
+    Offload::load(interfaces)
 }
 
 #[cfg(not(geoturn_offload))]
-fn load(listen: &[SocketAddr], relay_ip_v4: Option<IpAddr>) -> Result<Offload, OffloadError> {
-    // The checks that do not need the program still run, so tests see the same reasons.
-    let _ = interfaces_for(listen, relay_ip_v4);
+fn load(_interfaces: &[String]) -> Result<Offload, OffloadError> {
     Err(OffloadError::NotBuiltIn)
 }
 
@@ -227,7 +287,7 @@ mod tests {
 
     #[test]
     fn off_and_auto_never_fail_the_start() {
-        let relay = Some(IpAddr::from([127, 0, 0, 1]));
+        let relay = [Some(IpAddr::from([127, 0, 0, 1])), None];
         assert!(
             start(OffloadMode::Off, &loopback(), relay)
                 .unwrap()
@@ -244,7 +304,7 @@ mod tests {
 
     #[test]
     fn on_fails_with_the_reason() {
-        let relay = Some(IpAddr::from([127, 0, 0, 1]));
+        let relay = [Some(IpAddr::from([127, 0, 0, 1])), None];
         let err = start(OffloadMode::On, &loopback(), relay).unwrap_err();
         if built_in() {
             assert!(matches!(err, OffloadError::Unsuitable(_)), "{err}");
@@ -253,9 +313,21 @@ mod tests {
             assert!(err.to_string().contains("not built in"));
         }
         let v6_only = vec!["[::1]:3478".parse().unwrap()];
-        let err = interfaces_for(&v6_only, relay).unwrap_err();
-        assert!(err.to_string().contains("IPv4 --listen"), "{err}");
-        let err = interfaces_for(&loopback(), None).unwrap_err();
-        assert!(err.to_string().contains("--relay-ip"), "{err}");
+        let (names, refused) = interfaces_for(&v6_only, relay);
+        assert!(names.is_empty());
+        assert!(
+            refused[0].to_string().contains("relayed address's family"),
+            "{refused:?}"
+        );
+        let (_, refused) = interfaces_for(&loopback(), [None, None]);
+        assert!(refused[0].to_string().contains("--relay-ip"), "{refused:?}");
+        // Each family with a relayed address and a listening address is judged on its own.
+        let both = [relay[0], Some("::1".parse().unwrap())];
+        let (_, refused) = interfaces_for(&loopback(), both);
+        assert_eq!(refused.len(), 1, "IPv6 has no listener: {refused:?}");
+        let dual = vec![loopback()[0], "[::1]:3478".parse().unwrap()];
+        let (_, refused) = interfaces_for(&dual, both);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[1].to_string().contains("IPv6"), "{refused:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! Which channels the driver may relay outside the core (a kernel fast path), and when it must
 //! stop. The core stays the authority: it offers a channel only while it is bound, its peer
-//! has a permission and the allocation lives, for UDP clients and UDP peers over IPv4, and
+//! has a permission and the allocation lives, for UDP clients and UDP peers of one address
+//! family (IPv4 or IPv6), and
 //! takes the offer back the moment any of those ends (expiry, Refresh with lifetime 0,
 //! revocation, the allocation's end). Each offer carries the earliest of those deadlines so a
 //! fast path that never hears back still stops on time.
@@ -39,7 +40,8 @@ pub struct OffloadLimits {
 /// One channel a fast path may relay, both ways, until `expires`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffloadedChannel {
-    /// The client's 5-tuple (UDP, IPv4, a specific listening address).
+    /// The client's 5-tuple (UDP, a specific listening address of the client's family, which
+    /// is also the peer's and the relayed address's).
     pub five_tuple: FiveTuple,
     /// The channel number.
     pub channel: u16,
@@ -70,8 +72,15 @@ pub(super) struct OffloadTable {
     by_allocation: HashMap<FiveTuple, Vec<OffloadedChannel>>,
 }
 
-fn ipv4_specific(ip: IpAddr) -> bool {
-    ip.is_ipv4() && !ip.is_unspecified()
+/// An address the fast path can key on and route to: not a wildcard, and for IPv6 neither
+/// link-local (its interface is not in the 5-tuple) nor IPv4-mapped (never on a wire).
+fn routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            !v6.is_unspecified() && !v6.is_unicast_link_local() && v6.to_ipv4_mapped().is_none()
+        }
+    }
 }
 
 /// The limits of an allocation as the fast path must apply them, or `None` when they cannot be
@@ -105,10 +114,12 @@ fn eligible(
     // TCP/TLS clients and RFC 6062 allocations carry no datagram channels to offload; the
     // program matches the address a client's packets reach, which a driver that does not learn
     // it (a wildcard listener without packet info) leaves unspecified.
+    let family = tuple.client.addr().is_ipv4();
     if tuple.transport != Transport::Udp
         || alloc.is_tcp()
-        || !ipv4_specific(tuple.client.addr().ip())
-        || !ipv4_specific(tuple.server.ip())
+        || !routable(tuple.client.addr().ip())
+        || !routable(tuple.server.ip())
+        || tuple.server.is_ipv4() != family
         || now >= alloc.expires
     {
         return Vec::new();
@@ -123,7 +134,13 @@ fn eligible(
         };
         // A peer at one of the relay's own addresses (a client of this relay) is reached
         // through the host's own stack, never through an interface: the core relays those.
-        if !ipv4_specific(peer.ip()) || !ipv4_specific(relay.addr().ip()) || own.is_ours(peer.ip())
+        // A peer of the other family than the client's (RFC 8656 lets them differ) would need
+        // the IP header translated: the core relays those too.
+        if !routable(peer.ip())
+            || !routable(relay.addr().ip())
+            || peer.is_ipv4() != family
+            || relay.addr().is_ipv4() != family
+            || own.is_ours(peer.ip())
         {
             continue;
         }

@@ -141,3 +141,49 @@ fn limits_the_fast_path_cannot_hold_keep_channels_in_the_core() {
     assert_eq!(code_of(&h.channel_bind(&auth, 0x4001, peer())), None);
     assert!(h.offloads.is_empty());
 }
+
+/// IPv6 clients with IPv6 relayed addresses and peers are offered like IPv4 ones; a client
+/// whose relayed address is of the other family never is (the program does not translate IP
+/// headers), nor a link-local listening address.
+#[test]
+fn ipv6_channels_are_offered_within_one_family_only() {
+    let config = ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
+        ..ServerConfig::default()
+    };
+    let v6peer: SocketAddr = "[2001:db8:99::5]:9999".parse().unwrap();
+    let cases = [
+        ("[2001:db8:7::7]:40000", "[2001:db8::3]:3478", true),
+        ("198.51.100.7:40000", "192.0.2.1:3478", false),
+        ("[fe80::7]:40000", "[fe80::3]:3478", false),
+    ];
+    for (client, server, offered) in cases {
+        let mut h = Harness::with(config.clone(), Quota::new(0, 0, 0), 50000..=50010);
+        h.server.enable_offload();
+        h.tuple.client = ClientSocket::new(client.parse().unwrap());
+        h.tuple.server = server.parse().unwrap();
+        let mut auth = h.credentials(3600);
+        h.challenge(&mut auth, 17);
+        let resp = h.request(
+            Method::Allocate,
+            &[
+                Attribute::RequestedTransport(17),
+                Attribute::RequestedAddressFamily(crate::stun::AddressFamily::V6),
+            ],
+            Some(&auth),
+        );
+        assert_eq!(code_of(&resp), None, "{client}");
+        assert_eq!(code_of(&h.channel_bind(&auth, 0x4001, v6peer)), None);
+        let installs: Vec<_> = h.offloads.iter().filter(|(install, _)| *install).collect();
+        assert_eq!(
+            installs.len(),
+            usize::from(offered),
+            "{client}: {installs:?}"
+        );
+        if offered {
+            assert_eq!(installs[0].1.peer.addr(), v6peer);
+            assert!(installs[0].1.relay.addr().is_ipv6());
+        }
+    }
+}
