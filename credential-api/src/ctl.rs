@@ -20,12 +20,18 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// `geoturn ctl` options.
 #[derive(Debug, clap::Args)]
 pub struct CtlOptions {
-    /// The credential API (`https://api.example.org`).
+    /// The credential API (`https://api.example.org`); else `api` from the config file.
     #[arg(long, env = "GEOTURN_API_URL")]
-    pub api: String,
-    /// An API key (admin scope for drain, rotate and revoke).
+    pub api: Option<String>,
+    /// An API key (admin scope for drain, rotate and revoke); else `key` from the config file,
+    /// which keeps it out of the process list and the shell history.
     #[arg(long, env = "GEOTURN_API_KEY", hide_env_values = true)]
-    pub key: String,
+    pub key: Option<String>,
+    /// A TOML file with `api = "https://…"` and `key = "…"`, read for what the flags and
+    /// variables leave out. Default: `$XDG_CONFIG_HOME/geoturn/ctl.toml` (or
+    /// `~/.config/geoturn/ctl.toml`), when it exists.
+    #[arg(long, env = "GEOTURN_CTL_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// JSON output (the API's answers as they are).
     #[arg(long, global = true)]
     pub json: bool,
@@ -119,9 +125,75 @@ struct Api {
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
+/// `geoturn ctl`'s config file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CtlFile {
+    api: Option<String>,
+    key: Option<String>,
+}
+
+/// The config file's default place, when the environment names a home.
+fn default_config() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")))?;
+    Some(base.join("geoturn").join("ctl.toml"))
+}
+
+/// Reads the config file: the one named (which must exist), or the default one if it exists.
+fn read_config(named: Option<&std::path::Path>) -> Result<CtlFile, CtlError> {
+    let bad = |message: String| CtlError { code: 1, message };
+    let path = match named {
+        Some(p) => p.to_owned(),
+        None => match default_config() {
+            Some(p) if p.exists() => p,
+            _ => return Ok(CtlFile::default()),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| bad(format!("config file {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // It holds a key: say so when others may read it (as ssh does of private keys).
+        if std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            eprintln!(
+                "warning: {} is readable by others; it holds an API key (chmod 600 it)",
+                path.display()
+            );
+        }
+    }
+    toml::from_str(&text).map_err(|e| bad(format!("config file {}: {e}", path.display())))
+}
+
 impl Api {
     fn new(opts: &CtlOptions) -> Result<Self, CtlError> {
-        let base = opts.api.trim_end_matches('/').to_owned();
+        let needs_file = opts.api.is_none() || opts.key.is_none();
+        let file = if needs_file {
+            read_config(opts.config.as_deref())?
+        } else {
+            CtlFile::default()
+        };
+        let missing = |what: &str, flag: &str, var: &str| CtlError {
+            code: 1,
+            message: format!(
+                "no {what}: give {flag}, set {var}, or put `{what} = \"…\"` in the config file \
+                 (--config, default ~/.config/geoturn/ctl.toml)"
+            ),
+        };
+        let api = opts
+            .api
+            .clone()
+            .or(file.api)
+            .ok_or_else(|| missing("api", "--api", "GEOTURN_API_URL"))?;
+        let key = opts
+            .key
+            .clone()
+            .or(file.key)
+            .ok_or_else(|| missing("key", "--key", "GEOTURN_API_KEY"))?;
+        let base = api.trim_end_matches('/').to_owned();
         let tls = if base.starts_with("https://") {
             Some(std::sync::Arc::new(
                 tls_config(None).map_err(CtlError::unreachable)?,
@@ -134,11 +206,7 @@ impl Api {
                 message: format!("--api {base:?}: expected an http:// or https:// URL"),
             });
         };
-        Ok(Self {
-            base,
-            key: opts.key.clone(),
-            tls,
-        })
+        Ok(Self { base, key, tls })
     }
 
     /// Calls `method path`; the answer's JSON when its status is `want`.
@@ -364,5 +432,56 @@ mod tests {
                 .any(|l| l.starts_with("us-1") && l.contains("stale")),
             "{table}"
         );
+    }
+
+    fn opts(api: Option<&str>, key: Option<&str>, config: Option<&std::path::Path>) -> CtlOptions {
+        CtlOptions {
+            api: api.map(str::to_owned),
+            key: key.map(str::to_owned),
+            config: config.map(std::path::Path::to_owned),
+            json: false,
+            command: CtlCommand::Relays,
+        }
+    }
+
+    /// The error of `Api::new` (Api is not Debug: it holds the key).
+    fn refusal(o: &CtlOptions) -> CtlError {
+        match Api::new(o) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_config_file_fills_in_what_flags_leave_out() {
+        let dir = std::env::temp_dir().join(format!("geoturn-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ctl.toml");
+        std::fs::write(
+            &file,
+            "api = \"http://file.example:8080/\"\nkey = \"from-file\"\n",
+        )
+        .unwrap();
+        let api = Api::new(&opts(None, None, Some(&file))).unwrap();
+        assert_eq!(
+            (api.base.as_str(), api.key.as_str()),
+            ("http://file.example:8080", "from-file")
+        );
+        // A flag (or its variable) wins over the file.
+        let api = Api::new(&opts(None, Some("from-flag"), Some(&file))).unwrap();
+        assert_eq!(api.key, "from-flag");
+        // A named file must exist; a typo in it is an error, not a silent default.
+        let gone = dir.join("missing.toml");
+        let err = refusal(&opts(None, None, Some(&gone)));
+        assert!(err.message.contains("missing.toml"), "{}", err.message);
+        std::fs::write(&file, "api = \"http://x\"\nkye = \"typo\"\n").unwrap();
+        let err = refusal(&opts(None, None, Some(&file)));
+        assert!(err.message.contains("kye"), "{}", err.message);
+        // Nothing anywhere: the error says where a key may come from.
+        std::fs::write(&file, "api = \"http://x\"\n").unwrap();
+        let err = refusal(&opts(None, None, Some(&file)));
+        assert!(err.message.contains("GEOTURN_API_KEY"), "{}", err.message);
+        assert_eq!(err.code, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1801,6 +1801,27 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
     assert!(err.contains("bad_count"), "{err}");
     let (code, _, err) = ctl(&["drain", "no-such-relay"]);
     assert_eq!(code, Some(1), "{err}");
+    // The API and the key from a config file instead of flags (out of the process list).
+    let config = f.dir.join("ctl.toml");
+    std::fs::write(
+        &config,
+        format!("api = \"http://{}\"\nkey = \"{ADMIN_KEY}\"\n", f.api_addr),
+    )
+    .unwrap();
+    let from_file = Command::new(geoturn_bin())
+        .args(["ctl", "relays"])
+        .env("GEOTURN_CTL_CONFIG", &config)
+        .env_remove("GEOTURN_API_URL")
+        .env_remove("GEOTURN_API_KEY")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&from_file.stdout);
+    assert!(
+        from_file.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    assert!(table.lines().any(|l| l.starts_with("eu-2 ")), "{table}");
 
     // Two live calls on eu-2: the drain waits for them and says so as they end.
     let answer = json(&ice(f.api_addr, "count=1", APP_KEY));
