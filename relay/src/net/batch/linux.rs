@@ -254,7 +254,7 @@ fn recv_up_to<const N: usize>(
 ) -> io::Result<usize> {
     let (mut addrs, mut iovs, mut hdrs) = batch_arrays::<N>();
     // Left uninitialised: the kernel writes them, and only what it wrote (msg_controllen) is
-    // read; zeroing 2 KiB per call showed up in profiles.
+    // read, so a receive costs no 2 KiB memset.
     let mut cmsgs = [const { std::mem::MaybeUninit::<Cmsgs>::uninit() }; N];
     let mut n = 0;
     for (i, (((iov, hdr), addr), cmsg)) in iovs
