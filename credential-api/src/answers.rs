@@ -262,6 +262,11 @@ pub struct RelayView {
     pub heartbeat_age_ms: u64,
     /// Older than `staleAfterMs`.
     pub stale: bool,
+    /// While draining: when the relay closes the allocations it still holds and leaves (it
+    /// leaves earlier once they have ended); null while active, and until a draining relay's
+    /// heartbeat says.
+    #[schema(required = true)]
+    pub drain_deadline: Option<Timestamp>,
 }
 
 /// A boolean that is always `value`.

@@ -321,13 +321,15 @@ async fn wait_gone(api: &Api, id: &str, timeout: Duration) -> Result<String, Ctl
             ));
         };
         let left = relay["allocations"].as_u64().unwrap_or(0);
-        if last != Some(left) {
+        // Null until the relay's first heartbeat since it began draining.
+        let deadline = relay["drainDeadline"].as_str().map(str::to_owned);
+        let now = (left, deadline);
+        if last.as_ref() != Some(&now) {
             eprintln!(
-                "{id}: {} left ({} s)",
-                allocations(left),
-                started.elapsed().as_secs()
+                "{}",
+                progress_line(id, left, now.1.as_deref(), started.elapsed())
             );
-            last = Some(left);
+            last = Some(now);
         }
         if started.elapsed() >= timeout {
             return Err(CtlError {
@@ -341,6 +343,17 @@ async fn wait_gone(api: &Api, id: &str, timeout: Duration) -> Result<String, Ctl
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// One line of `drain --wait`'s progress: what is left, for how long it has waited, and when
+/// the relay closes what is left (its drain deadline) once its record says.
+fn progress_line(id: &str, left: u64, deadline: Option<&str>, waited: Duration) -> String {
+    let mut line = format!("{id}: {} left ({} s", allocations(left), waited.as_secs());
+    if let Some(at) = deadline {
+        line.push_str(&format!("; the relay closes the rest at {at}"));
+    }
+    line.push(')');
+    line
 }
 
 /// "1 allocation", "2 allocations".
@@ -408,6 +421,19 @@ fn secrets_table(list: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_progress_names_the_deadline_once_known() {
+        let waited = Duration::from_millis(6_400);
+        assert_eq!(
+            progress_line("eu-2", 1, None, waited),
+            "eu-2: 1 allocation left (6 s)"
+        );
+        assert_eq!(
+            progress_line("eu-2", 2, Some("2026-12-05T03:40:12.345Z"), waited),
+            "eu-2: 2 allocations left (6 s; the relay closes the rest at 2026-12-05T03:40:12.345Z)"
+        );
+    }
 
     #[test]
     fn path_segments_are_percent_encoded() {

@@ -41,6 +41,7 @@ pub(crate) fn fleet_json(state: &AppState, snap: &Snapshot) -> Fleet {
             updated_at: Timestamp::millis(r.updated_at_ms),
             heartbeat_age_ms: millis(c.heartbeat_age),
             stale: c.heartbeat_age > stale_after,
+            drain_deadline: r.drain_deadline_ms.map(Timestamp::millis),
         })
         .collect();
     Fleet {

@@ -125,6 +125,7 @@ mod tests {
             version: "0".into(),
             started_at_ms: 0,
             updated_at_ms: 0,
+            drain_deadline_ms: None,
         }
     }
 

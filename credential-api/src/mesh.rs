@@ -231,6 +231,7 @@ mod tests {
             version: "0".into(),
             started_at_ms: 0,
             updated_at_ms: 0,
+            drain_deadline_ms: None,
         }
     }
 

@@ -292,6 +292,7 @@ mod tests {
             version: "0".into(),
             started_at_ms: 0,
             updated_at_ms,
+            drain_deadline_ms: None,
         }
     }
 

@@ -99,6 +99,7 @@ fn relay(id: &str, region: &str, lat: f64, lon: f64, ip: [u8; 4]) -> RelayRecord
         version: "fuzz".into(),
         started_at_ms: now_ms,
         updated_at_ms: now_ms,
+        drain_deadline_ms: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn record(id: &str, region: &str) -> RelayRecord {
         version: "0.1.0".into(),
         started_at_ms: 1_700_000_000_000,
         updated_at_ms: 1_700_000_001_000,
+        drain_deadline_ms: None,
     }
 }
 

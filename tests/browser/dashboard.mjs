@@ -496,6 +496,15 @@ async function scale(context) {
   await page.fill('#filter', '');
   await until(page, 2000, (n) => document.querySelectorAll('#rows > .r').length >= n, minRows);
 
+  await check('a draining relay says when it closes what is left', 2000, async () => {
+    const titles = await page.locator('#rows > .r[data-status="draining"] .badge.draining')
+      .evaluateAll((badges) => badges.map((b) => b.parentElement.title));
+    if (!titles.length) throw new Error('no draining row');
+    const bad = titles.filter((t) => !/^closes what is left at .+ \(in \d+ s\)$/.test(t));
+    if (bad.length) throw new Error(`draining rows without their deadline: ${bad.slice(0, 3)}`);
+    return { drainingRows: titles.length, example: titles[0] };
+  });
+
   await check('500 relays at 1280x800: no sideways page scroll, Drain buttons in view, cut values have a tooltip', 3000, async () => {
     await page.locator('.relays').scrollIntoViewIfNeeded();
     const fit = await layoutAt1280(page, 40);

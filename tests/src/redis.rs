@@ -148,5 +148,6 @@ pub fn relay_record(
         version: "test".into(),
         started_at_ms: now,
         updated_at_ms: now,
+        drain_deadline_ms: None,
     }
 }

@@ -505,6 +505,7 @@ fn drained_stale_and_killed_relays_leave_the_answers() {
         version: "test".into(),
         started_at_ms: now_ms - 60_000,
         updated_at_ms: now_ms - 10_000,
+        drain_deadline_ms: None,
     };
     rt.block_on(reg.heartbeat(&ghost, Duration::from_secs(60)))
         .unwrap();
@@ -1855,6 +1856,7 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
         },
     );
     let started = Instant::now();
+    let started_ms = geoturn_shared::clock::unix_ms();
     let mut drain = ChildGuard::spawn(
         Command::new(geoturn_bin())
             .args(["ctl", "--api", &format!("http://{}", f.api_addr)])
@@ -1892,13 +1894,36 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
     );
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("eu-2: drained and gone"), "{out}");
-    let counts: Vec<&str> = err
+    let mut counts: Vec<&str> = err
         .lines()
         .filter_map(|l| l.strip_prefix("eu-2: "))
         .filter_map(|l| l.split(" allocation").next())
         .collect();
+    // A count shows again when the relay's deadline first appears with it.
+    counts.dedup();
     // The relay leaves the moment its last allocation ends, before a poll could see 0.
     assert_eq!(counts, ["2", "1"], "the progress it printed: {err}");
+    // Once the draining relay's heartbeat carries it, the progress names its drain deadline:
+    // the drain's start plus the relay's --drain-timeout (30 s). RFC 3339 UTC times of one
+    // format order as strings.
+    let deadlines: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split("; the relay closes the rest at ").nth(1))
+        .filter_map(|l| l.strip_suffix(')'))
+        .collect();
+    assert!(!deadlines.is_empty(), "no deadline in the progress: {err}");
+    assert!(
+        deadlines.windows(2).all(|w| w[0] == w[1]),
+        "the deadline moved: {err}"
+    );
+    let earliest = geoturn_api::rfc3339::format_utc_ms(started_ms + 30_000);
+    let latest = geoturn_api::rfc3339::format_utc_ms(geoturn_shared::clock::unix_ms() + 30_000);
+    for d in &deadlines {
+        assert!(
+            (earliest.as_str()..=latest.as_str()).contains(d),
+            "deadline {d} not within {earliest}..={latest}: {err}"
+        );
+    }
     let (_, table, _) = ctl(&["relays"]);
     assert!(!table.lines().any(|l| l.starts_with("eu-2 ")), "{table}");
     // The drained relay is no longer chosen for anyone.

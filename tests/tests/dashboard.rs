@@ -333,6 +333,7 @@ fn synthetic_records(now_ms: u64) -> Vec<RelayRecord> {
             let allocations = (capacity_allocations as f64 * share) as u64;
             let bps = allocations * (150_000 + next() % 100_000);
             let stale = i % 97 == 5;
+            let draining = i % 53 == 7;
             RelayRecord {
                 id: format!("syn-{region}-{:03}", i / CITIES.len()),
                 region: region.into(),
@@ -357,7 +358,7 @@ fn synthetic_records(now_ms: u64) -> Vec<RelayRecord> {
                 pps_in: bps / 2 / 8 / 160,
                 pps_out: bps / 2 / 8 / 160,
                 cpu: share as f32 * 0.8,
-                state: if i % 53 == 7 {
+                state: if draining {
                     RelayState::Draining
                 } else {
                     RelayState::Active
@@ -365,6 +366,7 @@ fn synthetic_records(now_ms: u64) -> Vec<RelayRecord> {
                 version: "0.1.0".into(),
                 started_at_ms: now_ms - STARTED_AGO_MS,
                 updated_at_ms: if stale { now_ms - 10_000 } else { now_ms },
+                drain_deadline_ms: draining.then_some(now_ms + 600_000),
             }
         })
         .collect()
@@ -538,7 +540,7 @@ fn dashboard_in_chromium_shows_the_fleet_live_its_history_drains_and_scales_to_5
         "dashboard: the slowest round of {SYNTHETIC} heartbeats took {slowest:?}; {failed} \
          writes failed"
     );
-    assert_eq!(check_names(&scale).len(), 7, "{scale}");
+    assert_eq!(check_names(&scale).len(), 8, "{scale}");
     eprintln!(
         "dashboard: one render of {} rows takes {} ms in the page; screenshots in {}",
         SYNTHETIC + 1,
@@ -873,6 +875,7 @@ fn history_record(i: u64, now_ms: u64) -> RelayRecord {
         version: "0.1.0".into(),
         started_at_ms: now_ms - 60_000,
         updated_at_ms: now_ms,
+        drain_deadline_ms: None,
     }
 }
 

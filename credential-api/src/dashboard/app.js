@@ -240,6 +240,15 @@
     return `<span class="badge ${esc(v.status)}">${esc(label)}</span>`;
   }
 
+  // A draining relay's state says, as a tooltip, when it closes the allocations it still
+  // holds (its heartbeat carries the deadline; until then there is none to show).
+  function drainTitle(v) {
+    const at = v.status === 'draining' && v.drainDeadline ? Date.parse(v.drainDeadline) : NaN;
+    if (!Number.isFinite(at)) return '';
+    const left = Math.max(0, Math.round((at - Date.now()) / 1000));
+    return `closes what is left at ${new Date(at).toLocaleTimeString()} (in ${left} s)`;
+  }
+
   function rowHtml(v, now) {
     const canDrain = !v.gone && v.status !== 'draining' && v.status !== 'stale';
     const title = state.admin === false ? 'This API key has no admin scope' : `Drain ${v.id}`;
@@ -255,7 +264,7 @@
       + cell(esc(v.region), '', v.region)
       + cell(`<a href="#relay=${esc(encodeURIComponent(v.id))}" title="${esc(`${v.id}: history of the last hour`)}">${esc(v.id)}</a>`, 'id')
       + cell(shortUrls(v.urls), 'urls', v.urls.join('\n'))
-      + cell(statusCell(v))
+      + cell(statusCell(v), '', drainTitle(v))
       + cell(`${int(v.allocations)}<small> / ${int(v.capacityAllocations)}</small>`, 'num', `${allocs} allocations`)
       + cell(`<span class="load ${loadClass(v)}">${pct(v.load)}</span>`, 'num', `allocations ${pct(v.allocLoad)}, bandwidth ${pct(v.bwLoad)}`)
       + text(bits(v.bpsIn)) + text(bits(v.bpsOut))

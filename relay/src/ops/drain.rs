@@ -18,6 +18,10 @@ pub struct DrainController {
     relay: Arc<RelayHandle>,
     timeout: Duration,
     started: Mutex<Option<Instant>>,
+    /// The deadline in wall-clock time, fixed when the drain begins: the registry record
+    /// carries it for readers on other hosts, and deriving it from the monotonic deadline at
+    /// each heartbeat would make it wander by a millisecond.
+    deadline_unix_ms: Mutex<Option<u64>>,
     alternates: Mutex<Vec<SocketAddr>>,
     notify: Notify,
 }
@@ -29,6 +33,7 @@ impl DrainController {
             relay,
             timeout,
             started: Mutex::new(None),
+            deadline_unix_ms: Mutex::new(None),
             alternates: Mutex::new(Vec::new()),
             notify: Notify::new(),
         }
@@ -43,6 +48,13 @@ impl DrainController {
         let now = Instant::now();
         *started = Some(now);
         let deadline = now + self.timeout;
+        *self
+            .deadline_unix_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(
+            geoturn_shared::clock::unix_ms()
+                .saturating_add(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
+        );
         let alternates = self
             .alternates
             .lock()
@@ -73,6 +85,14 @@ impl DrainController {
             drain.alternates = alternates;
             self.relay.set_drain(Some(drain));
         }
+    }
+
+    /// When a started drain's deadline passes, Unix milliseconds; None before it starts.
+    pub fn deadline_unix_ms(&self) -> Option<u64> {
+        *self
+            .deadline_unix_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// True once a drain has started.

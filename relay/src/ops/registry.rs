@@ -128,6 +128,7 @@ fn record(ops: &Ops, started_at_ms: u64, cpu: f32) -> RelayRecord {
         version: env!("CARGO_PKG_VERSION").into(),
         started_at_ms,
         updated_at_ms: unix_ms(),
+        drain_deadline_ms: ops.drain.deadline_unix_ms(),
     }
 }
 
@@ -404,6 +405,7 @@ mod tests {
             version: "0".into(),
             started_at_ms: 0,
             updated_at_ms: 0,
+            drain_deadline_ms: None,
         }
     }
 

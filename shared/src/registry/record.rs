@@ -98,6 +98,11 @@ pub struct RelayRecord {
     pub started_at_ms: u64,
     /// When this record was produced, Unix milliseconds.
     pub updated_at_ms: u64,
+    /// While draining: when the relay closes the allocations it still holds and leaves, Unix
+    /// milliseconds (it leaves earlier once they have ended). What an operator waiting on a
+    /// drain wants to know; absent from an active relay's record and from older relays'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline_ms: Option<u64>,
 }
 
 impl RelayRecord {
@@ -139,6 +144,11 @@ impl RelayRecord {
             ("started_at_ms", self.started_at_ms.to_string()),
             ("updated_at_ms", self.updated_at_ms.to_string()),
         ]);
+        // Only when there is one: the field is new, and an older API ignores fields it does not
+        // know (see `from_fields`).
+        if let Some(ms) = self.drain_deadline_ms {
+            fields.push(("drain_deadline_ms", ms.to_string()));
+        }
         fields
     }
 
@@ -170,6 +180,10 @@ impl RelayRecord {
             version: get("version")?.to_owned(),
             started_at_ms: parse(get("started_at_ms")?, "started_at_ms")?,
             updated_at_ms: parse(get("updated_at_ms")?, "updated_at_ms")?,
+            drain_deadline_ms: fields
+                .get("drain_deadline_ms")
+                .map(|v| parse(v, "drain_deadline_ms"))
+                .transpose()?,
         };
         record.validate()?;
         Ok(record)
@@ -256,6 +270,7 @@ pub(crate) mod tests {
             version: "0.1.0".into(),
             started_at_ms: 1_700_000_000_000,
             updated_at_ms: 1_700_000_005_123,
+            drain_deadline_ms: Some(1_700_000_600_000),
         }
     }
 
@@ -277,6 +292,7 @@ pub(crate) mod tests {
             cpu: 1.0 / 3.0,
             addresses: RelayAddrs::default(),
             state: RelayState::Active,
+            drain_deadline_ms: None,
             ..sample()
         };
         assert_eq!(RelayRecord::from_fields(as_map(&odd)).unwrap(), odd);
@@ -310,6 +326,7 @@ pub(crate) mod tests {
             ("host", "relay example"),
             ("allocations", "-1"),
             ("cpu", "inf"),
+            ("drain_deadline_ms", "soon"),
         ] {
             let mut map = as_map(&sample());
             map.insert(field.into(), value.into());
@@ -376,6 +393,22 @@ pub(crate) mod tests {
         );
         let back: RelayRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn the_drain_deadline_is_written_only_while_there_is_one() {
+        let draining = as_map(&sample());
+        assert_eq!(draining["drain_deadline_ms"], "1700000600000");
+        let active = RelayRecord {
+            state: RelayState::Active,
+            drain_deadline_ms: None,
+            ..sample()
+        };
+        let map = as_map(&active);
+        assert!(!map.contains_key("drain_deadline_ms"), "{map:?}");
+        assert_eq!(RelayRecord::from_fields(map).unwrap(), active);
+        let json = serde_json::to_value(&active).unwrap();
+        assert!(json.get("drain_deadline_ms").is_none(), "{json}");
     }
 
     #[test]
