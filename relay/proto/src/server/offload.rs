@@ -1,10 +1,9 @@
 //! Which channels the driver may relay outside the core (a kernel fast path), and when it must
 //! stop. The core stays the authority: it offers a channel only while it is bound, its peer
 //! has a permission and the allocation lives, for UDP clients and UDP peers of one address
-//! family (IPv4 or IPv6), and
-//! takes the offer back the moment any of those ends (expiry, Refresh with lifetime 0,
-//! revocation, the allocation's end). Each offer carries the earliest of those deadlines so a
-//! fast path that never hears back still stops on time.
+//! family (IPv4 or IPv6), and takes the offer back the moment any of those ends (expiry,
+//! Refresh with lifetime 0, revocation, the allocation's end). Each offer carries the earliest
+//! of those deadlines so a fast path that never hears back still stops on time.
 //!
 //! The driver executes [`Command::OffloadChannel`] (install or update) and
 //! [`Command::RemoveOffload`]; it may fail to install (a full map): the traffic then simply
