@@ -85,7 +85,7 @@ pub fn run_with_registry(
             // An in-memory registry holds secrets without encryption (it never leaves the process).
             let from_registry = rc.secrets_key.is_some() || matches!(reg, Registry::Memory(_));
             if from_registry {
-                registry::reload_secrets(&ops, reg).await;
+                registry::reload_secrets(&ops, reg, registry::SecretsLoad::Start).await;
             }
             registry::load_revocations(&ops, reg).await;
             registry_tasks.push(tokio::spawn(registry::heartbeat_loop(

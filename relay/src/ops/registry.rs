@@ -57,10 +57,15 @@ impl RegistryHealth {
         }
     }
 
-    /// Records a call's outcome; returns true when this changes the state (to log once).
-    fn set(&self, ok: bool) -> bool {
+    /// Records a call's outcome; returns the state before it (`None` before the first call),
+    /// so that a change is logged once and the first success is not called a recovery.
+    fn set(&self, ok: bool) -> Option<bool> {
         let new = if ok { Self::OK } else { Self::UNAVAILABLE };
-        self.0.swap(new, Ordering::Relaxed) != new
+        match self.0.swap(new, Ordering::Relaxed) {
+            Self::OK => Some(true),
+            Self::UNAVAILABLE => Some(false),
+            _ => None,
+        }
     }
 }
 
@@ -240,16 +245,17 @@ pub async fn heartbeat_loop(ops: Arc<Ops>, registry: Registry, every: Duration) 
         }
         let result = tokio::time::timeout(CALL_TIMEOUT, registry.heartbeat(&rec, every * 3)).await;
         let ok = matches!(result, Ok(Ok(())));
-        if ops.registry.set(ok) {
-            if ok {
-                tracing::info!("registry reachable: heartbeats resumed");
-            } else {
+        match (ops.registry.set(ok), ok) {
+            (None, true) => tracing::info!("registry reachable: heartbeats started"),
+            (Some(false), true) => tracing::info!("registry reachable: heartbeats resumed"),
+            (None | Some(true), false) => {
                 let error = match result {
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".into(),
                 };
                 tracing::warn!(%error, "registry unreachable: relaying goes on, heartbeats will retry");
             }
+            (Some(true), true) | (Some(false), false) => {}
         }
         if ok {
             publish_client_rtts(&ops, &registry).await;
@@ -292,8 +298,17 @@ async fn publish_client_rtts(ops: &Ops, registry: &Registry) {
     }
 }
 
+/// When secrets are loaded from the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretsLoad {
+    /// At start: an empty registry is one where no secret was ever rotated in.
+    Start,
+    /// After a rotation event or a gap in the events: the registry had secrets before.
+    Event,
+}
+
 /// Loads the registry's secrets and applies them (with the static ones after them).
-pub async fn reload_secrets(ops: &Ops, registry: &Registry) {
+pub async fn reload_secrets(ops: &Ops, registry: &Registry, when: SecretsLoad) {
     let loaded = match tokio::time::timeout(CALL_TIMEOUT, registry.load_secrets()).await {
         Ok(Ok(set)) => set,
         Ok(Err(e)) => {
@@ -306,11 +321,26 @@ pub async fn reload_secrets(ops: &Ops, registry: &Registry) {
         }
     };
     if loaded.is_empty() {
-        // Rotation always leaves a secret behind, so an empty registry is a Redis that came
-        // back without its data: dropping our secrets would refuse every live credential.
-        tracing::warn!(
-            "the registry holds no secrets (restarted without persistence?); keeping the current ones"
-        );
+        let configured = ops.config.secrets.all().count();
+        if when == SecretsLoad::Start && configured > 0 {
+            // A new fleet (or `geoturn up`): nothing rotated in yet, the configured secrets
+            // serve until something is.
+            tracing::info!(
+                configured,
+                "the registry holds no secrets yet; using the configured ones"
+            );
+        } else if when == SecretsLoad::Start {
+            tracing::warn!(
+                "the registry holds no secrets yet and none are configured: every request that \
+                 needs credentials is refused until a secret is rotated in"
+            );
+        } else {
+            // Rotation always leaves a secret behind, so an empty registry is a Redis that came
+            // back without its data: dropping our secrets would refuse every live credential.
+            tracing::warn!(
+                "the registry holds no secrets (restarted without persistence?); keeping the current ones"
+            );
+        }
         return;
     }
     let mut secrets: Vec<geoturn_shared::Secret> = loaded.all().cloned().collect();
@@ -350,12 +380,12 @@ pub async fn event_loop(ops: Arc<Ops>, registry: Registry, secrets_from_registry
         match events.recv().await {
             Ok(RegistryEvent::SecretRotated { .. }) => {
                 if secrets_from_registry {
-                    reload_secrets(&ops, &registry).await;
+                    reload_secrets(&ops, &registry, SecretsLoad::Event).await;
                 }
             }
             Ok(RegistryEvent::Resync) | Err(RecvError::Lagged(_)) => {
                 if secrets_from_registry {
-                    reload_secrets(&ops, &registry).await;
+                    reload_secrets(&ops, &registry, SecretsLoad::Event).await;
                 }
                 load_revocations(&ops, &registry).await;
             }
