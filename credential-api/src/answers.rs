@@ -420,7 +420,8 @@ impl RouteAnswer {
             ),
             None => format!("client {}: location unknown\n", self.ip),
         };
-        out.push_str(&format!("{} relays considered\n", self.relays));
+        let plural = if self.relays == 1 { "" } else { "s" };
+        out.push_str(&format!("{} relay{plural} considered\n", self.relays));
         for (i, c) in self.chosen.iter().enumerate() {
             out.push_str(&format!(
                 "{}. {} ({}): {}\n",
@@ -504,5 +505,29 @@ impl MeshAnswer {
             fetched_at: Timestamp::millis(fetched_at_ms),
             fresh_ms: u64::try_from(geoturn_shared::registry::MESH_FRESH.as_millis()).unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_text_counts_relays_in_words() {
+        let answer = |relays| RouteAnswer {
+            ip: "203.0.113.9".parse().unwrap(),
+            location: None,
+            relays,
+            chosen: Vec::new(),
+            excluded: vec![RouteExclusion {
+                id: "fra-1".into(),
+                reason: "draining".into(),
+            }],
+        };
+        assert_eq!(
+            answer(1).to_text(),
+            "client 203.0.113.9: location unknown\n1 relay considered\nexcluded fra-1: draining\n"
+        );
+        assert!(answer(3).to_text().contains("\n3 relays considered\n"));
     }
 }
