@@ -91,7 +91,8 @@ pub struct LiveSecret {
     pub id: String,
     /// The shared secret itself.
     pub secret: String,
-    /// When a retiring secret stops validating; null for the active one.
+    /// When a retiring secret stops validating; null for the active one and for a secret from
+    /// the API's configuration (it validates until the configuration drops it).
     #[schema(required = true)]
     pub not_after: Option<Timestamp>,
     /// Whether credentials are minted with this one.

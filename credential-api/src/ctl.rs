@@ -412,7 +412,13 @@ fn secrets_table(list: &Value) -> String {
             "{:<32} {:<7} {}\n",
             s["id"].as_str().unwrap_or("?"),
             if s["active"] == true { "yes" } else { "" },
-            s["notAfter"].as_str().unwrap_or("-"),
+            match (s["notAfter"].as_str(), s["active"] == true) {
+                (Some(at), _) => at,
+                (None, true) => "-",
+                // A secret from the API's configuration: it validates until the configuration
+                // drops it.
+                (None, false) => "configured, no end",
+            },
         ));
     }
     out
@@ -432,6 +438,28 @@ mod tests {
         assert_eq!(
             progress_line("eu-2", 2, Some("2026-12-05T03:40:12.345Z"), waited),
             "eu-2: 2 allocations left (6 s; the relay closes the rest at 2026-12-05T03:40:12.345Z)"
+        );
+    }
+
+    #[test]
+    fn secrets_table_says_which_have_no_end() {
+        let list = serde_json::json!({"secrets": [
+            {"id": "k2", "secret": "x", "notAfter": null, "active": true},
+            {"id": "k1", "secret": "x", "notAfter": "2026-12-06T03:40:07Z", "active": false},
+            {"id": "s0", "secret": "x", "notAfter": null, "active": false},
+        ]});
+        let table = secrets_table(&list);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["k2", "yes", "-"], "{table}");
+        assert_eq!(rows[1], ["k1", "2026-12-06T03:40:07Z"], "{table}");
+        assert_eq!(rows[2], ["s0", "configured,", "no", "end"], "{table}");
+        assert!(
+            !table.split_whitespace().any(|w| w == "x"),
+            "secret values are for --json only: {table}"
         );
     }
 
