@@ -3,7 +3,8 @@
 //! revocations.
 //!
 //! Exit codes a script can use: 0 done; 1 the API refused (its problem's `code` and `detail`
-//! are printed); 2 `drain --wait` ran out of time; 3 the API could not be reached.
+//! are printed); 2 a usage error (the command line parser's own code, so no outcome of a
+//! command shares it); 3 the API could not be reached; 4 `drain --wait` ran out of time.
 
 use std::time::{Duration, Instant};
 
@@ -333,7 +334,7 @@ async fn wait_gone(api: &Api, id: &str, timeout: Duration) -> Result<String, Ctl
         }
         if started.elapsed() >= timeout {
             return Err(CtlError {
-                code: 2,
+                code: 4,
                 message: format!(
                     "{id}: still in the fleet after {} s, {} left",
                     timeout.as_secs(),

@@ -1802,6 +1802,9 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
     assert!(err.contains("bad_count"), "{err}");
     let (code, _, err) = ctl(&["drain", "no-such-relay"]);
     assert_eq!(code, Some(1), "{err}");
+    // A usage error is 2, which no outcome of a command shares.
+    let (code, _, err) = ctl(&["route", "not-an-ip"]);
+    assert_eq!(code, Some(2), "{err}");
     // The API and the key from a config file instead of flags (out of the process list).
     let config = f.dir.join("ctl.toml");
     std::fs::write(
@@ -1855,8 +1858,15 @@ fn geoturn_ctl_drain_waits_until_the_relay_has_left() {
             })
         },
     );
-    let started = Instant::now();
+    // A wait that runs out of time says so with its own exit code (the drain goes on).
     let started_ms = geoturn_shared::clock::unix_ms();
+    let (code, _, err) = ctl(&["drain", "eu-2", "--wait", "--timeout", "1"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("eu-2: still in the fleet after 1 s, 2 allocations left"),
+        "{err}"
+    );
+    let started = Instant::now();
     let mut drain = ChildGuard::spawn(
         Command::new(geoturn_bin())
             .args(["ctl", "--api", &format!("http://{}", f.api_addr)])
