@@ -39,8 +39,10 @@ enum Command {
     /// Show which relays a client address would be given, and why.
     Route(geoturn_api::route::RouteOptions),
     /// Operate a fleet through its credential API: list relays, drain one (and wait), show a
-    /// client address's route, list or rotate secrets, revoke a user. Exit codes: 0 done,
-    /// 1 refused by the API, 2 a usage error, 3 the API unreachable, 4 a wait timed out.
+    /// client address's route, list or rotate secrets, revoke a user.
+    ///
+    /// Exit codes: 0 done, 1 refused by the API, 2 a usage error, 3 the API unreachable, 4 a
+    /// wait timed out.
     Ctl(geoturn_api::ctl::CtlOptions),
     /// Load generator: N allocations over UDP with timestamped traffic to in-process echo
     /// peers; reports packets/s, loss, round-trip percentiles, allocation rate (see BENCHMARKS.md).
