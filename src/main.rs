@@ -266,6 +266,9 @@ fn main() -> anyhow::Result<()> {
                 .secret
                 .first()
                 .context("--secret (or GEOTURN_AUTH_SECRETS) is required")?;
+            // A credential the relays would never accept helps no one.
+            geoturn_shared::secret_set::check_secret_len(secret)
+                .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
             let cred = RestCredential::mint(secret.as_bytes(), &opts.user, unix_secs(), opts.ttl);
             println!("{}", serde_json::to_string(&cred)?);
             Ok(())

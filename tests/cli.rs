@@ -21,7 +21,7 @@ fn creds_prints_a_valid_rest_credential() {
         .args([
             "creds",
             "--secret",
-            "north",
+            "north-0123456789abcdef",
             "--user",
             "mbzrxpgjys",
             "--ttl",
@@ -53,7 +53,18 @@ fn creds_prints_a_valid_rest_credential() {
     assert!((now + 598..=now + 601).contains(&expiry));
     assert_eq!(
         password,
-        geoturn_shared::credentials::rest_password(b"north", username)
+        geoturn_shared::credentials::rest_password(b"north-0123456789abcdef", username)
+    );
+    // A secret the relays would refuse is refused here too, with the rule.
+    let out = Command::new(BIN)
+        .args(["creds", "--secret", "north", "--user", "mbzrxpgjys"])
+        .env_remove("GEOTURN_AUTH_SECRETS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("at least 16 bytes"),
+        "{err}"
     );
 }
 
@@ -390,7 +401,7 @@ fn api_key_prints_an_entry_that_geoturn_api_accepts() {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--auth-secret",
-                "s3cret",
+                "api-key-test-secret-0123",
             ])
             .arg("--config")
             .arg(&config)

@@ -443,6 +443,10 @@ impl ApiOptions {
         };
         rank.validate().map_err(|e| invalid("rtt", e.to_string()))?;
 
+        for secret in &self.auth_secrets {
+            geoturn_shared::secret_set::check_secret_len(secret)
+                .map_err(|e| invalid("auth-secret", e))?;
+        }
         let mut auth_config = self.auth.clone();
         if let Some(secret) = &self.jwt_hs256_secret {
             auth_config.jwt_keys.push(self.flag_jwt_key(
@@ -543,9 +547,29 @@ mod tests {
 
     fn base() -> ApiOptions {
         ApiOptions {
-            auth_secrets: vec!["s".into()],
+            auth_secrets: vec!["config-test-secret-0123".into()],
             ..ApiOptions::default()
         }
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_with_the_option_named() {
+        let err = ApiOptions {
+            auth_secrets: vec!["config-test-secret-0123".into(), "fifteen-bytes!!".into()],
+            ..ApiOptions::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("auth-secret") && err.contains("16 bytes"),
+            "{err}"
+        );
+        let sixteen = ApiOptions {
+            auth_secrets: vec!["sixteen-bytes!!!".into()],
+            ..ApiOptions::default()
+        };
+        assert!(sixteen.resolve().is_ok());
     }
 
     #[test]

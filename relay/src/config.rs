@@ -602,11 +602,9 @@ impl RelayOptions {
                  secrets come from the registry (--registry with --secrets-key)",
             ));
         }
-        if self.auth_secrets.iter().any(|s| s.len() < 16) {
-            return Err(invalid(
-                "auth-secret",
-                "secrets must be at least 16 bytes (use a random value, e.g. `openssl rand -hex 32`)",
-            ));
+        for secret in &self.auth_secrets {
+            geoturn_shared::secret_set::check_secret_len(secret)
+                .map_err(|e| invalid("auth-secret", e))?;
         }
         let realm = self.realm.unwrap_or_else(|| "geoturn".into());
         if realm.is_empty() || realm.len() > 127 {

@@ -75,6 +75,22 @@ pub struct ValidCredential<'a> {
 /// Most secrets an operator can keep live at once; bounds the work per authentication.
 pub const MAX_SECRETS: usize = 16;
 
+/// Shortest shared secret the relay, the API and `geoturn creds` take. Every credential handed
+/// to a web page is an HMAC of a known username under the secret, so an attacker holding one
+/// can search for the secret offline; 16 bytes of a random value puts that out of reach.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Refuses a configured shared secret shorter than [`MIN_SECRET_LEN`], saying how to make one.
+pub fn check_secret_len(secret: &str) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "secrets must be at least {MIN_SECRET_LEN} bytes (use a random value, e.g. \
+             `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
+}
+
 impl SecretSet {
     /// Builds a set; the first secret is the active one. Keeps at most [`MAX_SECRETS`].
     pub fn new(mut secrets: Vec<Secret>) -> Self {
