@@ -219,6 +219,7 @@ pub fn start(config: &RelayConfig) -> std::io::Result<RelayHandle> {
         if tls_local.is_empty() { "" } else { ", tls" }
     );
     warn_reaches_inside(config);
+    warn_relay_ips_elsewhere(config);
     if !tls_local.is_empty() && config.public_host.is_none() {
         tracing::warn!(
             "TLS is on but --public-host is not set: turns: URLs carry the IP address, and \
@@ -407,6 +408,29 @@ fn fleet_nonce_key(config: &RelayConfig) -> Option<[u8; 32]> {
         &root,
         b"geoturn nonce key v1",
     ))
+}
+
+/// Says at start, as a warning, when a relayed address is not one of this host's: every
+/// Allocate would then fail to bind its port (a mistyped `--relay-ip`, or the private half of
+/// `--external-ip PUBLIC/PRIVATE` naming another machine). Only a warning: a floating address
+/// may arrive after the relay starts.
+fn warn_relay_ips_elsewhere(config: &RelayConfig) {
+    for ip in [config.relay_ip_v4, config.relay_ip_v6]
+        .into_iter()
+        .flatten()
+        .filter(|ip| !ip.is_unspecified())
+    {
+        if let Err(e) = std::net::UdpSocket::bind((ip, 0))
+            && e.kind() == std::io::ErrorKind::AddrNotAvailable
+        {
+            tracing::warn!(
+                relay_ip = %ip,
+                error = %e,
+                "the relayed address is not an address of this host: every allocation fails \
+                 until it is (check --relay-ip, or the private half of --external-ip)"
+            );
+        }
+    }
 }
 
 /// Says at start, as a warning, what a client can reach on this host through the relay when

@@ -305,6 +305,23 @@ fn a_relay_that_reaches_inside_says_so_at_start() {
     );
 }
 
+/// A relayed address that is not one of this host's (here TEST-NET-1, on no machine) is named
+/// in a warning at start: every Allocate would fail to bind. The default (the listening
+/// address) is not.
+#[test]
+fn a_relayed_address_of_another_host_says_so_at_start() {
+    let elsewhere = startup_log(&["--relay-ip", "192.0.2.123"]);
+    assert!(
+        elsewhere.contains("not an address of this host") && elsewhere.contains("192.0.2.123"),
+        "no warning at start:\n{elsewhere}"
+    );
+    let default = startup_log(&[]);
+    assert!(
+        !default.contains("not an address of this host"),
+        "a relay on its own address warned:\n{default}"
+    );
+}
+
 /// A relay with TLS but no `--public-host` warns that browsers will refuse its `turns:` URLs
 /// (they check the certificate against the URL's host, here an IP); with a name it does not.
 #[test]

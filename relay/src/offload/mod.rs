@@ -137,6 +137,13 @@ fn family_interfaces(listen: &[SocketAddr], relay: IpAddr) -> Result<Vec<String>
         )));
     }
     let relay_names = crate::net::interfaces::names_carrying(&[relay]);
+    if relay_names.is_empty() {
+        // Peers' datagrams arrive where the relayed address lives: with it on no interface
+        // (loopback, or an address of another host) there is nothing to attach to for them.
+        return Err(OffloadError::Unsuitable(format!(
+            "no non-loopback interface carries the {family} relayed address {relay}"
+        )));
+    }
     ips.push(relay);
     let names = crate::net::interfaces::names_carrying(&ips);
     if names.is_empty() {
@@ -239,7 +246,12 @@ pub fn start(
     let loaded = if !built_in() {
         Err(OffloadError::NotBuiltIn)
     } else if interfaces.is_empty() || (mode == OffloadMode::On && !refused.is_empty()) {
-        Err(refused.remove(0))
+        // Every path to no interface pushes its reason; should one not, say so, never panic.
+        Err(if refused.is_empty() {
+            OffloadError::Unsuitable("no interface to attach to".into())
+        } else {
+            refused.remove(0)
+        })
     } else {
         load(&interfaces)
     };
@@ -329,5 +341,29 @@ mod tests {
         let (_, refused) = interfaces_for(&dual, both);
         assert_eq!(refused.len(), 2, "{refused:?}");
         assert!(refused[1].to_string().contains("IPv6"), "{refused:?}");
+    }
+
+    /// A wildcard listener with a relayed address no interface carries (a mistyped
+    /// `--external-ip PUBLIC/PRIVATE`): the start once panicked here when the host's interfaces
+    /// did not forward. 192.0.2.0/24 (TEST-NET-1) is on no machine.
+    #[test]
+    fn a_relayed_address_on_no_interface_is_a_reason_not_a_panic() {
+        let wildcard = vec!["0.0.0.0:3478".parse().unwrap()];
+        let relay = [Some(IpAddr::from([192, 0, 2, 123])), None];
+        let (names, refused) = interfaces_for(&wildcard, relay);
+        assert!(names.is_empty(), "{names:?}");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            start(OffloadMode::Auto, &wildcard, relay)
+                .unwrap()
+                .is_none()
+        );
+        assert!(start(OffloadMode::On, &wildcard, relay).is_err());
+        let specific = vec!["127.0.0.1:3478".parse().unwrap()];
+        assert!(
+            start(OffloadMode::Auto, &specific, relay)
+                .unwrap()
+                .is_none()
+        );
     }
 }
