@@ -346,6 +346,53 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(700));
 }
 
+/// Sends a burst each way over the bound channel `CHANNEL` and checks that all of it arrived,
+/// in order and byte for byte: at the peer as plain UDP from the relayed address (client →
+/// peer), at the client as ChannelData (peer → client). `client` is the client's address and
+/// the listening address it sends to, `peer` the peer's address and the relayed address.
+/// Returns the payloads sent to the peer and to the client.
+fn burst_both_ways(
+    client: &mut TurnClient,
+    peer: &UdpSocket,
+    tag: &str,
+    (client_addr, listen): (SocketAddr, SocketAddr),
+    (peer_addr, relayed): (SocketAddr, SocketAddr),
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let to_peer: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| {
+            let text = format!("{tag}to-peer-{i}");
+            payload(text, client_addr, listen, Some(CHANNEL))
+        })
+        .collect();
+    for p in &to_peer {
+        client.send_channel(CHANNEL, p).unwrap();
+    }
+    let got = drain(peer, Duration::from_millis(800));
+    assert_eq!(got.len() as u64, BURST, "the peer got {got:?}");
+    for (p, (payload, from)) in to_peer.iter().zip(&got) {
+        assert_eq!(*from, relayed, "datagrams come from the relayed address");
+        assert_eq!(payload, p);
+    }
+    let to_client: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| payload(format!("{tag}to-client-{i}"), peer_addr, relayed, None))
+        .collect();
+    for p in &to_client {
+        peer.send_to(p, relayed).unwrap();
+    }
+    let got = client_drain(client, Duration::from_millis(800));
+    assert_eq!(got.len() as u64, BURST, "the client got {got:?}");
+    for (p, r) in to_client.iter().zip(&got) {
+        assert_eq!(
+            *r,
+            Received::Channel {
+                channel: CHANNEL,
+                payload: p.clone(),
+            }
+        );
+    }
+    (to_peer, to_client)
+}
+
 #[test]
 fn bound_channels_are_relayed_in_the_kernel_and_everything_else_in_userspace() {
     let w = world(|_| {});
@@ -370,39 +417,14 @@ fn bound_channels_are_relayed_in_the_kernel_and_everything_else_in_userspace() {
     settle();
     let sockets_before = w.socket_relayed();
 
-    // Client → peer through the program: plain UDP from the relayed address.
     let (client_addr, listen) = (World::client_addr(&client), LISTEN.parse().unwrap());
-    let to_peer: Vec<Vec<u8>> = (0..BURST)
-        .map(|i| payload(format!("to-peer-{i}"), client_addr, listen, Some(CHANNEL)))
-        .collect();
-    for p in &to_peer {
-        client.send_channel(CHANNEL, p).unwrap();
-    }
-    let got = drain(&peer, Duration::from_millis(800));
-    assert_eq!(got.len() as u64, BURST, "the peer got {got:?}");
-    for (p, (payload, from)) in to_peer.iter().zip(&got) {
-        assert_eq!(*from, relayed, "datagrams come from the relayed address");
-        assert_eq!(payload, p);
-    }
-
-    // Peer → client through the program: ChannelData from the listening address.
-    let to_client: Vec<Vec<u8>> = (0..BURST)
-        .map(|i| payload(format!("to-client-{i}"), peer_addr, relayed, None))
-        .collect();
-    for p in &to_client {
-        peer.send_to(p, relayed).unwrap();
-    }
-    let got = client_drain(&mut client, Duration::from_millis(800));
-    assert_eq!(got.len() as u64, BURST, "the client got {got:?}");
-    for (p, r) in to_client.iter().zip(&got) {
-        assert_eq!(
-            *r,
-            Received::Channel {
-                channel: CHANNEL,
-                payload: p.clone(),
-            }
-        );
-    }
+    let (to_peer, to_client) = burst_both_ways(
+        &mut client,
+        &peer,
+        "",
+        (client_addr, listen),
+        (peer_addr, relayed),
+    );
 
     let o = w.offload().counters;
     assert_eq!((o.packets_to_peer, o.packets_to_client), (BURST, BURST));
@@ -974,42 +996,13 @@ fn ipv6_channels_are_relayed_in_the_kernel() {
     let sockets_before = w.socket_relayed();
 
     let (client_addr, listen) = (World::client_addr6(&client), LISTEN6.parse().unwrap());
-    let to_peer: Vec<Vec<u8>> = (0..BURST)
-        .map(|i| {
-            payload(
-                format!("v6-to-peer-{i}"),
-                client_addr,
-                listen,
-                Some(CHANNEL),
-            )
-        })
-        .collect();
-    for p in &to_peer {
-        client.send_channel(CHANNEL, p).unwrap();
-    }
-    let got = drain(&peer, Duration::from_millis(800));
-    assert_eq!(got.len() as u64, BURST, "the peer got {got:?}");
-    for (p, (payload, from)) in to_peer.iter().zip(&got) {
-        assert_eq!(*from, relayed, "datagrams come from the relayed address");
-        assert_eq!(payload, p);
-    }
-    let to_client: Vec<Vec<u8>> = (0..BURST)
-        .map(|i| payload(format!("v6-to-client-{i}"), peer_addr, relayed, None))
-        .collect();
-    for p in &to_client {
-        peer.send_to(p, relayed).unwrap();
-    }
-    let got = client_drain(&mut client, Duration::from_millis(800));
-    assert_eq!(got.len() as u64, BURST, "the client got {got:?}");
-    for (p, r) in to_client.iter().zip(&got) {
-        assert_eq!(
-            *r,
-            Received::Channel {
-                channel: CHANNEL,
-                payload: p.clone(),
-            }
-        );
-    }
+    burst_both_ways(
+        &mut client,
+        &peer,
+        "v6-",
+        (client_addr, listen),
+        (peer_addr, relayed),
+    );
     let o = w.offload().counters;
     assert_eq!((o.packets_to_peer, o.packets_to_client), (BURST, BURST));
     settle();

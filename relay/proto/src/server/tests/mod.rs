@@ -52,6 +52,15 @@ fn tuple(port: u16) -> FiveTuple {
     }
 }
 
+/// A server with a relayed address of each family (192.0.2.1, 2001:db8::1).
+fn dual_stack() -> ServerConfig {
+    ServerConfig {
+        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
+        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
+        ..ServerConfig::default()
+    }
+}
+
 fn peer() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 50], 7000))
 }

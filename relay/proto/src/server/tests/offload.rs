@@ -147,11 +147,7 @@ fn limits_the_fast_path_cannot_hold_keep_channels_in_the_core() {
 /// headers), nor a link-local listening address.
 #[test]
 fn ipv6_channels_are_offered_within_one_family_only() {
-    let config = ServerConfig {
-        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
-        ..ServerConfig::default()
-    };
+    let config = dual_stack();
     let v6peer: SocketAddr = "[2001:db8:99::5]:9999".parse().unwrap();
     let cases = [
         ("[2001:db8:7::7]:40000", "[2001:db8::3]:3478", true),

@@ -200,11 +200,7 @@ fn even_port_with_reservation_then_reservation_token() {
 #[test]
 fn dual_stack_allocation_relays_both_families() {
     use crate::stun::AddressFamily;
-    let config = ServerConfig {
-        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
-        ..ServerConfig::default()
-    };
+    let config = dual_stack();
     let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
     let mut auth = h.credentials(3600);
     h.challenge(&mut auth, 17);
@@ -280,11 +276,7 @@ fn dual_stack_allocation_relays_both_families() {
 #[test]
 fn dual_stack_falls_back_to_one_family_with_address_error_code() {
     use crate::stun::AddressFamily;
-    let config = ServerConfig {
-        relay_ip_v4: Some("192.0.2.1".parse().unwrap()),
-        relay_ip_v6: Some("2001:db8::1".parse().unwrap()),
-        ..ServerConfig::default()
-    };
+    let config = dual_stack();
     let mut h = Harness::with(config, Quota::new(0, 0, 0), 50000..=50099);
     h.fail_v6 = true;
     let mut auth = h.credentials(3600);
