@@ -20,6 +20,17 @@ pub fn set_dont_fragment(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
             libc::IP_PMTUDISC_DO,
         )
     };
+    set_int(sock, level, name, value)
+}
+
+/// Sets an integer socket option (`setsockopt` with a `c_int` value).
+#[cfg(target_os = "linux")]
+pub fn set_int(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a valid fd, a c_int option value and its exact size.
     let r = unsafe {
         libc::setsockopt(

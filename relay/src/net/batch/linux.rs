@@ -164,22 +164,7 @@ pub fn set_packet_info(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
     } else {
         (libc::IPPROTO_IP, libc::IP_PKTINFO)
     };
-    let on: libc::c_int = 1;
-    // SAFETY: a valid fd, a c_int option value and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::net::sockopt::set_int(sock, level, name, 1)
 }
 
 /// Appends a packet-info control message that makes the kernel send from `from`.
