@@ -153,12 +153,25 @@ fn allocation_span(relay: RelayAddr, transport: &'static str) -> tracing::Span {
 /// Relayed sockets receive straight into its free slots; the flush task sends and empties it
 /// once every relayed socket that was ready in this turn of the runtime has been read (or
 /// earlier, when it runs out of slots).
+/// A datagram for a UDP client waiting in the outbox.
+pub(super) struct Queued {
+    /// Its slot.
+    slot: usize,
+    /// The framed bytes within the slot.
+    range: Range<usize>,
+    client: SocketAddr,
+    /// Index of the listener it leaves by in `Shard::listeners`, found once, when queued.
+    listener: usize,
+    /// The source address a reply names (see [`Shard::listener`]).
+    from: Option<IpAddr>,
+}
+
 pub(super) struct Outbox {
     pub(super) buf: Vec<u8>,
     /// Slots received into so far (the next receive starts at this slot).
     pub(super) used: usize,
-    /// (slot, framed bytes of the slot, client, listener address), in arrival order.
-    pub(super) items: Vec<(usize, Range<usize>, SocketAddr, SocketAddr)>,
+    /// What waits, in arrival order.
+    pub(super) items: Vec<Queued>,
     /// The flush task has been woken and has not run yet.
     pub(super) flush_pending: bool,
 }
@@ -363,12 +376,17 @@ async fn relay_reader(
                     }
                     continue;
                 }
-                s.outbox.items.push((
-                    slot_index,
-                    to.range,
-                    to.five_tuple.client.addr(),
-                    to.five_tuple.server,
-                ));
+                // No listener serves it: nothing could send it (as before, it is not counted).
+                let Some((listener, from)) = s.listener_index(to.five_tuple.server) else {
+                    continue;
+                };
+                s.outbox.items.push(Queued {
+                    slot: slot_index,
+                    range: to.range,
+                    client: to.five_tuple.client.addr(),
+                    listener,
+                    from,
+                });
             }
             if got < BATCH {
                 // Drained (see on_client_readable).
@@ -402,20 +420,17 @@ fn flush_outbox(s: &mut Shard) {
     // Nearly always one listener; with several (dual stack), one pass each.
     for (index, (_, listener)) in s.listeners.iter().enumerate() {
         let mut k = 0;
-        for (slot, range, client, server) in &s.outbox.items {
-            let Some((_, from)) = s.listener_index(*server).filter(|(i, _)| *i == index) else {
-                continue;
-            };
+        for q in s.outbox.items.iter().filter(|q| q.listener == index) {
             if let Some(m) = msgs.get_mut(k) {
                 let data = s
                     .outbox
                     .buf
-                    .get(PEER_LAYOUT.slot(*slot))
-                    .and_then(|b| b.get(range.clone()))
+                    .get(PEER_LAYOUT.slot(q.slot))
+                    .and_then(|b| b.get(q.range.clone()))
                     .unwrap_or_default();
                 *m = Outgoing {
-                    from,
-                    ..Outgoing::new(*client, data)
+                    from: q.from,
+                    ..Outgoing::new(q.client, data)
                 };
                 k += 1;
             }
