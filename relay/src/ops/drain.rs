@@ -17,11 +17,10 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct DrainController {
     relay: Arc<RelayHandle>,
     timeout: Duration,
-    started: Mutex<Option<Instant>>,
-    /// The deadline in wall-clock time, fixed when the drain begins: the registry record
-    /// carries it for readers on other hosts, and deriving it from the monotonic deadline at
-    /// each heartbeat would make it wander by a millisecond.
-    deadline_unix_ms: Mutex<Option<u64>>,
+    /// When the drain began, and its deadline in wall-clock time (Unix ms), fixed then: the
+    /// registry record carries it for readers on other hosts, and deriving it from the
+    /// monotonic deadline at each heartbeat would make it wander by a millisecond.
+    started: Mutex<Option<(Instant, u64)>>,
     alternates: Mutex<Vec<SocketAddr>>,
     notify: Notify,
 }
@@ -33,7 +32,6 @@ impl DrainController {
             relay,
             timeout,
             started: Mutex::new(None),
-            deadline_unix_ms: Mutex::new(None),
             alternates: Mutex::new(Vec::new()),
             notify: Notify::new(),
         }
@@ -42,19 +40,14 @@ impl DrainController {
     /// Starts draining (idempotent); returns the deadline.
     pub fn begin(&self, reason: &str) -> Instant {
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = *started {
+        if let Some((at, _)) = *started {
             return at + self.timeout;
         }
         let now = Instant::now();
-        *started = Some(now);
+        let deadline_unix_ms = geoturn_shared::clock::unix_ms()
+            .saturating_add(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX));
+        *started = Some((now, deadline_unix_ms));
         let deadline = now + self.timeout;
-        *self
-            .deadline_unix_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(
-            geoturn_shared::clock::unix_ms()
-                .saturating_add(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
-        );
         let alternates = self
             .alternates
             .lock()
@@ -89,10 +82,10 @@ impl DrainController {
 
     /// When a started drain's deadline passes, Unix milliseconds; None before it starts.
     pub fn deadline_unix_ms(&self) -> Option<u64> {
-        *self
-            .deadline_unix_ms
+        self.started
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .map(|(_, unix_ms)| unix_ms)
     }
 
     /// True once a drain has started.
@@ -117,7 +110,7 @@ impl DrainController {
     /// Waits until a started drain is done: no allocations left, or the deadline passed.
     pub async fn finished(&self) {
         self.started().await;
-        let Some(start) = *self.started.lock().unwrap_or_else(|e| e.into_inner()) else {
+        let Some((start, _)) = *self.started.lock().unwrap_or_else(|e| e.into_inner()) else {
             return;
         };
         let deadline = start + self.timeout;

@@ -50,7 +50,11 @@ impl RegistryHealth {
     /// Whether the last heartbeat reached the registry; `None` without a registry, or
     /// before the first heartbeat.
     pub fn is_up(&self) -> Option<bool> {
-        match self.0.load(Ordering::Relaxed) {
+        Self::decode(self.0.load(Ordering::Relaxed))
+    }
+
+    fn decode(state: u8) -> Option<bool> {
+        match state {
             Self::OK => Some(true),
             Self::UNAVAILABLE => Some(false),
             _ => None,
@@ -61,11 +65,7 @@ impl RegistryHealth {
     /// so that a change is logged once and the first success is not called a recovery.
     fn set(&self, ok: bool) -> Option<bool> {
         let new = if ok { Self::OK } else { Self::UNAVAILABLE };
-        match self.0.swap(new, Ordering::Relaxed) {
-            Self::OK => Some(true),
-            Self::UNAVAILABLE => Some(false),
-            _ => None,
-        }
+        Self::decode(self.0.swap(new, Ordering::Relaxed))
     }
 }
 
