@@ -145,12 +145,8 @@ fn family_interfaces(listen: &[SocketAddr], relay: IpAddr) -> Result<Vec<String>
         )));
     }
     ips.push(relay);
+    // Never empty: the relayed address's interfaces are among them.
     let names = crate::net::interfaces::names_carrying(&ips);
-    if names.is_empty() {
-        return Err(OffloadError::Unsuitable(format!(
-            "no non-loopback interface carries the {family} listening or relayed address"
-        )));
-    }
     // The program finds each datagram's way out with the kernel's route lookup
     // (bpf_fib_lookup), which answers only on interfaces that forward. Relayed datagrams never
     // pass netfilter's FORWARD chain, so a FORWARD policy of DROP keeps the host from routing
